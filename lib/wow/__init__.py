@@ -1,0 +1,19 @@
+"""wow: varying shades of wrong.
+
+A toolkit that reproduces and extends "Varying Shades of Wrong: Aligning LLMs with Wrong Answers Only"
+(Yao et al., 2024): build tasks whose wrong answers are graded, sample answers from a model, elicit
+wrong-over-wrong preferences (consistency, confidence, length, LLM judges), measure them (Acc_WoW), align a
+model on them with TRL and evaluate whether it becomes less wrong, more correct and better calibrated.
+
+The numbered notebooks in ``notebooks/`` call this package; ``wow run parameters/<set>.yaml`` executes them.
+"""
+
+import logging
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+class WowError(Exception):
+    """An error with a message meant for the user: it names the problem and what to do about it."""

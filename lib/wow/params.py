@@ -1,0 +1,192 @@
+"""Run parameters: one strict schema for every parameter set and every notebook.
+
+A parameter set (``parameters/*.yaml``) is a flat mapping whose keys are fields of :class:`RunParams`. Unknown keys
+and wrong types are errors that name the key. Notebooks keep literals in their ``parameters`` cell and validate
+them in the next cell with :func:`from_globals`, which also catches a mistyped name injected by papermill.
+
+Example::
+
+    from wow import params
+    P = params.load("parameters/smoke.yaml")
+    P.run_dir            # outputs/smoke
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from wow import WowError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SECRET_NAMES = ("api_key", "openai_api_key", "hf_token", "token", "password", "secret")
+
+
+class RunParams(BaseModel):
+    """Every parameter of a run. Each notebook's ``parameters`` cell holds the subset it uses, as literals."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # -- the run --------------------------------------------------------------------------------------------
+    run_name: str = Field("demo", description="folder name under output_root; one run = one folder")
+    output_root: str = Field("outputs", description="where run folders live (relative to the repository root)")
+    seed: int = Field(0, description="seed of question generation, splits, sampling, subsampling and training")
+
+    # -- 01 data prep: tasks and sampling -------------------------------------------------------------------
+    tasks: list[str] = Field(["shortest_path"], description="task names (wow.tasks.names())")
+    task_options: dict[str, dict] = Field({}, description="per task: keyword options of wow.tasks.get")
+    n_questions: int = Field(20, gt=0, description="questions per task (before the split)")
+    split_fractions: list[float] = Field([0.6, 0.2, 0.2], description="train / validation / test shares")
+    generators: list[str] = Field(["smollm2-135m"], description="models that answer the questions")
+    n_samples: int = Field(10, gt=0, description="answers sampled per question and generator")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of the answers")
+    max_new_tokens: int = Field(160, gt=0, description="most tokens per answer")
+    batch_size: int = Field(16, gt=0, description="requests per forward batch of local engines")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16", description="local engine precision")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for API models (None: OpenAI)")
+    api_concurrency: int = Field(8, gt=0, description="parallel requests to an API endpoint")
+
+    # -- 02 elicitation --------------------------------------------------------------------------------------
+    judges: list[str] = Field(["smollm2-135m"], description="models used as LLM judges")
+    judge_modes: list[Literal["text", "logprob"]] = Field(
+        ["text", "logprob"], description="text: parse the free reply; logprob: next-token verdict (local judges)"
+    )
+    pairwise: bool = Field(True, description="run the pairwise judge (both orders)")
+    score_k: list[int] = Field([1, 5], description="answers per score-judge prompt (1, 2, 5, 10)")
+    max_judge_pairs: int | None = Field(None, description="seeded cap on judged pairs, same pairs for every judge")
+    judge_max_tokens: int = Field(256, gt=0, description="most tokens of a free-text judge reply")
+
+    # -- 03 Acc_WoW --------------------------------------------------------------------------------------------
+    margins: list[float] = Field([1.0, 0.5, 0.1], description="margins M: keep the M share of largest gaps")
+    n_boot: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
+
+    # -- 04 alignment ------------------------------------------------------------------------------------------
+    policy_model: str = Field("smollm2-135m", description="the model that is aligned (a local model)")
+    pref_types: list[str] = Field(["oracle"], description="oracle, direct, direct_check, score, row, row_*")
+    pref_source: Literal["self", "mix"] = Field("self", description="self: policy's answers; mix: all generators")
+    pref_judge: str | None = Field(None, description="judge whose verdicts build direct/score sets (None: first)")
+    pref_margin: float = Field(0.5, gt=0, le=1, description="score sets: keep this share of largest score gaps")
+    max_pairs: int = Field(4000, gt=0, description="cap on preference pairs per set")
+    trainers: list[str] = Field(["dpo"], description="dpo, ipo, rso, sppo, cpo, simpo, orpo")
+    learning_rates: list[float] = Field([5e-5], description="grid: learning rates")
+    epochs: list[int] = Field([1], description="grid: epochs")
+    beta: float = Field(0.1, gt=0, description="preference-optimisation beta")
+    train_batch_size: int = Field(4, gt=0, description="pairs per optimiser step")
+    max_steps: int = Field(-1, description="stop after this many steps (-1: full epochs)")
+    eval_samples: int = Field(4, gt=0, description="answers per test question when evaluating models")
+    n_bins: int = Field(10, gt=0, description="ECE bins")
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if len(v) != 3 or any(x < 0 for x in v) or abs(sum(v) - 1) > 1e-6:
+            raise ValueError("must be three non-negative shares (train, validation, test) summing to 1")
+        return v
+
+    @field_validator("margins")
+    @classmethod
+    def _margins(cls, v: list[float]) -> list[float]:
+        bad = [m for m in v if not 0 < m <= 1]
+        if bad:
+            raise ValueError(f"margins must lie in (0, 1]; got {bad}")
+        return v
+
+    @field_validator("score_k")
+    @classmethod
+    def _score_k(cls, v: list[int]) -> list[int]:
+        bad = [k for k in v if k not in (1, 2, 5, 10)]
+        if bad:
+            raise ValueError(f"score_k values must be among 1, 2, 5, 10; got {bad}")
+        return v
+
+    @field_validator("task_options")
+    @classmethod
+    def _no_secrets(cls, v: dict) -> dict:
+        for task, opts in v.items():
+            for key in opts:
+                if key.lower() in SECRET_NAMES:
+                    raise ValueError(f"{task}.{key}: keys and tokens come from the environment, not parameters")
+        return v
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder, ``<output_root>/<run_name>`` (relative roots resolve against the repository)."""
+        root = Path(self.output_root)
+        return (root if root.is_absolute() else REPO_ROOT / root) / self.run_name
+
+    @property
+    def cache_path(self) -> Path:
+        """The run's model-call cache (SQLite)."""
+        return self.run_dir / "cache.sqlite"
+
+
+def field_names() -> list[str]:
+    """All parameter names."""
+    return list(RunParams.model_fields)
+
+
+def validate(values: dict, source: str = "parameters") -> RunParams:
+    """Validate a mapping of parameters; errors name each bad key and say what is allowed.
+
+    Raises:
+        WowError: unknown key, wrong type or value out of range.
+    """
+    unknown = sorted(set(values) - set(RunParams.model_fields))
+    if unknown:
+        raise WowError(
+            f"{source}: unknown parameter(s) {', '.join(map(repr, unknown))}. Known parameters: "
+            f"{', '.join(RunParams.model_fields)} (see `wow params` for what each does)."
+        )
+    try:
+        return RunParams(**values)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise WowError(f"{source}: {problems}") from None
+
+
+def load(path: str | Path, **overrides) -> RunParams:
+    """Load and validate a YAML parameter set; ``overrides`` replace keys of the file."""
+    path = Path(path)
+    if not path.exists():
+        raise WowError(f"parameter file {path} does not exist; the sets shipped are in parameters/.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise WowError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise WowError(f"{path} must be a mapping of parameter names to values.")
+    values.update(overrides)
+    return validate(values, source=str(path))
+
+
+_NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def from_globals(namespace: dict, source: str = "notebook parameters") -> RunParams:
+    """Validate the parameters defined in a notebook (its ``parameters`` cell plus any papermill injected).
+
+    Every public, non-module, non-callable global is treated as a parameter, so a mistyped name passed with
+    ``papermill -p`` is an error instead of a silent no-op. Call it in the cell right after ``parameters``.
+    """
+    values = {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_")
+        and k not in _NOTEBOOK_NAMES
+        and not isinstance(v, types.ModuleType | types.FunctionType | type)
+        and not callable(v)
+    }
+    return validate(values, source=source)
+
+
+def describe() -> str:
+    """A table of every parameter with its type, default and meaning (``wow params``)."""
+    lines = []
+    for name, f in RunParams.model_fields.items():
+        ann = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
+        lines.append(f"{name:18} {ann:28} {f.default!r:32} {f.description}")
+    return "\n".join(lines)

@@ -100,20 +100,25 @@ class Task:
         name: registry name.
         version: bumped whenever prompts, extraction or grading change (part of every cache key).
         multiple_choice: options are shown, re-shuffled per sample.
+        free_text: answers are graded whole (no extraction turn; ``extraction`` is None): ``parse_direct`` turns
+            the answer into its canonical form (e.g. a FActScore), ``parse`` is not used.
         extraction: the answer-extraction turn.
     """
 
     name: str = ""
     version: str = "1"
     multiple_choice: bool = False
-    extraction: Extraction
+    free_text: bool = False
+    extraction: Extraction | None
 
     # -- questions ------------------------------------------------------------------------------------------
     def build(self, n: int, seed: int) -> list[Question]:
         """Make or load ``n`` questions (split still unset). Deterministic in ``seed``."""
         raise NotImplementedError
 
-    def questions(self, n: int, seed: int = 0, split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> list[Question]:
+    def questions(
+        self, n: int, seed: int = 0, split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    ) -> list[Question]:
         """``n`` questions with disjoint train/validation/test splits, deterministic in ``seed``."""
         qs = self.build(n, seed)
         return assign_splits(qs, seed, split_fractions)
@@ -148,12 +153,17 @@ class Task:
         return self.parse(answer, question, permutation)
 
     def canonical(self, raw: str, question: Question, permutation: list[int] | None) -> Any | None:
-        """Turn the matched string into the canonical answer (option letter -> original index; number)."""
+        """Turn the matched string into the canonical answer (option letter -> original index; number).
+
+        A letter beyond the number of options shown gives None. Without a permutation the options are taken to
+        have been shown in their original order.
+        """
         if self.multiple_choice:
+            order = permutation if permutation is not None else list(range(len(question.options or [])))
             idx = LETTERS.find(raw.strip().upper()[:1]) if raw.strip() else -1
-            if permutation is None or not 0 <= idx < len(permutation):
+            if not 0 <= idx < len(order):
                 return None
-            return permutation[idx]
+            return order[idx]
         try:
             return int(raw.replace(",", ""))
         except ValueError:

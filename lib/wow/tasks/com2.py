@@ -1,0 +1,109 @@
+"""``com2``: COM2 commonsense multi-hop questions (4 options), labels = similarity or plausibility.
+
+Source: the COM2 csv the user supplies (``path=...``; columns ``question``, ``context``, ``options`` (a Python list
+literal, read with ``ast.literal_eval``), ``label`` (the gold index) and ``type``). As in the paper, only rows of
+type ``2i``/``3i`` whose gold is not the last option are kept, and the last option is dropped (4 remain).
+
+Labels: ``minilm`` (default, offline: option-to-gold similarity) or ``vera`` (the paper: the mean Vera plausibility
+of ``"{context} {option} is {condition}."`` over the conditions named in the question, "What event or state is
+both X and also Y?"; the whole question is the one condition when that form is not found).
+
+Example::
+
+    task = wow.tasks.get("com2", path="COM2.csv")
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+
+from wow.tasks.base import Question
+from wow.tasks.extract import COT_INSTRUCTION
+from wow.tasks.multiple_choice import MultipleChoiceTask, option_labels
+from wow.tasks.sources import read_csv_rows, row_error, sample
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["question", "context", "options", "label", "type"]
+WHAT = "the COM2 csv (columns question, context, options, label, type) from the COM2 release"
+
+
+class COM2(MultipleChoiceTask):
+    """COM2 questions.
+
+    Args:
+        path: the COM2 csv.
+        labeler: ``minilm`` (default), ``openai``, ``vera`` or a labeler object.
+    """
+
+    name = "com2"
+    version = "1"
+
+    def __init__(self, path: str = "COM2.csv", labeler="minilm"):
+        self.path, self.labeler = path, labeler
+
+    def build(self, n: int, seed: int) -> list[Question]:
+        """A seeded sample of ``n`` kept rows with option labels.
+
+        Args:
+            n: number of questions.
+            seed: the seed.
+
+        Returns:
+            the questions, split unset.
+        """
+        pool = []
+        for row in read_csv_rows(self.path, WHAT, COLUMNS):
+            try:
+                options = ast.literal_eval(row.data["options"])
+            except (ValueError, SyntaxError):
+                raise row_error(row, "'options' is not a Python list literal") from None
+            if not isinstance(options, list) or len(options) < 2:
+                raise row_error(row, "'options' must be a list of at least two options")
+            label = row.data["label"].strip()
+            if not label.lstrip("-").isdigit() or not 0 <= int(label) < len(options):
+                raise row_error(row, f"label {label!r} is not an index of the {len(options)} options")
+            kind = row.data["type"]
+            if int(label) == len(options) - 1 or not ("2i" in kind or "3i" in kind):
+                continue
+            pool.append((row, [str(o) for o in options[:-1]], int(label)))
+        chosen = sample(pool, n, seed)
+        statements = [
+            [[f"{row.data['context'].strip()} {o} is {c}." for c in conditions(row.data["question"])] for o in opts]
+            for row, opts, _ in chosen
+        ]
+        labels = option_labels(self.labeler, [c[1] for c in chosen], [c[2] for c in chosen], statements)
+        return [
+            Question(
+                id=f"{self.name}/line{row.where.rsplit(':', 1)[-1]}",
+                task=self.name,
+                split="",
+                prompt=COT_INSTRUCTION
+                + (
+                    "Answer a commonsense question about the causes, effects or attributes of the people in a "
+                    f"context.\nContext: {row.data['context'].strip()}\nQuestion: {row.data['question'].strip()}\n"
+                ),
+                gold=gold,
+                options=opts,
+                option_labels=lab,
+                meta={"source": str(self.path), "type": row.data["type"]},
+            )
+            for (row, opts, gold), lab in zip(chosen, labels, strict=True)
+        ]
+
+
+def conditions(question: str) -> list[str]:
+    """The conditions of a COM2 question: "... both X and also Y?" -> [X, Y]; "... both X, Y, and also Z?" -> 3.
+
+    Args:
+        question: the question text.
+
+    Returns:
+        the conditions; ``[question]`` when the form is not found.
+    """
+    m = re.search(r"\bboth (.+?),? and also (.+?)\?*\s*$", question.strip())
+    if not m:
+        return [question.strip().rstrip("?")]
+    return [c.strip() for c in re.split(r",\s*", m.group(1)) if c.strip()] + [m.group(2).strip()]

@@ -1,0 +1,75 @@
+"""``hellaswag``: pick the right continuation of a context (4 endings), labels = similarity or plausibility.
+
+Source: the hub dataset ``Rowan/hellaswag`` (split ``train`` as in the paper; fields ``ind``, ``ctx``, ``endings``,
+``label``), or a local file of the same schema (``data_files=...``). The hub ``test`` split has no labels and is
+refused row by row. Labels: ``minilm`` (default, offline: ending-to-gold-ending similarity) or ``vera`` (the
+paper: Vera plausibility of context + ending; we join them with a space, the paper with none).
+
+Example::
+
+    task = wow.tasks.get("hellaswag", labeler="vera")
+"""
+
+from __future__ import annotations
+
+from wow.tasks.base import Question
+from wow.tasks.extract import COT_INSTRUCTION
+from wow.tasks.multiple_choice import MultipleChoiceTask, option_labels
+from wow.tasks.sources import field, load_rows, row_error, sample
+
+HUB_ID = "Rowan/hellaswag"
+
+
+class HellaSwag(MultipleChoiceTask):
+    """HellaSwag completions.
+
+    Args:
+        path: hub id (default ``Rowan/hellaswag``) or a local file.
+        split: the split to read (default ``train``).
+        data_files: a local file of the same schema.
+        labeler: ``minilm`` (default), ``openai``, ``vera`` or a labeler object.
+    """
+
+    name = "hellaswag"
+    version = "1"
+
+    def __init__(self, path=HUB_ID, split="train", data_files=None, labeler="minilm"):
+        self.path, self.split, self.data_files, self.labeler = path, split, data_files, labeler
+
+    def build(self, n: int, seed: int) -> list[Question]:
+        """A seeded sample of ``n`` questions with option labels.
+
+        Args:
+            n: number of questions.
+            seed: the seed.
+
+        Returns:
+            the questions, split unset.
+        """
+        pool = []
+        for row in load_rows(None if self.data_files else self.path, self.split, self.data_files):
+            ctx = field(row, "ctx", str)
+            endings = [str(e) for e in field(row, "endings", list)]
+            label = str(field(row, "label")).strip()
+            if not label.isdigit() or not 0 <= int(label) < len(endings):
+                raise row_error(
+                    row, f"label {label!r} is not an index of the {len(endings)} endings (unlabelled split?)"
+                )
+            pool.append((row, ctx, endings, int(label)))
+        chosen = sample(pool, n, seed)
+        statements = [[[f"{ctx.strip()} {e.strip()}"] for e in endings] for _, ctx, endings, _ in chosen]
+        labels = option_labels(self.labeler, [c[2] for c in chosen], [c[3] for c in chosen], statements)
+        return [
+            Question(
+                id=f"{self.name}/{row.data.get('ind', row.index)}",
+                task=self.name,
+                split="",
+                prompt=COT_INSTRUCTION
+                + f"Choose the most plausible continuation of the context.\nContext: {ctx.strip()}\n",
+                gold=gold,
+                options=endings,
+                option_labels=lab,
+                meta={"source": HUB_ID if not self.data_files else str(self.data_files)},
+            )
+            for (row, ctx, endings, gold), lab in zip(chosen, labels, strict=True)
+        ]

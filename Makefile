@@ -9,6 +9,8 @@ KERNEL := wow
 STOCKFISH := /usr/games/stockfish
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
+# torch threads spin while waiting for a busy core; passive waiting keeps a shared 2-core machine fast
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install install-dev demo test lint format lab bench clean-outputs
 

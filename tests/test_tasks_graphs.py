@@ -104,9 +104,19 @@ def _sp_question(gold=6, norm=17):
     ],
 )
 def test_graph_grade_by_hand(answer, correctness, raw, correct):
+    """Gold 6, normaliser 17: the scale is max(17 - 6, 6) = 11."""
     g = wow.tasks.get("shortest_path").grade(_sp_question(), answer)
     assert g.correctness == pytest.approx(correctness)
     assert g.raw_label == raw and g.is_correct is correct
+
+
+def test_answers_below_a_gold_near_the_longest_path_keep_their_shade():
+    """Gold 11, longest path 12: the paper's scale (12 - 11 = 1) would grade 10 as 0; ours is max(1, 11) = 11."""
+    sp = wow.tasks.get("shortest_path")
+    q = _sp_question(gold=11, norm=12)
+    assert sp.grade(q, 10).correctness == pytest.approx(1 - 1 / 11)
+    assert sp.grade(q, 12).correctness == pytest.approx(1 - 1 / 11)
+    assert sp.grade(q, 0).correctness == 0.0
 
 
 def test_graph_unparsed_answer_grades_as_unparsed():

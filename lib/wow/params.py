@@ -32,7 +32,7 @@ class RunParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # -- the run --------------------------------------------------------------------------------------------
-    run_name: str = Field("demo", description="folder name under output_root; one run = one folder")
+    run_name: str = Field("demo", description="folder name under output_root (one folder per run)")
     output_root: str = Field("outputs", description="where run folders live (relative to the repository root)")
     seed: int = Field(0, description="seed of question generation, splits, sampling, subsampling and training")
 
@@ -66,10 +66,14 @@ class RunParams(BaseModel):
 
     # -- 04 alignment ------------------------------------------------------------------------------------------
     policy_model: str = Field("smollm2-135m", description="the model that is aligned (a local model)")
-    pref_types: list[str] = Field(["oracle"], description="oracle, direct, direct_check, score, row, row_*")
+    pref_types: list[str] = Field(
+        ["oracle"], description="oracle, direct, score@M, row, row_oracle, row_direct, row_score@M (M: margin)"
+    )
     pref_source: Literal["self", "mix"] = Field("self", description="self: policy's answers; mix: all generators")
     pref_judge: str | None = Field(None, description="judge whose verdicts build direct/score sets (None: first)")
-    pref_margin: float = Field(0.5, gt=0, le=1, description="score sets: keep this share of largest score gaps")
+    pref_judge_mode: Literal["text", "logprob"] | None = Field(None, description="judge mode used (None: first)")
+    pref_check: bool = Field(True, description="direct sets: only pairs judged the same way in both orders")
+    pref_score_k: int = Field(5, description="score sets: answers per score prompt (must be in score_k)")
     max_pairs: int = Field(4000, gt=0, description="cap on preference pairs per set")
     trainers: list[str] = Field(["dpo"], description="dpo, ipo, rso, sppo, cpo, simpo, orpo")
     learning_rates: list[float] = Field([5e-5], description="grid: learning rates")
@@ -103,6 +107,13 @@ class RunParams(BaseModel):
             raise ValueError(f"score_k values must be among 1, 2, 5, 10; got {bad}")
         return v
 
+    @field_validator("pref_types")
+    @classmethod
+    def _pref_types(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            parse_pref_type(spec)
+        return v
+
     @field_validator("task_options")
     @classmethod
     def _no_secrets(cls, v: dict) -> dict:
@@ -122,6 +133,30 @@ class RunParams(BaseModel):
     def cache_path(self) -> Path:
         """The run's model-call cache (SQLite)."""
         return self.run_dir / "cache.sqlite"
+
+
+def parse_pref_type(spec: str) -> tuple[str, float | None]:
+    """Split a preference-type spec like ``score@0.1`` into ``("score", 0.1)``; score types need a margin.
+
+    Raises:
+        ValueError: unknown type, or a margin missing, misplaced or outside (0, 1].
+    """
+    from wow.preferences import PREF_TYPES
+
+    kind, _, margin = spec.partition("@")
+    if kind not in PREF_TYPES:
+        raise ValueError(f"unknown preference type {kind!r}; valid: {', '.join(PREF_TYPES)}")
+    if kind.endswith("score"):
+        try:
+            m = float(margin)
+        except ValueError:
+            raise ValueError(f"{spec!r}: score types need a margin, e.g. {kind}@0.5") from None
+        if not 0 < m <= 1:
+            raise ValueError(f"{spec!r}: the margin must lie in (0, 1]")
+        return kind, m
+    if margin:
+        raise ValueError(f"{spec!r}: only score types take a margin")
+    return kind, None
 
 
 def field_names() -> list[str]:

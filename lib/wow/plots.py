@@ -3,6 +3,7 @@
 Every function takes a pandas DataFrame, returns the matplotlib Figure and, given ``path`` (a file stem, no
 suffix), saves it as PNG and PDF. Titles say what the paper's figure says.
 
+* :func:`fig_answer_labels`: how wrong the sampled answers are, per task (the shades of wrong).
 * :func:`fig_acc_wow_methods`: Acc_WoW per elicitation method and margin, with 95% CIs (overview).
 * :func:`fig_correlation` (paper Figs 2 and 5): task accuracy / confidence vs Acc_WoW over (task, generator) points.
 * :func:`fig_alignment_vs_acc_wow` (paper Fig 3): Acc_WoW vs Δp_wrong, ΔAcc and -ΔECE over methods.
@@ -53,6 +54,73 @@ def _empty(ax: plt.Axes, message: str) -> None:
     ax.set_yticks([])
 
 
+def fig_answer_labels(answers: list[dict], path: str | Path | None = None, title: str | None = None) -> plt.Figure:
+    """Distribution of graded correctness of the answers, per task: unparsed, wrong (by shade) and right.
+
+    Args:
+        answers: rows of ``answers.jsonl``.
+        path: file stem to save to.
+        title: figure title.
+    """
+    sns.set_theme(style="whitegrid", context="notebook")
+    df = pd.DataFrame(answers)
+    df["kind"] = np.where(df["extracted"].isna(), "unparsed", np.where(df["is_correct"], "right", "wrong"))
+    tasks = sorted(df["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        sub = df[df["task"] == task]
+        wrong = sub[sub["kind"] == "wrong"]
+        ax.hist(wrong["correctness"], bins=np.linspace(0, 1, 11), color=sns.color_palette("crest")[2], label="wrong")
+        counts = sub["kind"].value_counts()
+        ax.set_title(
+            f"{task}\n{counts.get('right', 0)} right, {len(wrong)} wrong, {counts.get('unparsed', 0)} unparsed",
+            fontsize=10,
+        )
+        ax.set_xlabel("graded correctness of wrong answers")
+        ax.set_ylabel("answers")
+        ax.set_xlim(0, 1)
+    fig.suptitle(title or "Shades of wrong: how wrong the sampled answers are", fontsize=11)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def figure_points(table: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
+    """The (task, generator) points of the paper's Figures 2 and 5, one pair of figures per judge.
+
+    Figure 2 takes the score-based judge (k = 5 when run, else the largest k) at the smallest margin; Figure 5 the
+    pairwise judge with the both-orders check at M = 1.0 (text mode when run, else logprob mode).
+
+    Returns:
+        ``(file stem, points, description)`` per figure; points have task, generator, accuracy, mean_confidence,
+        acc_wow.
+    """
+    out = []
+    for judge in sorted(table["judge"].dropna().unique()):
+        sub = table[table["judge"] == judge]
+        score = sub[sub["method"].str.startswith("score_k")]
+        if not score.empty:
+            ks = sorted(score["method"].str.extract(r"score_k(\d+)")[0].astype(int).unique())
+            k = 5 if 5 in ks else ks[-1]
+            text_first = score[score["method"] == f"score_k{k}"]
+            score = text_first if not text_first.empty else score[score["method"] == f"score_k{k}_logprob"]
+            m = score["margin"].min()
+            pts = score[score["margin"] == m].merge(stats, on=["task", "generator"])
+            out.append((f"fig2_{_safe(judge)}", pts, f"score-based judge {judge}, k = {k}, M = {m:g}"))
+        pair = sub[sub["method"].str.startswith("pairwise") & (sub["check"] == "both_orders") & (sub["margin"] == 1.0)]
+        if not pair.empty:
+            mode = "pairwise_text" if (pair["method"] == "pairwise_text").any() else pair["method"].iloc[0]
+            pts = pair[pair["method"] == mode].merge(stats, on=["task", "generator"])
+            out.append(
+                (f"fig5_{_safe(judge)}", pts, f"pairwise judge {judge} ({mode.split('_')[1]}), both-orders check")
+            )
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name)
+
+
 def fig_acc_wow_methods(table: pd.DataFrame, path: str | Path | None = None, title: str | None = None) -> plt.Figure:
     """Acc_WoW of each method (x) and margin (hue), with bootstrap 95% CIs and the random baseline 0.5.
 
@@ -63,7 +131,12 @@ def fig_acc_wow_methods(table: pd.DataFrame, path: str | Path | None = None, tit
     """
     sns.set_theme(style="whitegrid", context="notebook")
     df = table.dropna(subset=["acc_wow"]).copy()
-    df["label"] = df["method"] + np.where(df["judge"].fillna("") != "", "\n" + df["judge"].fillna(""), "")
+    check = df["check"].fillna("none") if "check" in df else pd.Series("none", index=df.index)
+    df["label"] = (
+        df["method"]
+        + np.where(check == "both_orders", " +check", "")
+        + np.where(df["judge"].fillna("") != "", " (" + df["judge"].fillna("") + ")", "")
+    )
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * df["label"].nunique() + 2), 4))
     if df.empty:
         _empty(ax, "no wrong-over-wrong pairs to score")
@@ -80,12 +153,14 @@ def fig_acc_wow_methods(table: pd.DataFrame, path: str | Path | None = None, tit
             x = np.arange(len(order)) + (j - (len(margins) - 1) / 2) * width
             yerr = np.vstack([sub["acc_wow"] - sub["ci_low"], sub["ci_high"] - sub["acc_wow"]]).clip(min=0)
             ax.bar(x, sub["acc_wow"], width, yerr=yerr, capsize=2, color=palette[j], label=f"M = {m:g}")
-        ax.set_xticks(np.arange(len(order)), order, fontsize=8)
+        ax.set_xticks(np.arange(len(order)), order, fontsize=8, rotation=30, ha="right")
         ax.axhline(0.5, color="0.3", ls="--", lw=1, label="random")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("Acc$_{WoW}$")
-        ax.legend(fontsize=8, ncol=len(margins) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.22))
-    ax.set_title(title or "Can the model tell which wrong answer is less wrong? Acc$_{WoW}$ by method and margin")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="margin", title_fontsize=8)
+    ax.set_title(
+        title or "Can the model tell which wrong answer is less wrong? Acc$_{WoW}$ by method and margin", fontsize=11
+    )
     save(fig, path)
     return fig
 
@@ -94,14 +169,16 @@ def fig_correlation(points: pd.DataFrame, path: str | Path | None = None, title:
     """Paper Figs 2 and 5: task accuracy and confidence vs Acc_WoW, one point per (task, generator).
 
     Args:
-        points: columns task, generator, accuracy, confidence, acc_wow.
+        points: columns task, generator, accuracy, mean_confidence, acc_wow.
         path: file stem to save to.
         title: suptitle (say which elicitation method and margin the Acc_WoW is from).
     """
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     df = points.dropna(subset=["acc_wow"])
-    for ax, (col, label) in zip(axes, [("accuracy", "task accuracy"), ("confidence", "mean confidence")], strict=True):
+    for ax, (col, label) in zip(
+        axes, [("accuracy", "task accuracy"), ("mean_confidence", "mean confidence")], strict=True
+    ):
         if df.empty:
             _empty(ax, "no (task, generator) point has Acc_WoW")
             continue

@@ -13,7 +13,10 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from wow import WowError
@@ -59,6 +62,19 @@ class ChatRequest:
         d["stop"] = list(self.stop) if self.stop else None
         return d
 
+    def sample_seed(self) -> int:
+        """The seed of this one sample: a hash of (seed, sample_index, messages, prefill), below 2**31.
+
+        Engines seed each sample with it, so a sample does not depend on which other requests share its batch
+        (local engines) and the N samples of one prompt differ (servers that take a ``seed``).
+        """
+        blob = json.dumps(
+            [self.seed, self.sample_index, [dict(m) for m in self.messages], self.prefill],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return int(hashlib.sha256(blob.encode("utf-8")).hexdigest()[:8], 16) & 0x7FFFFFFF
+
 
 @dataclass
 class Completion:
@@ -100,24 +116,52 @@ class Completion:
         return d
 
 
+#: Called as ``on_result(i, completion)`` as soon as the completion of request ``i`` is known.
+ResultCallback = Callable[[int, Completion], None]
+
+
 class Engine:
     """Base class of engines. Subclasses implement ``_generate`` (and optionally ``_choice_logprobs``).
 
     Attributes:
         name: engine name (``transformers``, ``openai``).
         model: model name as given.
+        supports_prefill: the engine continues ``ChatRequest.prefill`` (local engines); chat APIs ignore it.
+        streams_results: ``_generate`` takes an ``on_result`` callback and calls it as each result arrives
+            (otherwise :meth:`generate` calls it after the whole batch).
     """
 
     name: str = ""
+    supports_prefill: bool = False
+    streams_results: bool = False
 
     def __init__(self, model: str):
         self.model = model
 
-    def generate(self, requests: list[ChatRequest], progress: bool = False) -> list[Completion]:
-        """Run a batch of chat requests; one completion per request, in order."""
+    def generate(
+        self, requests: list[ChatRequest], progress: bool = False, on_result: ResultCallback | None = None
+    ) -> list[Completion]:
+        """Run a batch of chat requests; one completion per request, in order.
+
+        Args:
+            requests: the chat requests.
+            progress: show a progress bar.
+            on_result: called as ``on_result(i, completion)`` when request ``i`` is done (the cache writes each
+                result from it, so a killed run keeps everything finished before the kill).
+
+        Returns:
+            One :class:`Completion` per request, in order.
+        """
         if not requests:
             return []
-        return self._generate(list(requests), progress=progress)
+        requests = list(requests)
+        if on_result is not None and self.streams_results:
+            return self._generate(requests, progress=progress, on_result=on_result)
+        out = self._generate(requests, progress=progress)
+        if on_result is not None:
+            for i, c in enumerate(out):
+                on_result(i, c)
+        return out
 
     def choice_logprobs(self, requests: list[ChatRequest], choices: list[str]) -> list[dict[str, float]]:
         """Log-probability of each choice string as the next token after each request's prompt (+ prefill).
@@ -134,6 +178,10 @@ class Engine:
 
     def _choice_logprobs(self, requests: list[ChatRequest], choices: list[str]) -> list[dict[str, float]]:
         raise EngineError(f"the {self.name} engine cannot read next-token distributions; use the free-text judge.")
+
+    def identity(self) -> dict:
+        """What, besides the request, determines a result (part of every cache key; never holds a secret)."""
+        return {"engine": self.name, "model": self.model}
 
     def usage(self) -> dict:
         """Token and call counts (and cost where known) of this engine so far."""

@@ -8,8 +8,10 @@ question text.
 Grading (one rule for all three):
 
 * ``raw_label = -|answer - gold|`` (the paper's label; higher is less wrong);
-* ``correctness = clip(1 - |answer - gold| / (normaliser - gold), 0, 1)``, with a per-question ``normaliser``
-  stored in ``question.meta`` at generation/load time and always greater than ``gold`` (never a division by zero);
+* ``correctness = clip(1 - |answer - gold| / max(normaliser - gold, gold), 0, 1)``, with a per-question
+  ``normaliser`` stored in ``question.meta`` at generation/load time and always greater than ``gold`` (never a
+  division by zero). The paper divides by ``normaliser - gold`` alone, which on small graphs (longest path close to
+  the shortest) grades every answer below the gold as 0; scaling by at least ``gold`` keeps those answers graded;
 * ``is_correct = answer == gold``.
 
 Each task module defines the normaliser (shortest path: the weight of the longest simple path between the two
@@ -105,7 +107,7 @@ class GraphTask(Task):
             return UNPARSED
         gold, norm = question.gold, question.meta["normaliser"]
         err = abs(extracted - gold)
-        correctness = min(1.0, max(0.0, 1.0 - err / (norm - gold)))
+        correctness = min(1.0, max(0.0, 1.0 - err / max(norm - gold, gold)))
         return Grade(correctness=correctness, raw_label=-float(err), is_correct=extracted == gold)
 
 

@@ -37,7 +37,7 @@ class Matching(GraphTask):
     """
 
     name = "matching"
-    version = "1"
+    version = "2"
     extraction = numeric_extraction("The maximum number of matches is", "the maximum number of applicants matched")
     direct_patterns = direct_patterns(
         r"maximum\s+number\s+of\s+(?:matches|matching|applicants)",

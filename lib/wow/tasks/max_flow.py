@@ -47,7 +47,7 @@ class MaxFlow(GraphTask):
     """
 
     name = "max_flow"
-    version = "1"
+    version = "2"
     extraction = numeric_extraction("The maximum flow is", "the maximum flow")
     direct_patterns = direct_patterns(r"maximum\s+flow", r"max(?:imum)?\s+flow\s+value", r"final\s+answer")
     nlgraph_file = "flow/main.json"

@@ -51,7 +51,7 @@ class ShortestPath(GraphTask):
     """
 
     name = "shortest_path"
-    version = "1"
+    version = "2"
     extraction = numeric_extraction("The total weight is", "the total weight of the shortest path")
     direct_patterns = direct_patterns(
         r"total\s+weight", r"shortest\s+(?:path\s+)?(?:distance|length)", r"final\s+answer"

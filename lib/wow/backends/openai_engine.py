@@ -1,0 +1,328 @@
+"""The ``openai`` engine: any OpenAI-compatible chat endpoint (OpenAI, a vLLM server, a llama.cpp server).
+
+* One HTTP request per sample (llama.cpp ignores ``n``), sent by a thread pool of ``concurrency`` workers; each
+  carries ``seed = request.sample_seed()``, so the N samples of one prompt differ and a seeded server repeats them.
+* Bounded retries with exponential backoff and jitter on 429, 408/409, 5xx, timeouts, dropped connections and
+  malformed bodies, honouring ``Retry-After``; then an :class:`EngineError` naming the request (model, sample index,
+  start of the last message) and the cause. Authentication, permission and bad-request errors are not retried. A
+  failed call never becomes an empty answer: results that did arrive are handed on (and cached) before the error.
+* Logprobs where the server gives them (``logprobs=True, top_logprobs=1``); tokens at the -9999 sentinel are
+  skipped, as in the paper's code.
+* ``prefill`` is not a chat-API feature: it is ignored (``supports_prefill`` is False; the sampling code then asks
+  for a free extraction turn).
+* Token and cost accounting (:meth:`OpenAIEngine.usage`); prices from ``prices`` or :data:`wow.models.API_MODELS`.
+* ``batch=True`` sends everything through the Batch API instead (:mod:`wow.backends.batch_api`).
+
+The API key comes from ``api_key`` or ``$OPENAI_API_KEY``; it is never logged and never part of a cache key.
+
+Example::
+
+    engine = OpenAIEngine("gpt-4o-mini", concurrency=8)
+    engine = OpenAIEngine("smollm2-135m", base_url="http://127.0.0.1:8000/v1")  # a local llama.cpp server
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+
+from tqdm.auto import tqdm
+
+from wow import WowError, models
+from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
+
+log = logging.getLogger(__name__)
+
+#: OpenAI's logprob for tokens it has none for.
+LOGPROB_SENTINEL = -9999.0
+RETRY_STATUS = {408, 409, 429}
+
+
+class MalformedResponse(Exception):
+    """The server answered, but not with a usable chat completion."""
+
+
+class OpenAIEngine(Engine):
+    """Chat completions from an OpenAI-compatible endpoint.
+
+    Args:
+        model: the model name the endpoint expects (an ``openai:`` prefix is dropped).
+        base_url: endpoint, e.g. ``http://127.0.0.1:8000/v1``; default: OpenAI.
+        api_key: default ``$OPENAI_API_KEY`` (a local server without one gets a placeholder).
+        concurrency: requests in flight at once.
+        max_retries: retries per request after the first attempt.
+        timeout: seconds per attempt.
+        prices: USD per 1M (input, output) tokens; default from :data:`wow.models.API_MODELS` when known.
+        backoff: first backoff in seconds (doubled per retry, with jitter), capped at ``max_backoff``.
+        max_backoff: longest wait between attempts, ``Retry-After`` included.
+        extra_body: extra JSON fields for every request (e.g. ``{"repeat_penalty": 1.0}`` for llama.cpp); part of
+            the cache key.
+        token_limit_param: ``max_tokens`` or ``max_completion_tokens`` (newer OpenAI models).
+        batch: use the Batch API (half price, hours of latency) instead of live calls.
+        poll_interval: seconds between Batch API status polls.
+        batch_dir: folder for Batch API input files and the id of each submitted batch (resumed on rerun).
+        client: an OpenAI client object to use instead of building one (tests pass a fake here).
+    """
+
+    name = "openai"
+    supports_prefill = False
+    streams_results = True
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 4,
+        max_retries: int = 6,
+        timeout: float = 120.0,
+        prices: tuple[float, float] | None = None,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        extra_body: dict | None = None,
+        token_limit_param: str = "max_tokens",
+        batch: bool = False,
+        poll_interval: float = 30.0,
+        batch_dir: str | None = None,
+        client=None,
+    ):
+        super().__init__(model)
+        self.api_model = model.split(":", 1)[1] if model.startswith("openai:") else model
+        if concurrency < 1 or max_retries < 0:
+            raise WowError(f"concurrency ({concurrency}) must be >= 1 and max_retries ({max_retries}) >= 0.")
+        if token_limit_param not in ("max_tokens", "max_completion_tokens"):
+            raise WowError(f"token_limit_param {token_limit_param!r} is not max_tokens or max_completion_tokens.")
+        self.base_url = base_url
+        self.concurrency = int(concurrency)
+        self.max_retries = int(max_retries)
+        self.timeout = float(timeout)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.extra_body = dict(extra_body) if extra_body else None
+        self.token_limit_param = token_limit_param
+        self.batch = bool(batch)
+        self.poll_interval = float(poll_interval)
+        self.batch_dir = batch_dir
+        self.prices = tuple(prices) if prices else models.API_MODELS.get(self.api_model)
+        self.client = client if client is not None else self._make_client(api_key)
+        self._lock = threading.Lock()
+        self._jitter = random.Random()
+        self._usage = {"calls": 0, "retries": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._cost = 0.0
+
+    def _make_client(self, api_key: str | None):
+        import openai
+
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if self.base_url is None:
+                raise WowError("the openai engine needs an API key: set OPENAI_API_KEY in the environment.")
+            key = "no-key"  # local servers (llama.cpp, vLLM) accept any key
+        return openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
+
+    def identity(self) -> dict:
+        """Engine, model, endpoint and extra body fields (never the API key)."""
+        return {
+            "engine": self.name,
+            "model": self.api_model,
+            "base_url": self.base_url or "https://api.openai.com/v1",
+            "extra_body": self.extra_body,
+        }
+
+    # -- requests -------------------------------------------------------------------------------------------
+    def body(self, request: ChatRequest) -> dict:
+        """The JSON body of one chat completion request (``extra_body`` merged in)."""
+        return {**self._standard_body(request), **(self.extra_body or {})}
+
+    def _standard_body(self, request: ChatRequest) -> dict:
+        body = {
+            "model": self.api_model,
+            "messages": [dict(m) for m in request.messages],
+            self.token_limit_param: request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.sample_seed(),
+        }
+        if request.logprobs:
+            body.update(logprobs=True, top_logprobs=1)
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return body
+
+    def describe(self, index: int, request: ChatRequest) -> str:
+        """How an error names a request: model, sample index, start of the last message."""
+        last = str(request.messages[-1].get("content", "")) if request.messages else ""
+        last = " ".join(last.split())
+        return (
+            f"{self.name} request #{index} (model {self.api_model!r}, sample_index {request.sample_index}, "
+            f"last message {last[:60]!r}{'...' if len(last) > 60 else ''})"
+        )
+
+    def completion(self, response, request: ChatRequest, price_factor: float = 1.0) -> Completion:
+        """Turn a chat completion (object or dict) into a :class:`Completion`, counting its tokens and cost.
+
+        Raises:
+            MalformedResponse: no choices, no message text, or a body that is not a chat completion.
+        """
+        if isinstance(response, dict):
+            from openai.types.chat import ChatCompletion
+
+            try:
+                response = ChatCompletion.model_validate(response)
+            except Exception as e:
+                raise MalformedResponse(f"not a chat completion ({type(e).__name__})") from None
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise MalformedResponse(f"no choices in the response body ({str(response)[:80]!r})")
+        choice = choices[0]
+        text = getattr(getattr(choice, "message", None), "content", None)
+        if not isinstance(text, str):
+            raise MalformedResponse("the response has no message text")
+        lps = []
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        if request.logprobs and content:
+            lps = [float(t.logprob) for t in content if t.logprob is not None and t.logprob > LOGPROB_SENTINEL]
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0) or len(lps)
+        self._count(prompt_tokens, completion_tokens, price_factor)
+        return Completion(text, lps, prompt_tokens, completion_tokens, choice.finish_reason or "stop")
+
+    def _count(self, prompt_tokens: int, completion_tokens: int, price_factor: float) -> None:
+        with self._lock:
+            self._usage["calls"] += 1
+            self._usage["prompt_tokens"] += prompt_tokens
+            self._usage["completion_tokens"] += completion_tokens
+            if self.prices:
+                self._cost += (
+                    price_factor * (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
+                )
+
+    # -- live calls -----------------------------------------------------------------------------------------
+    def _generate(
+        self, requests: list[ChatRequest], progress: bool = False, on_result: ResultCallback | None = None
+    ) -> list[Completion]:
+        if self.batch:
+            from wow.backends.batch_api import run_batch
+
+            return run_batch(self, requests, on_result)
+        results: list[Completion | None] = [None] * len(requests)
+        errors: list[tuple[int, EngineError]] = []
+        bar = tqdm(total=len(requests), unit="call", desc=self.api_model, disable=not progress)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = {pool.submit(self._call, i, r): i for i, r in enumerate(requests)}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                try:
+                    completion = fut.result()
+                except CancelledError:
+                    continue
+                except EngineError as e:
+                    if not errors:  # stop starting new calls; the ones in flight still finish and are kept
+                        for other in futures:
+                            other.cancel()
+                    errors.append((i, e))
+                    continue
+                results[i] = completion
+                if on_result is not None:
+                    on_result(i, completion)
+                bar.update(1)
+        bar.close()
+        if errors:
+            i, first = min(errors, key=lambda x: x[0])
+            done = sum(r is not None for r in results)
+            raise EngineError(f"{first} ({len(errors)} request(s) failed; {done} of {len(requests)} completed.)")
+        return results
+
+    def _call(self, index: int, request: ChatRequest) -> Completion:
+        """One request with bounded retries; see the module docstring."""
+        import openai
+
+        body = self._standard_body(request)
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                wait = self._wait(attempt - 1, last)
+                log.warning(
+                    "%s: %s; retry %d/%d in %.1fs",
+                    self.describe(index, request),
+                    _why(last),
+                    attempt,
+                    self.max_retries,
+                    wait,
+                )
+                with self._lock:
+                    self._usage["retries"] += 1
+                time.sleep(wait)
+            try:
+                response = self.client.chat.completions.create(**body, extra_body=self.extra_body)
+                return self.completion(response, request)
+            except openai.APIStatusError as e:
+                if e.status_code not in RETRY_STATUS and e.status_code < 500:
+                    self._fail()
+                    raise EngineError(f"{self.describe(index, request)} failed: {_why(e)} (not retried).") from None
+                last = e
+            except (openai.APIConnectionError, openai.APIResponseValidationError, MalformedResponse, ValueError) as e:
+                last = e  # ValueError covers a body that is not JSON at all
+        self._fail()
+        raise EngineError(
+            f"{self.describe(index, request)} failed after {self.max_retries + 1} attempts; last error: {_why(last)}."
+        )
+
+    def _fail(self) -> None:
+        with self._lock:
+            self._usage["failures"] += 1
+
+    def _wait(self, retry: int, error: Exception | None) -> float:
+        """Seconds before the next attempt: the server's Retry-After, else exponential backoff with jitter."""
+        asked = _retry_after(error)
+        if asked is not None:
+            return min(max(asked, 0.0), self.max_backoff)
+        return min(self.backoff * 2**retry * self._jitter.uniform(0.5, 1.5), self.max_backoff)
+
+    def usage(self) -> dict:
+        """Calls, retries, failures, tokens and cost in USD (None when the model's prices are unknown)."""
+        with self._lock:
+            return {**self._usage, "cost_usd": round(self._cost, 6) if self.prices else None}
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        close = getattr(self.client, "close", None)
+        if callable(close):
+            close()
+
+
+def _retry_after(error: Exception | None) -> float | None:
+    """The wait a 429/503 asks for (``retry-after-ms`` or ``Retry-After`` in seconds or as an HTTP date)."""
+    headers = getattr(getattr(error, "response", None), "headers", None)
+    if not headers:
+        return None
+    if headers.get("retry-after-ms"):
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None
+
+
+def _why(error: Exception | None) -> str:
+    if error is None:
+        return "unknown error"
+    status = getattr(error, "status_code", None)
+    text = " ".join(str(error).split())[:200]
+    return f"{type(error).__name__}" + (f" {status}" if status else "") + (f": {text}" if text else "")

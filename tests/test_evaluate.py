@@ -1,0 +1,149 @@
+"""Evaluation metrics, Δ sign conventions and leak checks, against values computed by hand."""
+
+import math
+
+import pytest
+from wow import WowError
+from wow.evaluate import (
+    alignment_table,
+    check_held_out,
+    compare,
+    evaluate_model,
+    reliability,
+    summarize,
+    write_alignment_csv,
+)
+from wow.preferences import build_preferences
+from wow.tasks.base import Question
+
+
+def row(qid, correctness, correct, conf, i=0, parsed=True):
+    return {
+        "answer_id": f"{qid}|m|{i}",
+        "question_id": qid,
+        "generator": "m",
+        "correctness": correctness,
+        "is_correct": correct,
+        "extracted": 1 if parsed else None,
+        "mean_logprob": None if conf is None else math.log(conf),
+    }
+
+
+def test_summarize_by_hand():
+    rows = [
+        row("q1", 1.0, True, 0.85),
+        row("q1", 0.5, False, 0.85, 1),
+        row("q2", 0.0, False, 0.15, parsed=False),
+        row("q2", 0.25, False, None, 1),  # no logprob: left out of ECE only
+    ]
+    s = summarize(rows)
+    assert s["n"] == 4 and s["n_questions"] == 2 and s["n_confidence"] == 3
+    assert s["mean_correctness"] == pytest.approx((1 + 0.5 + 0 + 0.25) / 4)
+    assert s["p_wrong"] == pytest.approx((0.5 + 0 + 0.25) / 3)  # the unparsed answer counts, at 0
+    assert s["accuracy"] == pytest.approx(0.25)
+    # bin (0.8, 0.9]: 2 answers, conf 0.85, acc 0.5; bin (0.1, 0.2]: 1 answer, conf 0.15, acc 0
+    assert s["ece"] == pytest.approx((2 * 0.35 + 1 * 0.15) / 3)
+    assert s["parse_rate"] == pytest.approx(0.75)
+
+
+BEFORE = [
+    row("q1", 1.0, True, 0.85),
+    row("q1", 0.2, False, 0.85, 1),
+    row("q2", 0.4, False, 0.15),
+    row("q2", 0.0, False, 0.15, 1),
+]
+AFTER = [
+    row("q1", 1.0, True, 0.85),
+    row("q1", 1.0, True, 0.85, 1),
+    row("q2", 0.6, False, 0.15),
+    row("q2", 0.4, False, 0.15, 1),
+]
+
+
+def test_compare_deltas_and_signs_by_hand():
+    c = compare(BEFORE, AFTER, n_boot=200, seed=0)
+    assert c["before_p_wrong"] == pytest.approx(0.2) and c["after_p_wrong"] == pytest.approx(0.5)
+    assert c["before_accuracy"] == pytest.approx(0.25) and c["after_accuracy"] == pytest.approx(0.5)
+    assert c["before_ece"] == pytest.approx(0.25) and c["after_ece"] == pytest.approx(0.15)
+    assert c["d_p_wrong"] == pytest.approx(0.3)  # after - before: less wrong is positive
+    assert c["d_acc"] == pytest.approx(0.25)  # after - before
+    assert c["neg_d_ece"] == pytest.approx(0.10)  # before - after: better calibrated is positive
+    assert c["d_mean_correctness"] == pytest.approx(0.35)
+    # paired resampling of 2 questions: (q1,q1) gives ΔAcc 0.5, (q2,q2) 0, mixed 0.25
+    assert 0.0 <= c["d_acc_ci_low"] <= c["d_acc_ci_high"] <= 0.5
+    assert c["n_questions"] == 2 and c["n_before"] == c["n_after"] == 4
+
+
+def test_compare_identical_models_has_zero_deltas_and_zero_width_cis():
+    c = compare(BEFORE, BEFORE, n_boot=100, seed=1)
+    for key in ("d_p_wrong", "d_acc", "neg_d_ece", "d_mean_correctness"):
+        assert c[key] == 0.0 and c[f"{key}_ci_low"] == 0.0 and c[f"{key}_ci_high"] == 0.0
+
+
+def test_compare_needs_shared_questions():
+    with pytest.raises(WowError, match="share no question"):
+        compare(BEFORE[:2], AFTER[2:], n_boot=0)
+
+
+def test_reliability_per_model():
+    table = reliability({"before": BEFORE, "after": AFTER})
+    assert len(table) == 20 and set(table.model) == {"before", "after"}
+    after_top = table[(table.model == "after") & (table.bin == 8)].iloc[0]
+    assert after_top.n == 2 and after_top.accuracy == 1.0
+
+
+def test_alignment_table_and_csv(tmp_path):
+    entry = {
+        "setting": "self_oracle_dpo",
+        "task": "shortest_path",
+        "pref_type": "oracle",
+        "source": "self",
+        "trainer": "dpo",
+        "config": {"learning_rate": 5e-5, "epochs": 3},
+        "before_rows": BEFORE,
+        "after_rows": AFTER,
+    }
+    table = alignment_table([entry], n_boot=50)
+    assert list(table.columns[:8]) == [
+        "setting",
+        "task",
+        "pref_type",
+        "source",
+        "trainer",
+        "judge",
+        "margin",
+        "config",
+    ]
+    assert table.loc[0, "d_p_wrong"] == pytest.approx(0.3)
+    path = write_alignment_csv(table, tmp_path / "alignment.csv")
+    assert path.read_text().splitlines()[0].startswith("setting,task,pref_type")
+
+
+def question(qid, split):
+    return Question(id=qid, task="shortest_path", split=split, prompt=f"{qid}?", gold=3)
+
+
+def test_evaluation_refuses_other_splits():
+    with pytest.raises(WowError, match="not of the 'test' split"):
+        evaluate_model(None, [question("q9", "validation")], engine=None)
+
+
+def test_evaluation_refuses_questions_seen_in_training():
+    answers = [
+        {
+            "answer_id": f"q1|m|{i}",
+            "question_id": "q1",
+            "split": "train",
+            "generator": "m",
+            "prompt_messages": [{"role": "user", "content": "q1?"}],
+            "text": f"answer {i}",
+            "extracted": i,
+            "raw_label": -i - 1,
+            "is_correct": False,
+        }
+        for i in range(2)
+    ]
+    prefs = build_preferences(answers, "oracle", val_fraction=0.0)
+    with pytest.raises(WowError, match="appear in a preference set"):
+        evaluate_model(None, [question("q1", "test")], engine=None, preference_sets=[prefs])
+    check_held_out([question("q2", "test")], "test", [prefs])  # an unseen test question passes

@@ -1,0 +1,113 @@
+"""Every notebook runs end to end under papermill with parameters/smoke.yaml, and writes what it promises."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import papermill
+import pytest
+from wow import io, params, run
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_five_numbered_notebooks():
+    assert [nb.stem[:2] for nb in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameter_cells_are_documented_literals_matching_the_schema(nb):
+    declared = papermill.inspect_notebook(str(nb))
+    assert declared, f"{nb.name} has no parameters cell"
+    for name, info in declared.items():
+        assert name in params.RunParams.model_fields, f"{nb.name}: {name} is not a known parameter"
+        assert info["help"], f"{nb.name}: parameter {name} has no comment"
+        default = params.RunParams.model_fields[name].default
+        assert eval(info["default"]) == default, f"{nb.name}: default of {name} differs from wow.params"  # noqa: S307
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_committed_without_outputs(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code")
+    assert json.loads(nb.read_text())["metadata"]["kernelspec"]["name"] == "wow"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return run.run(ROOT / "parameters" / "smoke.yaml", output_root=str(out))
+
+
+def test_smoke_run_writes_every_stage(smoke_run):
+    d = smoke_run
+    for name in [
+        "questions.jsonl",
+        "answers.jsonl",
+        "scores.jsonl",
+        "acc_wow.csv",
+        "alignment.csv",
+        "summary.md",
+        "metrics.json",
+        "run.yaml",
+        "timings.json",
+        "correlations.csv",
+    ]:
+        assert (d / name).exists(), name
+    for nb in NOTEBOOKS:
+        executed = json.loads((d / "notebooks" / nb.name).read_text())
+        assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+    assert sorted(p.name for p in (d / "judgements").glob("*.jsonl"))
+    for stem in ["answer_labels", "fig_acc_wow", "fig3_acc_wow_vs_alignment", "fig4_trainers"]:
+        assert (d / f"{stem}.png").stat().st_size > 1000 and (d / f"{stem}.pdf").exists(), stem
+    assert list(d.glob("fig5_*.png")) and list(d.glob("reliability_*.png"))
+    assert set(json.loads((d / "metrics.json").read_text())) == {nb.stem for nb in NOTEBOOKS[:4]}
+
+
+def test_smoke_answers_are_graded_and_oracle_is_perfect(smoke_run):
+    answers = io.read_jsonl(smoke_run / "answers.jsonl")
+    P = params.load(ROOT / "parameters" / "smoke.yaml")
+    assert len(answers) == P.n_questions * P.n_samples
+    assert all(0.0 <= a["correctness"] <= 1.0 for a in answers)
+    assert any(a["mean_logprob"] is not None for a in answers)
+    acc = pd.read_csv(smoke_run / "acc_wow.csv")
+    oracle = acc[(acc.method == "oracle") & (acc.n_pairs > 0)]
+    assert not oracle.empty and (oracle.acc_wow == 1.0).all()
+
+
+def test_smoke_alignment_reports_before_after_with_cis(smoke_run):
+    table = pd.read_csv(smoke_run / "alignment.csv")
+    assert len(table) >= 1
+    for col in ["before_p_wrong", "after_p_wrong", "d_p_wrong", "d_acc", "neg_d_ece", "d_p_wrong_ci_low"]:
+        assert col in table and table[col].notna().all(), col
+    row = table.iloc[0]
+    assert row.d_p_wrong == pytest.approx(row.after_p_wrong - row.before_p_wrong)
+    adapters = list((smoke_run / "models").rglob("adapter_model.safetensors"))
+    assert adapters
+
+
+def test_rerun_of_a_stage_is_served_from_the_cache(smoke_run, tmp_path):
+    before = (smoke_run / "answers.jsonl").read_bytes()
+    run.run(ROOT / "parameters" / "smoke.yaml", only=["01"], output_root=str(smoke_run.parent))
+    assert (smoke_run / "answers.jsonl").read_bytes() == before
+
+
+def test_wow_run_refuses_an_unknown_parameter(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_name: bad\nn_sampels: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "wow.cli", "run", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "n_sampels" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_failing_notebook_names_itself_and_its_cell(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"run_name: broken\noutput_root: {tmp_path}\ntasks: [no_such_task]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "wow.cli", "run", str(bad), "--only", "01"], capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert "01_data_prep failed in cell" in proc.stderr and "no_such_task" in proc.stderr

@@ -21,3 +21,15 @@ def default_model():
     from wow import models
 
     return models.load(models.DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """Base URL (without /v1) of a real llama.cpp OpenAI-compatible server serving the default model's GGUF file.
+
+    Started once per test session on a free port of 127.0.0.1 and stopped at its end (tests/llama_server.py).
+    """
+    from llama_server import serve
+
+    with serve() as url:
+        yield url

@@ -97,14 +97,14 @@ def sample_answers(
         for _q, k, _perm, messages in items
     ]
     started = time.perf_counter()
-    answers = _run(engine, first, f"sampling {generator}")
+    answers = _run(engine, first, f"sampling {generator}", progress)
     extractions: list[Completion | None] = [None] * len(items)
     if method != "direct":
         second = [
             _extraction_request(task, messages, a.text, method, extract_max_tokens, seed, k, version)
             for (_q, k, _p, messages), a in zip(items, answers, strict=True)
         ]
-        extractions = _run(engine, second, f"extracting {generator}")
+        extractions = _run(engine, second, f"extracting {generator}", progress)
     rows = [
         _row(task, generator, item, answer, method, ext)
         for item, answer, ext in zip(items, answers, extractions, strict=True)
@@ -157,8 +157,8 @@ def _extraction_request(task, messages, answer, method, extract_max_tokens, seed
     )
 
 
-def _run(engine: Engine, requests: list[ChatRequest], desc: str) -> list[Completion]:
-    bar = tqdm(total=len(requests), unit="answer", desc=desc, disable=None)
+def _run(engine: Engine, requests: list[ChatRequest], desc: str, progress: bool) -> list[Completion]:
+    bar = tqdm(total=len(requests), unit="answer", desc=desc, disable=None if progress else True)
     try:
         return engine.generate(requests, on_result=lambda _i, _c: bar.update(1))
     finally:

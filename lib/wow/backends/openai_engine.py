@@ -288,7 +288,7 @@ class OpenAIEngine(Engine):
     def usage(self) -> dict:
         """Calls, retries, failures, tokens and cost in USD (None when the model's prices are unknown)."""
         with self._lock:
-            return {**self._usage, "cost_usd": round(self._cost, 6) if self.prices else None}
+            return {**self._usage, "cost_usd": self._cost if self.prices else None}
 
     def close(self) -> None:
         """Close the HTTP client."""

@@ -7,16 +7,22 @@ cache. Design decisions:
 * **Per-sample seeds, batch-invariant.** Each row draws one uniform per step from its own ``torch.Generator``
   seeded with :meth:`ChatRequest.sample_seed` and picks its token by inverse CDF, so the random stream of a sample
   never depends on its batch. The arithmetic must not depend on it either, and on CPU it does in four ways
-  (measured on the default model): a row left-padded by a different amount rounds differently in attention (up to
-  0.4 in a bf16 logit, enough to flip samples); GEMMs pick kernels by their number of rows; fp32 GEMMs tile rows
-  by 4, and a row in a partial tile rounds differently; SDPA's CPU flash kernel rounds a row differently by its
-  place in the batch. So (``fixed_shapes=True``, the default) every prompt is left-padded to its own length rounded
-  up to ``pad_multiple`` and only prompts of one padded length share a batch; a prompt is read alone (identical
-  prompts once); decoding steps are always ``batch_size`` rows tall (rounded up to a multiple of 8; filler rows
-  complete short groups, finished rows stay until the batch ends); attention uses SDPA's math kernel on CPU. Then
-  a given (messages, seed, sample_index) yields bitwise the same text and logprobs in any batch composition
+  (measured on the default model): a row left-padded by a different amount rounds differently in attention (up
+  to 0.4 in a bf16 logit, enough to flip samples); GEMMs pick kernels by their number of rows; fp32 GEMMs tile
+  rows by 4 and round a row in a partial tile differently; SDPA's CPU flash kernel rounds a row differently by
+  its place in the batch (and its math kernel is slow). So, with ``fixed_shapes=True`` (the default):
+
+  - every prompt is left-padded to its own length rounded up to ``pad_multiple``, and only prompts of one padded
+    length share a batch;
+  - a prompt is read alone (identical prompts, such as the N samples of a question, once);
+  - decoding steps are always ``batch_size`` rows tall, a multiple of 8 (filler rows complete short groups,
+    finished rows stay until the batch ends);
+  - on CPU, attention is :mod:`wow.backends.rowwise_attention`.
+
+  Then a given (messages, seed, sample_index) yields bitwise the same text and logprobs in any batch composition
   (tested). A result still depends on ``batch_size``, ``pad_multiple``, dtype, device and library versions. On
-  GPU the attention kernels are left free: expect last-bit differences between batch compositions there.
+  GPU the attention kernels are left alone, so expect last-bit differences between batch compositions there;
+  ``fixed_shapes=False`` (one batched prompt pass, finished rows leave the batch) is faster on large batches.
 * **Logprobs** are the model's own distribution: ``log_softmax`` of the raw logits (temperature 1, no top-p) at
   each chosen token, as in the paper's code, read from the decoding step itself (no second forward pass). The end
   of sequence token is not part of the text and not part of the mean.
@@ -38,6 +44,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from wow import WowError, models
+from wow.backends import rowwise_attention
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
 
 log = logging.getLogger(__name__)
@@ -111,6 +118,9 @@ class TransformersEngine(Engine):
         import torch
 
         model, tokenizer = models.load(self.model, dtype=self.dtype, device=self.device)
+        self._device = next(model.parameters()).device
+        if self.fixed_shapes and self._device.type == "cpu":
+            model.set_attn_implementation(rowwise_attention.register())
         if self.adapter is not None:
             from peft import PeftModel
 
@@ -118,7 +128,6 @@ class TransformersEngine(Engine):
         if getattr(tokenizer, "chat_template", None) is None:
             raise EngineError(f"model {self.model!r} has no chat template; the transformers engine needs one.")
         self._model, self._tokenizer = model, tokenizer
-        self._device = next(model.parameters()).device
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
         ids = model.generation_config.eos_token_id if model.generation_config is not None else None
@@ -168,20 +177,8 @@ class TransformersEngine(Engine):
         kwargs = {"attention_mask": mask, "position_ids": positions, "cache": cache, "use_cache": cache is not None}
         if self._keeps_logits:
             kwargs["logits_to_keep"] = 1
-        with self._attention_backend():
-            out = self._model(input_ids=ids, **kwargs)
+        out = self._model(input_ids=ids, **kwargs)
         return out.logits[:, -1, :].float()
-
-    def _attention_backend(self):
-        """On CPU with fixed shapes: SDPA's math kernel (its flash kernel rounds a row differently by its place in
-        the batch); elsewhere: no restriction."""
-        import contextlib
-
-        if self.fixed_shapes and self._device.type == "cpu":
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            return sdpa_kernel(SDPBackend.MATH)
-        return contextlib.nullcontext()
 
     # -- generation -----------------------------------------------------------------------------------------
     def _generate(

@@ -7,6 +7,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 KERNEL := wow
 STOCKFISH := /usr/games/stockfish
+# headless Chromium and its driver for the browser tests (JupyterLab, run reports); Debian packages
+CHROMEDRIVER := /usr/bin/chromedriver
+# JupyterLab settings of the project's environment: Markdown opens rendered, no news feed (offline)
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 # torch threads spin while waiting for a busy core; passive waiting keeps a shared 2-core machine fast
@@ -31,9 +36,20 @@ $(STOCKFISH):
 	apt-get install -y -qq --no-install-recommends stockfish >/dev/null 2>&1 || \
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends stockfish >/dev/null; }
 
+$(CHROMEDRIVER):
+	@command -v apt-get >/dev/null || { echo "No apt-get: install Chromium and chromedriver, or the browser tests skip"; exit 0; }
+	apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } || \
+	  echo "Could not install chromium and chromium-driver: the browser tests will skip"
+
+$(LAB_SETTINGS):
+	mkdir -p $(@D)
+	printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Markdown Preview"}},' \
+	  ' "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}' > $@
+
 install: $(VENV)/.runtime $(STOCKFISH)
 
-install-dev: install $(VENV)/.dev
+install-dev: install $(VENV)/.dev $(CHROMEDRIVER)
 
 demo: install
 	$(VENV)/bin/wow run parameters/demo.yaml
@@ -49,8 +65,8 @@ format: install-dev
 	$(VENV)/bin/ruff format lib tests bench
 	$(VENV)/bin/ruff check --fix lib tests bench notebooks
 
-lab: install
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser notebooks/
+lab: install $(LAB_SETTINGS)
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser $(LAB_ROOT_FLAG) --LabApp.default_url=/lab/tree/notebooks/README.md
 
 bench: install-dev
 	$(PY) bench/run_all.py

@@ -13,6 +13,11 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+#: Marker values of the secrets a run can see; no file a run writes may contain them.
+SECRET_MARKERS = {
+    "OPENAI_API_KEY": "sk-wowtest-MARKER-7f3a9c1e5b2d4a68",
+    "HF_TOKEN": "hf_wowtestMARKER7f3a9c1e5b2d4a68",
+}
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +38,20 @@ def llama_server():
 
     with serve() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The folder of one whole pipeline run on parameters/smoke.yaml (a few minutes), shared by the session's tests."""
+    from wow import run
+
+    saved = {k: os.environ.get(k) for k in SECRET_MARKERS}
+    os.environ.update(SECRET_MARKERS)  # a run must leave no trace of the keys it could see (tests/test_reliability.py)
+    try:
+        return run.run(ROOT / "parameters" / "smoke.yaml", output_root=str(tmp_path_factory.mktemp("runs")))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

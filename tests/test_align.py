@@ -171,6 +171,8 @@ def test_grid_search_picks_best_and_resumes(tiny_model, prefs, tmp_path):
     assert io.read_json(tmp_path / "grid.json")["best"] == "lr=1.0e-03_epochs=1"
     again = grid_search(train_set, val_set, tiny_model, "dpo", tmp_path, cfg, **kw)
     assert all(r["skipped"] for r in again.runs) and len(calls) == 2  # no retraining, no re-selection
+    one = grid_search(train_set, val_set, tiny_model, "dpo", tmp_path, cfg, **{**kw, "learning_rates": (1e-2,)})
+    assert one.selected_by == "only configuration" and len(calls) == 2  # nothing to choose: no validation sampling
     by_loss = grid_search(train_set, val_set, tiny_model, "dpo", tmp_path, cfg, **{**kw, "select_fn": None})
     assert by_loss.selected_by == "val_loss"
     assert by_loss.best["val_loss"] == min(r["val_loss"] for r in by_loss.runs)
@@ -195,16 +197,17 @@ def test_grid_search_with_the_evaluation_selector(tiny_model, prefs, tmp_path):
     select = make_select_fn(task, val, tiny_model, cache, **opts)
     cfg = AlignConfig(**{**FAST.__dict__, "max_steps": -1})
     train_set, val_set = prefs["train"].select(range(4)), prefs["validation"].select(range(2))
-    kw = dict(learning_rates=(1e-2,), epochs=(1,), select_fn=select)
+    kw = dict(learning_rates=(1e-2, 1e-3), epochs=(1,), select_fn=select)
     result = grid_search(train_set, val_set, tiny_model, "dpo", tmp_path / "setting", cfg, **kw)
-    assert 0.0 <= result.best["select_score"] <= 1.0
-    validation_rows = io.read_jsonl(tmp_path / "setting" / "validation_answers" / "lr=1.0e-02_epochs=1.jsonl")
-    assert len(validation_rows) == 2 * len(val) and {r["split"] for r in validation_rows} == {"validation"}
+    assert 0.0 <= result.best["select_score"] <= 1.0 and result.selected_by == "select_fn"
+    for name in ["lr=1.0e-02_epochs=1", "lr=1.0e-03_epochs=1"]:
+        validation_rows = io.read_jsonl(tmp_path / "setting" / "validation_answers" / f"{name}.jsonl")
+        assert len(validation_rows) == 2 * len(val) and {r["split"] for r in validation_rows} == {"validation"}
     before = evaluate_adapter(task, test, tiny_model, None, cache, **opts)
     after = evaluate_adapter(task, test, tiny_model, result.best["output_dir"], cache, **opts)
     assert len(after) == 2 * len(test) and {r["split"] for r in after} == {"test"}
     assert (
-        after[0]["generator"] == f"{tiny_model}@setting/lr=1.0e-02_epochs=1" and before[0]["generator"] == tiny_model
+        after[0]["generator"] == f"{tiny_model}@setting/{result.best['name']}" and before[0]["generator"] == tiny_model
     )
     assert compare(before, after, n_boot=20)["n_questions"] == len(test)
 

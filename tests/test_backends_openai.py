@@ -66,6 +66,18 @@ def test_share_of_failures_gives_the_clean_results(llama_server, clean, tmp_path
     assert len(cached.cache) == len(WORDS)
 
 
+def test_a_fifth_of_calls_failing_gives_the_clean_results(llama_server, clean, tmp_path):
+    # seed 4 at a 20% share fails 3 of the first 5 arrivals (a 429, a 500 and a timeout)
+    with FaultProxy(llama_server, fail_share=0.2, seed=4, delay=5.0, retry_after="1") as proxy:
+        engine = OpenAIEngine(
+            "smollm2-135m", base_url=proxy.url + "/v1", concurrency=2, timeout=4, backoff=0.05, max_retries=8
+        )
+        out = CachedEngine(engine, tmp_path / "c.sqlite").generate(greedy())
+    assert sum(proxy.injected.values()) >= 3
+    assert [(c.text, c.token_logprobs) for c in out] == [(c.text, c.token_logprobs) for c in clean]
+    assert engine.usage()["failures"] == 0
+
+
 def test_endpoint_that_always_fails_ends_in_a_clear_error_and_loses_nothing(llama_server, tmp_path):
     cache = tmp_path / "c.sqlite"
     with FaultProxy(

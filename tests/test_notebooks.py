@@ -36,12 +36,6 @@ def test_notebooks_are_committed_without_outputs(nb):
     assert json.loads(nb.read_text())["metadata"]["kernelspec"]["name"] == "wow"
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return run.run(ROOT / "parameters" / "smoke.yaml", output_root=str(out))
-
-
 def test_smoke_run_writes_every_stage(smoke_run):
     d = smoke_run
     for name in [
@@ -65,6 +59,13 @@ def test_smoke_run_writes_every_stage(smoke_run):
         assert (d / f"{stem}.png").stat().st_size > 1000 and (d / f"{stem}.pdf").exists(), stem
     assert list(d.glob("fig5_*.png")) and list(d.glob("reliability_*.png"))
     assert set(json.loads((d / "metrics.json").read_text())) == {nb.stem for nb in NOTEBOOKS[:4]}
+    usage = json.loads((d / "usage.json").read_text())
+    assert usage["01_data_prep"]["smollm2-135m"]["completion_tokens"] > 0
+    report = (d / "report" / "index.html").read_text()
+    assert "Run report" in report and "Partial run" not in report
+    assert sorted(p.name for p in (d / "report" / "notebooks").glob("*.html")) == [
+        f"{nb.stem}.html" for nb in NOTEBOOKS
+    ]
 
 
 def test_smoke_answers_are_graded_and_oracle_is_perfect(smoke_run):
@@ -76,6 +77,8 @@ def test_smoke_answers_are_graded_and_oracle_is_perfect(smoke_run):
     acc = pd.read_csv(smoke_run / "acc_wow.csv")
     oracle = acc[(acc.method == "oracle") & (acc.n_pairs > 0)]
     assert not oracle.empty and (oracle.acc_wow == 1.0).all()
+    summary = (smoke_run / "summary.md").read_text()
+    assert "| oracle |  | none |" in summary and "| 1.000 [1.000, 1.000] |" in summary  # value and 95% CI
 
 
 def test_smoke_alignment_reports_before_after_with_cis(smoke_run):
@@ -105,9 +108,12 @@ def test_wow_run_refuses_an_unknown_parameter(tmp_path):
 
 def test_a_failing_notebook_names_itself_and_its_cell(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"run_name: broken\noutput_root: {tmp_path}\ntasks: [no_such_task]\n")
+    missing = tmp_path / "no_such_graphs.json"  # valid parameters; the stage finds the file missing
+    bad.write_text(
+        f"run_name: broken\noutput_root: {tmp_path}\ntask_options: {{shortest_path: {{path: {missing}}}}}\n"
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "wow.cli", "run", str(bad), "--only", "01"], capture_output=True, text=True
     )
     assert proc.returncode == 1
-    assert "01_data_prep failed in cell" in proc.stderr and "no_such_task" in proc.stderr
+    assert "01_data_prep failed in cell" in proc.stderr and "no_such_graphs.json" in proc.stderr

@@ -17,3 +17,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 class WowError(Exception):
     """An error with a message meant for the user: it names the problem and what to do about it."""
+
+    def _render_traceback_(self) -> list[str]:
+        """How IPython shows it in a notebook: one line (what went wrong and what to do), no stack frames."""
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]

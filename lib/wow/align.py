@@ -70,6 +70,8 @@ TRAINERS: dict[str, tuple[str, dict[str, Any]]] = {
 PAPER_LEARNING_RATES = (1e-4, 5e-5, 1e-5)
 PAPER_EPOCHS = (1, 3, 5)
 LOG_FILE = "train_log.json"
+#: Written after every optimiser step while training (how far a long run is).
+PROGRESS_FILE = "progress.json"
 SELECTION_FILE = "selection.json"
 GRID_FILE = "grid.json"
 
@@ -401,7 +403,7 @@ def train(
         eval_dataset=val_ds,
         processing_class=tokenizer,
         peft_config=_lora_config(config) if config.use_lora else None,
-        callbacks=list(callbacks or []),
+        callbacks=[*(callbacks or []), _progress_file(output_dir)],
     )
     log.info(
         "training %s with %s on %d pairs (%d validation) on %s, bf16=%s",
@@ -449,6 +451,29 @@ def train(
     del trl_trainer, model
     _free_memory()
     return result
+
+
+def _progress_file(output_dir: Path):
+    """A callback that keeps ``progress.json`` (step, max_steps, epoch, last logged loss) current while training."""
+    from transformers import TrainerCallback
+
+    path = output_dir / PROGRESS_FILE
+
+    class ProgressFile(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                losses = [h["loss"] for h in state.log_history if "loss" in h]
+                io.write_json(
+                    path,
+                    {
+                        "step": state.global_step,
+                        "max_steps": state.max_steps,
+                        "epoch": state.epoch,
+                        "loss": losses[-1] if losses else None,
+                    },
+                )
+
+    return ProgressFile()
 
 
 def _write_log(result: TrainResult, device: str, bf16: bool) -> None:
@@ -546,6 +571,7 @@ def grid_search(
         betas: optional grid of betas; None keeps ``base_config.beta`` (and leaves it out of folder names).
         select_fn: ``adapter_dir -> score``, higher is better (the paper: mean correctness of answers sampled on
             validation questions; :func:`wow.evaluate.make_select_fn` builds one). None: lowest validation loss.
+            A grid of one configuration selects it without calling ``select_fn``.
         callbacks: extra trainer callbacks for every run.
 
     Returns:
@@ -564,7 +590,7 @@ def grid_search(
         log.info("grid %d/%d: %s", i, len(grid), name)
         res = train(preferences_train, preferences_val, model_name, trainer, root / name, cfg, callbacks=callbacks)
         score = None
-        if select_fn is not None:
+        if select_fn is not None and len(grid) > 1:
             # Scores live beside the adapters, not in them: engines hash the adapter folder for their cache keys.
             selection = io.read_json(root / SELECTION_FILE) if (root / SELECTION_FILE).exists() else {}
             if name not in selection or not res.skipped:
@@ -585,7 +611,9 @@ def grid_search(
                 "skipped": res.skipped,
             }
         )
-    if select_fn is not None:
+    if len(runs) == 1:
+        best, selected_by = runs[0], "only configuration"  # nothing to choose: no validation sampling
+    elif select_fn is not None:
         best, selected_by = max(runs, key=lambda r: r["select_score"]), "select_fn"  # first of equals wins
     else:
         with_loss = [r for r in runs if r["val_loss"] is not None]
@@ -600,7 +628,7 @@ def grid_search(
 def setting_name(
     source: str,
     pref_type: str,
-    trainer: str,
+    trainer: str | None,
     judge: str | None = None,
     margin: float | None = None,
     check: bool = True,
@@ -611,7 +639,7 @@ def setting_name(
     Args:
         source: ``self`` or ``mix``.
         pref_type: preference type.
-        trainer: trainer name.
+        trainer: trainer name; None names the preference set alone (its folder under ``preferences/``).
         judge: judge of ``direct``/``score`` types.
         margin: margin of ``score`` types.
         check: ``direct`` types: built with the consistency check (``filtered``).
@@ -624,7 +652,8 @@ def setting_name(
         suffix = f"_filtered_{judge}" if check else f"_{judge}"
     elif pref_type.endswith("score"):
         suffix = f"_{margin:g}_{judge}"
-    return f"{source}_{pref_type}{suffix}_{trainer}"
+    name = f"{source}_{pref_type}{suffix}"
+    return f"{name}_{trainer}" if trainer else name
 
 
 # -- command line -------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ``wow`` command line: ``wow run``, ``wow params``.
+"""The ``wow`` command line: ``wow run``, ``wow report``, ``wow params``.
 
 Errors meant for the user (:class:`wow.WowError`) print as one line and exit with status 1, without a traceback.
 """
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--only", action="append", help="run only this notebook (e.g. 03); repeatable")
     p_run.add_argument("--from", dest="start", help="run from this notebook on (e.g. 02)")
     p_run.add_argument("--run-name", help="override run_name of the parameter set")
+    p_report = sub.add_parser("report", help="write a run's HTML report (outputs/<run>/report/index.html)")
+    p_report.add_argument("run_dir", help="a run folder, e.g. outputs/demo")
     sub.add_parser("params", help="list every parameter with its default and meaning")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {"run_name": args.run_name} if args.run_name else {}
             run_dir = run.run(args.param_file, only=args.only, start=args.start, **overrides)
             logging.getLogger("wow").info("outputs in %s", run_dir)
+        elif args.command == "report":
+            from wow import html_report
+
+            html_report.write_report(args.run_dir)
         elif args.command == "params":
             from wow import params
 

@@ -25,10 +25,15 @@ import logging
 import os
 import shutil
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from wow import WowError
+
+# transformers and peft call transformers' own deprecated `is_gradient_checkpointing` while loading and training;
+# the notice asks nothing of a user of this package
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +76,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WOW_MODEL_CACHE", Path.home() / ".cache" / "wow" / "models")).expanduser()
 
 
+def check_name(name: str) -> None:
+    """Check that ``name`` has the form of a model name (:func:`resolve` would accept it), touching nothing.
+
+    Raises:
+        WowError: the name is empty, or neither the default, an alias, an API model, ``openai:<model>``, a local
+            folder nor a hub id ``org/name``.
+    """
+    if not name or not isinstance(name, str):
+        raise WowError(f"model name {name!r} is empty; use e.g. {DEFAULT_MODEL!r}.")
+    if name == DEFAULT_MODEL or name.startswith("openai:") or name in API_MODELS or Path(name).expanduser().is_dir():
+        return
+    hub_id = ALIASES.get(name, name)
+    if "/" not in hub_id or hub_id.count("/") > 1:
+        known = ", ".join([DEFAULT_MODEL, *ALIASES, *API_MODELS])
+        raise WowError(
+            f"unknown model name {name!r}: not a local folder, an alias ({known}), a hub id 'org/name' "
+            f"or 'openai:<model>'."
+        )
+
+
 def resolve(name: str) -> ModelSpec:
     """Resolve a model name (see the module docstring) without loading anything heavy.
 
     Raises:
         WowError: the name is empty, or a hub model is not available offline.
     """
-    if not name or not isinstance(name, str):
-        raise WowError(f"model name {name!r} is empty; use e.g. {DEFAULT_MODEL!r}.")
+    check_name(name)
     if name == DEFAULT_MODEL:
         return ModelSpec(name, "local", str(default_model_path()))
     if name.startswith("openai:"):
@@ -87,14 +111,7 @@ def resolve(name: str) -> ModelSpec:
         return ModelSpec(name, "api", name)
     if Path(name).expanduser().is_dir():
         return ModelSpec(name, "local", str(Path(name).expanduser().resolve()))
-    hub_id = ALIASES.get(name, name)
-    if "/" not in hub_id or hub_id.count("/") > 1:
-        known = ", ".join([DEFAULT_MODEL, *ALIASES, *API_MODELS])
-        raise WowError(
-            f"unknown model name {name!r}: not a local folder, an alias ({known}), a hub id 'org/name' "
-            f"or 'openai:<model>'."
-        )
-    return ModelSpec(name, "local", _hub_snapshot(hub_id))
+    return ModelSpec(name, "local", _hub_snapshot(ALIASES.get(name, name)))
 
 
 def default_model_path() -> Path:

@@ -13,17 +13,20 @@ Example::
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wow import WowError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET_NAMES = ("api_key", "openai_api_key", "hf_token", "token", "password", "secret")
+#: Values that look like an API key or access token (OpenAI, Hugging Face, bearer tokens).
+SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|Bearer\s+\S{16,})")
 
 
 class RunParams(BaseModel):
@@ -32,7 +35,7 @@ class RunParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # -- the run --------------------------------------------------------------------------------------------
-    run_name: str = Field("demo", description="folder name under output_root (one folder per run)")
+    run_name: str = Field("interactive", description="folder name under output_root (one folder per run)")
     output_root: str = Field("outputs", description="where run folders live (relative to the repository root)")
     seed: int = Field(0, description="seed of question generation, splits, sampling, subsampling and training")
 
@@ -123,6 +126,55 @@ class RunParams(BaseModel):
                     raise ValueError(f"{task}.{key}: keys and tokens come from the environment, not parameters")
         return v
 
+    @model_validator(mode="after")
+    def _task_options(self) -> RunParams:
+        from wow import tasks
+
+        for name, opts in self.task_options.items():
+            if name not in self.tasks:
+                raise ValueError(f"task_options names task {name!r}, which is not in tasks {self.tasks}")
+            try:
+                tasks.check_options(name, opts)
+            except WowError as e:
+                raise ValueError(f"task_options: {e}") from None
+        return self
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name(cls, v: str) -> str:
+        if not v or v in (".", "..") or "/" in v or "\\" in v:
+            raise ValueError(f"{v!r} must be a plain folder name (no slashes); put the folder's parent in output_root")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        from wow import tasks
+
+        if not v:
+            raise ValueError(f"name at least one task; known tasks: {', '.join(tasks.names())}")
+        unknown = [t for t in v if t not in tasks.names()]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(tasks.names())}")
+        return v
+
+    @field_validator("generators", "judges", "policy_model")
+    @classmethod
+    def _model_names(cls, v: list[str] | str) -> list[str] | str:
+        for name in [v] if isinstance(v, str) else v:
+            _check_model(name)
+        return v
+
+    @field_validator("trainers")
+    @classmethod
+    def _trainers(cls, v: list[str]) -> list[str]:
+        from wow.align import TRAINERS
+
+        unknown = [t for t in v if t not in TRAINERS]
+        if unknown:
+            raise ValueError(f"unknown trainer(s) {unknown}; valid: {', '.join(TRAINERS)}")
+        return v
+
     @property
     def run_dir(self) -> Path:
         """The run folder, ``<output_root>/<run_name>`` (relative roots resolve against the repository)."""
@@ -133,6 +185,15 @@ class RunParams(BaseModel):
     def cache_path(self) -> Path:
         """The run's model-call cache (SQLite)."""
         return self.run_dir / "cache.sqlite"
+
+
+def _check_model(name: str) -> None:
+    from wow import models
+
+    try:
+        models.check_name(name)
+    except WowError as e:
+        raise ValueError(str(e)) from None
 
 
 def parse_pref_type(spec: str) -> tuple[str, float | None]:
@@ -170,6 +231,7 @@ def validate(values: dict, source: str = "parameters") -> RunParams:
     Raises:
         WowError: unknown key, wrong type or value out of range.
     """
+    _refuse_secret_values(values, source)
     unknown = sorted(set(values) - set(RunParams.model_fields))
     if unknown:
         raise WowError(
@@ -179,7 +241,10 @@ def validate(values: dict, source: str = "parameters") -> RunParams:
     try:
         return RunParams(**values)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(
+            (f"{'.'.join(map(str, err['loc']))}: " if err["loc"] else "") + err["msg"].removeprefix("Value error, ")
+            for err in e.errors()
+        )
         raise WowError(f"{source}: {problems}") from None
 
 
@@ -195,7 +260,23 @@ def load(path: str | Path, **overrides) -> RunParams:
     if not isinstance(values, dict):
         raise WowError(f"{path} must be a mapping of parameter names to values.")
     values.update(overrides)
+    _refuse_secret_values(values, str(path))
     return validate(values, source=str(path))
+
+
+def _refuse_secret_values(values, source: str, where: str = "") -> None:
+    """Raise when a parameter value looks like an API key or token (it would land in run.yaml and notebooks)."""
+    if isinstance(values, dict):
+        for k, v in values.items():
+            _refuse_secret_values(v, source, f"{where}.{k}" if where else str(k))
+    elif isinstance(values, list | tuple):
+        for i, v in enumerate(values):
+            _refuse_secret_values(v, source, f"{where}[{i}]")
+    elif isinstance(values, str) and SECRET_VALUE.search(values):
+        raise WowError(
+            f"{source}: {where} looks like an API key or token; keys come from the environment only "
+            f"(OPENAI_API_KEY, HF_TOKEN), never from parameters. Remove it from the parameters."
+        )
 
 
 _NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -205,7 +286,8 @@ def from_globals(namespace: dict, source: str = "notebook parameters") -> RunPar
     """Validate the parameters defined in a notebook (its ``parameters`` cell plus any papermill injected).
 
     Every public, non-module, non-callable global is treated as a parameter, so a mistyped name passed with
-    ``papermill -p`` is an error instead of a silent no-op. Call it in the cell right after ``parameters``.
+    ``papermill -p`` is an error instead of a silent no-op. Call it in the cell right after ``parameters``. A run
+    folder that holds another run (:func:`check_run_folder`) is refused, as ``wow run`` refuses it.
     """
     values = {
         k: v
@@ -215,7 +297,50 @@ def from_globals(namespace: dict, source: str = "notebook parameters") -> RunPar
         and not isinstance(v, types.ModuleType | types.FunctionType | type)
         and not callable(v)
     }
-    return validate(values, source=source)
+    P = validate(values, source=source)
+    # a notebook run interactively must not mix its artefacts into another run's folder
+    check_run_folder(P, source, keys=values)
+    return P
+
+
+#: What the answers depend on: a run folder holding other values of these belongs to another run.
+DATA_KEYS = (
+    "tasks",
+    "task_options",
+    "n_questions",
+    "split_fractions",
+    "generators",
+    "n_samples",
+    "temperature",
+    "max_new_tokens",
+    "seed",
+)
+
+
+def check_run_folder(P: RunParams, source: str = "parameters", keys=None) -> None:
+    """Refuse a run folder whose ``run.yaml`` differs from ``P`` in what the answers depend on (:data:`DATA_KEYS`).
+
+    Reusing such a folder would mix the artefacts of two runs. A folder without ``run.yaml`` is fine. ``keys``
+    limits the comparison to the parameters actually given (a notebook declares only those it uses; the others
+    hold defaults that say nothing about the run).
+
+    Raises:
+        WowError: names the folder, the keys that differ and what to do.
+    """
+    path = P.run_dir / "run.yaml"
+    if not path.exists():
+        return
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise WowError(f"{path} is not valid YAML; delete it or pick another run_name in {source}.") from None
+    new = P.model_dump(mode="json")
+    changed = [k for k in DATA_KEYS if (keys is None or k in keys) and old.get(k) != new.get(k)]
+    if changed:
+        raise WowError(
+            f"{P.run_dir} holds a run with different {', '.join(changed)} (see its run.yaml); pick another "
+            f"run_name in {source} or delete that folder."
+        )
 
 
 def describe() -> str:

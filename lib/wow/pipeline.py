@@ -133,6 +133,7 @@ def sample(P: RunParams, questions: list, generators: list[str] | None = None) -
                 seed=P.seed,
             )
     sampling.write_answers(P.run_dir / "answers.jsonl", rows)
+    sampling.check_parsed(rows, P.max_new_tokens)
     return rows
 
 
@@ -164,7 +165,14 @@ def answers_summary(answers: list[dict]) -> pd.DataFrame:
 
 
 def write_metrics(P: RunParams, stage: str, values: dict) -> Path:
-    """Merge ``values`` under ``stage`` into the run's ``metrics.json``."""
+    """Merge ``values`` under ``stage`` into the run's ``metrics.json``, and this process's model calls, tokens,
+    cache hits and API cost per model (:func:`wow.backends.process_usage`) under ``stage`` into ``usage.json``."""
+    from wow.backends import process_usage
+
+    usage_path = P.run_dir / "usage.json"
+    usage = io.read_json(usage_path) if usage_path.exists() else {}
+    usage[stage] = process_usage()
+    io.write_json(usage_path, usage)
     path = P.run_dir / "metrics.json"
     current = io.read_json(path) if path.exists() else {}
     current[stage] = values
@@ -250,8 +258,8 @@ class PrefSpec:
     judge: str | None
     mode: str | None
 
-    def setting(self, P: RunParams, trainer: str) -> str:
-        """Folder / row name of the setting (the paper's naming)."""
+    def setting(self, P: RunParams, trainer: str | None = None) -> str:
+        """Folder / row name of the setting (the paper's naming); without a trainer, the preference set's name."""
         from wow import align
 
         needs_judge = self.pref_type.endswith(("direct", "score"))
@@ -311,7 +319,7 @@ def build_preference_sets(
             except WowError as e:
                 log.warning("no %s preference set for %s: %s", spec.pref_type, name, e)
                 continue
-            folder = P.run_dir / "preferences" / name / spec.setting(P, "x").removesuffix("_x")
+            folder = P.run_dir / "preferences" / name / spec.setting(P)
             preferences.save_preferences(ds, folder)
             sets[(name, spec)] = ds
     if not sets:

@@ -11,8 +11,10 @@ def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and pd.isna(x)) else f"{x:.3f}"
 
 
-def _ci(row: pd.Series, col: str) -> str:
-    lo, hi = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
+def _ci(row: pd.Series, col: str, ci: str | None = None) -> str:
+    """``value [low, high]``; the CI columns are ``<ci>_ci_low/high`` (default ``ci = col``) or ``ci_low/high``."""
+    prefix = f"{ci or col}_" if ci != "" else ""
+    lo, hi = row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
     return f"{_fmt(row[col])} [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and pd.notna(lo) else _fmt(row[col])
 
 
@@ -45,7 +47,7 @@ def summary_markdown(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame, p
         check = r["check"] if pd.notna(r.get("check")) else ""
         lines.append(
             f"| {r['task']} | {r['generator']} | {r['method']} | {judge} | {check} | {int(r['n_pairs'])} | "
-            f"{_ci(r, 'acc_wow') if r['n_pairs'] else 'no pairs'} |"
+            f"{_ci(r, 'acc_wow', ci='') if r['n_pairs'] else 'no pairs'} |"
         )
     lines += [
         "",

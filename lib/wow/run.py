@@ -3,7 +3,7 @@
 Each notebook receives the parameters it declares (its ``parameters`` cell) from the set, runs with the project's
 Jupyter kernel, and is saved executed to ``outputs/<run>/notebooks/``. Model calls are cached on disk, so a rerun
 is fast and a run that died resumes. A failing notebook stops the run with the cell and the error; what earlier
-stages wrote stays.
+stages wrote stays. At the end (also after a failure) the run's HTML report is written to ``outputs/<run>/report/``.
 
 Example::
 
@@ -64,33 +64,13 @@ def notebook_parameters(nb: Path) -> list[str]:
 def record_run(P: params.RunParams, source: str) -> None:
     """Write ``run.yaml`` (the validated parameters) to the run folder; refuse a folder of a different run.
 
-    A folder whose ``run.yaml`` differs in what the answers depend on (tasks, questions, generators, sampling)
-    belongs to another run: reusing it would mix artefacts, so it is an error.
+    Raises:
+        WowError: the folder holds a run with other data parameters (:func:`wow.params.check_run_folder`).
     """
     import yaml
 
-    path = P.run_dir / "run.yaml"
-    new = P.model_dump(mode="json")
-    if path.exists():
-        old = yaml.safe_load(path.read_text()) or {}
-        data_keys = (
-            "tasks",
-            "task_options",
-            "n_questions",
-            "split_fractions",
-            "generators",
-            "n_samples",
-            "temperature",
-            "max_new_tokens",
-            "seed",
-        )
-        changed = [k for k in data_keys if old.get(k) != new.get(k)]
-        if changed:
-            raise WowError(
-                f"{P.run_dir} holds a run with different {', '.join(changed)} (see its run.yaml); pick another "
-                f"run_name in {source} or delete that folder."
-            )
-    io.write_text(path, yaml.safe_dump(new, sort_keys=False))
+    params.check_run_folder(P, source)
+    io.write_text(P.run_dir / "run.yaml", yaml.safe_dump(P.model_dump(mode="json"), sort_keys=False))
 
 
 def run(param_file: str | Path, only: list[str] | None = None, start: str | None = None, **overrides) -> Path:
@@ -110,6 +90,7 @@ def run(param_file: str | Path, only: list[str] | None = None, start: str | None
     selected = select(only, start)
     kernel = kernel_name()
     timings = _load_timings(P.run_dir)
+    started = time.perf_counter()
     for i, nb in enumerate(selected, 1):
         declared = notebook_parameters(nb)
         nb_params = {k: values[k] for k in declared if k in values}
@@ -118,9 +99,16 @@ def run(param_file: str | Path, only: list[str] | None = None, start: str | None
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(nb), str(out), parameters=nb_params, kernel_name=kernel, progress_bar=False, cwd=str(NOTEBOOK_DIR)
+                str(nb),
+                str(out),
+                parameters=nb_params,
+                kernel_name=kernel,
+                progress_bar=False,
+                cwd=str(NOTEBOOK_DIR),
+                kernel_manager_class=_local_kernel_manager(),
             )
         except PapermillExecutionError as e:
+            write_report(P.run_dir)
             raise WowError(
                 f"{nb.stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue.strip()} "
                 f"(executed notebook: {out}; outputs of earlier stages are kept)"
@@ -129,7 +117,35 @@ def run(param_file: str | Path, only: list[str] | None = None, start: str | None
         timings[nb.stem] = round(elapsed, 2)
         io.write_json(P.run_dir / "timings.json", timings)
         log.info("[%d/%d] %s done in %.1f s", i, len(selected), nb.stem, elapsed)
+    write_report(P.run_dir)
+    wall = time.perf_counter() - started
+    log.info(
+        "wall time %.1f min (%s)", wall / 60, ", ".join(f"{nb.stem[:2]} {timings[nb.stem]:.0f} s" for nb in selected)
+    )
     return P.run_dir
+
+
+def write_report(run_dir: Path) -> Path | None:
+    """Write the run's HTML report (:func:`wow.html_report.write_report`); a failure is logged, never raised."""
+    from wow import html_report
+
+    try:
+        return html_report.write_report(run_dir)
+    except Exception as e:  # noqa: BLE001 - the run's artefacts are written; a report problem must not fail it
+        log.warning("the run report was not written (%s: %s); try: wow report %s", e.__class__.__name__, e, run_dir)
+        return None
+
+
+def _local_kernel_manager() -> type:
+    """A kernel manager that talks to its kernel over local IPC sockets (files only this user can reach) instead of
+    unencrypted TCP ports on 127.0.0.1, which other local users could connect to (ipykernel warns about them)."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class LocalKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return LocalKernelManager
 
 
 def _load_timings(run_dir: Path) -> dict:

@@ -212,3 +212,31 @@ def _log_summary(rows: list[dict], seconds: float, generator: str) -> None:
         ", ".join(f"{m} {n}" for m, n in sorted(parsed.items())) or "none",
         sum(r["is_correct"] for r in rows),
     )
+    unparsed = sorted(
+        {r["question_id"] for r in rows} - {r["question_id"] for r in rows if r["extracted"] is not None}
+    )
+    if unparsed:
+        log.warning(
+            "%s: %d question(s) have no parsable answer (their answers all grade as wrong), e.g. %s",
+            generator,
+            len(unparsed),
+            ", ".join(unparsed[:3]),
+        )
+
+
+def check_parsed(rows: list[dict], max_tokens: int) -> None:
+    """Refuse a task whose answers from a generator all failed to parse: nothing downstream would mean anything.
+
+    Raises:
+        WowError: names the task and generator, shows one reply, and says what to change.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["generator"]), []).append(r)
+    for (task, generator), group in groups.items():
+        if group and all(r["extracted"] is None for r in group):
+            example = " ".join(group[0]["text"].split())[:120]
+            raise WowError(
+                f"none of the {len(group)} answers of {generator} on {task} could be parsed (e.g. {example!r}); "
+                f"raise max_new_tokens (now {max_tokens}) or use a stronger generator. answers.jsonl keeps them."
+            )

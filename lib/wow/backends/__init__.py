@@ -10,13 +10,25 @@ Example::
 from __future__ import annotations
 
 import inspect
+import threading
+import weakref
 from pathlib import Path
 
 from wow import WowError
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError
 from wow.backends.cache import CachedEngine, CallCache
 
-__all__ = ["CachedEngine", "CallCache", "ChatRequest", "Completion", "Engine", "EngineError", "ENGINES", "get_engine"]
+__all__ = [
+    "CachedEngine",
+    "CallCache",
+    "ChatRequest",
+    "Completion",
+    "Engine",
+    "EngineError",
+    "ENGINES",
+    "get_engine",
+    "process_usage",
+]
 
 #: Engine names -> "module:class" (imported on use: the openai engine does not need torch, nor the reverse).
 ENGINES = {
@@ -52,4 +64,50 @@ def get_engine(engine: str, model: str, cache: str | Path | None = None, **optio
             f"unknown option(s) {', '.join(unknown)} for the {engine} engine; it takes {', '.join(accepted)}."
         )
     built = cls(model, **options)
-    return CachedEngine(built, CallCache(cache)) if cache is not None else built
+    if cache is None:
+        return built
+    cached = CachedEngine(built, CallCache(cache))
+    _track(cached)
+    return cached
+
+
+# Usage of the cached engines built in this process: live ones are read on demand; when one is garbage collected
+# its counts move to _RETIRED (the finalizer holds the wrapped engine and cache, not the wrapper, so nothing is
+# kept alive longer than it would be anyway).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+_RETIRED: dict[str, dict] = {}
+_USAGE_LOCK = threading.RLock()  # re-entrant: a finalizer may run while the lock is held
+
+
+def _track(engine: CachedEngine) -> None:
+    _LIVE.add(engine)
+    weakref.finalize(engine, _retire, engine.engine, engine.cache)
+
+
+def _retire(inner: Engine, cache: CallCache) -> None:
+    with _USAGE_LOCK:
+        _add_usage(_RETIRED.setdefault(inner.model, {}), {**inner.usage(), **cache.stats()})
+
+
+def _add_usage(total: dict, usage: dict) -> None:
+    for key, value in usage.items():
+        if key == "cost_usd" and (value is None or total.get(key, 0.0) is None):
+            total[key] = None  # an API model without known prices: the total cost is unknown
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+
+
+def process_usage() -> dict[str, dict]:
+    """Calls, tokens, cache hits / misses and cost (API models) of every cached engine built in this process.
+
+    Returns:
+        Per model name, the summed :meth:`~wow.backends.base.Engine.usage` of its engines (adapters included):
+        ``calls``, ``prompt_tokens``, ``completion_tokens``, ``cache_hits``, ``cache_misses``, and ``cost_usd``
+        for API engines (None when the model's prices are unknown). Tokens count model calls actually made;
+        results served from the cache cost nothing.
+    """
+    with _USAGE_LOCK:
+        out = {model: dict(usage) for model, usage in _RETIRED.items()}
+        for engine in list(_LIVE):
+            _add_usage(out.setdefault(engine.engine.model, {}), engine.usage())
+    return dict(sorted(out.items()))

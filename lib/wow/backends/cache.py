@@ -80,6 +80,8 @@ class CallCache:
             else:
                 self._check(db, tables)
             db.execute("PRAGMA journal_mode=WAL")
+            # how many times each stored call was computed (a resumed run must never compute one twice)
+            db.execute("CREATE TABLE IF NOT EXISTS computed (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as e:
             raise WowError(self._bad(f"is corrupted (SQLite: {e})")) from None
@@ -134,16 +136,26 @@ class CallCache:
         blob = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         with self._lock:
             try:
+                self._db.execute("BEGIN")
                 self._db.execute(
                     "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)",
                     (key, kind, engine, model, blob, time.time()),
                 )
+                self._db.execute("INSERT INTO computed VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET n = n + 1", (key,))
+                self._db.execute("COMMIT")
             except sqlite3.DatabaseError as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise WowError(self._bad(f"cannot be written (SQLite: {e})")) from None
 
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def computed_twice(self) -> dict[str, int]:
+        """Keys whose call was computed more than once (key -> times): empty unless a stored result was lost."""
+        with self._lock:
+            return dict(self._db.execute("SELECT key, n FROM computed WHERE n > 1").fetchall())
 
     def stats(self) -> dict:
         """``{"cache_hits": ..., "cache_misses": ...}`` of this process."""

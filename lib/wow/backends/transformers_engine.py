@@ -22,7 +22,8 @@ cache. Design decisions:
   Then a given (messages, seed, sample_index) yields bitwise the same text and logprobs in any batch composition
   (tested). A result still depends on ``batch_size``, ``pad_multiple``, dtype, device and library versions. On
   GPU the attention kernels are left alone, so expect last-bit differences between batch compositions there;
-  ``fixed_shapes=False`` (one batched prompt pass, finished rows leave the batch) is faster on large batches.
+  ``fixed_shapes=False`` (one batched prompt pass over prompts of any lengths, sorted by length; finished rows
+  leave the batch) is faster on large batches.
 * **Logprobs** are the model's own distribution: ``log_softmax`` of the raw logits (temperature 1, no top-p) at
   each chosen token, as in the paper's code, read from the decoding step itself (no second forward pass). The end
   of sequence token is not part of the text and not part of the mean.
@@ -105,10 +106,13 @@ class TransformersEngine(Engine):
 
     # -- identity and loading -------------------------------------------------------------------------------
     def identity(self) -> dict:
-        """Engine, model, dtype and adapter (path and content hash): what a cached result depends on."""
+        """Engine, model, dtype and the adapter's content hash: what a cached result depends on.
+
+        The adapter's path is left out: the same adapter in a moved or copied run folder gives the same results, so
+        its cached calls stay valid there.
+        """
         ident = {"engine": self.name, "model": self.model, "dtype": self.dtype}
         if self.adapter is not None:
-            ident["adapter"] = str(self.adapter)
             ident["adapter_sha256"] = self._adapter_hash
         return ident
 
@@ -124,7 +128,8 @@ class TransformersEngine(Engine):
         if self.adapter is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(self.adapter)).eval()
+            # merged into the weights: sampling then costs what the base model costs (no extra LoRA matmuls)
+            model = PeftModel.from_pretrained(model, str(self.adapter)).merge_and_unload().eval()
         if getattr(tokenizer, "chat_template", None) is None:
             raise EngineError(f"model {self.model!r} has no chat template; the transformers engine needs one.")
         self._model, self._tokenizer = model, tokenizer
@@ -148,7 +153,14 @@ class TransformersEngine(Engine):
         return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _batches(self, prompts: list[list[int]]) -> list[list[int]]:
-        """Indices grouped by padded prompt length, then cut into batches of ``batch_size`` (original order)."""
+        """Indices grouped by padded prompt length, then cut into batches of ``batch_size`` (original order).
+
+        Without fixed shapes any lengths may share a batch: the prompts are sorted by length (stable) and cut into
+        full batches, so a mix of lengths never runs as several part-filled batches.
+        """
+        if not self.fixed_shapes:
+            order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+            return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         groups: dict[int, list[int]] = {}
         for i, ids in enumerate(prompts):
             groups.setdefault(self._padded_len(len(ids)), []).append(i)
@@ -369,10 +381,17 @@ class TransformersEngine(Engine):
         self._tokenizer = None
 
 
+_NOT_HASHED = {"train_log.json", "progress.json", "training_args.bin", "README.md"}
+
+
 def _folder_hash(folder: Path) -> str:
-    """sha256 over the names and bytes of the files in an adapter folder (non-recursive, sorted)."""
+    """sha256 over the names and bytes of the files of an adapter folder that shape its outputs (non-recursive, sorted).
+
+    Training logs, progress, the pickled training arguments and the model card are left out: they hold timings and
+    paths, and would make two identical adapters look different.
+    """
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in _NOT_HASHED):
         h.update(path.name.encode() + b"\0")
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -20,7 +20,18 @@ import inspect
 from wow import WowError
 from wow.tasks.base import UNPARSED, Extraction, Grade, Question, Task
 
-__all__ = ["REGISTRY", "UNPARSED", "Extraction", "Grade", "Question", "Task", "get", "names", "task_class"]
+__all__ = [
+    "REGISTRY",
+    "UNPARSED",
+    "Extraction",
+    "Grade",
+    "Question",
+    "Task",
+    "check_options",
+    "get",
+    "names",
+    "task_class",
+]
 
 #: name -> "module:Class" (modules relative to ``wow.tasks``).
 REGISTRY = {
@@ -78,10 +89,18 @@ def get(name: str, **options) -> Task:
     Raises:
         WowError: unknown name (listing the known ones) or an option the task does not take (listing those it does).
     """
-    cls = task_class(name)
-    params = inspect.signature(cls.__init__).parameters
+    check_options(name, options)
+    return task_class(name)(**options)
+
+
+def check_options(name: str, options: dict) -> None:
+    """Check that task ``name`` takes every option in ``options`` (names only; values are checked on construction).
+
+    Raises:
+        WowError: unknown task, or an option it does not take (listing those it does).
+    """
+    params = inspect.signature(task_class(name).__init__).parameters
     accepted = [p for p in params if p != "self" and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
     unknown = sorted(set(options) - set(accepted))
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         raise WowError(f"task {name!r} takes no option(s) {unknown}; its options are: {', '.join(accepted) or 'none'}")
-    return cls(**options)

@@ -91,7 +91,7 @@ class BioGeneration(Task):
                     meta={"source": str(self.path), "topic": topic},
                 )
             )
-        return sample(pool, n, seed)
+        return sample(pool, n, seed, self.path)
 
     def score_answers(self, questions: list[Question], answers: list[str]) -> list[float | None]:
         """FActScores of many answers (two batched engine calls).

@@ -21,7 +21,7 @@ import re
 
 from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
-from wow.tasks.multiple_choice import MultipleChoiceTask, option_labels
+from wow.tasks.multiple_choice import MCItem, MultipleChoiceTask
 from wow.tasks.sources import read_csv_rows, row_error, sample
 
 log = logging.getLogger(__name__)
@@ -68,30 +68,23 @@ class COM2(MultipleChoiceTask):
             kind = row.data["type"]
             if int(label) == len(options) - 1 or not ("2i" in kind or "3i" in kind):
                 continue
-            pool.append((row, [str(o) for o in options[:-1]], int(label)))
-        chosen = sample(pool, n, seed)
-        statements = [
-            [[f"{row.data['context'].strip()} {o} is {c}." for c in conditions(row.data["question"])] for o in opts]
-            for row, opts, _ in chosen
-        ]
-        labels = option_labels(self.labeler, [c[1] for c in chosen], [c[2] for c in chosen], statements)
-        return [
-            Question(
-                id=f"{self.name}/line{row.where.rsplit(':', 1)[-1]}",
-                task=self.name,
-                split="",
-                prompt=COT_INSTRUCTION
-                + (
-                    "Answer a commonsense question about the causes, effects or attributes of the people in a "
-                    f"context.\nContext: {row.data['context'].strip()}\nQuestion: {row.data['question'].strip()}\n"
-                ),
-                gold=gold,
-                options=opts,
-                option_labels=lab,
-                meta={"source": str(self.path), "type": row.data["type"]},
+            context, question = row.data["context"].strip(), row.data["question"].strip()
+            opts = [str(o) for o in options[:-1]]
+            pool.append(
+                MCItem(
+                    key=f"line{row.where.rsplit(':', 1)[-1]}",
+                    prompt=COT_INSTRUCTION
+                    + (
+                        "Answer a commonsense question about the causes, effects or attributes of the people in a "
+                        f"context.\nContext: {context}\nQuestion: {question}\n"
+                    ),
+                    options=opts,
+                    gold=int(label),
+                    meta={"source": str(self.path), "type": kind},
+                    statements=[[f"{context} {o} is {c}." for c in conditions(row.data["question"])] for o in opts],
+                )
             )
-            for (row, opts, gold), lab in zip(chosen, labels, strict=True)
-        ]
+        return self.questions_from(sample(pool, n, seed, self.path), self.labeler)
 
 
 def conditions(question: str) -> list[str]:

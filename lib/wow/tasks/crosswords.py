@@ -88,7 +88,7 @@ class KnowledgeCrosswords(MultipleChoiceTask):
             the questions, split unset.
         """
         if self.path is not None:
-            return sample(self.load(self.path, seed), n, seed)
+            return sample(self.load(self.path, seed), n, seed, self.path)
         return [
             self.generate(random.Random(f"{self.name}/{seed}/{i}"), f"{self.name}/gen{seed}-{i}") for i in range(n)
         ]

@@ -57,7 +57,7 @@ class GraphTask(Task):
             the questions, split unset.
         """
         if self.path is not None:
-            return sample(self.load_nlgraph(self.path), n, seed)
+            return sample(self.load_nlgraph(self.path), n, seed, self.path)
         return [
             self.generate(random.Random(f"{self.name}/{seed}/{i}"), f"{self.name}/gen{seed}-{i}") for i in range(n)
         ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
-from wow.tasks.multiple_choice import MultipleChoiceTask, option_labels
+from wow.tasks.multiple_choice import MCItem, MultipleChoiceTask
 from wow.tasks.sources import field, load_rows, row_error, sample
 
 HUB_ID = "Rowan/hellaswag"
@@ -46,30 +46,25 @@ class HellaSwag(MultipleChoiceTask):
         Returns:
             the questions, split unset.
         """
+        source = self.data_files or self.path
         pool = []
         for row in load_rows(None if self.data_files else self.path, self.split, self.data_files):
-            ctx = field(row, "ctx", str)
+            ctx = field(row, "ctx", str).strip()
             endings = [str(e) for e in field(row, "endings", list)]
             label = str(field(row, "label")).strip()
             if not label.isdigit() or not 0 <= int(label) < len(endings):
                 raise row_error(
                     row, f"label {label!r} is not an index of the {len(endings)} endings (unlabelled split?)"
                 )
-            pool.append((row, ctx, endings, int(label)))
-        chosen = sample(pool, n, seed)
-        statements = [[[f"{ctx.strip()} {e.strip()}"] for e in endings] for _, ctx, endings, _ in chosen]
-        labels = option_labels(self.labeler, [c[2] for c in chosen], [c[3] for c in chosen], statements)
-        return [
-            Question(
-                id=f"{self.name}/{row.data.get('ind', row.index)}",
-                task=self.name,
-                split="",
-                prompt=COT_INSTRUCTION
-                + f"Choose the most plausible continuation of the context.\nContext: {ctx.strip()}\n",
-                gold=gold,
-                options=endings,
-                option_labels=lab,
-                meta={"source": HUB_ID if not self.data_files else str(self.data_files)},
+            pool.append(
+                MCItem(
+                    key=str(row.data.get("ind", row.index)),
+                    prompt=COT_INSTRUCTION
+                    + f"Choose the most plausible continuation of the context.\nContext: {ctx}\n",
+                    options=endings,
+                    gold=int(label),
+                    meta={"source": str(source)},
+                    statements=[[f"{ctx} {e.strip()}"] for e in endings],
+                )
             )
-            for (row, ctx, endings, gold), lab in zip(chosen, labels, strict=True)
-        ]
+        return self.questions_from(sample(pool, n, seed, source), self.labeler)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
-from wow.tasks.multiple_choice import MultipleChoiceTask, option_labels
+from wow.tasks.multiple_choice import MCItem, MultipleChoiceTask
 from wow.tasks.sources import field, load_rows, row_error, sample
 
 HUB_ID = "openlifescienceai/medmcqa"
@@ -46,25 +46,19 @@ class MedMCQA(MultipleChoiceTask):
         Returns:
             the questions, split unset.
         """
+        source = self.data_files or self.path
         pool = []
         for row in load_rows(None if self.data_files else self.path, self.split, self.data_files):
-            options = [str(field(row, k)) for k in ("opa", "opb", "opc", "opd")]
             gold = field(row, "cop", int)
             if not 0 <= gold < 4:
                 raise row_error(row, f"cop {gold} is not an option index 0-3")
-            pool.append((row, field(row, "question", str), options, gold))
-        chosen = sample(pool, n, seed)
-        labels = option_labels("onehot", [c[2] for c in chosen], [c[3] for c in chosen])
-        return [
-            Question(
-                id=f"{self.name}/{row.data.get('id', row.index)}",
-                task=self.name,
-                split="",
-                prompt=COT_INSTRUCTION + f"Question: {text.strip()}\n",
-                gold=gold,
-                options=options,
-                option_labels=lab,
-                meta={"source": HUB_ID if not self.data_files else str(self.data_files)},
+            pool.append(
+                MCItem(
+                    key=str(row.data.get("id", row.index)),
+                    prompt=COT_INSTRUCTION + f"Question: {field(row, 'question', str).strip()}\n",
+                    options=[str(field(row, k)) for k in ("opa", "opb", "opc", "opd")],
+                    gold=gold,
+                    meta={"source": str(source)},
+                )
             )
-            for (row, text, options, gold), lab in zip(chosen, labels, strict=True)
-        ]
+        return self.questions_from(sample(pool, n, seed, source), "onehot")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
-from wow.tasks.multiple_choice import MultipleChoiceTask, option_labels
+from wow.tasks.multiple_choice import MCItem, MultipleChoiceTask
 from wow.tasks.sources import field, load_rows, row_error, sample
 
 HUB_ID = "TIGER-Lab/MMLU-Pro"
@@ -57,6 +57,7 @@ class MMLUPro(MultipleChoiceTask):
         Returns:
             the questions, split unset.
         """
+        source = self.data_files or self.path
         pool = []
         for row in load_rows(None if self.data_files else self.path, self.split, self.data_files):
             src = str(field(row, "src", str))
@@ -66,19 +67,13 @@ class MMLUPro(MultipleChoiceTask):
             gold = field(row, "answer_index", int)
             if not options or not 0 <= gold < len(options):
                 raise row_error(row, f"answer_index {gold} is outside the {len(options)} options")
-            pool.append((row, field(row, "question", str), options, gold))
-        chosen = sample(pool, n, seed)
-        labels = option_labels(self.labeler, [c[2] for c in chosen], [c[3] for c in chosen])
-        return [
-            Question(
-                id=f"{self.name}/{row.data.get('question_id', row.index)}",
-                task=self.name,
-                split="",
-                prompt=COT_INSTRUCTION + f"Question: {text.strip()}\n",
-                gold=gold,
-                options=options,
-                option_labels=lab,
-                meta={"source": HUB_ID if not self.data_files else str(self.data_files), "src": row.data["src"]},
+            pool.append(
+                MCItem(
+                    key=str(row.data.get("question_id", row.index)),
+                    prompt=COT_INSTRUCTION + f"Question: {field(row, 'question', str).strip()}\n",
+                    options=options,
+                    gold=gold,
+                    meta={"source": str(source), "src": src},
+                )
             )
-            for (row, text, options, gold), lab in zip(chosen, labels, strict=True)
-        ]
+        return self.questions_from(sample(pool, n, seed, source), self.labeler)

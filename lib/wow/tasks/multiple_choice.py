@@ -17,11 +17,34 @@ Labelers (``labeler=`` option of the loader tasks):
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from wow import WowError
 from wow.tasks.base import UNPARSED, Grade, Question, Task
 from wow.tasks.extract import MC_DIRECT_PATTERN, last_match, mc_extraction
 
 LABELERS = ("minilm", "openai", "vera", "onehot")
+
+
+@dataclass(frozen=True)
+class MCItem:
+    """One multiple-choice question as read from its source, before its options are labelled.
+
+    Attributes:
+        key: the question's id within the task (the question id is ``<task>/<key>``).
+        prompt: the question text shown above the options.
+        options: option texts in their original order.
+        gold: index of the right option.
+        meta: provenance kept in the question (source, subject...).
+        statements: per option, the statements a plausibility labeler rates (None: the option itself).
+    """
+
+    key: str
+    prompt: str
+    options: list[str]
+    gold: int
+    meta: dict = field(default_factory=dict)
+    statements: list[list[str]] | None = None
 
 
 class MultipleChoiceTask(Task):
@@ -34,6 +57,32 @@ class MultipleChoiceTask(Task):
         """The last explicit choice in a reasoning answer ("the answer is (B)", "Answer: B"), or None."""
         m = last_match([MC_DIRECT_PATTERN], answer)
         return None if m is None else self.canonical(m.group(1), question, permutation)
+
+    def questions_from(self, items: list[MCItem], labeler) -> list[Question]:
+        """Label the options of ``items`` (all at once: embedders batch) and make them questions (split unset).
+
+        Args:
+            items: the sampled items.
+            labeler: see :func:`option_labels`.
+
+        Returns:
+            one question per item, in order.
+        """
+        statements = [i.statements for i in items] if items and items[0].statements is not None else None
+        labels = option_labels(labeler, [i.options for i in items], [i.gold for i in items], statements)
+        return [
+            Question(
+                id=f"{self.name}/{i.key}",
+                task=self.name,
+                split="",
+                prompt=i.prompt,
+                gold=i.gold,
+                options=i.options,
+                option_labels=lab,
+                meta=i.meta,
+            )
+            for i, lab in zip(items, labels, strict=True)
+        ]
 
     def grade(self, question: Question, extracted: int | None) -> Grade:
         """Grade an original option index by its label.

@@ -219,7 +219,7 @@ class Science(Task):
             the questions, split unset.
         """
         if self.path is not None or self.data_files is not None:
-            return sample(self._scibench(), n, seed)
+            return sample(self._scibench(), n, seed, self.data_files or self.path)
         out = []
         for i in range(n):
             rng = random.Random(f"{self.name}/{seed}/{i}")

@@ -215,17 +215,26 @@ def load_rows(
     return rows
 
 
-def sample(items: list, n: int | None, seed: int) -> list:
+def sample(items: list, n: int | None, seed: int, source: object = "the data source") -> list:
     """A seeded sample of ``n`` items, in a seed-determined order; all of them when ``n`` is None or too large.
 
     Args:
         items: the pool (its order must be deterministic).
         n: how many; None for all.
         seed: the seed.
+        source: what the pool was read from, for the error message.
 
     Returns:
         the sample.
+
+    Raises:
+        WowError: the pool is empty.
     """
+    if not items:
+        raise WowError(
+            f"{source} holds no usable rows (only a header, or no row of the requested split or subjects); "
+            "point the task at a file with data."
+        )
     if n is None or n >= len(items):
         if n is not None and n > len(items):
             log.warning("asked for %d questions, the source has %d: using all of them", n, len(items))

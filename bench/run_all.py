@@ -1,0 +1,260 @@
+"""Run every benchmark, collect the results, write ``outputs/bench/results.json`` and ``results.md``.
+
+Each ``bench/bench_*.py`` runs in its own process (so one benchmark's models and memory never weigh on the next)
+and writes ``outputs/bench/<name>.json``; this script reads them back, builds the headline table (one line per
+measure, with its goal) and prints it. ``make bench`` runs it; the default set finishes in under 20 minutes on 2
+CPU cores. ``--with-demo`` adds a warm rerun of a copy of a finished ``outputs/demo`` run (minutes more).
+``--readme`` replaces the table between the benchmark markers of README.md with the new one.
+
+Run: ``.venv/bin/python bench/run_all.py [--with-demo] [--only sampling dpo] [--readme]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+from benchlib import BENCH_DIR, REPO, fmt, loadavg, machine, markdown_table, out_dir
+
+#: benchmark name -> (script, extra arguments); in run order (cheap first, the pipeline runs last).
+BENCHES = {
+    "sampling": ("bench_sampling.py", []),
+    "confidence": ("bench_confidence.py", []),
+    "judging": ("bench_judging.py", []),
+    "growth": ("bench_growth.py", []),
+    "dpo": ("bench_dpo.py", []),
+    "cache": ("bench_cache.py", []),
+    "e2e": ("bench_e2e.py", []),
+}
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+
+
+def run_bench(name: str, with_demo: bool, timeout: float) -> dict:
+    """Run one benchmark script in a child process; returns its JSON result (or the error)."""
+    script, extra = BENCHES[name]
+    args = [sys.executable, str(BENCH_DIR / script), *extra]
+    if name == "cache" and with_demo:
+        args.append("--with-demo")
+    path = out_dir() / f"{name}.json"
+    stale = path.stat().st_mtime if path.exists() else None
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(args, cwd=str(REPO), timeout=timeout, env=os.environ)
+        status = "ok" if proc.returncode == 0 else f"failed (exit status {proc.returncode})"
+    except subprocess.TimeoutExpired:
+        status = f"timed out after {timeout:.0f} s"
+    seconds = time.perf_counter() - start
+    fresh = path.exists() and path.stat().st_mtime != stale
+    result = json.loads(path.read_text()) if fresh and status == "ok" else {"name": name}
+    result["status"] = status
+    result["bench_seconds"] = round(seconds, 1)
+    return result
+
+
+def headline(results: dict) -> list[dict]:
+    """One row per headline measure: ``#, measure, value, goal, met``."""
+    rows: list[dict] = []
+
+    def add(num, measure, value, goal="", met=None):
+        rows.append({"#": num, "measure": measure, "value": value, "goal": goal, "met": met})
+
+    r = results.get("sampling", {})
+    for row in r.get("rows", []):
+        if row["method"] == "raw batched":
+            add(1, f"sampling, {row['workload']}: raw batched tokens/s", fmt(row["tokens_per_s"]))
+            continue
+        v = row["vs_raw_batched"]
+        add(
+            1,
+            f"sampling, {row['workload']}: {row['method']} tokens/s vs raw batched",
+            f"{fmt(v)}x ({fmt(row['tokens_per_s'])} tok/s)",
+            ">= 0.9x" if row["method"].startswith("wow") else "",
+            None if v is None or not row["method"].startswith("wow") else v >= 0.9,
+        )
+    r = results.get("confidence", {})
+    for row in r.get("rows", []):
+        extra = row["extra_forwards_for_confidence"]
+        add(
+            2,
+            f"confidence, {row['method']}: extra forward calls for logprobs",
+            f"{extra} ({fmt(row['forwards_per_answer'])} forwards/answer)",
+            "0",
+            extra == 0,
+        )
+    r = results.get("judging", {})
+    for row in r.get("rows", []):
+        what = f"judge {row['judge']} {row['mode']}" + (f" k={row['k']}" if row.get("k") else "")
+        add(
+            3,
+            f"{what}: calls / tokens (prompt + generated) per {row['unit']}",
+            f"{fmt(row['calls_per_unit'])} / {fmt(row['prompt_tokens_per_unit'])} + "
+            f"{fmt(row['completion_tokens_per_unit'])}",
+        )
+    if "cache" in r:
+        c = r["cache"]
+        add(3, "judge rerun through the cache: model calls", str(c["calls_rerun"]), "0", c["calls_rerun"] == 0)
+    r = results.get("cache", {})
+    if "warm" in r:
+        pct = 100 * r["warm_over_cold"]
+        add(
+            4,
+            "smoke pipeline: warm rerun / cold run",
+            f"{fmt(pct)}% ({fmt(r['warm']['seconds'])} s of {fmt(r['cold']['seconds'])} s)",
+            "<= 5%",
+            pct <= 5,
+        )
+        calls = r["warm"]["model_calls"]
+        add(4, "smoke pipeline: model calls of the warm rerun", str(calls), "0", calls == 0)
+        if "warm_copy" in r:
+            moved = r["warm_copy"]["model_calls"]
+            add(4, "smoke pipeline: model calls of a warm rerun of a copied run folder", str(moved), "0", moved == 0)
+        outside = sum(s.get("outside_cells_seconds") or 0 for s in r["warm"]["stages"].values())
+        add(4, "smoke pipeline warm: kernel start-up + imports (outside cells)", f"{fmt(outside)} s")
+        d = r.get("demo", {})
+        if "warm" in d:
+            add(
+                4,
+                "demo copy: warm rerun / cold run",
+                f"{fmt(100 * d['warm_over_cold'])}%",
+                "<= 5%",
+                d["warm_over_cold"] <= 0.05,
+            )
+            add(
+                4,
+                "demo copy: model calls of the warm rerun",
+                str(d["warm"]["model_calls"]),
+                "0",
+                d["warm"]["model_calls"] == 0,
+            )
+    r = results.get("dpo", {})
+    if r.get("rows"):
+        wow, trl = r["rows"]
+        v = wow["vs_trl_s_per_step"]
+        add(
+            5,
+            "DPO s/step: wow.align vs bare TRL",
+            f"{fmt(v)}x ({fmt(wow['s_per_step'])} vs {fmt(trl['s_per_step'])} s)",
+            "<= 1.05x",
+            None if v is None else v <= 1.05,
+        )
+        add(
+            5,
+            "DPO peak RSS: wow.align vs bare TRL",
+            f"{fmt(wow['vs_trl_peak_rss'])}x ({fmt(wow['peak_rss_mb'])} vs {fmt(trl['peak_rss_mb'])} MiB)",
+        )
+    r = results.get("growth", {})
+    if r.get("rows"):
+        last = r["rows"][-1]
+        first = r["rows"][0]
+        scale = last["questions"] // max(first["questions"], 1)
+        v = last["time_vs_linear"]
+        add(6, f"growth {scale}x questions: time vs linear", f"{fmt(v)}x", "<= 1", None if v is None else v <= 1.0)
+        m = last["peak_vs_smallest"]
+        add(
+            6,
+            f"growth {scale}x questions: peak memory vs 1x",
+            f"{fmt(m)}x ({fmt(last['peak_rss_mb'])} MiB)",
+            f"flat (<= 1.25x at {scale}x)",
+            None if m is None else m <= 1.25,
+        )
+    r = results.get("e2e", {})
+    if r:
+        if r.get("rows"):
+            total = r["rows"][-1]
+            add(7, f"make demo wall time ({r['demo_status']})", f"{fmt(total['minutes'])} min")
+            for row in r["rows"][:-1]:
+                add(7, f"make demo: {row['notebook']}", f"{fmt(row['seconds'])} s")
+        else:
+            add(7, "make demo wall time", r.get("demo_status", "not measured, run make demo"))
+    for name, res in results.items():
+        if res.get("status") != "ok":
+            add("-", f"{name} benchmark", res.get("status"))
+    return rows
+
+
+def write_markdown(summary: dict) -> str:
+    """``results.md``: machine, load, the headline table, then every benchmark's own table."""
+    m = summary["machine"]
+    lines = [
+        "# wow benchmarks",
+        "",
+        f"Measured {summary['finished']} on {m['cpu_model']}, {m['cores']} CPU cores (torch "
+        f"{m['versions'].get('torch')}, transformers {m['versions'].get('transformers')}, trl "
+        f"{m['versions'].get('trl')}); load average {summary['loadavg_before']} before, "
+        f"{summary['loadavg_after']} after; {fmt(summary['total_seconds'] / 60)} min in all.",
+        "",
+        markdown_table(summary["headline"], ["#", "measure", "value", "goal", "met"]),
+    ]
+    for name, res in summary["benches"].items():
+        if res.get("rows"):
+            lines += [f"## {name}", "", f"status: {res.get('status')}, {res.get('bench_seconds')} s", ""]
+            lines.append(markdown_table(res["rows"]))
+    return "\n".join(lines)
+
+
+def update_readme(summary: dict) -> bool:
+    """Replace the text between the benchmark markers of README.md; False when the markers are missing."""
+    path = REPO / "README.md"
+    text = path.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return False
+    m = summary["machine"]
+    block = (
+        f"{README_START}\nMeasured {summary['finished'][:10]} on {m['cpu_model']}, {m['cores']} CPU cores, shared "
+        f"(load average {summary['loadavg_before'][0]}-{summary['loadavg_after'][0]}); `make bench` took "
+        f"{fmt(summary['total_seconds'] / 60)} min.\n\n"
+        + markdown_table(summary["headline"], ["#", "measure", "value", "goal", "met"])
+        + README_END
+    )
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    path.write_text(head + block + tail, encoding="utf-8")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run the benchmarks and write the summary."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--with-demo", action="store_true", help="also rerun a copy of a finished outputs/demo warm")
+    p.add_argument("--only", nargs="+", choices=list(BENCHES), help="run only these benchmarks")
+    p.add_argument("--skip", nargs="+", choices=list(BENCHES), default=[], help="leave these benchmarks out")
+    p.add_argument("--timeout", type=float, default=900, help="seconds allowed to each benchmark")
+    p.add_argument("--readme", action="store_true", help="update the benchmark table in README.md")
+    a = p.parse_args(argv)
+    names = [n for n in (a.only or BENCHES) if n not in a.skip]
+    started = time.perf_counter()
+    summary = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "loadavg_before": loadavg(),
+        "with_demo": a.with_demo,
+        "benches": {},
+    }
+    for name in names:
+        print(f"\n== {name} ==", flush=True)
+        summary["benches"][name] = run_bench(name, a.with_demo, a.timeout)
+        print(f"== {name}: {summary['benches'][name]['status']} in {summary['benches'][name]['bench_seconds']} s")
+    summary["loadavg_after"] = loadavg()
+    summary["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    summary["headline"] = headline(summary["benches"])
+    folder = out_dir()
+    (folder / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    text = write_markdown(summary)
+    (folder / "results.md").write_text(text, encoding="utf-8")
+    print("\n" + markdown_table(summary["headline"], ["#", "measure", "value", "goal", "met"]))
+    print(f"wrote {folder / 'results.json'} and {folder / 'results.md'} ({summary['total_seconds'] / 60:.1f} min)")
+    if a.readme and not update_readme(summary):
+        print("README.md has no benchmark markers; table not inserted")
+    failed = [n for n, r in summary["benches"].items() if r["status"] != "ok"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

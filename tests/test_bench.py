@@ -1,0 +1,110 @@
+"""The benchmark scripts still run and write what the summary reads (tiny sizes; no timing is asserted)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+
+@pytest.fixture
+def bench_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("WOW_BENCH_OUT", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_confidence_bench_counts_forwards_and_writes_its_json(bench_out):
+    from bench_confidence import bench_confidence
+
+    res = bench_confidence(n_questions=1, n_samples=1, max_tokens=2, batch_size=8)
+    written = json.loads((bench_out / "confidence.json").read_text())
+    assert written["name"] == "confidence" and len(written["rows"]) == 3
+    for row in res["rows"]:
+        assert row["forwards_with_logprobs"] > 0
+        assert row["extra_forwards_for_confidence"] == 0
+    assert {"loadavg_before", "loadavg_after", "goal"} <= set(written)
+
+
+def test_summary_reads_every_benchmark_result(bench_out):
+    import run_all
+
+    results = {
+        "sampling": {
+            "status": "ok",
+            "rows": [
+                {"workload": "w", "method": "raw batched", "tokens_per_s": 10.0, "vs_raw_batched": 1.0},
+                {"workload": "w", "method": "wow fixed_shapes", "tokens_per_s": 12.0, "vs_raw_batched": 1.2},
+            ],
+        },
+        "confidence": {
+            "status": "ok",
+            "rows": [{"method": "wow fixed_shapes", "extra_forwards_for_confidence": 0, "forwards_per_answer": 3.0}],
+        },
+        "judging": {
+            "status": "ok",
+            "rows": [
+                {
+                    "judge": "pairwise",
+                    "mode": "text",
+                    "k": None,
+                    "unit": "pair",
+                    "calls_per_unit": 2.0,
+                    "prompt_tokens_per_unit": 900.0,
+                    "completion_tokens_per_unit": 30.0,
+                }
+            ],
+            "cache": {"calls_first_run": 4, "calls_rerun": 0},
+        },
+        "cache": {
+            "status": "ok",
+            "warm_over_cold": 0.04,
+            "cold": {"seconds": 100.0},
+            "warm": {"seconds": 4.0, "model_calls": 0, "stages": {"01": {"outside_cells_seconds": 2.0}}},
+            "demo": {"status": "not measured, run make demo"},
+        },
+        "dpo": {
+            "status": "ok",
+            "rows": [
+                {"s_per_step": 2.0, "vs_trl_s_per_step": 1.0, "peak_rss_mb": 900.0, "vs_trl_peak_rss": 1.0},
+                {"s_per_step": 2.0, "vs_trl_s_per_step": 1.0, "peak_rss_mb": 900.0, "vs_trl_peak_rss": 1.0},
+            ],
+        },
+        "growth": {
+            "status": "ok",
+            "rows": [
+                {"questions": 1, "time_vs_linear": 1.0, "peak_vs_smallest": 1.0, "peak_rss_mb": 800.0},
+                {"questions": 16, "time_vs_linear": 0.6, "peak_vs_smallest": 1.0, "peak_rss_mb": 800.0},
+            ],
+        },
+        "e2e": {"status": "ok", "demo_status": "not measured, run make demo", "rows": []},
+    }
+    rows = run_all.headline(results)
+    assert {r["#"] for r in rows} == {1, 2, 3, 4, 5, 6, 7}
+    assert all(r["met"] is not False for r in rows)
+    summary = {
+        "machine": {"cpu_model": "cpu", "cores": 2, "versions": {}},
+        "finished": "2025-01-01T00:00:00+00:00",
+        "loadavg_before": [1.0, 1.0, 1.0],
+        "loadavg_after": [1.0, 1.0, 1.0],
+        "total_seconds": 60.0,
+        "headline": rows,
+        "benches": results,
+    }
+    text = run_all.write_markdown(summary)
+    assert "| # | measure | value | goal | met |" in text and "## sampling" in text
+
+
+def test_e2e_bench_reads_timings(bench_out, tmp_path, monkeypatch):
+    import bench_e2e
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "timings.json").write_text(json.dumps({"01_data_prep": 60.0, "02_elicitation": 30.0}))
+    monkeypatch.setattr(bench_e2e, "REPO", tmp_path)
+    res = bench_e2e.bench_e2e("run")
+    assert res["demo_status"].startswith("partial") and res["rows"][-1]["seconds"] == 90.0
+    assert json.loads((bench_out / "e2e.json").read_text())["rows"]

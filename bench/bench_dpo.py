@@ -4,8 +4,9 @@ Both train the default model with the same LoRA adapter (r 16, alpha 16, all lin
 preference pairs (shortest-path prompts as the pipeline builds them; chosen / rejected final answers of different
 wrongness), the same settings (wow's :class:`~wow.align.AlignConfig` defaults: bf16 autocast on CPU, cosine schedule,
 warm-up ratio 0.1, beta 0.1, sigmoid loss; a few steps) and the same seed. Each run is its own process (peak RSS is
-``VmHWM``), runs alternate (wow, TRL, wow, TRL...) and a callback times every optimiser step; the first step is a
-warm-up and is not counted.
+``VmHWM``), runs alternate (wow, TRL, TRL, wow...: a load that drifts during the benchmark cancels out) and a
+callback times every optimiser step; the first step is a warm-up and is not counted. Both runs see the same batches
+in the same order, so their step times compare step by step.
 
 Run: ``.venv/bin/python bench/bench_dpo.py`` (writes ``outputs/bench/dpo.json``).
 """
@@ -164,8 +165,8 @@ def bench_dpo(steps: int = 6, batch_size: int = 1, n_pairs: int = 16, reps: int 
     """
     load_before = loadavg()
     runs = {"wow": [], "trl": []}
-    for _ in range(reps):
-        for which in ("wow", "trl"):
+    for rep in range(reps):
+        for which in ("wow", "trl") if rep % 2 == 0 else ("trl", "wow"):  # A B B A: a drifting load cancels out
             args = [str(BENCH_DIR / "bench_dpo.py"), "--child", which, "--steps", str(steps)]
             args += ["--batch-size", str(batch_size), "--pairs", str(n_pairs)]
             runs[which].append(run_child(args))

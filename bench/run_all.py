@@ -4,7 +4,8 @@ Each ``bench/bench_*.py`` runs in its own process (so one benchmark's models and
 and writes ``outputs/bench/<name>.json``; this script reads them back, builds the headline table (one line per
 measure, with its goal) and prints it. ``make bench`` runs it; the default set finishes in under 20 minutes on 2
 CPU cores. ``--with-demo`` adds a warm rerun of a copy of a finished ``outputs/demo`` run (minutes more).
-``--readme`` replaces the table between the benchmark markers of README.md with the new one.
+``--readme`` replaces the table between the benchmark markers of README.md with the new one; ``--only NAME --reuse``
+reruns some benchmarks and takes the others from the last ``results.json``.
 
 Run: ``.venv/bin/python bench/run_all.py [--with-demo] [--only sampling dpo] [--readme]``
 """
@@ -55,6 +56,14 @@ def run_bench(name: str, with_demo: bool, timeout: float) -> dict:
     result["status"] = status
     result["bench_seconds"] = round(seconds, 1)
     return result
+
+
+def _previous_results() -> dict:
+    """The per-benchmark results of the last ``results.json`` (empty when there is none)."""
+    path = out_dir() / "results.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text()).get("benches", {})
 
 
 def headline(results: dict) -> list[dict]:
@@ -115,7 +124,7 @@ def headline(results: dict) -> list[dict]:
             moved = r["warm_copy"]["model_calls"]
             add(4, "smoke pipeline: model calls of a warm rerun of a copied run folder", str(moved), "0", moved == 0)
         outside = sum(s.get("outside_cells_seconds") or 0 for s in r["warm"]["stages"].values())
-        add(4, "smoke pipeline warm: kernel start-up + imports (outside cells)", f"{fmt(outside)} s")
+        add(4, "smoke pipeline warm: time outside cells (5 kernel start-ups, papermill)", f"{fmt(outside)} s")
         d = r.get("demo", {})
         if "warm" in d:
             add(
@@ -169,7 +178,7 @@ def headline(results: dict) -> list[dict]:
             total = r["rows"][-1]
             add(7, f"make demo wall time ({r['demo_status']})", f"{fmt(total['minutes'])} min")
             for row in r["rows"][:-1]:
-                add(7, f"make demo: {row['notebook']}", f"{fmt(row['seconds'])} s")
+                add(7, f"make demo: {row['notebook']}", "—" if row["seconds"] is None else f"{fmt(row['seconds'])} s")
         else:
             add(7, "make demo wall time", r.get("demo_status", "not measured, run make demo"))
     for name, res in results.items():
@@ -186,8 +195,10 @@ def write_markdown(summary: dict) -> str:
         "",
         f"Measured {summary['finished']} on {m['cpu_model']}, {m['cores']} CPU cores (torch "
         f"{m['versions'].get('torch')}, transformers {m['versions'].get('transformers')}, trl "
-        f"{m['versions'].get('trl')}); load average {summary['loadavg_before']} before, "
-        f"{summary['loadavg_after']} after; {fmt(summary['total_seconds'] / 60)} min in all.",
+        f"{m['versions'].get('trl')}); 1-minute load average {load_range(summary)} during the benchmarks; "
+        f"{fmt(summary['total_seconds'] / 60)} min in all"
+        + (f" (reused from the last run: {', '.join(summary['reused'])})" if summary.get("reused") else "")
+        + ".",
         "",
         markdown_table(summary["headline"], ["#", "measure", "value", "goal", "met"]),
     ]
@@ -196,6 +207,14 @@ def write_markdown(summary: dict) -> str:
             lines += [f"## {name}", "", f"status: {res.get('status')}, {res.get('bench_seconds')} s", ""]
             lines.append(markdown_table(res["rows"]))
     return "\n".join(lines)
+
+
+def load_range(summary: dict) -> str:
+    """``low-high`` of the 1-minute load averages recorded before and after each benchmark."""
+    loads = [
+        r[key][0] for r in summary["benches"].values() for key in ("loadavg_before", "loadavg_after") if r.get(key)
+    ] or [summary["loadavg_before"][0], summary["loadavg_after"][0]]
+    return f"{min(loads):g}-{max(loads):g}"
 
 
 def update_readme(summary: dict) -> bool:
@@ -207,7 +226,7 @@ def update_readme(summary: dict) -> bool:
     m = summary["machine"]
     block = (
         f"{README_START}\nMeasured {summary['finished'][:10]} on {m['cpu_model']}, {m['cores']} CPU cores, shared "
-        f"(load average {summary['loadavg_before'][0]}-{summary['loadavg_after'][0]}); `make bench` took "
+        f"(1-minute load average {load_range(summary)} during the benchmarks); `make bench` took "
         f"{fmt(summary['total_seconds'] / 60)} min.\n\n"
         + markdown_table(summary["headline"], ["#", "measure", "value", "goal", "met"])
         + README_END
@@ -226,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="+", choices=list(BENCHES), default=[], help="leave these benchmarks out")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed to each benchmark")
     p.add_argument("--readme", action="store_true", help="update the benchmark table in README.md")
+    p.add_argument("--reuse", action="store_true", help="take the benchmarks not run now from the last results.json")
     a = p.parse_args(argv)
     names = [n for n in (a.only or BENCHES) if n not in a.skip]
     started = time.perf_counter()
@@ -236,13 +256,21 @@ def main(argv: list[str] | None = None) -> int:
         "with_demo": a.with_demo,
         "benches": {},
     }
-    for name in names:
+    previous = _previous_results() if a.reuse else {}
+    for name in BENCHES:
+        if name not in names:
+            if name in previous:
+                summary["benches"][name] = {**previous[name], "reused": True}
+            continue
         print(f"\n== {name} ==", flush=True)
         summary["benches"][name] = run_bench(name, a.with_demo, a.timeout)
         print(f"== {name}: {summary['benches'][name]['status']} in {summary['benches'][name]['bench_seconds']} s")
     summary["loadavg_after"] = loadavg()
     summary["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    if a.reuse:  # the time of a full run: the benchmarks run now plus those reused
+        summary["total_seconds"] = round(sum(r.get("bench_seconds") or 0 for r in summary["benches"].values()), 1)
+        summary["reused"] = sorted(n for n, r in summary["benches"].items() if r.get("reused"))
     summary["headline"] = headline(summary["benches"])
     folder = out_dir()
     (folder / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

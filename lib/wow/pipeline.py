@@ -342,7 +342,13 @@ def align_and_evaluate(P: RunParams, sets: dict, questions: list) -> tuple[pd.Da
     by_split = defaultdict(list)
     for q in questions:
         by_split[(q.task, q.split)].append(q)
-    eval_kwargs = {"n_samples": P.eval_samples, "seed": P.seed, "max_tokens": P.max_new_tokens}
+    eval_kwargs = {
+        "n_samples": P.eval_samples,
+        "seed": P.seed,
+        "max_tokens": P.max_new_tokens,
+        # the engine settings of stage 01: the original model's test answers are then those it sampled there
+        "engine_options": {"batch_size": P.batch_size, "dtype": P.dtype},
+    }
     all_sets = list(sets.values())
     base = {}
     entries, rows_by_setting = [], {}

@@ -55,3 +55,14 @@ def smoke_run(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread while a test trains: the 2-core test machine is shared (see AlignConfig.cpu_threads)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,16 +6,7 @@ import pytest
 from wow.align import AlignConfig, train
 from wow.preferences import build_preferences
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the 2-core test machine is shared (see AlignConfig.cpu_threads)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow

@@ -16,6 +16,15 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 # torch threads spin while waiting for a busy core; passive waiting keeps a shared 2-core machine fast
 export OMP_WAIT_POLICY ?= PASSIVE
+# llama-cpp-python (the real OpenAI-compatible server of the tests) compiles llama.cpp from source. Built for the
+# machine at hand (GGML_NATIVE, the default) it uses that CPU's AMX kernels, which crash llama_decode on Intel Xeon
+# machines for any prompt of more than one token; the machines this project runs on differ in CPU family, so it is
+# built for any x86-64 CPU with AVX2 (GGML_NATIVE=OFF), without the multimodal library (LLAVA_BUILD=OFF: unused).
+# The stamp's name carries the pin and the options, so changing either rebuilds it (pip's wheel cache is bypassed:
+# a wheel cached from another build would otherwise be reused whatever CMAKE_ARGS say).
+LLAMA_REQ := $(shell grep -E '^llama-cpp-python' requirements-dev.txt)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+LLAMA_STAMP := $(VENV)/.llama-$(shell printf '%s' '$(LLAMA_REQ) $(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
 
 .PHONY: install install-dev demo test lint format lab bench clean-outputs
 
@@ -27,7 +36,15 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (wow)" >/dev/null
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(LLAMA_STAMP): $(VENV)/.runtime
+	rm -f $(VENV)/.llama-*
+	$(PIP) uninstall -y llama-cpp-python >/dev/null 2>&1 || true
+	@echo "Building $(LLAMA_REQ) with CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' (about 5 minutes on 2 cores) ..."
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir '$(LLAMA_REQ)'
+	$(PY) tests/llama_server.py --check
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime $(LLAMA_STAMP) requirements-dev.txt
 	$(PIP) install -r requirements-dev.txt
 	touch $@
 

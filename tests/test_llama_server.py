@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 from llama_server import ServerDied, decode_check, exit_description, serve
@@ -9,6 +11,7 @@ from wow.backends import ChatRequest, EngineError
 from wow.backends.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_llama_cpp_build_decodes_a_multi_token_prompt():
@@ -35,3 +38,18 @@ def test_a_server_that_dies_is_diagnosed_at_once_with_its_signal_and_log():
         assert "SIGSEGV" in str(failed.value) and "not retried" in str(failed.value)
         # at most the attempts made before the diagnosis took the port over, not the whole retry budget
         assert engine.usage()["retries"] <= 2
+
+
+def _make_plan(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", "install-dev", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    ).stdout
+
+
+def test_makefile_builds_llama_cpp_portably_and_rebuilds_when_its_options_change():
+    plan = _make_plan("LLAMA_STAMP=.venv/.llama-not-built-yet")
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF' in plan and "--no-cache-dir" in plan  # no wheel cached from another build
+    assert "tests/llama_server.py --check" in plan
+    changed = _make_plan("LLAMA_CMAKE_ARGS=-DGGML_NATIVE=OFF -DGGML_AVX512=ON")
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON"' in changed  # another stamp name: a rebuild

@@ -72,7 +72,7 @@ demo: install
 	$(VENV)/bin/wow run parameters/demo.yaml
 
 test: install-dev
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=20
 
 lint: install-dev
 	$(VENV)/bin/ruff check lib tests bench notebooks

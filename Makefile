@@ -16,12 +16,15 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 # torch threads spin while waiting for a busy core; passive waiting keeps a shared 2-core machine fast
 export OMP_WAIT_POLICY ?= PASSIVE
-# llama-cpp-python (the real OpenAI-compatible server of the tests) compiles llama.cpp from source. Built for the
-# machine at hand (GGML_NATIVE, the default) it uses that CPU's AMX kernels, which crash llama_decode on Intel Xeon
-# machines for any prompt of more than one token; the machines this project runs on differ in CPU family, so it is
-# built for any x86-64 CPU with AVX2 (GGML_NATIVE=OFF), without the multimodal library (LLAVA_BUILD=OFF: unused).
-# The stamp's name carries the pin and the options, so changing either rebuilds it (pip's wheel cache is bypassed:
-# a wheel cached from another build would otherwise be reused whatever CMAKE_ARGS say).
+# llama-cpp-python (the real OpenAI-compatible server of the tests) compiles llama.cpp from source. pip's default
+# build targets the machine at hand (GGML_NATIVE=ON, -march=native); on the Intel Xeon machines of this project that
+# turns on llama.cpp's AMX kernels, whose first AMX instruction (tilezero) traps as an invalid opcode there: the CPU
+# advertises AMX but the virtual machine does not enable it, so llama_decode dies on any prompt of more than one
+# token (measured: native and AVX-512+AMX builds crash; AVX-512 without AMX and AVX2 builds run). The machines differ
+# in CPU family, so the build targets any x86-64 CPU with AVX2 (GGML_NATIVE=OFF: AVX2, FMA, F16C, BMI2; no AVX-512,
+# no AMX) and leaves out the unused multimodal library (LLAVA_BUILD=OFF). The stamp's name carries the pin and the
+# options, so changing either rebuilds it; pip's wheel cache is bypassed, since a wheel cached from another build
+# would otherwise be reused whatever CMAKE_ARGS say. `tests/llama_server.py --check` then decodes a real prompt.
 LLAMA_REQ := $(shell grep -E '^llama-cpp-python' requirements-dev.txt)
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 LLAMA_STAMP := $(VENV)/.llama-$(shell printf '%s' '$(LLAMA_REQ) $(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)

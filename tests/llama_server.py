@@ -234,7 +234,8 @@ def decode_check(timeout: float = 300.0) -> tuple[bool, str]:
     output = (proc.stdout + proc.stderr).strip()[-LOG_TAIL:]
     return False, (
         f"llama-cpp-python crashed decoding a multi-token prompt ({exit_description(proc.returncode)}); it was "
-        "probably built for another CPU or with this CPU's AMX kernels: rebuild it with "
+        "probably built for another CPU, or with AMX kernels that this machine advertises but does not enable "
+        "(SIGILL on tilezero): rebuild it with "
         "CMAKE_ARGS='-DGGML_NATIVE=OFF' (`make install-dev` does). Its output:\n" + (output or "(none)")
     )
 

@@ -34,7 +34,7 @@ MODEL = "smollm2-135m"
 
 def child(n_questions: int, n_samples: int, max_tokens: int, batch_size: int) -> dict:
     """One size in this process: sampling, then elicitation; times and memory."""
-    from wow import elicit, judges, metrics, tasks
+    from wow import elicit, judges, pairs, tasks
     from wow.backends.transformers_engine import TransformersEngine
     from wow.sampling import sample_answers
 
@@ -57,7 +57,7 @@ def child(n_questions: int, n_samples: int, max_tokens: int, batch_size: int) ->
     return {
         "questions": len(questions),
         "answers": len(answers),
-        "pairs": len(metrics.candidate_pairs(answers)),
+        "pairs": len(pairs.candidate_pairs(answers)),
         "judged_pairs": len(pairwise),
         "sampling_seconds": ts.seconds,
         "elicitation_seconds": te.seconds,

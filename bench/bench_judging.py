@@ -60,9 +60,10 @@ def bench_judging(
         ks: answers per score prompt.
         batch_size: engine batch size.
     """
-    from wow import judges, metrics, tasks
+    from wow import judges, tasks
     from wow.backends import CachedEngine, CallCache
     from wow.backends.transformers_engine import TransformersEngine
+    from wow.pairs import candidate_pairs, subsample_pairs
     from wow.sampling import sample_answers
 
     load_before = loadavg()
@@ -72,7 +73,7 @@ def bench_judging(
     answers = sample_answers(
         task, questions, engine, MODEL, n_samples=n_samples, max_tokens=max_tokens, seed=0, progress=False
     )
-    candidates = metrics.candidate_pairs(answers)
+    candidates = candidate_pairs(answers)
     batches = _count_batches(engine)
     rows = []
 
@@ -110,7 +111,7 @@ def bench_judging(
         )
         return out
 
-    pairs = judges.subsample_pairs(candidates, max_pairs, seed=0)
+    pairs = subsample_pairs(candidates, max_pairs, seed=0)
     for mode in ("text", "logprob"):
         record(
             "pairwise",

@@ -76,6 +76,33 @@ def smoke_run(tmp_path_factory):
                 os.environ[k] = v
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A 2-layer, hidden-32 random Llama with the offline default model's tokenizer, saved to a folder (training
+    tests: tests/test_align.py, tests/test_losses.py)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from wow import models
+
+    tok = AutoTokenizer.from_pretrained(models.default_model_path())
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread while a test trains: the 2-core test machine is shared (see AlignConfig.cpu_threads)."""

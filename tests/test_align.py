@@ -1,4 +1,5 @@
-"""Every trainer trains a tiny random Llama (built here, with the default model's tokenizer) for a few steps."""
+"""Every trainer trains a tiny random Llama (the `tiny_model` fixture of conftest.py) for a few steps; the grid, the
+lengths and the command line."""
 
 import math
 
@@ -20,32 +21,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A 2-layer, hidden-32 Llama with the offline default model's tokenizer, saved to a folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from wow import models
-
-    tok = AutoTokenizer.from_pretrained(models.default_model_path())
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
 def prefs():
     """6 questions x 3 wrong answers with distinct labels -> 18 oracle pairs; 2 questions (6 pairs) validate."""
     answers = [
@@ -54,6 +29,7 @@ def prefs():
             "question_id": f"q{q}",
             "split": "train",
             "generator": "m",
+            "sample_index": i,
             "prompt_messages": [{"role": "user", "content": f"What is the shortest path weight in graph {q}?"}],
             "text": f"The total weight is {q + i + 3}.",
             "extracted": q + i + 3,
@@ -139,10 +115,96 @@ def test_config_rejects_unknown_fields():
         AlignConfig.from_dict({"lr": 1e-4})
 
 
-def test_overlong_prompts_are_dropped_and_none_left_is_an_error(tiny_model, prefs, tmp_path):
-    cfg = AlignConfig(**{**FAST.__dict__, "max_prompt_length": 5})
-    with pytest.raises(WowError, match="no training pairs"):
-        train(prefs["train"], None, tiny_model, "dpo", tmp_path / "long", cfg)
+def _long_pairs():
+    """A prompt well over 64 tokens with short answers (cut), one over 64 that fits 128 with its answers (kept, as
+    TRL 0.9 kept it), a short one whose answer alone is over 128 tokens (answer cut by TRL), and a short one."""
+    edges = ", ".join(f"edge {i}-{i + 1} weight {i % 7 + 1}" for i in range(40))
+    rows = [
+        (f"Graph: {edges}. Question: what is the shortest path weight from node 0 to node 40?", "It is 12.", "9"),
+        ("Graph: " + ", ".join(f"edge {i}-{i + 1}" for i in range(8)) + ". Path weight from 0 to 8?", "8", "7"),
+        ("Count to sixty.", " ".join(str(i) for i in range(1, 61)), "No."),
+        ("What is 2+2?", "5", "6"),
+    ]
+    return [
+        {
+            "prompt": [{"role": "user", "content": q}],
+            "chosen": [{"role": "assistant", "content": c}],
+            "rejected": [{"role": "assistant", "content": r}],
+        }
+        for q, c, r in rows
+    ]
+
+
+def _rendered(tok, prompt):
+    return tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=False)
+
+
+def test_overlong_prompts_keep_their_end_like_trl_0_9(tiny_model):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from wow.align import _prepare
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    pairs = _long_pairs()
+    lengths = [len(_rendered(tok, p["prompt"])) for p in pairs]
+    assert lengths[0] > 200 and 64 < lengths[1] < 100 and lengths[2] < 64 and lengths[3] < 64  # the set-up
+    cfg = AlignConfig(max_length=128, max_prompt_length=64)
+    ds, counts = _prepare(Dataset.from_list(pairs), tok, cfg, "train")
+    expected = {"pairs": 4, "over_max_length": 2, "prompts_truncated": 1, "answers_truncated": 1}
+    assert counts == {**expected, "longest_prompt": lengths[0]}
+    cut = ds[0]["prompt"]
+    assert 60 <= len(_rendered(tok, cut)) <= 64  # the last max_prompt_length tokens, give or take a re-tokenised one
+    assert [m["role"] for m in cut] == ["user"] and pairs[0]["prompt"][0]["content"].endswith(cut[0]["content"])
+    assert cut[0]["content"].endswith("from node 0 to node 40?") and len(cut[0]["content"]) < 200
+    assert _rendered(tok, cut)[:3] == _rendered(tok, pairs[0]["prompt"])[:3]  # the chat frame's start is whole
+    assert [ds[i] for i in (1, 2, 3)] == pairs[1:]  # the others are untouched (the second fits with its answers)
+    assert ds[0]["chosen"] == pairs[0]["chosen"] and ds[0]["rejected"] == pairs[0]["rejected"]
+
+    untouched, counts = _prepare(Dataset.from_list(pairs[1:]), tok, cfg, "validation")
+    assert counts["prompts_truncated"] == 0 and untouched.to_list() == pairs[1:]
+    with pytest.raises(WowError, match="chat template alone takes more than max_prompt_length=5"):
+        _prepare(Dataset.from_list(pairs), tok, AlignConfig(max_length=128, max_prompt_length=5), "train")
+
+
+def test_overlong_pairs_train_truncated_not_dropped(tiny_model, tmp_path, caplog):
+    from datasets import Dataset
+
+    class FirstBatch(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            self.prompt_lengths = [len(x) for x in train_dataloader.dataset["prompt_ids"]]
+
+    seen = FirstBatch()
+    cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 1, "max_length": 128, "max_prompt_length": 64})
+    with caplog.at_level("INFO", logger="wow.align"):
+        res = train(Dataset.from_list(_long_pairs()), None, tiny_model, "dpo", tmp_path / "run", cfg, callbacks=[seen])
+    assert res.n_train == 4 and len(seen.prompt_lengths) == 4  # nothing dropped, by us or by TRL
+    assert seen.prompt_lengths[0] <= 64 < seen.prompt_lengths[1]  # cut; kept whole: it fits with its answers
+    assert res.truncated["train"]["prompts_truncated"] == 1 and res.truncated["train"]["answers_truncated"] == 1
+    assert res.truncated["validation"]["pairs"] == 0
+    assert io.read_json(tmp_path / "run" / "train_log.json")["truncated"] == res.truncated
+    assert "train: 2 of 4 pairs have prompt + answer over max_length=128 tokens: 1 prompts cut" in caplog.text
+
+
+def test_config_checks_lengths_and_scheduler_names():
+    with pytest.raises(WowError, match="did you mean 'cosine_with_restarts'"):
+        AlignConfig(lr_scheduler="cosine_with_restart").check()  # the paper's grid_search.py spelling (W19)
+    with pytest.raises(WowError, match="max_prompt_length .512. must be positive and below max_length .512."):
+        AlignConfig(max_length=512).check()
+    AlignConfig().check()
+    assert (AlignConfig().max_length, AlignConfig().max_prompt_length) == (1536, 512)  # the paper's
+
+
+def test_scheduler_names_are_those_of_transformers(tmp_path):
+    from transformers.trainer_utils import SchedulerType
+    from wow.align import PAPER_SCHEDULERS, SCHEDULERS, _trl_config
+
+    assert set(SCHEDULERS) <= {s.value for s in SchedulerType} and set(PAPER_SCHEDULERS) <= set(SCHEDULERS)
+    for name in PAPER_SCHEDULERS:  # TRL's configs accept each; only the plateau evaluates while training
+        args = _trl_config("dpo", AlignConfig(lr_scheduler=name, bf16=False), tmp_path, "cpu")
+        assert args.lr_scheduler_type.value == name
+        assert (args.eval_strategy.value, args.eval_steps) == (
+            ("steps", 1000) if name == "reduce_lr_on_plateau" else ("no", None)
+        )
 
 
 def test_grid_search_picks_best_and_resumes(tiny_model, prefs, tmp_path):
@@ -167,6 +229,75 @@ def test_grid_search_picks_best_and_resumes(tiny_model, prefs, tmp_path):
     by_loss = grid_search(train_set, val_set, tiny_model, "dpo", tmp_path, cfg, **{**kw, "select_fn": None})
     assert by_loss.selected_by == "val_loss"
     assert by_loss.best["val_loss"] == min(r["val_loss"] for r in by_loss.runs)
+
+
+def test_paper_grid_is_81_points_in_the_papers_order(tmp_path, monkeypatch):
+    import itertools
+
+    from wow import align
+
+    trained = []
+
+    def fake_train(train_set, val_set, model_name, trainer, output_dir, config, callbacks=None):
+        trained.append(config)
+        return align.TrainResult(output_dir, trainer, model_name, config, 1.0, 1 / len(trained), 1, 0.1, 0.1, 4, 2)
+
+    monkeypatch.setattr(align, "train", fake_train)
+    paper = dict(schedulers=align.PAPER_SCHEDULERS, weight_decays=align.PAPER_WEIGHT_DECAYS)
+    result = grid_search([1], [1], "m", "dpo", tmp_path, AlignConfig(), **paper)
+    assert len(result.runs) == 81 and len({r["name"] for r in result.runs}) == 81
+    axes = ("learning_rate", "lr_scheduler", "weight_decay", "epochs")
+    assert [tuple(r[k] for k in axes) for r in result.runs] == list(
+        itertools.product(
+            (1e-4, 5e-5, 1e-5), ("cosine", "cosine_with_restarts", "reduce_lr_on_plateau"), (0, 1e-5, 1e-3), (1, 3, 5)
+        )
+    )
+    assert [(c.learning_rate, c.lr_scheduler, c.weight_decay, c.epochs) for c in trained] == [
+        tuple(r[k] for k in axes) for r in result.runs
+    ]
+    assert result.runs[0]["name"] == "lr=1.0e-04_scheduler=cosine_decay=0.0e+00_epochs=1"
+    assert result.runs[-1]["name"] == "lr=1.0e-05_scheduler=reduce_lr_on_plateau_decay=1.0e-03_epochs=5"
+    assert result.best["name"] == result.runs[-1]["name"] and result.selected_by == "val_loss"
+
+    trained.clear()  # default axes: 9 points named as before, at the base scheduler and weight decay
+    nine = grid_search([1], [1], "m", "dpo", tmp_path / "nine", AlignConfig(weight_decay=0.0))
+    assert [r["name"] for r in nine.runs][:2] == ["lr=1.0e-04_epochs=1", "lr=1.0e-04_epochs=3"] and len(nine.runs) == 9
+    assert {(c.lr_scheduler, c.weight_decay) for c in trained} == {("cosine", 0.0)}
+
+    trained.clear()  # a misspelt scheduler, or reduce_lr_on_plateau without validation pairs, fails before training
+    with pytest.raises(WowError, match="did you mean 'cosine_with_restarts'"):
+        grid_search([1], [1], "m", "dpo", tmp_path, schedulers=["cosine", "cosine_with_restart"])
+    with pytest.raises(WowError, match="no validation pairs"):
+        grid_search([1], None, "m", "dpo", tmp_path, **paper)
+    with pytest.raises(WowError, match="empty grid axis weight_decays"):
+        grid_search([1], [1], "m", "dpo", tmp_path, weight_decays=[])
+    assert trained == []
+
+
+def test_grid_over_schedulers_trains_each_and_plateau_evaluates(tiny_model, prefs, tmp_path):
+    class Optimiser(TrainerCallback):
+        seen = []
+
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+            decays = {g["weight_decay"] for g in optimizer.param_groups}
+            self.seen.append((type(lr_scheduler).__name__, max(decays)))
+
+    cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 3, "batch_size": 1, "eval_steps": 1})
+    kw = dict(
+        learning_rates=(1e-2,), epochs=(1,), schedulers=("cosine", "reduce_lr_on_plateau"), weight_decays=(1e-3,)
+    )
+    train_set, val_set = prefs["train"].select(range(3)), prefs["validation"].select(range(2))
+    result = grid_search(train_set, val_set, tiny_model, "dpo", tmp_path, cfg, callbacks=[Optimiser()], **kw)
+    names = ["lr=1.0e-02_scheduler=cosine_epochs=1", "lr=1.0e-02_scheduler=reduce_lr_on_plateau_epochs=1"]
+    assert [r["name"] for r in result.runs] == names  # one weight decay: not in the names
+    assert Optimiser.seen == [("LambdaLR", 1e-3), ("ReduceLROnPlateau", 1e-3)]
+    cosine, plateau = (io.read_json(tmp_path / n / "train_log.json") for n in names)
+    assert plateau["config"]["lr_scheduler"] == "reduce_lr_on_plateau" and plateau["config"]["weight_decay"] == 1e-3
+    # validated every step while training, then once more by train() after it; cosine only after it
+    assert [h["step"] for h in plateau["log_history"] if "eval_loss" in h] == [1, 2, 3, 3]
+    assert [h["step"] for h in cosine["log_history"] if "eval_loss" in h] == [3]
+    lrs = [[h["learning_rate"] for h in log["log_history"] if "loss" in h] for log in (cosine, plateau)]
+    assert lrs[0][0] > lrs[0][-1] and lrs[1] == [1e-2] * 3  # cosine decays; the plateau rate holds (no warm-up)
 
 
 def test_grid_search_with_the_evaluation_selector(tiny_model, prefs, tmp_path):

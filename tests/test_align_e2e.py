@@ -23,6 +23,7 @@ def test_dpo_lora_on_the_default_model_saves_a_loadable_adapter(tmp_path):
             "question_id": f"sp{q}",
             "split": "train",
             "generator": "smollm2-135m",
+            "sample_index": i,
             "prompt_messages": [
                 {
                     "role": "user",

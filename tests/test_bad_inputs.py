@@ -58,6 +58,10 @@ PARAMETER_CASES = {
     "margin of 0": ({"margins": [0.0]}, ["margins", "(0, 1]"]),
     "score preference margin outside (0, 1]": ({"pref_types": ["score@2"]}, ["score@2", "(0, 1]"]),
     "unknown preference type": ({"pref_types": ["scor@0.5"]}, ["scor", "oracle"]),
+    "score set whose k is never scored": (
+        {"pref_types": ["score@0.5"], "score_k": [1], "pref_score_k": 5},
+        ["pref_score_k 5", "score_k [1]"],
+    ),
     "zero samples": ({"n_samples": 0}, ["n_samples", "greater than 0"]),
     "splits not summing to 1": ({"split_fractions": [0.6, 0.6, 0.2]}, ["split_fractions", "summing to 1"]),
     "run name with a slash": ({"run_name": "a/b"}, ["run_name", "output_root"]),

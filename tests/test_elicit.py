@@ -1,10 +1,12 @@
 """wow.elicit: the scalar scorers, scores.jsonl rows, the Acc_WoW table (oracle = 1.0) and the Figure 2/5 analysis."""
 
 import math
+import random
 import re
+import zlib
 
 import pytest
-from wow import WowError, elicit, judges
+from wow import WowError, elicit, judges, plots, tasks
 from wow.backends.base import Completion, Engine
 
 
@@ -187,3 +189,130 @@ def test_acc_wow_correlations_across_task_generator_points():
     corr = elicit.acc_wow_correlations(table, stats).set_index("x")
     assert corr.loc["accuracy", "r"] == pytest.approx(0.8) and corr.loc["accuracy", "n"] == 4
     assert math.isnan(corr.loc["mean_confidence", "r"]) and corr.loc["mean_confidence", "n"] == 4  # constant
+
+
+# -- no signal reads a label --------------------------------------------------------------------------------------
+def test_bio_consistency_is_the_logprob_not_the_frequency_of_its_own_score():
+    # for bio_generation the "extracted answer" is the FActScore: counting equal answers would count equal labels
+    # (0.4 for the four zeros, 0.1 for the rest). The paper's code reuses the token-logprob signal instead.
+    factscores = [0, 0, 0, 0, 0.35, 0.5, 0.6, 0.62, 0.7, 0.8]
+    rows = [answer(i, fs, fs, task="bio_generation", lp=-0.1 * (i + 1)) for i, fs in enumerate(factscores)]
+    assert elicit.consistency(rows) == {f"q|g|{i}": -0.1 * (i + 1) for i in range(10)}
+    assert elicit.is_free_text("bio_generation") and not elicit.is_free_text("shortest_path")
+
+
+class HashJudge(Engine):
+    """Scores are a hash of the prompt: they change exactly when the prompt does."""
+
+    name = "fake"
+
+    def __init__(self):
+        super().__init__("hash-judge")
+
+    def _generate(self, requests, progress):
+        out = []
+        for r in requests:
+            content = r.messages[0]["content"]
+            h = zlib.crc32(content.encode())
+            k = len(re.findall(r"^\[Answer \d+\]$", content, flags=re.M))
+            lines = [f"Score for answer {i}: {(h >> i) % 6}" for i in range(1, k + 1)]
+            out.append(Completion(text="\n".join(lines) if k > 1 else f"Score: {h % 6}"))
+        return out
+
+
+def _task_answers(task: str) -> list[dict]:
+    """Three questions x six answers of ``task``, graded as the task grades (free-text: extracted = the score)."""
+    rng = random.Random(task)
+    rows = []
+    for q in range(3):
+        for s in range(6):
+            if elicit.is_free_text(task):
+                extracted = rng.choice([None, 0.0, 0.0, 0.35, 0.5, 0.9])
+                label = extracted
+            else:
+                extracted = rng.choice([None, 1, 2, 2, 3])
+                label = None if extracted is None else -float(rng.randint(0, 4))
+            row = answer(s, label, extracted, qid=f"q{q}", task=task, n_tokens=rng.randint(5, 50), lp=-rng.random())
+            row.update(correctness=max(0.0, 1.0 + (label or -1.0)), is_correct=label is not None and label >= 0.9)
+            row["text"] = f"{task} answer {q}.{s}"
+            rows.append(row)
+    return rows
+
+
+def _shuffle_labels(rows: list[dict], free_text: bool) -> list[dict]:
+    """The same answers with their gold labels (graded correctness, raw label, is_correct; for free-text tasks the
+    score, which is their extracted answer) permuted among them."""
+    keys = ["correctness", "raw_label", "is_correct"] + (["extracted"] if free_text else [])
+    out = [dict(r) for r in rows]
+    who = [i for i, r in enumerate(out) if free_text or r["extracted"] is not None]  # parsed answers keep a label
+    labels = [tuple(out[i][k] for k in keys) for i in who]
+    random.Random(1).shuffle(labels)
+    assert labels != [tuple(out[i][k] for k in keys) for i in who]
+    for i, values in zip(who, labels, strict=True):
+        out[i].update(zip(keys, values, strict=True))
+    return out
+
+
+def _signals(rows: list[dict]) -> tuple[list[dict], list]:
+    """Every signal per answer (scores.jsonl rows, judge scores from k=1 and k=2 prompts), and the pairwise judge's
+    requests for every pair of one question's answers in both orders (a greedy, cached verdict is a function of
+    its request)."""
+    engine = HashJudge()
+    score_rows = judges.judge_scores(engine, rows, "j", k=2) + judges.judge_scores(engine, rows, "j", k=1)
+    scores = elicit.score_answers(rows, elicit.judge_score_maps(score_rows))
+    requests = [judges.pairwise_messages(a, b) for a in rows for b in rows if a["question_id"] == b["question_id"]]
+    return scores, requests
+
+
+@pytest.mark.parametrize("task", tasks.names())
+def test_shuffling_the_gold_labels_changes_no_elicitation_signal(task):
+    rows = _task_answers(task)
+    scores, requests = _signals(rows)
+    shuffled_scores, shuffled_requests = _signals(_shuffle_labels(rows, elicit.is_free_text(task)))
+    assert shuffled_scores == scores  # length, consistency, logprob and every judge score, per answer
+    assert shuffled_requests == requests  # what the pairwise judge is asked, for every pair in both orders
+    assert any(r[elicit.judge_score_column("j", 2)] is not None for r in scores)
+
+
+# -- the split, the bins ------------------------------------------------------------------------------------------
+def test_acc_wow_table_counts_the_pairs_of_one_split_and_says_which():
+    train = [dict(a, split="train") for a in ANSWERS]
+    test = [dict(a, split="test", question_id="q2", answer_id=a["answer_id"].replace("q|", "q2|")) for a in ANSWERS]
+    rows = train + test
+    replies = {(f"ANS{i}", f"ANS{j}"): "Preferred output: 1" for i in range(5) for j in range(5)}
+    judgements = judges.judge_pairwise(ScriptedJudge(replies), rows, judge="j")
+    assert len(judgements) == 6  # 3 pairs per question
+    table = elicit.acc_wow_table(rows, elicit.score_answers(rows), judgements, split="train", n_boot=0)
+    assert set(table.split) == {"train"}
+    assert by_method(table, "oracle").n_pairs == 3  # q only
+    assert by_method(table, "pairwise_text").n_candidates == 3  # the test question's judgements are left out
+    everything = elicit.acc_wow_table(rows, elicit.score_answers(rows), judgements, split="all", n_boot=0)
+    assert by_method(everything, "oracle").n_pairs == 6 and set(everything.split) == {"all"}
+    with pytest.raises(WowError, match="unknown split"):
+        elicit.acc_wow_table(rows, elicit.score_answers(rows), split="dev")
+
+
+def test_acc_wow_bins_table_hand_computed():
+    # labels 0 (correct), -2, -6, -8; d = 4: edges -8, -6, -4, -2, 0 -> bins 3, 3, 1, 0.
+    # logprob -0.1, -0.5, -0.2, -1.0. Pairs (correct answer included), (bins), hit?
+    # (0,1) (3,3) hit; (0,2) (1,3) hit; (0,3) (0,3) hit; (1,2) (1,3) miss; (1,3) (0,3) hit; (2,3) (0,1) hit.
+    rows = [
+        answer(0, 0.0, 4, correct=True, lp=-0.1),
+        answer(1, -2.0, 5, lp=-0.5),
+        answer(2, -6.0, 7, lp=-0.2),
+        answer(3, -8.0, 8, lp=-1.0),
+        answer(0, 0.0, 1, qid="r", task="u", correct=True),  # two labels only: nothing to bin
+        answer(1, -1.0, 2, qid="r", task="u"),
+    ]
+    bins = elicit.acc_wow_bins_table(rows, elicit.score_answers(rows), d=4)
+    assert list(bins.columns) == elicit.BINS_COLUMNS
+    assert set(bins.task) == {"t"} and set(bins.method) == {"length", "consistency", "logprob"}
+    lp = bins[bins.method == "logprob"]
+    assert len(lp) == 10  # cells i <= j of 4 bins
+    cells = {(r.bin_i, r.bin_j): (r.n_pairs, r.acc) for r in lp.itertuples() if r.n_pairs}
+    assert cells == {(0, 1): (1, 1.0), (0, 3): (2, 1.0), (1, 3): (2, 0.5), (3, 3): (1, 1.0)}
+    assert lp.iloc[0][["lo_i", "hi_i"]].tolist() == [-8.0, -6.0]
+    fig = plots.fig_acc_wow_bins(bins)  # one heatmap per method; the cells below the diagonal stay empty
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["length", "consistency", "logprob"]
+    texts = [t.get_text() for t in fig.axes[2].texts]
+    assert "0.50\nn=2" in texts and "1.00\nn=1" in texts

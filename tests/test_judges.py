@@ -4,7 +4,7 @@ import math
 import re
 
 import pytest
-from wow import WowError, judges, metrics
+from wow import WowError, judges, pairs
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError
 
 
@@ -209,11 +209,11 @@ def test_subsampling_gives_every_judge_the_same_pairs():
     assert {r["judge"] for r in rows_a} == {"judge-a"}
     assert sum(r["generator"] == "g" for r in rows_a) == 5  # 28 pairs capped at 5
     assert sum(r["generator"] == "h" for r in rows_a) == 3  # 3 pairs, under the cap: all kept
-    all_pairs = metrics.candidate_pairs(many)
-    order = [metrics.pair_id(a, b) for a, b in all_pairs]
+    all_pairs = pairs.candidate_pairs(many)
+    order = [pairs.pair_id(a, b) for a, b in all_pairs]
     assert ids == sorted(ids, key=order.index)  # original order kept
-    other = judges.subsample_pairs(all_pairs, 5, seed=8)
-    assert [metrics.pair_id(a, b) for a, b in other] != ids
+    other = pairs.subsample_pairs(all_pairs, 5, seed=8)
+    assert [pairs.pair_id(a, b) for a, b in other] != ids
 
 
 def test_judgement_filenames():
@@ -230,9 +230,9 @@ def test_judgement_filenames():
 # -- score judge --------------------------------------------------------------------------------------------------
 def test_score_groups_cut_in_sample_order_with_a_smaller_last_group():
     rows = [answer(i, -float(i)) for i in (4, 0, 3, 1, 2)]
-    groups = judges.score_groups(rows, 2)
+    groups = pairs.score_groups(rows, 2)
     assert [[a["sample_index"] for a in g] for g in groups] == [[0, 1], [2, 3], [4]]
-    assert [[a["sample_index"] for a in g] for g in judges.score_groups(rows, 10)] == [[0, 1, 2, 3, 4]]
+    assert [[a["sample_index"] for a in g] for g in pairs.score_groups(rows, 10)] == [[0, 1, 2, 3, 4]]
 
 
 def test_score_judge_records_bad_replies_as_unparseable_groups():

@@ -1,10 +1,11 @@
-"""wow.metrics on hand-computed cases: pairs, Acc_WoW (ties, margins, empty sets, CIs, bins), evaluation metrics."""
+"""wow.metrics on hand-computed cases: Acc_WoW (ties, margins, empty sets, CIs, bins), evaluation metrics."""
 
 import math
 
 import numpy as np
 import pytest
 from wow import WowError, metrics
+from wow.pairs import MARGINS, candidate_pairs, margin_keep, pair_id
 
 
 def answer(qid, s, label, extracted=1, correct=False, gen="g"):
@@ -20,31 +21,6 @@ def answer(qid, s, label, extracted=1, correct=False, gen="g"):
     }
 
 
-# -- candidate pairs ----------------------------------------------------------------------------------------------
-def test_candidate_pairs_keep_wrong_parsed_different_labels_in_sample_order():
-    rows = [
-        answer("q1", 4, -5.0, extracted=9),
-        answer("q1", 1, 0.0, extracted=4, correct=True),
-        answer("q1", 2, -2.0, extracted=2),
-        answer("q1", 3, None, extracted=None),
-        answer("q1", 0, -2.0, extracted=6),
-        answer("q1", 0, -1.0, gen="h"),  # other generator: own group, no partner
-    ]
-    pairs = metrics.candidate_pairs(rows)
-    assert [(a["sample_index"], b["sample_index"]) for a, b in pairs] == [(0, 4), (2, 4)]
-    assert all(a["generator"] == b["generator"] == "g" for a, b in pairs)
-
-
-def test_candidate_pairs_never_cross_questions_or_generators():
-    rows = [answer("q1", 0, -1.0), answer("q2", 0, -2.0), answer("q1", 1, -3.0, gen="h")]
-    assert metrics.candidate_pairs(rows) == []
-
-
-def test_ten_distinct_wrong_answers_give_45_pairs():
-    rows = [answer("q", i, -float(i + 1)) for i in range(10)]
-    assert len(metrics.candidate_pairs(rows)) == 45
-
-
 # -- Acc_WoW ------------------------------------------------------------------------------------------------------
 def test_tie_counts_as_miss():
     res = metrics.acc_wow([3, 1, 2], [1, 1, 5], [0, -1, -1], [-1, -3, -2], n_boot=0)
@@ -54,17 +30,9 @@ def test_tie_counts_as_miss():
 
 def test_oracle_scores_give_exactly_one():
     la, lb = [-1.0, -3.0, -2.0], [-3.0, -2.0, -7.0]
-    for m in metrics.MARGINS:
+    for m in MARGINS:
         res = metrics.acc_wow(la, lb, la, lb, m, n_boot=200)
         assert res.acc == 1.0 and res.ci_low == 1.0 and res.ci_high == 1.0
-
-
-def test_margin_count_floor_but_at_least_one():
-    assert metrics.margin_count(45, 0.1) == 4
-    assert metrics.margin_count(10, 0.3) == 3  # 0.3 * 10 = 3.0000000000000004 in floats
-    assert metrics.margin_count(5, 0.1) == 1  # int(0.5) == 0: keep the single largest gap
-    assert metrics.margin_count(1, 0.1) == 1
-    assert metrics.margin_count(0, 0.5) == 0
 
 
 def test_margin_where_int_n_m_is_zero_keeps_the_largest_gap_first_on_ties():
@@ -75,7 +43,7 @@ def test_margin_where_int_n_m_is_zero_keeps_the_largest_gap_first_on_ties():
     assert (res.n_pairs, res.n_hits, res.acc) == (1, 1, 1.0)
     res = metrics.acc_wow(pred_a, pred_b, label_a, label_b, 0.5, n_boot=0)  # floor(2.5) = 2: indices 1 and 3
     assert (res.n_pairs, res.n_hits, res.acc) == (2, 1, 0.5)
-    assert list(metrics.margin_keep([1, 5, 2, 5, 3], 0.5)) == [1, 3]
+    assert list(margin_keep([1, 5, 2, 5, 3], 0.5)) == [1, 3]
 
 
 @pytest.mark.parametrize("margin", [0, -0.1, 1.5, "x", None])
@@ -128,11 +96,11 @@ def test_cluster_bootstrap_resamples_whole_groups():
 
 def test_acc_wow_pairs_uses_the_score_map():
     rows = [answer("q", 0, -1.0), answer("q", 1, -3.0), answer("q", 2, -2.0)]
-    pairs = metrics.candidate_pairs(rows)  # (0,1) (0,2) (1,2)
+    pairs = candidate_pairs(rows)  # (0,1) (0,2) (1,2)
     scores = {"q|g|0": 5.0, "q|g|1": 1.0, "q|g|2": 1.0}  # hit, hit, tie
     res = metrics.acc_wow_pairs(pairs, scores, n_boot=0)
     assert (res.n_pairs, res.n_hits) == (3, 2)
-    assert metrics.pair_id(*pairs[0]) == "q|g|0&q|g|1"
+    assert pair_id(*pairs[0]) == "q|g|0&q|g|1"
 
 
 def test_acc_wow_by_bins_hand_computed():

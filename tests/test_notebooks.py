@@ -1,6 +1,7 @@
 """Every notebook runs end to end under papermill with parameters/smoke.yaml, and writes what it promises."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import papermill
 import pytest
-from wow import io, params, run
+from wow import elicit, io, params, run
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -49,6 +50,7 @@ def test_smoke_run_writes_every_stage(smoke_run):
         "run.yaml",
         "timings.json",
         "correlations.csv",
+        "acc_wow_bins.csv",
     ]:
         assert (d / name).exists(), name
     for nb in NOTEBOOKS:
@@ -58,6 +60,9 @@ def test_smoke_run_writes_every_stage(smoke_run):
     for stem in ["answer_labels", "fig_acc_wow", "fig3_acc_wow_vs_alignment", "fig4_trainers"]:
         assert (d / f"{stem}.png").stat().st_size > 1000 and (d / f"{stem}.pdf").exists(), stem
     assert list(d.glob("fig5_*.png")) and list(d.glob("reliability_*.png"))
+    bins = pd.read_csv(d / "acc_wow_bins.csv")
+    for (task, generator), _ in bins.groupby(["task", "generator"]):  # every task with graded labels
+        assert (d / f"fig_acc_wow_bins_{task}_{generator}.png").exists(), (task, generator)
     assert set(json.loads((d / "metrics.json").read_text())) == {nb.stem for nb in NOTEBOOKS[:4]}
     usage = json.loads((d / "usage.json").read_text())
     assert usage["01_data_prep"]["smollm2-135m"]["completion_tokens"] > 0
@@ -79,6 +84,21 @@ def test_smoke_answers_are_graded_and_oracle_is_perfect(smoke_run):
     assert not oracle.empty and (oracle.acc_wow == 1.0).all()
     summary = (smoke_run / "summary.md").read_text()
     assert "| oracle |  | none |" in summary and "| 1.000 [1.000, 1.000] |" in summary  # value and 95% CI
+
+
+def test_smoke_acc_wow_is_on_train_questions_and_no_signal_reads_a_label(smoke_run):
+    acc = pd.read_csv(smoke_run / "acc_wow.csv")
+    assert set(acc.split) == {"train"}
+    answers = io.read_jsonl(smoke_run / "answers.jsonl")
+    scores = io.read_jsonl(smoke_run / "scores.jsonl")
+    parsed = [a for a in answers if a["extracted"] is not None]
+    labels = [(a["correctness"], a["raw_label"], a["is_correct"]) for a in parsed]
+    random.Random(0).shuffle(labels)
+    for a, (correctness, raw_label, is_correct) in zip(parsed, labels, strict=True):
+        a.update(correctness=correctness, raw_label=raw_label, is_correct=is_correct)
+    fresh = elicit.score_answers(answers)
+    for kept, new in zip(scores, fresh, strict=True):
+        assert [kept[k] for k in elicit.SCALAR_METHODS] == [new[k] for k in elicit.SCALAR_METHODS]
 
 
 def test_smoke_alignment_reports_before_after_with_cis(smoke_run):

@@ -55,10 +55,11 @@ def test_missing_file_says_where_sets_are(tmp_path):
         params.load(tmp_path / "nope.yaml")
 
 
-def test_from_globals_catches_an_injected_typo():
+def test_from_globals_catches_an_injected_typo(tmp_path):
     import math
 
-    ns = {"run_name": "r", "n_samples": 2, "math": math, "In": [], "_private": 1, "n_sample": 3}
+    ns = {"run_name": "r", "output_root": str(tmp_path), "n_samples": 2, "math": math, "In": [], "_private": 1}
+    ns["n_sample"] = 3
     with pytest.raises(WowError, match="'n_sample'"):
         params.from_globals(ns)
     del ns["n_sample"]
@@ -69,3 +70,76 @@ def test_run_dir_is_under_the_repository_by_default():
     P = params.validate({"run_name": "abc"})
     assert P.run_dir == ROOT / "outputs" / "abc"
     assert P.cache_path.name == "cache.sqlite"
+
+
+# -- parameters that contradict each other are refused up front ---------------------------------------------------
+CONTRADICTIONS = {
+    "score set without its k": (
+        {"pref_types": ["score@0.5"], "score_k": [1], "pref_score_k": 5, "judge_modes": ["text"]},
+        ["pref_score_k 5", "score_k [1]"],
+    ),
+    "direct set without pairwise judging": ({"pref_types": ["direct"], "pairwise": False}, ["direct", "pairwise"]),
+    "row_direct set without pairwise judging": ({"pref_types": ["row_direct"], "pairwise": False}, ["pairwise"]),
+    "pref_judge that is not run": ({"pref_types": ["direct"], "pref_judge": "gpt-4o"}, ["pref_judge", "judges"]),
+    "pref_judge_mode that is not run": (
+        {"pref_types": ["direct"], "judge_modes": ["text"], "pref_judge_mode": "logprob"},
+        ["pref_judge_mode", "judge_modes"],
+    ),
+    "logprob scores read k = 1 only": (
+        {"pref_types": ["score@0.1"], "judge_modes": ["logprob"], "score_k": [1, 5], "pref_score_k": 5},
+        ["pref_score_k 5", "judge_modes"],
+    ),
+    "logprob verdicts of an API judge": (
+        {"pref_types": ["direct"], "judges": ["gpt-4o"], "judge_modes": ["logprob", "text"]},
+        ["judge_modes", "gpt-4o"],
+    ),
+    "a judged set without judges": ({"pref_types": ["score@0.5"], "judges": []}, ["pref_types", "judges"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CONTRADICTIONS))
+def test_parameters_that_contradict_each_other_are_refused_naming_both(case):
+    values, needles = CONTRADICTIONS[case]
+    with pytest.raises(WowError) as err:
+        params.validate(values)
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_consistent_judged_sets_are_accepted():
+    P = params.validate({"pref_types": ["direct", "score@0.5"], "score_k": [1, 5], "pref_score_k": 5})
+    assert P.pref_types == ["direct", "score@0.5"]
+    params.validate({"pref_types": ["score@0.1"], "judge_modes": ["logprob"], "score_k": [1], "pref_score_k": 1})
+    params.validate({"pref_types": ["oracle"], "pairwise": False, "score_k": [1], "pref_score_k": 5})  # unused
+
+
+def test_pref_source_takes_one_source_or_both():
+    assert params.validate({}).pref_sources == ["self"]
+    assert params.validate({"pref_source": "mix"}).pref_sources == ["mix"]
+    assert params.validate({"pref_source": ["self", "mix"]}).pref_sources == ["self", "mix"]
+    for bad in (["self", "self"], [], ["other"]):
+        with pytest.raises(WowError, match="pref_source"):
+            params.validate({"pref_source": bad})
+
+
+def test_acc_wow_split_defaults_to_train():
+    assert params.validate({}).acc_wow_split == "train"
+    assert params.validate({"acc_wow_split": "all"}).acc_wow_split == "all"
+    with pytest.raises(WowError, match="acc_wow_split"):
+        params.validate({"acc_wow_split": "dev"})
+
+
+def test_grid_schedulers_and_weight_decays_are_checked_and_paper_sets_train_the_81_point_grid():
+    with pytest.raises(WowError, match=r"lr_schedulers.*'cosine_with_restart'.*with an s"):
+        params.validate({"lr_schedulers": ["cosine", "cosine_with_restart"]})  # the paper's misspelling (W19)
+    with pytest.raises(WowError, match="weight_decays"):
+        params.validate({"weight_decays": [-1e-5]})
+    P = params.validate({})
+    assert (P.lr_schedulers, P.weight_decays) == (["cosine"], [1e-5])  # AlignConfig's: earlier runs stay as they are
+    for name in ("fig3_alignment", "fig4_trainers"):
+        P = params.load(ROOT / "parameters" / "paper" / f"{name}.yaml")
+        assert P.learning_rates == [1e-4, 5e-5, 1e-5] and P.epochs == [1, 3, 5]
+        assert P.lr_schedulers == ["cosine", "cosine_with_restarts", "reduce_lr_on_plateau"]
+        assert P.weight_decays == [0.0, 1e-5, 1e-3]

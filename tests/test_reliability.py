@@ -8,6 +8,7 @@ both runs started from empty folders with their own caches, with the same seed. 
 no half-written file may ever be left for the next stage, and neither run may leave a trace of the API keys it saw.
 """
 
+import ast
 import json
 import os
 import random
@@ -81,11 +82,15 @@ def _timings(run_dir: Path) -> dict:
 
 
 def _executed_cells(notebook: Path) -> int:
-    try:
-        cells = json.loads(notebook.read_text())["cells"]
-    except (OSError, json.JSONDecodeError, KeyError):
-        return 0
-    return sum(1 for c in cells if c["cell_type"] == "code" and c.get("execution_count"))
+    """Cells executed so far: papermill saves a running notebook into a temporary file next to it (wow.io)."""
+    most = 0
+    for path in [notebook, *notebook.parent.glob(f".{notebook.name}.*.tmp")]:
+        try:
+            cells = json.loads(path.read_text())["cells"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            continue
+        most = max(most, sum(1 for c in cells if c["cell_type"] == "code" and c.get("execution_count")))
+    return most
 
 
 def _training_in_progress(run_dir: Path) -> bool:
@@ -241,22 +246,146 @@ def test_writes_are_atomic_a_failed_write_leaves_the_old_file_and_no_debris(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl"]
 
 
-def test_library_writes_files_only_through_the_atomic_writers():
-    """Every text artefact is written by wow.io (temp file + rename); figures and datasets by savers that do the same."""
-    import re
+#: Methods that write a file, and which of their arguments is the file ("self": the object the method is called on).
+WRITERS = {
+    "open": 0,  # with a mode that writes
+    "write_text": "self",
+    "write_bytes": "self",
+    "savefig": 0,
+    "to_csv": 0,
+    "to_json": 0,
+    "to_parquet": 0,
+    "to_pickle": 0,
+    "to_excel": 0,
+    "to_html": 0,
+    "to_feather": 0,
+    "save_to_disk": 0,
+    "save_pretrained": 0,
+    "save_model": 0,
+    "execute_notebook": 1,  # papermill: the executed notebook
+}
+#: Module functions that write a file, and which of their arguments is the file.
+MODULE_WRITERS = {
+    ("json", "dump"): 1,
+    ("yaml", "dump"): 1,
+    ("yaml", "safe_dump"): 1,
+    ("pickle", "dump"): 1,
+    ("torch", "save"): 1,
+    ("np", "save"): 0,
+    ("np", "savez"): 0,
+    ("np", "savetxt"): 0,
+    ("shutil", "copy"): 1,
+    ("shutil", "copy2"): 1,
+    ("shutil", "copyfile"): 1,
+    ("shutil", "copytree"): 1,
+    ("shutil", "move"): 1,
+    ("os", "write"): 0,
+    ("os", "pwrite"): 0,
+    ("os", "ftruncate"): 0,
+}
+#: Writers that do not go through a temporary file of wow.io, and why that is safe.
+ALLOWED_WRITERS = {
+    ("align.py", "save_model"): "adapter weights into the training folder, which counts as complete only once "
+    "train_log.json is written (atomically) after them (wow.align.is_complete)",
+    ("preferences.py", "save_to_disk"): "into a temporary folder of its own (.<name>.tmp<pid>), renamed over the set",
+    ("lock.py", "ftruncate"): "the lock file is written in place: the lock lives on its inode",
+    ("lock.py", "pwrite"): "the lock file is written in place: the lock lives on its inode",
+}
 
-    writes = re.compile(
-        r"open\([^)]*[\"'][wax]b?\+?[\"']|(?<!io)\.write_(text|bytes)\(|\.to_csv\((?!index=|\))|json\.dump\(|"
-        r"\.to_(json|parquet)\([^)]"
-    )
-    offenders = [
-        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
-        for path in (ROOT / "lib" / "wow").rglob("*.py")
-        if path.name != "io.py"
-        for n, line in enumerate(path.read_text().splitlines(), 1)
-        if writes.search(line.split("#")[0])
-    ]
+
+def _writer_calls(tree: ast.AST) -> list[tuple[int, str, bool]]:
+    """(line, writer name, writes into a temporary of wow.io.atomic_path / atomic_dir) for every writing call."""
+    found = []
+
+    def is_temporary(node, temps) -> bool:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "str" and node.args:
+            node = node.args[0]
+        return isinstance(node, ast.Name) and node.id in temps
+
+    def visit(node, temps):
+        if isinstance(node, ast.With | ast.AsyncWith):
+            temps = temps | {
+                item.optional_vars.id
+                for item in node.items
+                if isinstance(item.context_expr, ast.Call)
+                and isinstance(item.context_expr.func, ast.Attribute)
+                and item.context_expr.func.attr in ("atomic_path", "atomic_dir")
+                and isinstance(item.optional_vars, ast.Name)
+            }
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else None
+            where = MODULE_WRITERS.get((owner, name), WRITERS.get(name))
+            target = None
+            if where == "self":
+                target = func.value if isinstance(func, ast.Attribute) else None
+                where = None if owner == "io" else where  # wow.io's own writers
+            elif where is not None:
+                args = [*node.args, *(kw.value for kw in node.keywords if kw.arg in ("path_or_buf", "buf", "stream"))]
+                target = args[where] if len(args) > where else None
+                if name == "open":
+                    modes = [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "mode")]
+                    writes = any(isinstance(m, ast.Constant) and set(str(m.value)) & set("wax+") for m in modes)
+                    where = where if writes else None
+                elif target is None and name in ("to_csv", "to_json", "to_html", "dump", "safe_dump"):
+                    where = None  # returns the text instead of writing it
+            if where is not None:
+                found.append((node.lineno, name, target is not None and is_temporary(target, temps)))
+        for child in ast.iter_child_nodes(node):
+            visit(child, temps)
+
+    visit(tree, frozenset())
+    return found
+
+
+def _notebook_code(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    # IPython magics and shell escapes are not Python
+    return "\n".join("\n".join(ln for ln in c.splitlines() if not ln.lstrip().startswith(("%", "!"))) for c in code)
+
+
+def test_library_writes_files_only_through_the_atomic_writers():
+    """Every artefact is written by wow.io (unique temporary file + rename), or into one of its temporaries (figures,
+    executed notebooks, converted models); the few exceptions are listed with the reason they are safe."""
+    sources = [(p, p.read_text()) for p in sorted((ROOT / "lib" / "wow").rglob("*.py")) if p.name != "io.py"]
+    sources += [(p, _notebook_code(p)) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    offenders, seen = [], set()
+    for path, text in sources:
+        for line, name, into_temporary in _writer_calls(ast.parse(text)):
+            seen.add(name)
+            if not into_temporary and (path.name, name) not in ALLOWED_WRITERS:
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {name}(...) writes a file outside wow.io")
     assert not offenders, "\n".join(offenders)
+    # the check sees the writers the library does use (a check that sees nothing proves nothing)
+    assert {"savefig", "execute_notebook", "save_pretrained", "save_model", "save_to_disk"} <= seen, seen
+
+
+def test_the_static_write_check_catches_direct_writers():
+    bad = """
+import json, papermill, torch
+def f(fig, df, path, ds):
+    fig.savefig(path)
+    df.to_csv(path, index=False)
+    ds.save_to_disk(str(path))
+    papermill.execute_notebook("in.ipynb", str(path))
+    with open(path, "w") as fh:
+        json.dump({}, fh)
+    path.write_text("x")
+    torch.save({}, path)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp)
+        papermill.execute_notebook("in.ipynb", str(tmp))
+    io.write_text(path, df.to_csv(index=False))
+    open(path).read()
+"""
+    calls = _writer_calls(ast.parse(bad))
+    direct = sorted(name for _, name, into_temporary in calls if not into_temporary)
+    assert direct == sorted(
+        ["savefig", "to_csv", "save_to_disk", "execute_notebook", "open", "dump", "write_text", "save"]
+    )
+    assert sorted(name for _, name, t in calls if t) == ["execute_notebook", "savefig"]
 
 
 def test_cache_refuses_a_file_it_cannot_read_rather_than_starting_over(tmp_path):

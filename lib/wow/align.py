@@ -21,9 +21,22 @@ orpo     ``trl.experimental.orpo.ORPOTrainer``                            ORPO
 With LoRA no reference model is loaded: DPO-style trainers use the model with its adapter disabled (the frozen
 base) as the reference; CPO, SimPO and ORPO need none.
 
-``grid_search`` runs the paper's grid (learning rate {1e-4, 5e-5, 1e-5} x epochs {1, 3, 5}, optionally beta) and
-picks the configuration with the best ``select_fn(adapter_dir)`` (mean correctness of sampled answers on the
-validation questions; see :func:`wow.evaluate.make_select_fn`), recording the validation loss of each run too.
+``grid_search`` trains every point of a grid of learning rate x scheduler x weight decay x epochs (x beta) and picks
+the configuration with the best ``select_fn(adapter_dir)`` (mean correctness of sampled answers on the validation
+questions; see :func:`wow.evaluate.make_select_fn`), recording the validation loss of each run too. The paper's grid
+(``grid_search.py``) has 81 points: learning rate {1e-4, 5e-5, 1e-5} (:data:`PAPER_LEARNING_RATES`) x scheduler
+{cosine, cosine_with_restarts, reduce_lr_on_plateau} (:data:`PAPER_SCHEDULERS`) x weight decay {0, 1e-5, 1e-3}
+(:data:`PAPER_WEIGHT_DECAYS`) x epochs {1, 3, 5} (:data:`PAPER_EPOCHS`), beta 0.1 and warm-up ratio 0.1 fixed.
+``grid_search``'s defaults are the 9 points learning rate x epochs at the base config's scheduler and weight decay;
+pass ``schedulers=PAPER_SCHEDULERS, weight_decays=PAPER_WEIGHT_DECAYS`` (``python -m wow.align --grid`` does) for
+all 81. Two quirks of the paper's grid carry over as they are: transformers' ``cosine_with_restarts`` with its
+default single cycle is the same curve as ``cosine`` (the paper passed no cycle count), and ``reduce_lr_on_plateau``
+has no warm-up and only lowers the rate after ``eval_steps``-step validations stop improving (constant otherwise).
+
+Lengths are the paper's (TRL 0.9's rule, which TRL 1.16 no longer has): a pair whose prompt + longer answer exceeds
+``max_length`` (1536) tokens has its prompt cut to its last ``max_prompt_length`` (512) tokens (the chat frame kept,
+the start of the message text cut), and answers that still do not fit are cut at ``max_length``. No pair is dropped;
+``TrainResult.truncated`` and ``train_log.json`` count the cut prompts and answers per split.
 
 The same entry point runs on several GPUs::
 
@@ -41,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import gc
 import itertools
 import json
@@ -68,7 +82,23 @@ TRAINERS: dict[str, tuple[str, dict[str, Any]]] = {
     "orpo": ("orpo", {}),
 }
 PAPER_LEARNING_RATES = (1e-4, 5e-5, 1e-5)
+#: The paper's schedulers; its grid_search.py spells the second ``cosine_with_restart``, which transformers rejects
+#: (reference W19): its grid stopped after the first 9 runs (lr 1e-4, cosine). ``cosine_with_restarts`` is the HF name.
+PAPER_SCHEDULERS = ("cosine", "cosine_with_restarts", "reduce_lr_on_plateau")
+PAPER_WEIGHT_DECAYS = (0.0, 1e-5, 1e-3)
 PAPER_EPOCHS = (1, 3, 5)
+#: transformers' (5.24) schedulers that need no extra arguments: the valid ``AlignConfig.lr_scheduler`` values
+#: (tests/test_align.py checks them against transformers' ``SchedulerType``).
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+)
 LOG_FILE = "train_log.json"
 #: Written after every optimiser step while training (how far a long run is).
 PROGRESS_FILE = "progress.json"
@@ -86,9 +116,13 @@ class AlignConfig:
         beta: DPO/IPO/RSO/SPPO/CPO/SimPO beta, ORPO's lambda (0.1, the paper's and TRL's default).
         batch_size: pairs per device and step (the paper: 1; 4 measured at 3-7 s/step on 2 CPU cores).
         grad_accumulation: gradient accumulation steps.
-        max_length: most tokens of prompt + answer; longer sequences are truncated at the end.
-        max_prompt_length: pairs whose prompt (chat template applied) is longer are dropped, with a warning.
-            TRL 1.16 removed its own prompt truncation; cutting a chat prompt would garble it.
+        max_length: most tokens of prompt + answer (the paper: 1536); see ``max_prompt_length``, then answers that
+            still do not fit are cut at the end (TRL's ``keep_start``).
+        max_prompt_length: the paper's prompt limit (512), applied as TRL 0.9 did (TRL 1.16 dropped it): when a
+            pair's prompt (chat template applied) + its longer answer exceed ``max_length``, a prompt longer than
+            this keeps its last ``max_prompt_length`` tokens. The chat frame (system turn, role headers) stays
+            whole and the start of the message text is cut (TRL 0.9 also cut the frame's start). No pair is
+            dropped; :class:`TrainResult` ``truncated`` counts them. Must be below ``max_length``.
         max_steps: stop after this many optimiser steps (-1: run all epochs); for smoke runs and tests.
         use_lora: train a LoRA adapter (True) or the full model (False; DPO-style trainers then keep a copy of the
             model as reference).
@@ -99,8 +133,13 @@ class AlignConfig:
             models: q/k/v/o and gate/up/down, the paper's list), the output head excluded.
         seed: seed of the adapter initialisation and the data order (42 as in the paper).
         warmup_ratio: share of steps of linear warm-up (0.1).
-        lr_scheduler: transformers scheduler name (``cosine``).
-        weight_decay: AdamW weight decay (the paper's default 1e-5).
+        lr_scheduler: transformers scheduler name, one of :data:`SCHEDULERS` (the paper's default ``cosine``; its
+            grid {cosine, cosine_with_restarts, reduce_lr_on_plateau}). ``reduce_lr_on_plateau`` needs validation
+            pairs: it evaluates them every ``eval_steps`` steps and lowers the rate when the loss stops improving
+            (transformers: no warm-up, factor 0.1 after 10 evaluations without improvement).
+        weight_decay: AdamW weight decay (the paper's default 1e-5; its grid {0, 1e-5, 1e-3}).
+        eval_steps: with ``reduce_lr_on_plateau``: validation loss every this many steps (1000, as the paper
+            evaluated); unused by the other schedulers, which train without evaluating.
         logging_steps: log the loss every this many steps (the first step is always logged).
         cpo_alpha: weight of CPO's behaviour-cloning term (``cpo`` only; SimPO always uses 0).
         simpo_gamma: SimPO's target reward margin (TRL's default 0.5).
@@ -120,7 +159,7 @@ class AlignConfig:
     beta: float = 0.1
     batch_size: int = 4
     grad_accumulation: int = 1
-    max_length: int = 1024
+    max_length: int = 1536
     max_prompt_length: int = 512
     max_steps: int = -1
     use_lora: bool = True
@@ -132,6 +171,7 @@ class AlignConfig:
     warmup_ratio: float = 0.1
     lr_scheduler: str = "cosine"
     weight_decay: float = 1e-5
+    eval_steps: int = 1000
     logging_steps: int = 5
     cpo_alpha: float = 1.0
     simpo_gamma: float = 0.5
@@ -149,6 +189,27 @@ class AlignConfig:
             raise WowError(f"unknown AlignConfig field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}.")
         return cls(**d)
 
+    def check(self) -> None:
+        """Refuse settings that cannot train, before any model is loaded.
+
+        Raises:
+            WowError: an unknown scheduler (with the closest valid name), ``max_prompt_length`` not below
+                ``max_length``, a negative weight decay or a non-positive ``eval_steps``.
+        """
+        if self.lr_scheduler not in SCHEDULERS:
+            close = difflib.get_close_matches(self.lr_scheduler, SCHEDULERS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise WowError(f"unknown lr_scheduler {self.lr_scheduler!r}{hint}; valid: {', '.join(SCHEDULERS)}.")
+        if not 0 < self.max_prompt_length < self.max_length:
+            raise WowError(
+                f"max_prompt_length ({self.max_prompt_length}) must be positive and below max_length "
+                f"({self.max_length}), which leaves room for the answers (the paper: 512 and 1536)."
+            )
+        if self.weight_decay < 0:
+            raise WowError(f"weight_decay must be >= 0; got {self.weight_decay}.")
+        if self.eval_steps < 1:
+            raise WowError(f"eval_steps must be >= 1; got {self.eval_steps}.")
+
 
 @dataclass
 class TrainResult:
@@ -164,8 +225,12 @@ class TrainResult:
         steps: optimiser steps taken.
         seconds: training time.
         s_per_step: seconds per optimiser step.
-        n_train: training pairs used (after dropping over-long prompts).
+        n_train: training pairs used (every pair of the set: over-long ones are truncated, not dropped).
         n_val: validation pairs used.
+        truncated: per split (``train``, ``validation``): ``pairs``, ``over_max_length`` (prompt + longer answer
+            over ``max_length``), ``prompts_truncated`` (prompt cut to its last ``max_prompt_length`` tokens),
+            ``answers_truncated`` (an answer cut at ``max_length``) and ``longest_prompt`` (tokens, before cutting);
+            see :class:`AlignConfig` ``max_prompt_length``.
         log_history: the trainer's ``log_history`` (losses, rewards, learning rate per logging step).
         skipped: True when the folder was already complete and nothing was trained.
     """
@@ -183,6 +248,7 @@ class TrainResult:
     n_val: int
     log_history: list[dict] = field(default_factory=list)
     skipped: bool = False
+    truncated: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def is_complete(output_dir: str | os.PathLike) -> bool:
@@ -214,6 +280,7 @@ def _result_from_log(folder: Path) -> TrainResult:
         n_val=logged["n_val"],
         log_history=logged["log_history"],
         skipped=True,
+        truncated=logged.get("truncated", {}),  # absent from logs written before prompts were truncated
     )
 
 
@@ -248,6 +315,9 @@ def _bf16(config: AlignConfig, device: str) -> bool:
 
 def _trl_config(trainer: str, config: AlignConfig, output_dir: Path, device: str):
     family, method = TRAINERS[trainer]
+    # reduce_lr_on_plateau steps on the validation loss, so it needs evaluations while training (transformers
+    # refuses it with eval_strategy "no"); the other schedulers train without evaluating.
+    plateau = config.lr_scheduler == "reduce_lr_on_plateau"
     common = dict(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
@@ -262,7 +332,9 @@ def _trl_config(trainer: str, config: AlignConfig, output_dir: Path, device: str
         logging_steps=config.logging_steps,
         logging_first_step=True,
         save_strategy="no",
-        eval_strategy="no",
+        eval_strategy="steps" if plateau else "no",
+        eval_steps=config.eval_steps if plateau else None,
+        metric_for_best_model="loss" if plateau else None,
         report_to="none",
         seed=config.seed,
         use_cpu=device == "cpu",
@@ -300,27 +372,108 @@ def _trainer_class(trainer: str):
     return ORPOTrainer
 
 
-def _prepare(ds, tokenizer, max_prompt_length: int, name: str):
-    """Keep the TRL columns; drop pairs whose prompt is longer than ``max_prompt_length`` tokens."""
+def _chat_lengths(tokenizer, conversations: list[list[dict]], generation_prompt: bool) -> list[int]:
+    """Token counts of conversations rendered with the chat template."""
+    ids = tokenizer.apply_chat_template(
+        conversations, add_generation_prompt=generation_prompt, tokenize=True, return_dict=False
+    )
+    return [len(x) for x in ids]
+
+
+def _keep_prompt_end(tokenizer, prompt: list[dict], max_prompt_length: int) -> list[dict]:
+    """The prompt with the start of its message text cut until the rendered prompt fits ``max_prompt_length`` tokens.
+
+    The chat frame (system turn, role headers, generation prompt) stays whole; text is cut from the first message
+    on, so the end of the prompt (the question) is kept, as TRL 0.9's ``keep_end`` kept the last tokens.
+
+    Raises:
+        WowError: the frame alone is longer than ``max_prompt_length``.
+    """
+    messages = [dict(m) for m in prompt]
+    for m in messages:
+        while (excess := _chat_lengths(tokenizer, [messages], True)[0] - max_prompt_length) > 0 and m["content"]:
+            ids = tokenizer(m["content"], add_special_tokens=False)["input_ids"]
+            cut = tokenizer.decode(ids[excess:])  # re-tokenised text may differ by a token: measured again
+            m["content"] = cut if len(cut) < len(m["content"]) else m["content"][1:]
+        if excess <= 0:
+            return messages
+    raise WowError(
+        f"the chat template alone takes more than max_prompt_length={max_prompt_length} tokens; raise "
+        "max_prompt_length (the paper: 512)."
+    )
+
+
+#: ``_prepare`` results of this process: a grid trains the same pairs up to 81 times (measuring and cutting 4000
+#: long pairs takes about a minute on 2 CPU cores).
+_PREPARED: dict[tuple, tuple] = {}
+
+
+def _prepare(ds, tokenizer, config: AlignConfig, name: str):
+    """Keep the TRL columns and truncate over-long prompts as TRL 0.9 (the paper's) did; see ``max_prompt_length``.
+
+    Returns:
+        ``(dataset or None, counts)``; counts: ``pairs``, ``over_max_length`` (prompt + longer answer over
+        ``max_length``), ``prompts_truncated`` (of those, prompts over ``max_prompt_length``: cut), ``answers_truncated``
+        (pairs with an answer that still does not fit, which TRL then cuts at the end) and ``longest_prompt``.
+    """
     if ds is None or len(ds) == 0:
-        return None
-    ds = ds.select_columns(["prompt", "chosen", "rejected"])
-    lengths = [
-        len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False))
-        for p in ds["prompt"]
-    ]
-    keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
-    if len(keep) < len(ds):
-        log.warning(
-            "%s: dropped %d of %d pairs whose prompt exceeds max_prompt_length=%d tokens (longest %d)",
+        return None, {
+            "pairs": 0,
+            "over_max_length": 0,
+            "prompts_truncated": 0,
+            "answers_truncated": 0,
+            "longest_prompt": 0,
+        }
+    key = (ds._fingerprint, tokenizer.name_or_path, len(tokenizer), config.max_length, config.max_prompt_length)
+    if key not in _PREPARED:
+        if len(_PREPARED) >= 8:
+            _PREPARED.clear()
+        _PREPARED[key] = _truncate(ds, tokenizer, config)
+    prepared, counts = _PREPARED[key]
+    if counts["over_max_length"]:
+        log.info(
+            "%s: %d of %d pairs have prompt + answer over max_length=%d tokens: %d prompts cut to their last %d "
+            "tokens (longest was %d), %d pairs with an answer cut at max_length",
             name,
-            len(ds) - len(keep),
-            len(ds),
-            max_prompt_length,
-            max(lengths),
+            counts["over_max_length"],
+            counts["pairs"],
+            config.max_length,
+            counts["prompts_truncated"],
+            config.max_prompt_length,
+            counts["longest_prompt"],
+            counts["answers_truncated"],
         )
-        ds = ds.select(keep)
-    return ds
+    return prepared, dict(counts)
+
+
+def _truncate(ds, tokenizer, config: AlignConfig):
+    """:func:`_prepare` of a non-empty set, uncached."""
+    import datasets
+
+    ds = ds.select_columns(["prompt", "chosen", "rejected"])
+    prompts, chosen, rejected = list(ds["prompt"]), list(ds["chosen"]), list(ds["rejected"])
+    prompt_len = _chat_lengths(tokenizer, prompts, True)
+    chosen_len = _chat_lengths(tokenizer, [p + c for p, c in zip(prompts, chosen, strict=True)], False)
+    rejected_len = _chat_lengths(tokenizer, [p + r for p, r in zip(prompts, rejected, strict=True)], False)
+    # the longer answer's tokens, as TRL 0.9 measured them
+    answer_len = [max(c, r) - n for n, c, r in zip(prompt_len, chosen_len, rejected_len, strict=True)]
+    too_long = [n + a > config.max_length for n, a in zip(prompt_len, answer_len, strict=True)]
+    cut = [i for i, n in enumerate(prompt_len) if too_long[i] and n > config.max_prompt_length]
+    final_len = list(prompt_len)
+    for i in cut:
+        prompts[i] = _keep_prompt_end(tokenizer, prompts[i], config.max_prompt_length)
+        final_len[i] = _chat_lengths(tokenizer, [prompts[i]], True)[0]
+    if cut:
+        columns = {"prompt": prompts, "chosen": chosen, "rejected": rejected}
+        ds = datasets.Dataset.from_dict(columns, features=ds.features)
+    counts = {
+        "pairs": len(ds),
+        "over_max_length": sum(too_long),
+        "prompts_truncated": len(cut),
+        "answers_truncated": sum(n + a > config.max_length for n, a in zip(final_len, answer_len, strict=True)),
+        "longest_prompt": max(prompt_len),
+    }
+    return ds, counts
 
 
 def _lora_config(config: AlignConfig):
@@ -364,11 +517,20 @@ def train(
         A :class:`TrainResult`; ``skipped=True`` when the run was already complete.
 
     Raises:
-        WowError: unknown trainer, no training pairs, or a non-finite training loss.
+        WowError: unknown trainer, invalid settings (:meth:`AlignConfig.check`), no training pairs,
+            ``reduce_lr_on_plateau`` without validation pairs, or a non-finite training loss.
     """
     if trainer not in TRAINERS:
         raise WowError(f"unknown trainer {trainer!r}; valid: {', '.join(TRAINERS)}.")
     config = config or AlignConfig()
+    config.check()
+    if preferences_train is None or len(preferences_train) == 0:
+        raise WowError(f"no training pairs for {Path(output_dir).name}; build a non-empty preference set.")
+    if config.lr_scheduler == "reduce_lr_on_plateau" and (preferences_val is None or len(preferences_val) == 0):
+        raise WowError(
+            "lr_scheduler reduce_lr_on_plateau lowers the rate on the validation loss, but there are no validation "
+            "pairs; build the preference set with a validation share or use another scheduler."
+        )
     output_dir = Path(output_dir)
     if not overwrite and is_complete(output_dir):
         done = _result_from_log(output_dir)
@@ -388,13 +550,8 @@ def train(
     # Loaded on the CPU: the trainer moves it to its device (under `accelerate launch`, one GPU per process).
     model, tokenizer = models.load(model_name, dtype=dtype, device="cpu", for_training=True)
     model.config.use_cache = False
-    train_ds = _prepare(preferences_train, tokenizer, config.max_prompt_length, "train")
-    val_ds = _prepare(preferences_val, tokenizer, config.max_prompt_length, "validation")
-    if train_ds is None or len(train_ds) == 0:
-        raise WowError(
-            f"no training pairs for {output_dir.name} (after dropping prompts over {config.max_prompt_length} "
-            "tokens); build a non-empty preference set or raise max_prompt_length."
-        )
+    train_ds, train_cut = _prepare(preferences_train, tokenizer, config, "train")
+    val_ds, val_cut = _prepare(preferences_val, tokenizer, config, "validation")
     args = _trl_config(trainer, config, output_dir, device)
     trl_trainer = _trainer_class(trainer)(
         model=model,
@@ -444,6 +601,7 @@ def train(
         n_train=len(train_ds),
         n_val=0 if val_ds is None else len(val_ds),
         log_history=list(trl_trainer.state.log_history),
+        truncated={"train": train_cut, "validation": val_cut},
     )
     trl_trainer.save_model(str(output_dir))
     if trl_trainer.is_world_process_zero():
@@ -495,6 +653,7 @@ def _write_log(result: TrainResult, device: str, bf16: bool) -> None:
         "s_per_step": result.s_per_step,
         "n_train": result.n_train,
         "n_val": result.n_val,
+        "truncated": result.truncated,
         "device": device,
         "bf16": bf16,
         "versions": {
@@ -523,8 +682,8 @@ class GridResult:
 
     Attributes:
         best: the row of the chosen configuration.
-        runs: one row per configuration (``name, output_dir, learning_rate, epochs, beta, train_loss, val_loss,
-            select_score, seconds, skipped``), in grid order.
+        runs: one row per configuration (``name, output_dir, learning_rate, lr_scheduler, weight_decay, epochs, beta,
+            train_loss, val_loss, select_score, seconds, skipped``), in grid order.
         selected_by: ``select_fn`` (validation mean correctness, higher is better) or ``val_loss`` (lower).
     """
 
@@ -533,10 +692,25 @@ class GridResult:
     selected_by: str
 
 
-def config_name(learning_rate: float, epochs: float, beta: float | None = None) -> str:
-    """Folder name of one grid point (the paper's format), e.g. ``lr=5.0e-05_epochs=3_beta=0.1``."""
-    name = f"lr={learning_rate:.1e}_epochs={epochs:g}"
-    return name if beta is None else f"{name}_beta={beta:g}"
+def config_name(
+    learning_rate: float,
+    epochs: float,
+    beta: float | None = None,
+    lr_scheduler: str | None = None,
+    weight_decay: float | None = None,
+) -> str:
+    """Folder name of one grid point, in the order of the paper's names (``lr, scheduler, decay, epochs, beta``);
+    an axis given as None is left out, e.g. ``lr=5.0e-05_epochs=3`` or
+    ``lr=1.0e-04_scheduler=cosine_decay=1.0e-05_epochs=1_beta=0.1``."""
+    parts = [f"lr={learning_rate:.1e}"]
+    if lr_scheduler is not None:
+        parts.append(f"scheduler={lr_scheduler}")
+    if weight_decay is not None:
+        parts.append(f"decay={weight_decay:.1e}")
+    parts.append(f"epochs={epochs:g}")
+    if beta is not None:
+        parts.append(f"beta={beta:g}")
+    return "_".join(parts)
 
 
 def grid_search(
@@ -549,15 +723,22 @@ def grid_search(
     *,
     learning_rates: Sequence[float] = PAPER_LEARNING_RATES,
     epochs: Sequence[float] = PAPER_EPOCHS,
+    schedulers: Sequence[str] | None = None,
+    weight_decays: Sequence[float] | None = None,
     betas: Sequence[float] | None = None,
     select_fn: Callable[[Path], float] | None = None,
     callbacks: Sequence | None = None,
 ) -> GridResult:
     """Train every grid configuration (resumable) and choose the best one.
 
-    Each configuration trains into ``output_root/<config_name>``; complete folders are skipped, and the scores
-    stored in ``output_root/selection.json`` save re-evaluating them. ``grid.json`` in ``output_root`` lists all
-    runs and the choice.
+    The grid is learning rate x scheduler x weight decay x epochs x beta, in that order (the paper's). The defaults
+    train 9 points (the paper's learning rates and epochs, the base config's scheduler and weight decay); the
+    paper's full 81-point grid also passes ``schedulers=PAPER_SCHEDULERS, weight_decays=PAPER_WEIGHT_DECAYS``.
+    Each configuration trains into ``output_root/<config_name>``; a scheduler or weight-decay axis of one value is
+    left out of the names (so names stay those of a learning rate x epochs grid), one of several values is in
+    them. Complete folders are skipped, and the scores stored in ``output_root/selection.json`` save re-evaluating
+    them. ``grid.json`` in ``output_root`` lists all runs and the choice. Every configuration is checked
+    (:meth:`AlignConfig.check`) before the first one trains.
 
     Args:
         preferences_train: training pairs (see :func:`train`).
@@ -565,9 +746,13 @@ def grid_search(
         model_name: base model.
         trainer: one of :data:`TRAINERS`.
         output_root: folder of the setting (``models/<setting>``).
-        base_config: settings other than the grid's (learning rate, epochs, beta are overridden).
+        base_config: settings other than the grid's (learning rate, epochs, and the axes given below are
+            overridden).
         learning_rates: grid of learning rates (paper: 1e-4, 5e-5, 1e-5).
         epochs: grid of epochs (paper: 1, 3, 5).
+        schedulers: grid of ``lr_scheduler`` names (paper: :data:`PAPER_SCHEDULERS`); None keeps
+            ``base_config.lr_scheduler``. ``reduce_lr_on_plateau`` needs validation pairs.
+        weight_decays: grid of weight decays (paper: 0, 1e-5, 1e-3); None keeps ``base_config.weight_decay``.
         betas: optional grid of betas; None keeps ``base_config.beta`` (and leaves it out of folder names).
         select_fn: ``adapter_dir -> score``, higher is better (the paper: mean correctness of answers sampled on
             validation questions; :func:`wow.evaluate.make_select_fn` builds one). None: lowest validation loss.
@@ -578,15 +763,45 @@ def grid_search(
         A :class:`GridResult`.
 
     Raises:
-        WowError: nothing to select on (no ``select_fn`` and no validation pairs).
+        WowError: an empty grid axis, an invalid configuration, or nothing to select on (no ``select_fn`` and no
+            validation pairs).
     """
     base = base_config or AlignConfig()
     root = Path(output_root)
     runs = []
-    grid = list(itertools.product(learning_rates, epochs, betas if betas is not None else [None]))
-    for i, (lr, ep, beta) in enumerate(grid, 1):
-        name = config_name(lr, ep, beta)
-        cfg = dataclasses.replace(base, learning_rate=lr, epochs=ep, beta=base.beta if beta is None else beta)
+    schedulers = [base.lr_scheduler] if schedulers is None else list(schedulers)
+    weight_decays = [base.weight_decay] if weight_decays is None else list(weight_decays)
+    axes = {"learning_rates": learning_rates, "schedulers": schedulers, "weight_decays": weight_decays}
+    axes |= {"epochs": epochs, "betas": [None] if betas is None else betas}
+    empty = [k for k, v in axes.items() if len(v) == 0]
+    if empty:
+        raise WowError(f"grid_search: empty grid axis {', '.join(empty)}; give at least one value each.")
+    grid = []
+    for lr, sched, wd, ep, beta in itertools.product(*axes.values()):
+        name = config_name(
+            lr,
+            ep,
+            beta,
+            lr_scheduler=sched if len(schedulers) > 1 else None,
+            weight_decay=wd if len(weight_decays) > 1 else None,
+        )
+        cfg = dataclasses.replace(
+            base,
+            learning_rate=lr,
+            lr_scheduler=sched,
+            weight_decay=wd,
+            epochs=ep,
+            beta=base.beta if beta is None else beta,
+        )
+        cfg.check()  # a bad name fails here, not after training the points before it (the paper's W19)
+        grid.append((name, cfg))
+    no_val = preferences_val is None or len(preferences_val) == 0
+    if no_val and any(cfg.lr_scheduler == "reduce_lr_on_plateau" for _, cfg in grid):
+        raise WowError(
+            "grid_search: reduce_lr_on_plateau lowers the rate on the validation loss, but there are no validation "
+            "pairs; build the preference set with a validation share or leave that scheduler out."
+        )
+    for i, (name, cfg) in enumerate(grid, 1):
         log.info("grid %d/%d: %s", i, len(grid), name)
         res = train(preferences_train, preferences_val, model_name, trainer, root / name, cfg, callbacks=callbacks)
         score = None
@@ -601,8 +816,10 @@ def grid_search(
             {
                 "name": name,
                 "output_dir": str(root / name),
-                "learning_rate": lr,
-                "epochs": ep,
+                "learning_rate": cfg.learning_rate,
+                "lr_scheduler": cfg.lr_scheduler,
+                "weight_decay": cfg.weight_decay,
+                "epochs": cfg.epochs,
                 "beta": cfg.beta,
                 "train_loss": res.train_loss,
                 "val_loss": res.val_loss,
@@ -679,7 +896,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--no-lora", action="store_true", help="train the full model")
-    p.add_argument("--grid", action="store_true", help="run the paper's grid, choosing by validation loss")
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="run the paper's 81-point grid (lr x scheduler x weight decay x epochs), choosing by validation loss",
+    )
     p.add_argument("--overwrite", action="store_true", help="retrain a complete output folder")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -707,7 +928,8 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_preferences(a.preferences)
     val = ds["validation"] if "validation" in ds else None
     if a.grid:
-        result = grid_search(ds["train"], val, a.model, a.trainer, a.output, config)
+        paper_axes = {"schedulers": PAPER_SCHEDULERS, "weight_decays": PAPER_WEIGHT_DECAYS}
+        result = grid_search(ds["train"], val, a.model, a.trainer, a.output, config, **paper_axes)
         log.info("best: %s (validation loss %s)", result.best["output_dir"], result.best["val_loss"])
     else:
         res = train(ds["train"], val, a.model, a.trainer, a.output, config, overwrite=a.overwrite)

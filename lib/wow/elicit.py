@@ -4,14 +4,19 @@ Each scorer gives every answer a number; higher = predicted less wrong (DESIGN.m
 
 * ``length``: generated tokens (``n_tokens``); longer is predicted better, as in the paper.
 * ``consistency``: the share of the question's parsed answers (same generator) whose canonical ``extracted`` equals
-  this one's (the answer itself included); None for unparsed answers.
+  this one's (the answer itself included); None for unparsed answers. For free-text tasks (``bio_generation``)
+  the extracted answer IS the grade (the FActScore), so counting equal answers would count equal grades and leak
+  the label; there, as in the paper's code, consistency is the token-logprob signal (``mean_logprob``).
 * ``logprob``: mean token log-probability (``mean_logprob``).
 * ``oracle``: the true raw label (a check: its Acc_WoW is exactly 1.0 wherever there are pairs).
 * judge scores: from :mod:`wow.judges` (score-based judges), one column per judge, k and mode.
 
-:func:`score_answers` writes the rows of ``scores.jsonl``; :func:`acc_wow_table` turns answers, scores and
-pairwise judgements into ``acc_wow.csv``; :func:`task_accuracy_confidence` and :func:`acc_wow_correlations` give
-the paper's Figure 2/5 analysis (Pearson r across (task, generator) points).
+:func:`score_answers` writes the rows of ``scores.jsonl``; no signal reads a label (graded correctness, raw label,
+is_correct): shuffling the labels of a run changes none of them (tests/test_elicit.py). :func:`acc_wow_table` turns
+answers, scores and pairwise judgements into ``acc_wow.csv`` over one split (:func:`split_answers`; the pairs come
+from :mod:`wow.pairs`); :func:`acc_wow_bins_table` is the paper's per-bin Acc_WoW matrix (``acc_wow_bins.csv``);
+:func:`task_accuracy_confidence` and :func:`acc_wow_correlations` give the paper's Figure 2/5 analysis (Pearson r
+across (task, generator) points).
 
 Example::
 
@@ -23,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -33,6 +39,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from wow import WowError, judges, metrics
+from wow.pairs import MARGINS, by_task_generator, candidate_pairs, check_margin, is_parsed
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +48,12 @@ SCALAR_METHODS = ("length", "consistency", "logprob")
 #: Prefix of judge-score columns in ``scores.jsonl``: ``judge_score:<judge>:k<k>[:logprob]``.
 JUDGE_SCORE_PREFIX = "judge_score:"
 _JUDGE_COLUMN = re.compile(r"^judge_score:(?P<judge>.+):k(?P<k>\d+)(?::(?P<mode>text|logprob))?$")
+#: Values of the ``acc_wow_split`` parameter: one split of the questions, or ``all``.
+SPLITS = ("train", "validation", "test", "all")
 TABLE_COLUMNS = [
     "task",
     "generator",
+    "split",
     "method",
     "judge",
     "check",
@@ -75,16 +85,21 @@ def logprob(answers: Sequence[dict]) -> dict[str, float | None]:
 def consistency(answers: Sequence[dict]) -> dict[str, float | None]:
     """``answer_id ->`` share of the question's parsed answers (same generator) equal to this one; None if unparsed.
 
-    Answers are compared by their canonical ``extracted`` value (JSON-encoded, so lists compare too).
+    Answers are compared by their canonical ``extracted`` value (JSON-encoded, so lists compare too). Free-text
+    tasks (:func:`is_free_text`, e.g. ``bio_generation``) have no extracted answer apart from their grade (the
+    FActScore): their consistency is ``mean_logprob``, as in the paper's code, so no signal reads a label.
 
     Example::
 
         extracted 3, 3, 5, None -> 2/3, 2/3, 1/3, None
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for a in answers:
-        groups[(a["question_id"], a["generator"])].append(a)
     out: dict[str, float | None] = {}
+    for a in answers:
+        if is_free_text(a["task"]):
+            out[a["answer_id"]] = a.get("mean_logprob")
+        else:
+            groups[(a["question_id"], a["generator"])].append(a)
     for rows in groups.values():
         parsed = [_canon(a["extracted"]) for a in rows if a.get("extracted") is not None]
         counts = Counter(parsed)
@@ -92,6 +107,14 @@ def consistency(answers: Sequence[dict]) -> dict[str, float | None]:
             ex = a.get("extracted")
             out[a["answer_id"]] = None if ex is None else counts[_canon(ex)] / len(parsed)
     return out
+
+
+@functools.cache
+def is_free_text(task: str) -> bool:
+    """Whether ``task`` is a registered free-text task (graded whole; its ``extracted`` value is its grade)."""
+    from wow import tasks
+
+    return task in tasks.REGISTRY and bool(tasks.task_class(task).free_text)
 
 
 def oracle(answers: Sequence[dict]) -> dict[str, float | None]:
@@ -163,28 +186,44 @@ def score_answers(
 
 
 # -- the Acc_WoW table -------------------------------------------------------------------------------------------
+def split_answers(answers: Sequence[dict], split: str) -> list[dict]:
+    """The answers of one split's questions (``train``, ``validation``, ``test``), or every answer (``all``).
+
+    Acc_WoW is computed on the train split by default (``acc_wow_split``): the pairs the preference sets use, as in
+    the paper's code.
+    """
+    if split not in SPLITS:
+        raise WowError(f"unknown split {split!r} for Acc_WoW; use one of {', '.join(SPLITS)}.")
+    return list(answers) if split == "all" else [a for a in answers if a.get("split") == split]
+
+
 def acc_wow_table(
     answers: Sequence[dict],
     scores: Sequence[dict],
     judgements: Sequence[dict] = (),
-    margins: Sequence[float] = metrics.MARGINS,
+    margins: Sequence[float] = MARGINS,
     *,
+    split: str = "all",
     n_boot: int = 1000,
     seed: int = 0,
     cluster_by_question: bool = False,
 ) -> pd.DataFrame:
-    """Acc_WoW of every method x margin x task x generator (x judge, x check for pairwise judges).
+    """Acc_WoW of every method x margin x task x generator (x judge, x check for pairwise judges) on one split.
 
     Methods: ``oracle``, ``length``, ``consistency``, ``logprob``, ``score_k<k>[_logprob]`` (one per judge-score
     column of ``scores``) and ``pairwise_<mode>`` (per judge and mode found in ``judgements``), each with
     ``check`` ``none`` or, for pairwise judges, also ``both_orders``. Free-text pairwise verdicts carry no
-    confidence, so only margin 1.0 is reported for them; the logprob mode ranks pairs by its confidence.
+    confidence, so only margin 1.0 is reported for them; the logprob mode ranks pairs by its confidence. Pairs and
+    margins follow :mod:`wow.pairs`, per (task, generator): a ``score@M`` preference set of the same split trains on
+    exactly the pairs scored here at M.
 
     Args:
         answers: rows of ``answers.jsonl``.
         scores: rows of ``scores.jsonl`` (:func:`score_answers`).
         judgements: rows of ``judgements/pairwise_*.jsonl`` (any judges and modes together).
         margins: shares M in (0, 1].
+        split: the questions whose pairs count (:func:`split_answers`): ``train`` (the pairs preference sets use;
+            the ``acc_wow_split`` default), ``validation``, ``test`` or ``all``; written in the ``split`` column.
         n_boot: bootstrap resamples for the CIs.
         seed: bootstrap seed.
         cluster_by_question: bootstrap whole questions instead of pairs.
@@ -193,15 +232,16 @@ def acc_wow_table(
         DataFrame with :data:`TABLE_COLUMNS`. ``acc_wow`` (and its CI) is NaN only where ``n_pairs`` is 0, and
         ``note`` says why. ``parse_fail_rate`` and ``flip_rate`` are set for pairwise rows only (NaN elsewhere).
     """
-    margins = [metrics.check_margin(m) for m in margins]
-    pairs_by_group: dict[tuple, list] = defaultdict(list)
-    for a, b in metrics.candidate_pairs(answers):
-        pairs_by_group[(a["task"], a["generator"])].append((a, b))
+    margins = [check_margin(m) for m in margins]
+    answers = split_answers(answers, split)
+    qids_in_split = {a["question_id"] for a in answers}
+    pairs_by_group = by_task_generator(candidate_pairs(answers))
     groups = sorted({(a["task"], a["generator"]) for a in answers})
     score_maps = _score_maps(answers, scores)
     judged: dict[tuple, list[dict]] = defaultdict(list)
     for row in judgements:
-        judged[(row["task"], row["generator"], row["judge"], row["mode"])].append(row)
+        if row["question_id"] in qids_in_split:
+            judged[(row["task"], row["generator"], row["judge"], row["mode"])].append(row)
 
     out = []
     for task, gen in groups:
@@ -213,7 +253,7 @@ def acc_wow_table(
                 res = metrics.acc_wow(
                     *arrays, m, n_boot=n_boot, seed=seed, groups=qids if cluster_by_question else None
                 )
-                out.append(_row(task, gen, method, judge, "none", res))
+                out.append(_row(task, gen, split, method, judge, "none", res))
         for (jt, jg, judge, mode), rows in sorted(judged.items()):
             if (jt, jg) != (task, gen):
                 continue
@@ -228,9 +268,75 @@ def acc_wow_table(
                     res = metrics.acc_from_hits(
                         hits, gaps, m, n_boot=n_boot, seed=seed, groups=g, n_candidates=len(rows), n_missing=n_missing
                     )
-                    out.append(_row(task, gen, f"pairwise_{mode}", judge, check, res, rates))
+                    out.append(_row(task, gen, split, f"pairwise_{mode}", judge, check, res, rates))
     table = pd.DataFrame(out, columns=TABLE_COLUMNS)
     return table.astype({c: float for c in ("acc_wow", "ci_low", "ci_high", "parse_fail_rate", "flip_rate")})
+
+
+#: Columns of ``acc_wow_bins.csv`` (:func:`acc_wow_bins_table`).
+BINS_COLUMNS = [
+    "task",
+    "generator",
+    "split",
+    "method",
+    "judge",
+    "margin",
+    "bin_i",
+    "bin_j",
+    "lo_i",
+    "hi_i",
+    "lo_j",
+    "hi_j",
+    "n_pairs",
+    "n_hits",
+    "acc",
+]
+
+
+def acc_wow_bins_table(
+    answers: Sequence[dict], scores: Sequence[dict], d: int = 4, margin: float = 1.0, *, split: str = "all"
+) -> pd.DataFrame:
+    """The paper's per-bin Acc_WoW matrix for every (task, generator) with graded labels (``acc_wow_bins.csv``).
+
+    As the paper's Knowledge Crosswords analysis (``patch.analysis_kc``: ``detailed=4``, correct answers included):
+    the raw labels of the parsed answers, correct ones included, are cut into ``d`` equal-width bins between their
+    min and max; the pairs are all label-distinct pairs of parsed answers of one question and generator
+    (:func:`wow.pairs.candidate_pairs` with ``include_correct=True``); :func:`wow.metrics.acc_wow_by_bins` then gives
+    Acc_WoW per pair of bins ``(i <= j)``, for every scalar method and judge score (not the oracle: 1.0
+    everywhere). A (task, generator) counts as graded when its parsed answers have more than two distinct labels;
+    right/wrong tasks (two labels) have no bins to compare and are left out.
+
+    Args:
+        answers: rows of ``answers.jsonl``.
+        scores: rows of ``scores.jsonl``.
+        d: label bins.
+        margin: share M of pairs kept before binning (1.0 in the paper).
+        split: the questions that count (:func:`split_answers`).
+
+    Returns:
+        DataFrame with :data:`BINS_COLUMNS`, one row per (task, generator, method, judge) and cell ``i <= j``
+        (``acc`` NaN in empty cells).
+    """
+    answers = split_answers(answers, split)
+    score_maps = _score_maps(answers, scores)
+    pairs_by_group = by_task_generator(candidate_pairs(answers, include_correct=True))
+    labels: dict[tuple, set] = defaultdict(set)
+    for a in answers:
+        if is_parsed(a):
+            labels[(a["task"], a["generator"])].add(float(a["raw_label"]))
+    frames = []
+    for (task, gen), pairs in sorted(pairs_by_group.items()):
+        if len(labels[(task, gen)]) <= 2:
+            continue
+        edges = metrics.label_bin_edges(sorted(labels[(task, gen)]), d)
+        for (method, judge), smap in score_maps.items():
+            if method == "oracle":
+                continue
+            df = metrics.acc_wow_by_bins(*metrics.pair_arrays(pairs, smap), margin=margin, edges=edges)
+            frames.append(df.assign(task=task, generator=gen, split=split, method=method, judge=judge, margin=margin))
+    if not frames:
+        return pd.DataFrame(columns=BINS_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[BINS_COLUMNS]
 
 
 def _score_maps(answers: Sequence[dict], scores: Sequence[dict]) -> dict[tuple[str, str], dict]:
@@ -247,11 +353,19 @@ def _score_maps(answers: Sequence[dict], scores: Sequence[dict]) -> dict[tuple[s
 
 
 def _row(
-    task: str, gen: str, method: str, judge: str, check: str, res: metrics.AccWow, rates: dict | None = None
+    task: str,
+    gen: str,
+    split: str,
+    method: str,
+    judge: str,
+    check: str,
+    res: metrics.AccWow,
+    rates: dict | None = None,
 ) -> dict:
     return {
         "task": task,
         "generator": gen,
+        "split": split,
         "method": method,
         "judge": judge,
         "check": check,
@@ -282,7 +396,7 @@ def task_accuracy_confidence(answers: Sequence[dict]) -> pd.DataFrame:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for a in answers:
         groups[(a["task"], a["generator"])].append(a)
-    n_pairs = Counter((a["task"], a["generator"]) for a, _ in metrics.candidate_pairs(answers))
+    n_pairs = Counter((a["task"], a["generator"]) for a, _ in candidate_pairs(answers))
     rows = []
     for (task, gen), rows_g in sorted(groups.items()):
         conf = [math.exp(a["mean_logprob"]) for a in rows_g if a.get("mean_logprob") is not None]

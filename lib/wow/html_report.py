@@ -1,11 +1,13 @@
 """Run reports: ``outputs/<run>/report/index.html``, one page per run that opens from the file system.
 
-The page shows the run's parameters (``run.yaml``), each stage's status and wall time (``timings.json``), the model
-calls, tokens and API cost per stage (``usage.json``), the headline tables (``acc_wow.csv`` at M = 1.0 and the
-alignment gains of ``alignment.csv`` with 95% CIs), every figure of the run folder (its PNG files, by relative path)
-and links to the executed notebooks rendered to HTML in ``report/notebooks/``. It needs no server and no network:
-no remote script, style sheet or font, and the rendered notebooks embed their images. Whatever a partial run lacks
-is listed at the top of the page instead of failing.
+The page shows the run's parameters (``run.yaml``), each stage's status and wall time (its latest attempt in
+``stages.json``; for runs written before it, papermill's metadata in the executed notebook and ``timings.json``),
+the model calls, tokens and API cost per stage (``usage.json``), the headline tables (``acc_wow.csv`` at M = 1.0 and
+the alignment gains of ``alignment.csv`` with 95% CIs), every figure of the run folder (its PNG files, by relative
+path) and links to the executed notebooks rendered to HTML in ``report/notebooks/``. It needs no server and no
+network: no remote script, style sheet or font, and the rendered notebooks embed their images. Whatever a partial run
+lacks is listed at the top of the page instead of failing. The report only reads the run folder (and writes
+``report/``), so it can be written while a run holds the folder's lock.
 
 ``wow run`` writes the report at its end; ``wow report outputs/<run>`` writes it again for any run folder.
 
@@ -101,7 +103,8 @@ figcaption { font-size: 0.85rem; color: #444; }
 <tr class="total"><td>total</td><td></td><td class="num">{{ total.time }}</td><td class="num">{{ total.calls }}</td>
 <td class="num">{{ total.tokens }}</td><td class="num">{{ total.cost }}</td><td></td></tr>
 </table>
-<p class="note">Wall time from <code>timings.json</code> (written by <code>wow run</code>); calls, tokens and cost from
+<p class="note">Status and wall time of each stage's latest attempt, from <code>stages.json</code> (written by
+<code>wow run</code>, which lists every attempt); calls, tokens and cost from
 <code>usage.json</code>: model calls actually made by each stage's process (results served from the cache cost
 nothing and count as cache hits below).</p>
 
@@ -262,16 +265,38 @@ def _notebook_status(path: Path) -> tuple[str, str]:
     return "done", "done"
 
 
+def _attempt_status(latest: dict, holder: dict | None) -> tuple[str, str]:
+    """(status, css class) of a stage from its latest attempt in ``stages.json``."""
+    status = latest.get("status")
+    n = latest.get("attempts", 1)
+    which = f" (attempt {n} of {n})" if n > 1 else ""
+    if status == "done":
+        return f"done{which}", "done"
+    if status == "failed":
+        error = _text(latest.get("error") or "see the notebook")
+        return f"failed{which}: {error if len(error) <= 300 else error[:297] + '...'}", "failed"
+    if status == "running":
+        if holder and holder.get("pid") == latest.get("pid"):
+            return f"running{which} (pid {latest.get('pid')}, since {latest.get('start')})", "other"
+        return f"stopped before its end{which}: pid {latest.get('pid')} is gone (killed?); rerun to resume", "failed"
+    return f"unknown status {status!r}{which}", "other"
+
+
 def _stages(run_dir: Path, out_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict], dict]:
+    from wow import lock, run
+
     timings = _read_json(run_dir / "timings.json")
     usage = _read_json(run_dir / "usage.json")
+    attempts = run.latest_attempts(run_dir)
+    holder = lock.holder(run_dir) if any(a.get("status") == "running" for a in attempts.values()) else None
     stages, usage_rows = [], []
     sums = {"time": 0.0, "calls": 0, "tokens": 0, "cost": None, "cost_unknown": False}
     for name in _stage_names(run_dir):
         nb = run_dir / "notebooks" / f"{name}.ipynb"
         html = ipynb = None
+        latest = attempts.get(name)
         if nb.exists():
-            status, status_class = _notebook_status(nb)
+            status, status_class = _attempt_status(latest, holder) if latest else _notebook_status(nb)
             try:
                 render_notebook(nb, out_dir / "notebooks" / f"{name}.html")
                 html, ipynb = f"notebooks/{quote(name)}.html", f"../notebooks/{quote(name)}.ipynb"
@@ -280,10 +305,14 @@ def _stages(run_dir: Path, out_dir: Path, missing: list[str]) -> tuple[list[dict
                 missing.append(f"{name}: the executed notebook could not be rendered ({e.__class__.__name__})")
             if status_class != "done":
                 missing.append(f"{name}: {status}")
+        elif latest:
+            status, status_class = _attempt_status(latest, holder)
+            missing.append(f"{name}: {status} (no executed notebook in notebooks/)")
         else:
             status, status_class = "not run (no executed notebook)", "other"
             missing.append(f"{name}: not run (no executed notebook in notebooks/)")
-        seconds = timings.get(name) if isinstance(timings.get(name), int | float) else None
+        seconds = latest.get("seconds") if latest else timings.get(name)  # the latest attempt's, not an older one's
+        seconds = seconds if isinstance(seconds, int | float) else None
         calls = tokens = 0
         cost, cost_unknown, has_usage = None, False, isinstance(usage.get(name), dict)
         for model, u in (usage.get(name) or {}).items() if has_usage else []:
@@ -330,9 +359,9 @@ def _stages(run_dir: Path, out_dir: Path, missing: list[str]) -> tuple[list[dict
     rendered = {f"{s['name']}.html" for s in stages if s["html"]}
     for stale in (out_dir / "notebooks").glob("*.html"):  # left by an earlier report; no longer linked
         if stale.name not in rendered:
-            stale.unlink()
+            stale.unlink(missing_ok=True)
     total = {
-        "time": _duration(sums["time"]) if timings else "",
+        "time": _duration(sums["time"]) if timings or attempts else "",
         "calls": _count(sums["calls"]) if usage else "",
         "tokens": _count(sums["tokens"]) if usage else "",
         "cost": _cost(sums["cost"], sums["cost"] is not None or sums["cost_unknown"], sums["cost_unknown"])
@@ -422,7 +451,7 @@ def _figures(run_dir: Path) -> list[dict]:
 
 def _files(run_dir: Path) -> list[dict]:
     names = ["summary.md", "acc_wow.csv", "alignment.csv", "correlations.csv", "metrics.json", "usage.json"]
-    names += ["timings.json", "run.yaml"]
+    names += ["stages.json", "timings.json", "run.yaml"]
     return [{"name": n, "href": f"../{quote(n)}"} for n in names if (run_dir / n).exists()]
 
 

@@ -1,7 +1,9 @@
 """Small file helpers: atomic writes and strict JSONL reading.
 
 Every artefact of a run is written atomically (to a temporary file in the same folder, then renamed), so a
-killed process never leaves a half-written file for the next stage to read.
+killed process never leaves a half-written file for the next stage to read. Temporary names are unique
+(``.<name>.<random>.tmp``), so two processes never write the same temporary file; a writer killed before its rename
+leaves one behind, which the next holder of the folder's lock removes (:func:`remove_temporaries`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,12 +21,22 @@ from typing import Any
 from wow import WowError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: set it back at once
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``, on failure remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private; the artefact gets the mode a plain open would give
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -31,6 +45,55 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty temporary folder next to ``path``; on success it takes the place of the folder ``path``
+    (a reader sees the old folder, briefly none, then the new one; never a half-written one), on failure it is
+    removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, path)  # path absent (or an empty folder): one rename
+        except OSError:
+            if not path.is_dir():
+                raise
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+            os.replace(path, old)  # onto the empty folder just made
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: Names of the temporary files and folders of :func:`atomic_path` and :func:`atomic_dir` (mkstemp's 8 characters).
+TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_temporaries(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the temporary files and folders that writers killed before their rename left under ``folder``.
+
+    Only for a process that holds the folder's write lock (:mod:`wow.lock`): no other writer can be using them.
+    Sub-folders named in ``skip`` are left alone. Returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    for path in sorted(folder.rglob(".*.tmp")):
+        rel = path.relative_to(folder).parts
+        if rel[0] in skip or not TEMPORARY_NAME.match(path.name) or not path.exists():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from wow import WowError, io, metrics
+from wow import WowError, io
 from wow.backends.base import ChatRequest, Engine, EngineError
+from wow.pairs import candidate_pairs, pair_id, score_groups, subsample_pairs
 
 log = logging.getLogger(__name__)
 
@@ -244,55 +243,6 @@ def _normalised(logprobs: dict[str, float], choices: Sequence[str]) -> list[floa
     return (p / p.sum()).tolist()
 
 
-# -- pair selection ----------------------------------------------------------------------------------------------
-def subsample_pairs(
-    pairs: Sequence[tuple[dict, dict]], max_pairs: int | None, seed: int = 0
-) -> list[tuple[dict, dict]]:
-    """At most ``max_pairs`` pairs per (task, generator), drawn with a seeded RNG, kept in their original order.
-
-    The draw depends only on the pairs, ``max_pairs`` and ``seed`` (each group has its own RNG seeded by
-    ``seed``, task and generator), so every judge given the same answers judges the same pairs.
-
-    Args:
-        pairs: from :func:`wow.metrics.candidate_pairs`.
-        max_pairs: cap per (task, generator); None keeps every pair (the paper capped GPT-4o at 10,000).
-        seed: subsampling seed.
-    """
-    if max_pairs is None:
-        return list(pairs)
-    if max_pairs < 1:
-        raise WowError(f"max_pairs must be >= 1 or None, got {max_pairs}.")
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, (a, _) in enumerate(pairs):
-        groups[(a["task"], a["generator"])].append(i)
-    keep: list[int] = []
-    for (task, gen), idx in groups.items():
-        if len(idx) <= max_pairs:
-            keep.extend(idx)
-        else:
-            keep.extend(random.Random(f"{seed}/{task}/{gen}").sample(idx, max_pairs))
-    return [pairs[i] for i in sorted(keep)]
-
-
-def score_groups(answers: Sequence[dict], k: int) -> list[list[dict]]:
-    """The answers of each (question, generator), in sample order, cut into consecutive groups of ``k``.
-
-    Every answer is scored, unparsed and correct ones included (as in the paper), so group composition does not
-    depend on grading. When the answer count is not a multiple of ``k`` the last group is smaller (it is scored
-    with a prompt for its own size); with fewer than ``k`` answers there is one group of all of them.
-    """
-    if k < 1:
-        raise WowError(f"k must be >= 1, got {k}.")
-    by_q: dict[tuple, list[dict]] = defaultdict(list)
-    for a in answers:
-        by_q[(a["question_id"], a["generator"])].append(a)
-    groups = []
-    for rows in by_q.values():
-        rows = sorted(rows, key=lambda r: r["sample_index"])
-        groups.extend(rows[i : i + k] for i in range(0, len(rows), k))
-    return groups
-
-
 # -- pairwise judge ----------------------------------------------------------------------------------------------
 def judge_pairwise(
     engine: Engine,
@@ -312,11 +262,11 @@ def judge_pairwise(
         answers: rows of ``answers.jsonl``.
         judge: judge name written in the rows (default: ``engine.model``).
         mode: ``text`` (free reply, parsed) or ``logprob`` (prefilled ``Preferred output: ``, P("1") vs P("2")).
-        max_pairs: cap per (task, generator), see :func:`subsample_pairs`.
+        max_pairs: cap per (task, generator), see :func:`wow.pairs.subsample_pairs`.
         seed: subsampling seed. Requests are greedy and always use request seed 0, so another subsampling seed
             reuses the cached verdicts of the pairs both draws share.
         max_tokens: reply budget in ``text`` mode.
-        pairs: judge these pairs instead of :func:`wow.metrics.candidate_pairs` of ``answers`` (not subsampled).
+        pairs: judge these pairs instead of :func:`wow.pairs.candidate_pairs` of ``answers`` (not subsampled).
 
     Returns:
         One row per pair: ``pair_id, question_id, task, generator, judge, mode, template_version, answer_a,
@@ -326,7 +276,7 @@ def judge_pairwise(
     _check_mode(mode)
     judge = judge or engine.model
     if pairs is None:
-        pairs = subsample_pairs(metrics.candidate_pairs(answers), max_pairs, seed)
+        pairs = subsample_pairs(candidate_pairs(answers), max_pairs, seed)
     pairs = list(pairs)
     prefill = VERDICT_PREFILL if mode == "logprob" else None
     requests = []
@@ -357,7 +307,7 @@ def judge_pairwise(
         rev["prefers"] = {1: "b", 2: "a"}.get(rev["verdict"])
         rows.append(
             {
-                "pair_id": metrics.pair_id(a, b),
+                "pair_id": pair_id(a, b),
                 "question_id": a["question_id"],
                 "task": a["task"],
                 "generator": a["generator"],
@@ -537,7 +487,7 @@ def judge_scores(
     *,
     max_tokens: int | None = None,
 ) -> list[dict]:
-    """Score every answer 0-5, ``k`` answers per prompt (groups from :func:`score_groups`).
+    """Score every answer 0-5, ``k`` answers per prompt (groups from :func:`wow.pairs.score_groups`).
 
     Args:
         engine: any engine (cache-wrapped by the caller); ``logprob`` mode needs ``choice_logprobs``.

@@ -3,12 +3,11 @@
 Pure numpy/pandas/scipy: no model, no files. Definitions follow DESIGN.md section 6.
 
 Acc_WoW
-    :func:`candidate_pairs` forms the wrong-over-wrong pairs of ``answers.jsonl`` rows: within one question and one
-    generator, both answers wrong and parsed, raw labels different, ``a`` before ``b`` in sample order.
+    The pairs come from :mod:`wow.pairs` (the one pair rule: candidate pairs, margins, subsampling).
     :func:`acc_wow` scores a method that gives each answer a scalar (higher = predicted less wrong). A pair is a
     hit when the predicted order strictly agrees with the labels; a tie in the prediction is a miss. The margin M
-    keeps the M share of pairs with the largest predicted gap (see :func:`margin_keep`). The result carries the
-    pair count and a percentile bootstrap 95% CI; random guessing scores 0.5.
+    keeps the M share of pairs with the largest predicted gap (:func:`wow.pairs.margin_keep`: ``floor(n * M)``, at
+    least one). The result carries the pair count and a percentile bootstrap 95% CI; random guessing scores 0.5.
 
 Evaluation
     :func:`mean_correctness`, :func:`p_wrong`, :func:`accuracy`, :func:`ece`, :func:`reliability_bins`, plus the
@@ -17,7 +16,8 @@ Evaluation
 Example::
 
     from wow import metrics
-    pairs = metrics.candidate_pairs(answers)
+    from wow.pairs import candidate_pairs
+    pairs = candidate_pairs(answers)
     res = metrics.acc_wow_pairs(pairs, {a["answer_id"]: a["n_tokens"] for a in answers}, margin=0.5)
     res.acc, res.n_pairs, (res.ci_low, res.ci_high)
 """
@@ -25,8 +25,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import math
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -36,55 +34,9 @@ import pandas as pd
 from scipy import stats
 
 from wow import WowError
+from wow.pairs import check_margin, margin_keep
 
 log = logging.getLogger(__name__)
-
-#: The margins of the paper: all pairs, M_50, M_10.
-MARGINS = (1.0, 0.5, 0.1)
-
-
-# -- candidate pairs ----------------------------------------------------------------------------------------------
-def is_candidate(answer: dict) -> bool:
-    """Whether an answer can enter a wrong-over-wrong pair: parsed (``extracted`` and ``raw_label`` set) and wrong."""
-    return answer.get("extracted") is not None and answer.get("raw_label") is not None and not answer["is_correct"]
-
-
-def candidate_pairs(answers: Sequence[dict]) -> list[tuple[dict, dict]]:
-    """All wrong-over-wrong candidate pairs of ``answers.jsonl`` rows.
-
-    A pair ``(a, b)`` has both answers from the same question and generator, both wrong and parsed, and different
-    raw labels; ``a`` comes before ``b`` in sample order. Groups appear in order of first appearance.
-
-    Args:
-        answers: rows of ``answers.jsonl`` (``question_id``, ``generator``, ``sample_index``, ``extracted``,
-            ``raw_label``, ``is_correct``).
-
-    Returns:
-        List of ``(answer_a, answer_b)`` row pairs (the row dicts themselves, not copies).
-
-    Example::
-
-        pairs = candidate_pairs(answers)   # 10 wrong answers with distinct labels -> 45 pairs
-    """
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in answers:
-        if is_candidate(row):
-            groups[(row["question_id"], row["generator"])].append(row)
-    pairs = []
-    for rows in groups.values():
-        rows = sorted(rows, key=lambda r: r["sample_index"])
-        for i, a in enumerate(rows):
-            for b in rows[i + 1 :]:
-                if a["raw_label"] != b["raw_label"]:
-                    pairs.append((a, b))
-    return pairs
-
-
-def pair_id(answer_a: dict | str, answer_b: dict | str) -> str:
-    """Stable id of a pair: ``<answer_id_a>&<answer_id_b>``."""
-    a = answer_a if isinstance(answer_a, str) else answer_a["answer_id"]
-    b = answer_b if isinstance(answer_b, str) else answer_b["answer_id"]
-    return f"{a}&{b}"
 
 
 # -- Acc_WoW ------------------------------------------------------------------------------------------------------
@@ -116,49 +68,6 @@ class AccWow:
     def to_dict(self) -> dict:
         """Plain dict (one row of ``acc_wow.csv``)."""
         return asdict(self)
-
-
-def check_margin(margin: float) -> float:
-    """Validate a margin: a share in (0, 1]. Raises WowError otherwise."""
-    try:
-        m = float(margin)
-    except (TypeError, ValueError):
-        raise WowError(f"margin {margin!r} is not a number; use a share in (0, 1], e.g. 1.0, 0.5 or 0.1.") from None
-    if not 0.0 < m <= 1.0:
-        raise WowError(f"margin {margin!r} is outside (0, 1]; use a share of pairs such as 1.0, 0.5 or 0.1.")
-    return m
-
-
-def margin_count(n: int, margin: float) -> int:
-    """How many of ``n`` pairs a margin keeps: ``floor(n * M)``, but at least 1 when ``n > 0``.
-
-    ``floor`` matches the paper's ``int(N * top_p)``; a tiny epsilon keeps ``0.3 * 10`` at 3. Where the paper's
-    ``int(N * M)`` is 0 its slice ``[-0:]`` keeps *all* pairs; here the single pair with the largest gap is kept.
-
-    Example::
-
-        margin_count(45, 0.1) == 4; margin_count(5, 0.1) == 1; margin_count(0, 0.5) == 0
-    """
-    m = check_margin(margin)
-    if n <= 0:
-        return 0
-    return max(1, math.floor(n * m + 1e-9))
-
-
-def margin_keep(gaps: Sequence[float], margin: float) -> np.ndarray:
-    """Indices of the pairs a margin keeps: the largest gaps first, ties broken by pair order (earlier first).
-
-    Args:
-        gaps: predicted gap per pair (non-negative, finite).
-        margin: share M in (0, 1].
-
-    Returns:
-        Sorted integer indices of the kept pairs.
-    """
-    gaps = np.asarray(gaps, dtype=float)
-    k = margin_count(len(gaps), margin)
-    order = np.argsort(-gaps, kind="stable")
-    return np.sort(order[:k])
 
 
 def acc_from_hits(
@@ -231,7 +140,7 @@ def acc_wow(
 
     A pair is a hit when ``(pred_a - pred_b) * (label_a - label_b) > 0``; a tie in the prediction is a miss. Pairs
     with a missing prediction (None/NaN) are dropped first and counted in ``n_missing``; the margin then keeps the
-    M share of the remaining pairs with the largest ``|pred_a - pred_b|`` (:func:`margin_keep`).
+    M share of the remaining pairs with the largest ``|pred_a - pred_b|`` (:func:`wow.pairs.margin_keep`).
 
     Args:
         pred_a, pred_b: predicted scores (higher = predicted less wrong).
@@ -254,10 +163,12 @@ def acc_wow(
         raise WowError(f"pair arrays differ in length: {len(pa)}, {len(pb)}, {len(la)}, {len(lb)}.")
     if not (np.isfinite(la).all() and np.isfinite(lb).all()):
         raise WowError(
-            "a pair has a missing or infinite label; build pairs with candidate_pairs (parsed answers only)."
+            "a pair has a missing or infinite label; build pairs with wow.pairs.candidate_pairs (parsed answers only)."
         )
     if (la == lb).any():
-        raise WowError("a pair has equal labels; wrong-over-wrong pairs need different labels (see candidate_pairs).")
+        raise WowError(
+            "a pair has equal labels; wrong-over-wrong pairs need different labels (see wow.pairs.candidate_pairs)."
+        )
     ok = np.isfinite(pa) & np.isfinite(pb)
     n_missing = int((~ok).sum())
     hits = (pa[ok] - pb[ok]) * (la[ok] - lb[ok]) > 0
@@ -274,7 +185,7 @@ def pair_arrays(
     """Turn pairs of answer rows and a score map into ``(pred_a, pred_b, label_a, label_b)`` arrays.
 
     Args:
-        pairs: from :func:`candidate_pairs`.
+        pairs: from :func:`wow.pairs.candidate_pairs`.
         scores: ``answer_id -> score`` (None or absent = missing).
         label_key: the row key holding the label.
     """
@@ -298,7 +209,7 @@ def acc_wow_pairs(
     """Acc_WoW of a score map over candidate pairs (:func:`acc_wow` on :func:`pair_arrays`).
 
     Args:
-        pairs: from :func:`candidate_pairs`.
+        pairs: from :func:`wow.pairs.candidate_pairs`.
         scores: ``answer_id -> score`` (higher = predicted less wrong; None = missing).
         margin, n_boot, seed, alpha: see :func:`acc_wow`.
         cluster_by_question: resample whole questions in the bootstrap (pairs of one question are not independent).

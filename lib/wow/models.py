@@ -23,13 +23,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from wow import WowError
+from wow import WowError, io
 
 # transformers and peft call transformers' own deprecated `is_gradient_checkpointing` while loading and training;
 # the notice asks nothing of a user of this package
@@ -132,13 +131,9 @@ def default_model_path() -> Path:
     model.generation_config.do_sample = False
     for key in ("temperature", "top_p", "top_k"):
         setattr(model.generation_config, key, None)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)  # atomic: a killed conversion never leaves a half-written model folder
+    with io.atomic_dir(target) as tmp:  # a killed conversion never leaves a half-written model folder
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return target
 
 

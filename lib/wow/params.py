@@ -61,10 +61,19 @@ class RunParams(BaseModel):
     pairwise: bool = Field(True, description="run the pairwise judge (both orders)")
     score_k: list[int] = Field([1, 5], description="answers per score-judge prompt (1, 2, 5, 10)")
     max_judge_pairs: int | None = Field(None, description="seeded cap on judged pairs, same pairs for every judge")
-    judge_max_tokens: int = Field(256, gt=0, description="most tokens of a free-text judge reply")
+    judge_max_tokens: int = Field(256, gt=0, description="most tokens of a free-text judge reply (both judges)")
+    pairwise_max_tokens: int | None = Field(
+        None, gt=0, description="most tokens of a pairwise judge reply (None: judge_max_tokens)"
+    )
+    score_max_tokens: int | None = Field(
+        None, gt=0, description="most tokens of a score-judge reply, any k (None: judge_max_tokens)"
+    )
 
     # -- 03 Acc_WoW --------------------------------------------------------------------------------------------
     margins: list[float] = Field([1.0, 0.5, 0.1], description="margins M: keep the M share of largest gaps")
+    acc_wow_split: Literal["train", "validation", "test", "all"] = Field(
+        "train", description="questions whose pairs Acc_WoW scores (train: the pairs preference sets use)"
+    )
     n_boot: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
 
     # -- 04 alignment ------------------------------------------------------------------------------------------
@@ -72,7 +81,9 @@ class RunParams(BaseModel):
     pref_types: list[str] = Field(
         ["oracle"], description="oracle, direct, score@M, row, row_oracle, row_direct, row_score@M (M: margin)"
     )
-    pref_source: Literal["self", "mix"] = Field("self", description="self: policy's answers; mix: all generators")
+    pref_source: Literal["self", "mix"] | list[Literal["self", "mix"]] = Field(
+        "self", description="self: policy's answers; mix: all generators; a list builds both"
+    )
     pref_judge: str | None = Field(None, description="judge whose verdicts build direct/score sets (None: first)")
     pref_judge_mode: Literal["text", "logprob"] | None = Field(None, description="judge mode used (None: first)")
     pref_check: bool = Field(True, description="direct sets: only pairs judged the same way in both orders")
@@ -80,12 +91,19 @@ class RunParams(BaseModel):
     max_pairs: int = Field(4000, gt=0, description="cap on preference pairs per set")
     trainers: list[str] = Field(["dpo"], description="dpo, ipo, rso, sppo, cpo, simpo, orpo")
     learning_rates: list[float] = Field([5e-5], description="grid: learning rates")
+    lr_schedulers: list[str] = Field(
+        ["cosine"], description="grid: schedulers (paper: cosine, cosine_with_restarts, reduce_lr_on_plateau)"
+    )
+    weight_decays: list[float] = Field([1e-5], description="grid: AdamW weight decays (paper: 0, 1e-5, 1e-3)")
     epochs: list[int] = Field([1], description="grid: epochs")
     beta: float = Field(0.1, gt=0, description="preference-optimisation beta")
     train_batch_size: int = Field(4, gt=0, description="pairs per optimiser step")
     max_steps: int = Field(-1, description="stop after this many steps (-1: full epochs)")
     eval_samples: int = Field(4, gt=0, description="answers per test question when evaluating models")
     n_bins: int = Field(10, gt=0, description="ECE bins")
+    eval_tasks: dict[str, list[str]] = Field(
+        {}, description="per aligned task: the tasks whose test questions evaluate it ({}: every task, on itself)"
+    )
 
     @field_validator("split_fractions")
     @classmethod
@@ -116,6 +134,96 @@ class RunParams(BaseModel):
         for spec in v:
             parse_pref_type(spec)
         return v
+
+    @field_validator("pref_source")
+    @classmethod
+    def _pref_source(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"name self and/or mix once each, e.g. [self, mix]; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _preferences_have_their_judgements(self) -> RunParams:
+        """Refuse preference types whose judgements the run would not make (they would be skipped later)."""
+        kinds = {spec: parse_pref_type(spec)[0] for spec in self.pref_types}
+        judged = [spec for spec, kind in kinds.items() if kind.endswith(("direct", "score"))]
+        if not judged:
+            return self
+        if not self.judges:
+            raise ValueError(f"pref_types {judged} need a judge, but judges is empty; name one in judges")
+        if self.pref_judge is not None and self.pref_judge not in self.judges:
+            raise ValueError(
+                f"pref_judge {self.pref_judge!r} is not in judges {self.judges}: its verdicts are never made; add it "
+                "to judges or pick one of them"
+            )
+        if not self.judge_modes:
+            raise ValueError(f"pref_types {judged} need a judge mode, but judge_modes is empty")
+        if self.pref_judge_mode is not None and self.pref_judge_mode not in self.judge_modes:
+            raise ValueError(
+                f"pref_judge_mode {self.pref_judge_mode!r} is not in judge_modes {self.judge_modes}: that mode never "
+                "runs; add it to judge_modes or pick one of them"
+            )
+        judge = self.pref_judge or self.judges[0]
+        mode = self.pref_judge_mode or self.judge_modes[0]
+        mode_key = "pref_judge_mode" if self.pref_judge_mode else "judge_modes"
+        if mode == "logprob" and _is_api(judge):
+            raise ValueError(
+                f"{mode_key} gives the logprob mode for pref_judge {judge!r}, an API model without next-token "
+                "verdicts; use the text mode (pref_judge_mode: text) or a local judge"
+            )
+        direct = [spec for spec in judged if kinds[spec].endswith("direct")]
+        if direct and not self.pairwise:
+            raise ValueError(f"pref_types {direct} need pairwise verdicts, but pairwise is false; set pairwise: true")
+        scored = [spec for spec in judged if kinds[spec].endswith("score")]
+        if scored and self.pref_score_k not in self.score_k:
+            raise ValueError(
+                f"pref_score_k {self.pref_score_k} is not in score_k {self.score_k}: the score sets {scored} would "
+                f"have no judge scores; add {self.pref_score_k} to score_k or set pref_score_k to one of them"
+            )
+        if scored and mode == "logprob" and self.pref_score_k != 1:
+            raise ValueError(
+                f"pref_score_k {self.pref_score_k} with {mode_key} logprob: next-token scores read one answer per "
+                "prompt, so only pref_score_k 1 is scored; set pref_score_k: 1 or pref_judge_mode: text"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _eval_tasks(self) -> RunParams:
+        """Every task named by ``eval_tasks`` must be a task of the run (its test questions are built there)."""
+        for name, targets in self.eval_tasks.items():
+            missing = [t for t in [name, *targets] if t not in self.tasks]
+            if missing:
+                raise ValueError(
+                    f"eval_tasks[{name!r}] names {missing}, not in tasks {self.tasks}: a task is aligned and "
+                    "evaluated on the test questions the run builds for it; add them to tasks"
+                )
+            if not targets or len(set(targets)) != len(targets):
+                raise ValueError(f"eval_tasks[{name!r}] must name one or more distinct tasks, e.g. [{name}]")
+        return self
+
+    @property
+    def aligned_tasks(self) -> list[str]:
+        """The tasks that are aligned: the keys of ``eval_tasks`` when given, else every task."""
+        return [t for t in self.tasks if t in self.eval_tasks] if self.eval_tasks else list(self.tasks)
+
+    def eval_targets(self, name: str) -> list[str]:
+        """The tasks whose test questions evaluate the models aligned on task ``name`` (itself by default)."""
+        return list(self.eval_tasks.get(name, [name]))
+
+    @property
+    def pairwise_reply_tokens(self) -> int:
+        """Reply budget of the pairwise judge (``pairwise_max_tokens``, else ``judge_max_tokens``)."""
+        return self.pairwise_max_tokens or self.judge_max_tokens
+
+    @property
+    def score_reply_tokens(self) -> int:
+        """Reply budget of the score judge (``score_max_tokens``, else ``judge_max_tokens``)."""
+        return self.score_max_tokens or self.judge_max_tokens
+
+    @property
+    def pref_sources(self) -> list[str]:
+        """``pref_source`` as a list (``self``, ``mix`` or both, in the order given)."""
+        return [self.pref_source] if isinstance(self.pref_source, str) else list(self.pref_source)
 
     @field_validator("task_options")
     @classmethod
@@ -175,6 +283,26 @@ class RunParams(BaseModel):
             raise ValueError(f"unknown trainer(s) {unknown}; valid: {', '.join(TRAINERS)}")
         return v
 
+    @field_validator("lr_schedulers")
+    @classmethod
+    def _lr_schedulers(cls, v: list[str]) -> list[str]:
+        from wow.align import SCHEDULERS
+
+        if not v:
+            raise ValueError("name at least one scheduler, e.g. [cosine]")
+        unknown = [s for s in v if s not in SCHEDULERS]
+        if unknown:
+            hint = " (cosine_with_restarts, with an s)" if "cosine_with_restart" in unknown else ""
+            raise ValueError(f"unknown scheduler(s) {unknown}{hint}; valid: {', '.join(SCHEDULERS)}")
+        return v
+
+    @field_validator("weight_decays")
+    @classmethod
+    def _weight_decays(cls, v: list[float]) -> list[float]:
+        if not v or any(x < 0 for x in v):
+            raise ValueError(f"give one or more weight decays >= 0, e.g. [0.0]; got {v}")
+        return v
+
     @property
     def run_dir(self) -> Path:
         """The run folder, ``<output_root>/<run_name>`` (relative roots resolve against the repository)."""
@@ -185,6 +313,13 @@ class RunParams(BaseModel):
     def cache_path(self) -> Path:
         """The run's model-call cache (SQLite)."""
         return self.run_dir / "cache.sqlite"
+
+
+def _is_api(name: str) -> bool:
+    """Whether a model name is served by an API (no next-token distributions)."""
+    from wow import models
+
+    return name.startswith("openai:") or name in models.API_MODELS
 
 
 def _check_model(name: str) -> None:
@@ -287,6 +422,10 @@ def from_globals(namespace: dict, source: str = "notebook parameters") -> RunPar
     Every public, non-module, non-callable global is treated as a parameter, so a mistyped name passed with
     ``papermill -p`` is an error instead of a silent no-op. Call it in the cell right after ``parameters``. A run
     folder that holds another run (:func:`check_run_folder`) is refused, as ``wow run`` refuses it.
+
+    The notebook then writes the run folder, so this takes its write lock (:mod:`wow.lock`) for the life of the
+    kernel: a folder that ``wow run`` or another kernel is writing is refused. A notebook executed by ``wow run``
+    works under the lock of the ``wow run`` that started its kernel.
     """
     values = {
         k: v
@@ -299,6 +438,9 @@ def from_globals(namespace: dict, source: str = "notebook parameters") -> RunPar
     P = validate(values, source=source)
     # a notebook run interactively must not mix its artefacts into another run's folder
     check_run_folder(P, source, keys=values)
+    from wow import lock
+
+    lock.acquire(P.run_dir)  # held until the kernel ends (never released here: the notebook's cells write later)
     return P
 
 

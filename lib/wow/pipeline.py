@@ -201,14 +201,14 @@ def judge_all(P: RunParams, answers: list[dict]) -> tuple[list[dict], list[dict]
                     mode,
                     max_pairs=P.max_judge_pairs,
                     seed=P.seed,
-                    max_tokens=P.judge_max_tokens,
+                    max_tokens=P.pairwise_reply_tokens,
                 )
                 io.write_jsonl(folder / judges.judgement_filename("pairwise", judge, mode), rows)
                 pairwise += rows
             for k in P.score_k:
                 if mode == "logprob" and k != 1:
                     continue  # next-token scores read one answer per prompt
-                rows = judges.judge_scores(engine, answers, judge, k, mode, max_tokens=P.judge_max_tokens)
+                rows = judges.judge_scores(engine, answers, judge, k, mode, max_tokens=P.score_reply_tokens)
                 io.write_jsonl(folder / judges.judgement_filename("score", judge, mode, k), rows)
                 scores += rows
     return pairwise, scores
@@ -248,20 +248,22 @@ def load_scores(P: RunParams) -> list[dict]:
 # -- stage 04: preferences, alignment, evaluation -----------------------------------------------------------------
 @dataclass(frozen=True)
 class PrefSpec:
-    """One preference set to build: type, score margin, judge, and the setting name it trains."""
+    """One preference set to build: type, score margin, judge, source, and the setting name it trains."""
 
     pref_type: str
     margin: float | None
     judge: str | None
     mode: str | None
+    source: str = "self"
 
     def setting(self, P: RunParams, trainer: str | None = None) -> str:
-        """Folder / row name of the setting (the paper's naming); without a trainer, the preference set's name."""
+        """Folder / row name of the setting (the paper's naming, source first: ``self_...`` and ``mix_...`` never
+        collide); without a trainer, the preference set's name."""
         from wow import align
 
         needs_judge = self.pref_type.endswith(("direct", "score"))
         return align.setting_name(
-            P.pref_source,
+            self.source,
             self.pref_type,
             trainer,
             judge=self.judge if needs_judge else None,
@@ -269,17 +271,22 @@ class PrefSpec:
             check=P.pref_check,
         )
 
+    def generators(self, P: RunParams) -> list[str]:
+        """The generators whose answers the set is built from: the policy (``self``) or every generator (``mix``)."""
+        return [P.policy_model] if self.source == "self" else list(P.generators)
+
 
 def pref_specs(P: RunParams) -> list[PrefSpec]:
-    """The preference sets the parameters ask for."""
+    """The preference sets the parameters ask for: every source of ``pref_source`` x every type of ``pref_types``."""
     judge = P.pref_judge or (P.judges[0] if P.judges else None)
     mode = P.pref_judge_mode or (P.judge_modes[0] if P.judge_modes else None)
     specs = []
-    for spec in P.pref_types:
-        kind, margin = parse_pref_type(spec)
-        if kind.endswith(("direct", "score")) and judge is None:
-            raise WowError(f"preference type {spec!r} needs a judge: set judges or pref_judge.")
-        specs.append(PrefSpec(kind, margin, judge, mode))
+    for source in P.pref_sources:
+        for spec in P.pref_types:
+            kind, margin = parse_pref_type(spec)
+            if kind.endswith(("direct", "score")) and judge is None:
+                raise WowError(f"preference type {spec!r} needs a judge: set judges or pref_judge.")
+            specs.append(PrefSpec(kind, margin, judge, mode, source))
     return specs
 
 
@@ -292,7 +299,6 @@ def build_preference_sets(
     """
     from wow import elicit, preferences
 
-    generators = [P.policy_model] if P.pref_source == "self" else None
     score_maps = elicit.judge_score_maps(scores)
     sets = {}
     for spec in pref_specs(P):
@@ -304,8 +310,8 @@ def build_preference_sets(
                 ds = preferences.build_preferences(
                     task_answers,
                     spec.pref_type,
-                    source=P.pref_source,
-                    generators=generators,
+                    source=spec.source,
+                    generators=spec.generators(P),
                     judgements=judgements,
                     scores=score_maps.get(column, {}) if column else None,
                     check=P.pref_check,
@@ -314,7 +320,7 @@ def build_preference_sets(
                     seed=P.seed,
                 )
             except WowError as e:
-                log.warning("no %s preference set for %s: %s", spec.pref_type, name, e)
+                log.warning("no %s preference set for %s: %s", spec.setting(P), name, e)
                 continue
             folder = P.run_dir / "preferences" / name / spec.setting(P)
             preferences.save_preferences(ds, folder)
@@ -377,6 +383,8 @@ def align_and_evaluate(P: RunParams, sets: dict, questions: list) -> tuple[pd.Da
                 config,
                 learning_rates=P.learning_rates,
                 epochs=P.epochs,
+                schedulers=P.lr_schedulers,
+                weight_decays=P.weight_decays,
                 select_fn=select,
             )
             after = evaluate.evaluate_adapter(
@@ -397,7 +405,7 @@ def align_and_evaluate(P: RunParams, sets: dict, questions: list) -> tuple[pd.Da
                     "setting": setting,
                     "task": name,
                     "pref_type": spec.pref_type,
-                    "source": P.pref_source,
+                    "source": spec.source,
                     "trainer": trainer,
                     "judge": spec.judge if spec.pref_type.endswith(("direct", "score")) else None,
                     "margin": spec.margin,
@@ -412,34 +420,49 @@ def align_and_evaluate(P: RunParams, sets: dict, questions: list) -> tuple[pd.Da
 def method_acc_wow(P: RunParams, acc_table: pd.DataFrame, alignment: pd.DataFrame) -> pd.DataFrame:
     """Join each aligned setting with the Acc_WoW of the preferences it was trained on (paper Fig 3's x-axis).
 
-    Oracle preferences count as Acc_WoW = 1.0; ``direct`` sets take the pairwise judge's Acc_WoW at M = 1.0 (with
-    the both-orders check when ``pref_check``); ``score@M`` sets take the score judge's Acc_WoW at margin M. Sets
-    with right-over-wrong pairs (``row*``) have no wrong-over-wrong accuracy and are left out.
+    The Acc_WoW is taken over the pairs the set was built from: a ``self`` set from the policy's rows of
+    ``acc_wow.csv`` only; a ``mix`` set from the rows of every generator it pooled, as hits summed over pairs
+    summed (the pooled pairs, not an unweighted mean of per-generator values). Oracle preferences count as
+    Acc_WoW = 1.0; ``direct`` sets take the pairwise judge's Acc_WoW at M = 1.0 (with the both-orders check when
+    ``pref_check``); ``score@M`` sets take the score judge's Acc_WoW at margin M, which scores exactly the pairs the
+    set trains on (:mod:`wow.pairs`). Sets with right-over-wrong pairs (``row*``) have no wrong-over-wrong accuracy
+    and are left out.
+
+    Returns:
+        The alignment rows kept, plus ``method`` (e.g. ``score@0.1``), ``acc_wow`` and ``acc_wow_pairs`` (the pairs
+        it is computed over; NaN for oracle).
     """
     from wow import elicit
 
-    specs = pref_specs(P)
-    judge, mode = (specs[0].judge, specs[0].mode) if specs else (None, None)
+    mode = P.pref_judge_mode or (P.judge_modes[0] if P.judge_modes else None)
     out = []
     for _, row in alignment.iterrows():
         kind = row["pref_type"]
         margin = row["margin"] if pd.notna(row["margin"]) else None
+        source = row["source"] if pd.notna(row.get("source")) else "self"
         if kind == "oracle":
-            acc = 1.0
-        elif kind in ("direct", "score") and judge is not None:
-            sel = acc_table[(acc_table["task"] == row["task"]) & (acc_table["judge"] == judge)]
+            acc, n_pairs = 1.0, float("nan")
+        elif kind in ("direct", "score") and pd.notna(row.get("judge")) and mode is not None:
+            generators = PrefSpec(kind, margin, row["judge"], mode, source).generators(P)
+            sel = acc_table[
+                (acc_table["task"] == row["task"])
+                & (acc_table["judge"] == row["judge"])
+                & acc_table["generator"].isin(generators)
+            ]
             if kind == "direct":
                 check = "both_orders" if P.pref_check else "none"
                 sel = sel[(sel["method"] == f"pairwise_{mode}") & (sel["check"] == check) & (sel["margin"] == 1.0)]
             else:
-                column = elicit.judge_score_column(judge, P.pref_score_k, mode)
-                _, k, m = elicit.parse_judge_score_column(column)
+                _, k, m = elicit.parse_judge_score_column(
+                    elicit.judge_score_column(row["judge"], P.pref_score_k, mode)
+                )
                 method = f"score_k{k}" + ("_logprob" if m == "logprob" else "")
                 sel = sel[(sel["method"] == method) & ((sel["margin"] - margin).abs() < 1e-9)]
-            acc = sel["acc_wow"].mean() if len(sel) else float("nan")
+            n_pairs = float(sel["n_pairs"].sum())
+            acc = float(sel["n_hits"].sum()) / n_pairs if n_pairs else float("nan")
         else:
             continue
         label = kind + (f"@{margin:g}" if margin is not None else "")
-        out.append({**row.to_dict(), "method": label, "acc_wow": acc})
-    columns = [*alignment.columns, "method", "acc_wow"]
+        out.append({**row.to_dict(), "method": label, "acc_wow": acc, "acc_wow_pairs": n_pairs})
+    columns = [*alignment.columns, "method", "acc_wow", "acc_wow_pairs"]
     return pd.DataFrame(out, columns=columns)

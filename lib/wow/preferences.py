@@ -19,9 +19,10 @@ Types (see ``reference-method.md`` section 4 and ``DESIGN.md`` section 6):
 * ``direct``: pairs from a pairwise judge (``judgements/pairwise_<judge>.jsonl``). With ``check=True`` only pairs
   judged the same way in both orders; without it the first (forward) order decides and unparsed verdicts are
   skipped.
-* ``score``: wrong-over-wrong candidate pairs ordered by a judge score; per generator the ``margin`` share of pairs
-  with the largest score gap is kept (the same pairs as Acc_WoW at that margin), then pairs with equal scores are
-  dropped (a tie states no preference).
+* ``score``: wrong-over-wrong candidate pairs ordered by a judge score; per (task, generator) the ``margin`` share of
+  pairs with the largest score gap is kept by the one pair rule of :mod:`wow.pairs` (``floor(n * M)``, at least
+  one: exactly the pairs Acc_WoW at that margin scores), then pairs with equal scores are dropped (a tie states no
+  preference; Acc_WoW counts it as a miss).
 * ``row``: right over wrong: exactly one of the two answers correct, both parsed.
 * ``row_oracle``, ``row_direct``, ``row_score``: 50:50 mixes of ``row`` with the wrong-over-wrong type,
   ``n = min(cap // 2, |wow|, |row|)`` pairs of each.
@@ -45,16 +46,24 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import shutil
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from wow import WowError, io
+from wow.pairs import (
+    by_task_generator,
+    candidate_pairs,
+    check_margin,
+    is_candidate_pair,
+    label,
+    margin_pairs,
+    row_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +122,8 @@ def build_preferences(
             needed by ``direct`` and ``row_direct``.
         scores: judge score per ``answer_id`` (None = unparsed); needed by ``score`` and ``row_score``.
         check: ``direct`` only: keep only pairs judged the same way in both orders.
-        margin: ``score`` only: share (0, 1] of pairs with the largest score gap kept per generator.
+        margin: ``score`` only: share (0, 1] of pairs with the largest score gap kept per (task, generator)
+            (:func:`wow.pairs.margin_pairs`).
         cap: most pairs in the set (seeded sample); a ``row_*`` mix takes ``cap // 2`` of each kind. None: no cap.
         val_fraction: share of the set's questions whose pairs form the validation split.
         seed: seed of the cap sample, the mix shuffle and the validation split.
@@ -219,29 +229,6 @@ def _train_answers(answers: Iterable[dict], source: str, generators: list[str] |
     return pool
 
 
-def _groups(pool: dict[str, dict]) -> dict[tuple[str, str], list[dict]]:
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for a in pool.values():
-        groups[(a["question_id"], a["generator"])].append(a)
-    return groups
-
-
-def _label(a: dict) -> float | None:
-    x = a.get("raw_label")
-    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
-def _parsed(a: dict) -> bool:
-    return a.get("extracted") is not None and _label(a) is not None
-
-
-def _wow_candidate(a: dict, b: dict) -> bool:
-    """Both wrong, both parsed, raw labels differ (DESIGN.md section 6)."""
-    return not a.get("is_correct") and not b.get("is_correct") and _parsed(a) and _parsed(b) and _label(a) != _label(b)
-
-
 # -- pair builders ------------------------------------------------------------------------------------------------
 def _pair(chosen: dict, rejected: dict, method: str) -> dict:
     return {"chosen": chosen, "rejected": rejected, "method": method}
@@ -261,12 +248,9 @@ def _wow_pairs(kind, pool, judgements, scores, check, margin) -> list[dict]:
 
 def _oracle_pairs(pool: dict[str, dict]) -> list[dict]:
     pairs = []
-    for group in _groups(pool).values():
-        for i, a in enumerate(group):
-            for b in group[i + 1 :]:
-                if _wow_candidate(a, b):
-                    hi, lo = (a, b) if _label(a) > _label(b) else (b, a)
-                    pairs.append(_pair(hi, lo, "oracle"))
+    for a, b in candidate_pairs(pool.values()):
+        hi, lo = (a, b) if label(a) > label(b) else (b, a)
+        pairs.append(_pair(hi, lo, "oracle"))
     if not pairs:
         raise WowError(
             f"no wrong-over-wrong pairs among {len(pool)} train answers: all answers are correct or unparsed, or "
@@ -276,14 +260,7 @@ def _oracle_pairs(pool: dict[str, dict]) -> list[dict]:
 
 
 def _row_pairs(pool: dict[str, dict]) -> list[dict]:
-    pairs = []
-    for group in _groups(pool).values():
-        for i, a in enumerate(group):
-            for b in group[i + 1 :]:
-                if _parsed(a) and _parsed(b) and bool(a.get("is_correct")) != bool(b.get("is_correct")):
-                    if _label(a) != _label(b):
-                        right, wrong = (a, b) if a.get("is_correct") else (b, a)
-                        pairs.append(_pair(right, wrong, "row"))
+    pairs = [_pair(right, wrong, "row") for right, wrong in row_pairs(pool.values())]
     if not pairs:
         raise WowError(
             f"no right-over-wrong pairs among {len(pool)} train answers: no question has both a correct and a "
@@ -309,7 +286,7 @@ def _direct_pairs(pool: dict[str, dict], judgements: Iterable[dict], check: bool
         if a["generator"] != b["generator"] or a["question_id"] != b["question_id"]:
             why["answers from different generators or questions"] += 1
             continue
-        if not _wow_candidate(a, b):
+        if not is_candidate_pair(a, b):
             why["not a wrong-over-wrong candidate pair"] += 1
             continue
         fwd, rev = _verdict(row.get("forward")), _verdict(row.get("reverse"))
@@ -337,24 +314,19 @@ def _direct_pairs(pool: dict[str, dict], judgements: Iterable[dict], check: bool
 
 
 def _score_pairs(pool: dict[str, dict], scores: Mapping[str, float | None], margin: float) -> list[dict]:
-    if not 0.0 < margin <= 1.0:
-        raise WowError(f"margin={margin} must be in (0, 1] (the share of pairs with the largest score gap).")
-    by_generator: dict[str, list[tuple[float, dict, dict]]] = defaultdict(list)
-    for (_, generator), group in _groups(pool).items():
-        for i, a in enumerate(group):
-            for b in group[i + 1 :]:
-                sa, sb = scores.get(a["answer_id"]), scores.get(b["answer_id"])
-                if sa is None or sb is None or not _wow_candidate(a, b):
-                    continue
-                by_generator[generator].append((abs(sa - sb), *((a, b) if sa >= sb else (b, a))))
+    """Per (task, generator): the pairs Acc_WoW scores at this margin (:func:`wow.pairs.margin_pairs`), ordered by
+    score; pairs with equal scores are dropped (a tie states no preference)."""
+    check_margin(margin)
     pairs, n_ties = [], 0
-    for generator in sorted(by_generator):
-        ranked = sorted(by_generator[generator], key=lambda t: -t[0])  # stable: file order breaks gap ties
-        for gap, hi, lo in ranked[: round(len(ranked) * margin)]:
-            if gap == 0:
+    groups = by_task_generator(candidate_pairs(pool.values()))
+    for key in sorted(groups):
+        kept, _ = margin_pairs(groups[key], scores, margin)
+        for a, b in kept:
+            sa, sb = float(scores[a["answer_id"]]), float(scores[b["answer_id"]])
+            if sa == sb:
                 n_ties += 1
                 continue
-            pairs.append(_pair(hi, lo, "score"))
+            pairs.append(_pair(a, b, "score") if sa > sb else _pair(b, a, "score"))
     if n_ties:
         log.info("score preferences: dropped %d kept pairs with equal scores", n_ties)
     if not pairs:
@@ -401,8 +373,8 @@ def _example(pair: dict, pref_type: str, prompts: dict[str, str] | None) -> dict
         "generator": chosen["generator"],
         "chosen_id": chosen["answer_id"],
         "rejected_id": rejected["answer_id"],
-        "chosen_label": _label(chosen),
-        "rejected_label": _label(rejected),
+        "chosen_label": label(chosen),
+        "rejected_label": label(rejected),
         "source_method": pair["method"],
         "pref_type": pref_type,
         "same_prompt": same,

@@ -18,6 +18,12 @@ def _ci(row: pd.Series, col: str, ci: str | None = None) -> str:
     return f"{_fmt(row[col])} [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and pd.notna(lo) else _fmt(row[col])
 
 
+def _split(acc: pd.DataFrame) -> str:
+    """The split(s) ``acc_wow.csv`` was computed on (its ``split`` column; older tables have none: ``all``)."""
+    splits = sorted(acc["split"].dropna().unique()) if "split" in acc else []
+    return ", ".join(map(str, splits)) or "all"
+
+
 def summary_markdown(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame, points: pd.DataFrame) -> str:
     """The run's ``summary.md``: what ran, Acc_WoW at M = 1.0 per method, and the alignment gains with 95% CIs.
 
@@ -32,9 +38,10 @@ def summary_markdown(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame, p
         "",
         f"Tasks {', '.join(P.tasks)}; {P.n_questions} questions per task, {P.n_samples} answers each from "
         f"{', '.join(P.generators)}; judges {', '.join(P.judges) or 'none'}; policy {P.policy_model} aligned with "
-        f"{', '.join(P.trainers)} on {', '.join(P.pref_types)} preferences ({P.pref_source}). Seed {P.seed}.",
+        f"{', '.join(P.trainers)} on {', '.join(P.pref_types)} preferences ({', '.join(P.pref_sources)}). "
+        f"Seed {P.seed}.",
         "",
-        "## Acc_WoW (M = 1.0; random = 0.5, oracle = 1.0)",
+        f"## Acc_WoW ({_split(acc)} questions, M = 1.0; random = 0.5, oracle = 1.0)",
         "",
         "| task | generator | method | judge | check | pairs | Acc_WoW [95% CI] |",
         "|---|---|---|---|---|---|---|",
@@ -63,8 +70,8 @@ def summary_markdown(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame, p
         )
     lines += [
         "",
-        "Figures: `fig_acc_wow`, `fig2_*`, `fig5_*`, `fig3_acc_wow_vs_alignment`, `fig4_trainers`, "
-        "`reliability_*` (PNG and PDF in the run folder).",
+        "Figures: `fig_acc_wow`, `fig_acc_wow_bins_*`, `fig2_*`, `fig5_*`, `fig3_acc_wow_vs_alignment`, "
+        "`fig4_trainers`, `reliability_*` (PNG and PDF in the run folder).",
         "",
     ]
     return "\n".join(lines)

@@ -1,9 +1,17 @@
 """``wow run``: execute the numbered notebooks in order with papermill, for one parameter set.
 
 Each notebook receives the parameters it declares (its ``parameters`` cell) from the set, runs with the project's
-Jupyter kernel, and is saved executed to ``outputs/<run>/notebooks/``. Model calls are cached on disk, so a rerun
-is fast and a run that died resumes. A failing notebook stops the run with the cell and the error; what earlier
-stages wrote stays. At the end (also after a failure) the run's HTML report is written to ``outputs/<run>/report/``.
+Jupyter kernel, and is saved executed to ``outputs/<run>/notebooks/`` (papermill writes it to a unique temporary
+file while it runs, renamed into place when the stage ends, also when it fails). Model calls are cached on disk, so
+a rerun is fast and a run that died resumes. A failing notebook stops the run with the cell and the error; what
+earlier stages wrote stays. At the end (also after a failure) the run's HTML report is written to
+``outputs/<run>/report/``.
+
+A run folder has one writer at a time: ``wow run`` holds the folder's lock (:mod:`wow.lock`) from before it writes
+``run.yaml`` to its end, and passes it on to the kernels of its notebooks; a second ``wow run``, or a notebook
+kernel, on the same folder is refused. Every attempt at a stage is recorded in ``stages.json`` (start, end, status,
+pid, error), so a failed attempt never hides a later successful one; ``timings.json`` keeps the wall time of each
+stage's latest successful attempt.
 
 Example::
 
@@ -13,16 +21,21 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
 import time
+import warnings
 from pathlib import Path
 
-from wow import WowError, io, params
+from wow import WowError, io, lock, params
 
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = params.REPO_ROOT / "notebooks"
 KERNEL = "wow"
+#: Every attempt at every stage: ``{stage: [attempt, ...]}``, oldest first (see docs/artefacts.md).
+ATTEMPTS_FILE = "stages.json"
 
 
 def notebooks() -> list[Path]:
@@ -77,18 +90,26 @@ def run(param_file: str | Path, only: list[str] | None = None, start: str | None
     """Execute the selected notebooks for a parameter set; returns the run folder.
 
     Raises:
-        WowError: invalid parameters, or a notebook failed (names the notebook, cell and error).
+        WowError: invalid parameters, the folder is being written by another process (:mod:`wow.lock`), or a
+            notebook failed (names the notebook, cell and error).
     """
+    P = params.load(param_file, **overrides)
+    selected = select(only, start)
+    params.check_run_folder(P, str(param_file))  # read-only: a refused run leaves the folder as it was
+    with lock.hold(P.run_dir):  # refused here, before anything is written, while another process writes there
+        record_run(P, str(param_file))
+        return _run_locked(P, selected)
+
+
+def _run_locked(P: params.RunParams, selected: list[Path]) -> Path:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    P = params.load(param_file, **overrides)
-    record_run(P, str(param_file))
     values = P.model_dump(mode="json")
     out_dir = P.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    selected = select(only, start)
     kernel = kernel_name()
+    manager = _local_kernel_manager(lock.kernel_env(P.run_dir))  # the kernels work under this process's lock
     timings = _load_timings(P.run_dir)
     started = time.perf_counter()
     for i, nb in enumerate(selected, 1):
@@ -96,24 +117,38 @@ def run(param_file: str | Path, only: list[str] | None = None, start: str | None
         nb_params = {k: values[k] for k in declared if k in values}
         out = out_dir / nb.name
         log.info("[%d/%d] %s ...", i, len(selected), nb.stem)
+        attempt = start_attempt(P.run_dir, nb.stem)
         t0 = time.perf_counter()
+        failure = None
         try:
-            papermill.execute_notebook(
-                str(nb),
-                str(out),
-                parameters=nb_params,
-                kernel_name=kernel,
-                progress_bar=False,
-                cwd=str(NOTEBOOK_DIR),
-                kernel_manager_class=_local_kernel_manager(),
-            )
-        except PapermillExecutionError as e:
+            # papermill saves the notebook as it runs: into a unique temporary file, renamed when the stage ends
+            with io.atomic_path(out) as tmp, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"The specified file .* does not end in")
+                try:
+                    papermill.execute_notebook(
+                        str(nb),
+                        str(tmp),
+                        parameters=nb_params,
+                        kernel_name=kernel,
+                        progress_bar=False,
+                        cwd=str(NOTEBOOK_DIR),
+                        kernel_manager_class=manager,
+                    )
+                except PapermillExecutionError as e:
+                    failure = e  # the executed notebook, with the error, still takes its place
+        except BaseException as e:
+            end_attempt(P.run_dir, nb.stem, attempt, "failed", f"{e.__class__.__name__}: {e}" if str(e) else repr(e))
+            raise
+        elapsed = time.perf_counter() - t0
+        if failure is not None:
+            error = f"{failure.ename}: {failure.evalue.strip()}"
+            end_attempt(P.run_dir, nb.stem, attempt, "failed", f"cell {failure.exec_count}: {error}", elapsed)
             write_report(P.run_dir)
             raise WowError(
-                f"{nb.stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue.strip()} "
+                f"{nb.stem} failed in cell {failure.exec_count}: {error} "
                 f"(executed notebook: {out}; outputs of earlier stages are kept)"
-            ) from None
-        elapsed = time.perf_counter() - t0
+            )
+        end_attempt(P.run_dir, nb.stem, attempt, "done", None, elapsed)
         timings[nb.stem] = round(elapsed, 2)
         io.write_json(P.run_dir / "timings.json", timings)
         log.info("[%d/%d] %s done in %.1f s", i, len(selected), nb.stem, elapsed)
@@ -123,6 +158,62 @@ def run(param_file: str | Path, only: list[str] | None = None, start: str | None
         "wall time %.1f min (%s)", wall / 60, ", ".join(f"{nb.stem[:2]} {timings[nb.stem]:.0f} s" for nb in selected)
     )
     return P.run_dir
+
+
+# -- attempts ----------------------------------------------------------------------------------------------------
+def load_attempts(run_dir: str | Path) -> dict[str, list[dict]]:
+    """Every recorded attempt per stage (``stages.json``), oldest first; ``{}`` when there is none or it is damaged."""
+    path = Path(run_dir) / ATTEMPTS_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = io.read_json(path)
+    except WowError as e:
+        log.warning("%s; its attempts are ignored", e)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: [a for a in v if isinstance(a, dict)] for k, v in data.items() if isinstance(v, list)}
+
+
+def latest_attempts(run_dir: str | Path) -> dict[str, dict]:
+    """The latest attempt of each stage, with ``attempts``: how many there were."""
+    return {
+        stage: {**attempts[-1], "attempts": len(attempts)}
+        for stage, attempts in load_attempts(run_dir).items()
+        if attempts
+    }
+
+
+def start_attempt(run_dir: Path, stage: str) -> int:
+    """Record a new attempt at ``stage`` as running; returns its index in the stage's list, for end_attempt."""
+    data = load_attempts(run_dir)
+    attempts = data.setdefault(stage, [])
+    attempts.append(
+        {"status": "running", "start": _now(), "end": None, "seconds": None, "pid": os.getpid(), "error": None}
+    )
+    io.write_json(Path(run_dir) / ATTEMPTS_FILE, data)
+    return len(attempts) - 1
+
+
+def end_attempt(
+    run_dir: Path, stage: str, index: int, status: str, error: str | None, seconds: float | None = None
+) -> None:
+    """Record how attempt ``index`` of ``stage`` ended: ``done`` or ``failed`` (with the error)."""
+    data = load_attempts(run_dir)
+    attempts = data.setdefault(stage, [])
+    if index >= len(attempts):  # stages.json was removed meanwhile: record the attempt again
+        index = start_attempt(run_dir, stage)
+        data = load_attempts(run_dir)
+        attempts = data[stage]
+    attempts[index].update(
+        status=status, end=_now(), seconds=None if seconds is None else round(seconds, 2), error=error
+    )
+    io.write_json(Path(run_dir) / ATTEMPTS_FILE, data)
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def write_report(run_dir: Path) -> Path | None:
@@ -136,14 +227,21 @@ def write_report(run_dir: Path) -> Path | None:
         return None
 
 
-def _local_kernel_manager() -> type:
+def _local_kernel_manager(extra_env: dict[str, str] | None = None) -> type:
     """A kernel manager that talks to its kernel over local IPC sockets (files only this user can reach) instead of
-    unencrypted TCP ports on 127.0.0.1, which other local users could connect to (ipykernel warns about them)."""
+    unencrypted TCP ports on 127.0.0.1, which other local users could connect to (ipykernel warns about them).
+
+    Its kernels get this process's environment plus ``extra_env`` (the lock token of :func:`wow.lock.kernel_env`).
+    """
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
 
     class LocalKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        async def start_kernel(self, **kw):
+            env = {**(kw.pop("env", None) or os.environ), **(extra_env or {})}
+            return await super().start_kernel(env=env, **kw)
 
     return LocalKernelManager
 

@@ -104,9 +104,10 @@ def test_alignment_table_and_csv(tmp_path):
         "after_rows": AFTER,
     }
     table = alignment_table([entry], n_boot=50)
-    assert list(table.columns[:8]) == [
+    assert list(table.columns[:9]) == [
         "setting",
         "task",
+        "eval_task",
         "pref_type",
         "source",
         "trainer",
@@ -116,7 +117,8 @@ def test_alignment_table_and_csv(tmp_path):
     ]
     assert table.loc[0, "d_p_wrong"] == pytest.approx(0.3)
     path = write_alignment_csv(table, tmp_path / "alignment.csv")
-    assert path.read_text().splitlines()[0].startswith("setting,task,pref_type")
+    assert path.read_text().splitlines()[0].startswith("setting,task,eval_task,pref_type")
+    assert table.loc[0, "eval_task"] == table.loc[0, "task"]  # evaluated on its own task unless eval_tasks says
 
 
 def question(qid, split):
@@ -135,6 +137,7 @@ def test_evaluation_refuses_questions_seen_in_training():
             "question_id": "q1",
             "split": "train",
             "generator": "m",
+            "sample_index": i,
             "prompt_messages": [{"role": "user", "content": "q1?"}],
             "text": f"answer {i}",
             "extracted": i,

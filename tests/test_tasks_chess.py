@@ -146,3 +146,37 @@ def test_missing_stockfish_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr("shutil.which", lambda _: None)
     with pytest.raises(WowError, match="apt-get install stockfish"):
         stockfish_path()
+
+
+def test_chess_san_options_and_parse():
+    task = wow.tasks.get("chess", move_format="san")
+    q = Question(
+        "chess/x",
+        "chess",
+        "test",
+        "p",
+        0,
+        options=["e4", "Nf3", "Qxf7#", "O-O"],
+        option_labels=[0.6, 0.5, 0.4, 0.1],
+    )
+    assert task.parse("I would play Nf3.", q) == 1
+    assert task.parse_direct("Qxf7 mates, so Qxf7# it is", q) == 2
+    assert task.parse_direct("Castle: O-O, not e4", q) == 0
+    assert task.parse_direct("Play h4.", q) is None
+
+
+def test_chess_san_and_time_limit_on_generated_positions():
+    uci = wow.tasks.get("chess", depth=DEPTH).questions(1, seed=0)[0]
+    san = wow.tasks.get("chess", depth=DEPTH, move_format="san").questions(1, seed=0)[0]
+    board = chess.Board(uci.meta["fen"])
+    assert san.options == [board.san(chess.Move.from_uci(m)) for m in uci.options]
+    assert san.option_labels == uci.option_labels and san.meta["uci"] == uci.options
+    assert "standard algebraic notation" in san.prompt
+    timed = wow.tasks.get("chess", engine_time=0.05).questions(1, seed=0)[0]
+    assert timed.meta["engine_time"] == 0.05 and len(timed.options) == 4
+
+
+@pytest.mark.parametrize("opts", [{"move_format": "lan"}, {"engine_time": 0}])
+def test_chess_bad_options_are_refused(opts):
+    with pytest.raises(WowError, match="chess"):
+        wow.tasks.get("chess", **opts)

@@ -29,7 +29,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import re
@@ -40,6 +39,7 @@ import pandas as pd
 
 from wow import WowError, judges, metrics
 from wow.pairs import MARGINS, by_task_generator, candidate_pairs, check_margin, is_parsed
+from wow.protocol import answer_identity, is_paper, paper_length
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,14 @@ def logprob(answers: Sequence[dict]) -> dict[str, float | None]:
     return {a["answer_id"]: a.get("mean_logprob") for a in answers}
 
 
-def consistency(answers: Sequence[dict]) -> dict[str, float | None]:
+def consistency(answers: Sequence[dict], protocol: str = "wow") -> dict[str, float | None]:
     """``answer_id ->`` share of the question's parsed answers (same generator) equal to this one; None if unparsed.
 
     Answers are compared by their canonical ``extracted`` value (JSON-encoded, so lists compare too). Free-text
     tasks (:func:`is_free_text`, e.g. ``bio_generation``) have no extracted answer apart from their grade (the
-    FActScore): their consistency is ``mean_logprob``, as in the paper's code, so no signal reads a label.
+    FActScore): their consistency is ``mean_logprob``, as in the paper's code, so no signal reads a label. Under
+    ``protocol="paper"`` multiple-choice answers are compared by the letter shown
+    (:func:`wow.protocol.answer_identity`), as the paper's code does across option orders.
 
     Example::
 
@@ -101,11 +103,11 @@ def consistency(answers: Sequence[dict]) -> dict[str, float | None]:
         else:
             groups[(a["question_id"], a["generator"])].append(a)
     for rows in groups.values():
-        parsed = [_canon(a["extracted"]) for a in rows if a.get("extracted") is not None]
+        parsed = [answer_identity(a, protocol) for a in rows if a.get("extracted") is not None]
         counts = Counter(parsed)
         for a in rows:
             ex = a.get("extracted")
-            out[a["answer_id"]] = None if ex is None else counts[_canon(ex)] / len(parsed)
+            out[a["answer_id"]] = None if ex is None else counts[answer_identity(a, protocol)] / len(parsed)
     return out
 
 
@@ -150,7 +152,10 @@ def judge_score_maps(score_rows: Sequence[dict]) -> dict[str, dict[str, float | 
 
 
 def score_answers(
-    answers: Sequence[dict], judge_scores: dict[str, dict[str, float | None]] | None = None
+    answers: Sequence[dict],
+    judge_scores: dict[str, dict[str, float | None]] | None = None,
+    protocol: str = "wow",
+    tokenizer=None,
 ) -> list[dict]:
     """The rows of ``scores.jsonl``: every scalar score of every answer.
 
@@ -158,6 +163,9 @@ def score_answers(
         answers: rows of ``answers.jsonl``.
         judge_scores: ``column -> {answer_id: score}`` for score judges, column from :func:`judge_score_column`
             (e.g. from :func:`judge_score_maps`). An answer missing from a judge's map gets None.
+        protocol: ``paper``: consistency compares letters (:func:`consistency`) and length counts Llama-3
+            tokenizer ids of the text when that tokenizer is available offline (else generated tokens, logged).
+        tokenizer: the length tokenizer under ``paper`` (default: the local Llama-3 tokenizer, if any).
 
     Returns:
         One dict per answer: ``answer_id, question_id, task, generator, length, consistency, logprob`` and one key
@@ -166,7 +174,9 @@ def score_answers(
     judge_scores = judge_scores or {}
     for col in judge_scores:
         parse_judge_score_column(col)
-    ln, cons, lp = length(answers), consistency(answers), logprob(answers)
+    ln, cons, lp = length(answers), consistency(answers, protocol), logprob(answers)
+    if is_paper(protocol):
+        ln = paper_length(answers, tokenizer) or ln
     rows = []
     for a in answers:
         aid = a["answer_id"]
@@ -207,6 +217,7 @@ def acc_wow_table(
     n_boot: int = 1000,
     seed: int = 0,
     cluster_by_question: bool = False,
+    protocol: str = "wow",
 ) -> pd.DataFrame:
     """Acc_WoW of every method x margin x task x generator (x judge, x check for pairwise judges) on one split.
 
@@ -227,6 +238,8 @@ def acc_wow_table(
         n_boot: bootstrap resamples for the CIs.
         seed: bootstrap seed.
         cluster_by_question: bootstrap whole questions instead of pairs.
+        protocol: ``paper`` cuts margins with the paper's ``int(n * M)`` (0 keeps all pairs,
+            :func:`wow.pairs.paper_margin_keep`).
 
     Returns:
         DataFrame with :data:`TABLE_COLUMNS`. ``acc_wow`` (and its CI) is NaN only where ``n_pairs`` is 0, and
@@ -251,7 +264,12 @@ def acc_wow_table(
             arrays = metrics.pair_arrays(pairs, smap)
             for m in margins:
                 res = metrics.acc_wow(
-                    *arrays, m, n_boot=n_boot, seed=seed, groups=qids if cluster_by_question else None
+                    *arrays,
+                    m,
+                    n_boot=n_boot,
+                    seed=seed,
+                    groups=qids if cluster_by_question else None,
+                    protocol=protocol,
                 )
                 out.append(_row(task, gen, split, method, judge, "none", res))
         for (jt, jg, judge, mode), rows in sorted(judged.items()):
@@ -266,7 +284,15 @@ def acc_wow_table(
                     if m < 1.0 and mode != "logprob":
                         continue
                     res = metrics.acc_from_hits(
-                        hits, gaps, m, n_boot=n_boot, seed=seed, groups=g, n_candidates=len(rows), n_missing=n_missing
+                        hits,
+                        gaps,
+                        m,
+                        n_boot=n_boot,
+                        seed=seed,
+                        groups=g,
+                        n_candidates=len(rows),
+                        n_missing=n_missing,
+                        protocol=protocol,
                     )
                     out.append(_row(task, gen, split, f"pairwise_{mode}", judge, check, res, rates))
     table = pd.DataFrame(out, columns=TABLE_COLUMNS)
@@ -436,10 +462,3 @@ def acc_wow_correlations(table: pd.DataFrame, task_stats: pd.DataFrame) -> pd.Da
             )
     out = pd.DataFrame(rows, columns=["method", "judge", "check", "margin", "x", "r", "p", "n"])
     return out.astype({"r": float, "p": float})
-
-
-def _canon(value) -> str:
-    """Hashable canonical form of an extracted answer (3 and 3.0 are the same answer)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return json.dumps(value, sort_keys=True)

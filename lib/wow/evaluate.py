@@ -47,7 +47,7 @@ DELTA_NAMES = {
     "accuracy": "d_acc",
     "ece": "neg_d_ece",
 }
-META_COLUMNS = ("setting", "task", "pref_type", "source", "trainer", "judge", "margin", "config")
+META_COLUMNS = ("setting", "task", "eval_task", "pref_type", "source", "trainer", "judge", "margin", "config")
 
 
 # -- sampling -----------------------------------------------------------------------------------------------------
@@ -112,7 +112,9 @@ def evaluate_model(
         preference_sets: the preference sets the model was trained on; a question in any of them is an error.
         temperature: sampling temperature (the paper: 1.0).
         max_tokens: most new tokens per answer.
-        **sampling_kwargs: passed on to :func:`wow.sampling.sample_answers`.
+        **sampling_kwargs: passed on to :func:`wow.sampling.sample_answers`; ``protocol="paper"`` also sets Bio's
+            evaluation samples to the paper's 3 (:func:`wow.protocol.eval_samples`) and Science's accuracy to the
+            paper's 5 % rule (:func:`wow.protocol.paper_evaluation_rows`).
 
     Returns:
         ``answers.jsonl``-style rows (see docs/artefacts.md).
@@ -124,8 +126,11 @@ def evaluate_model(
     if not qs:
         raise WowError(f"no {split} questions to evaluate on; give the task a {split} split.")
     check_held_out(qs, split, preference_sets)
+    from wow.protocol import eval_samples, paper_evaluation_rows
     from wow.sampling import sample_answers
 
+    protocol = sampling_kwargs.get("protocol", "wow")
+    n_samples = eval_samples(protocol, task.name, n_samples)
     rows = sample_answers(
         task,
         qs,
@@ -137,6 +142,7 @@ def evaluate_model(
         seed=seed,
         **sampling_kwargs,
     )
+    rows = paper_evaluation_rows(protocol, task, rows)
     log.info("evaluated %s on %d %s questions: %s", generator or engine.model, len(qs), split, _short(summarize(rows)))
     return rows
 
@@ -386,6 +392,7 @@ def alignment_row(
     judge: str | None = None,
     margin: float | None = None,
     config: str | dict | None = None,
+    eval_task: str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict:
@@ -402,6 +409,7 @@ def alignment_row(
         judge: judge of ``direct``/``score`` types.
         margin: margin of ``score`` types.
         config: the chosen configuration (its folder name, or a dict written as JSON).
+        eval_task: the task whose test questions were answered (None: ``task`` itself).
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
 
@@ -411,6 +419,7 @@ def alignment_row(
     meta = {
         "setting": setting,
         "task": task,
+        "eval_task": eval_task or task,
         "pref_type": pref_type,
         "source": source,
         "trainer": trainer,

@@ -80,6 +80,8 @@ figcaption { font-size: 0.85rem; color: #444; }
 <body>
 <h1>Run report: <code>{{ run_name }}</code></h1>
 <p class="meta">Written {{ written }} from the run folder. Every path on this page is relative to it.</p>
+<p class="meta" id="protocol">Protocol: <code>{{ protocol }}</code> ({{ "the paper's computation where reproducible"
+if protocol == "paper" else "wow's computation" }}; see docs/fidelity.md).</p>
 
 {% if missing %}
 <div class="missing" id="missing">
@@ -209,6 +211,7 @@ def write_report(run_dir: str | Path) -> Path:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     page = env.from_string(_PAGE).render(
         run_name=str(run_params.get("run_name", run_dir.name)),
+        protocol=str(run_params.get("protocol", "wow")),  # run.yaml of older runs: the default
         written=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         missing=missing,
         stages=stages,

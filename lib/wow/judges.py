@@ -3,7 +3,8 @@
 The engine passed in is already wrapped by the call cache; this module only builds requests and parses replies.
 Every request of a run is built first and sent in one ``engine.generate`` (or ``engine.choice_logprobs``) call, so
 the engine can batch them. The judge sees the task exactly as the generator saw it (``prompt_messages`` of the
-answer, options included).
+answer, options included); under ``protocol="paper"`` it sees the question only, as in the paper's code
+(:func:`wow.protocol.paper_query`).
 
 Two modes per judge:
 
@@ -42,6 +43,7 @@ import numpy as np
 from wow import WowError, io
 from wow.backends.base import ChatRequest, Engine, EngineError
 from wow.pairs import candidate_pairs, pair_id, score_groups, subsample_pairs
+from wow.protocol import is_paper, paper_query
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,11 @@ _SCORE_OUTRO_MANY = (
     "Explain your grades briefly, in at most 30 words per answer. Then end with {k} lines, one per answer in order, "
     'each of the form "Score for answer i: n", where i is the answer number and n an integer from 0 to 5.'
 )
+#: Under ``protocol: paper``: plain "Score: n" lines in order, the form the paper's parse reads.
+_SCORE_OUTRO_PAPER = (
+    "Explain your grades briefly, in at most 30 words per answer. Then end with {k} lines, one per answer in order, "
+    'each of the form "Score: n", where n is an integer from 0 to 5.'
+)
 _OWN_COPY = (
     "Each answer was written for its own copy of the task; the copies differ only in the order of the options, "
     "so read each answer against its own copy."
@@ -98,9 +105,16 @@ def render_task(messages: Sequence[dict]) -> str:
     return "\n\n".join(f"[{m['role']}]\n{str(m['content']).strip()}" for m in messages)
 
 
-def _answer_blocks(answers: Sequence[dict]) -> str:
-    """Task + numbered answer blocks; one shared task when every answer saw the same prompt, else one task each."""
-    tasks = [render_task(a["prompt_messages"]) for a in answers]
+def _answer_blocks(answers: Sequence[dict], protocol: str = "wow") -> str:
+    """Task + numbered answer blocks; one shared task when every answer saw the same prompt, else one task each.
+
+    ``protocol="paper"``: the task is the paper's query (no options, no step-by-step instruction,
+    :func:`wow.protocol.paper_query`), the same for every answer of a question.
+    """
+    if is_paper(protocol):
+        tasks = [paper_query(a["prompt_messages"], a.get("permutation")) for a in answers]
+    else:
+        tasks = [render_task(a["prompt_messages"]) for a in answers]
     if all(t == tasks[0] for t in tasks):
         parts = [f"[Task]\n{tasks[0]}"]
         parts += [f"[Answer {i}]\n{a['text'].strip()}" for i, a in enumerate(answers, 1)]
@@ -112,14 +126,16 @@ def _answer_blocks(answers: Sequence[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def pairwise_messages(first: dict, second: dict) -> list[dict]:
-    """The pairwise judge prompt with ``first`` as answer 1 and ``second`` as answer 2 (one user message)."""
-    body = "\n\n".join([_PAIRWISE_INTRO, _answer_blocks([first, second]), _PAIRWISE_OUTRO])
+def pairwise_messages(first: dict, second: dict, protocol: str = "wow") -> list[dict]:
+    """The pairwise judge prompt with ``first`` as answer 1 and ``second`` as answer 2 (one user message); under
+    ``protocol="paper"`` the task is the question only (:func:`_answer_blocks`)."""
+    body = "\n\n".join([_PAIRWISE_INTRO, _answer_blocks([first, second], protocol), _PAIRWISE_OUTRO])
     return [{"role": "user", "content": body}]
 
 
-def score_messages(group: Sequence[dict]) -> list[dict]:
-    """The score judge prompt for a group of answers (one user message); asks for ``len(group)`` scores."""
+def score_messages(group: Sequence[dict], protocol: str = "wow") -> list[dict]:
+    """The score judge prompt for a group of answers (one user message); asks for ``len(group)`` scores. Under
+    ``protocol="paper"`` the task is the question only (:func:`_answer_blocks`)."""
     k = len(group)
     if k == 0:
         raise WowError("a score prompt needs at least one answer.")
@@ -127,7 +143,9 @@ def score_messages(group: Sequence[dict]) -> list[dict]:
         what="is one answer" if k == 1 else f"are {k} answers", each="the answer" if k == 1 else "each answer"
     )
     outro = _SCORE_OUTRO_ONE if k == 1 else _SCORE_OUTRO_MANY.format(k=k)
-    return [{"role": "user", "content": "\n\n".join([intro, _answer_blocks(group), outro])}]
+    if is_paper(protocol) and k > 1:
+        outro = _SCORE_OUTRO_PAPER.format(k=k)
+    return [{"role": "user", "content": "\n\n".join([intro, _answer_blocks(group, protocol), outro])}]
 
 
 def judgement_filename(kind: str, judge: str, mode: str = "text", k: int | None = None) -> str:
@@ -254,6 +272,7 @@ def judge_pairwise(
     seed: int = 0,
     max_tokens: int = 256,
     pairs: Sequence[tuple[dict, dict]] | None = None,
+    protocol: str = "wow",
 ) -> list[dict]:
     """Judge every (subsampled) candidate pair in both orders.
 
@@ -267,6 +286,8 @@ def judge_pairwise(
             reuses the cached verdicts of the pairs both draws share.
         max_tokens: reply budget in ``text`` mode.
         pairs: judge these pairs instead of :func:`wow.pairs.candidate_pairs` of ``answers`` (not subsampled).
+        protocol: ``paper``: prompts show the question only (:func:`pairwise_messages`), verdicts are read with
+            :func:`paper_parse_verdict`; the caller sets the cap (:func:`wow.protocol.judge_pair_cap`).
 
     Returns:
         One row per pair: ``pair_id, question_id, task, generator, judge, mode, template_version, answer_a,
@@ -284,7 +305,7 @@ def judge_pairwise(
         for first, second in ((a, b), (b, a)):
             requests.append(
                 ChatRequest(
-                    messages=pairwise_messages(first, second),
+                    messages=pairwise_messages(first, second, protocol),
                     max_tokens=1 if mode == "logprob" else max_tokens,
                     temperature=0.0,
                     seed=0,
@@ -295,7 +316,7 @@ def judge_pairwise(
             )
     log.info("pairwise judge %s (%s): %d pairs, %d requests", judge, mode, len(pairs), len(requests))
     if mode == "text":
-        passes = [_text_verdict(c.text) for c in engine.generate(requests)]
+        passes = [_text_verdict(c.text, protocol) for c in engine.generate(requests)]
     else:
         lps = _choice_logprobs(engine, requests, VERDICT_CHOICES)
         _check_mass(lps, VERDICT_CHOICES, judge)
@@ -336,8 +357,25 @@ def judge_pairwise(
     return rows
 
 
-def _text_verdict(text: str) -> dict:
-    v = parse_verdict(text)
+def paper_parse_verdict(text: str | None) -> int | None:
+    """The paper's verdict parse: the FIRST ``Preferred output: (\\d+)`` of the reply (so an echo of the instruction,
+    "Preferred output: 1 or 2", reads as 1); a number other than 1 or 2 gives None (a miss, as in the paper without
+    the check)."""
+    m = re.search(r"Preferred output: (\d+)", text or "")
+    return int(m.group(1)) if m and m.group(1) in ("1", "2") else None
+
+
+def paper_parse_scores(text: str | None, k: int) -> tuple[list[int] | None, str | None]:
+    """The paper's score parse: every ``Score: (\\d+)`` of the reply; exactly k of them, else all k are None (any
+    integer is accepted, as in the paper)."""
+    values = re.findall(r"Score: (\d+)", text or "")
+    if len(values) != k:
+        return None, f"found {len(values)} 'Score: n' match(es), expected {k}"
+    return [int(v) for v in values], None
+
+
+def _text_verdict(text: str, protocol: str = "wow") -> dict:
+    v = paper_parse_verdict(text) if is_paper(protocol) else parse_verdict(text)
     return {
         "verdict": v,
         "prefers": None,
@@ -486,6 +524,7 @@ def judge_scores(
     mode: str = "text",
     *,
     max_tokens: int | None = None,
+    protocol: str = "wow",
 ) -> list[dict]:
     """Score every answer 0-5, ``k`` answers per prompt (groups from :func:`wow.pairs.score_groups`).
 
@@ -496,6 +535,8 @@ def judge_scores(
         k: answers per prompt (the paper: 1, 2, 5, 10).
         mode: ``text`` or ``logprob`` (k=1 only: prefilled ``Score: ``, expected score over "0".."5").
         max_tokens: reply budget in text mode (default ``128 + 64 * k``).
+        protocol: ``paper``: prompts show the question only and ask for plain "Score: n" lines
+            (:func:`score_messages`), read with :func:`paper_parse_scores`.
 
     Returns:
         One row per group: ``group_id, question_id, task, generator, judge, mode, k, template_version, answer_ids,
@@ -509,7 +550,7 @@ def judge_scores(
     groups = score_groups(answers, k)
     requests = [
         ChatRequest(
-            messages=score_messages(g),
+            messages=score_messages(g, protocol),
             max_tokens=1 if mode == "logprob" else (max_tokens or 128 + 64 * k),
             temperature=0.0,
             seed=0,
@@ -523,7 +564,8 @@ def judge_scores(
     if mode == "text":
         parsed = []
         for g, c in zip(groups, engine.generate(requests), strict=True):
-            scores, err = parse_scores(c.text, len(g))
+            parse = paper_parse_scores if is_paper(protocol) else parse_scores
+            scores, err = parse(c.text, len(g))
             parsed.append((c.text, scores, err, None))
     else:
         parsed = []

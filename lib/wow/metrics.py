@@ -81,6 +81,7 @@ def acc_from_hits(
     groups: Sequence | None = None,
     n_candidates: int | None = None,
     n_missing: int = 0,
+    protocol: str = "wow",
 ) -> AccWow:
     """Acc_WoW from per-pair hits (and gaps when a margin below 1 is asked for).
 
@@ -94,6 +95,7 @@ def acc_from_hits(
         groups: optional cluster id per pair (e.g. question id): the CI then resamples whole clusters.
         n_candidates: pairs offered before drops (defaults to ``len(hits) + n_missing``).
         n_missing: pairs already dropped by the caller (reported, not used).
+        protocol: ``paper`` cuts margins with the paper's arithmetic (:func:`wow.pairs.paper_margin_keep`).
 
     Returns:
         :class:`AccWow`.
@@ -112,7 +114,7 @@ def acc_from_hits(
         gaps = np.asarray(gaps, dtype=float).reshape(-1)
         if len(gaps) != len(hits):
             raise WowError(f"{len(gaps)} gaps for {len(hits)} pairs.")
-        keep = margin_keep(gaps, m)
+        keep = margin_keep(gaps, m, protocol)
     else:
         keep = np.arange(len(hits))
     kept = hits[keep]
@@ -135,6 +137,7 @@ def acc_wow(
     seed: int = 0,
     alpha: float = 0.05,
     groups: Sequence | None = None,
+    protocol: str = "wow",
 ) -> AccWow:
     """Acc_WoW of a scalar method over pairs given as four aligned arrays.
 
@@ -146,7 +149,7 @@ def acc_wow(
         pred_a, pred_b: predicted scores (higher = predicted less wrong).
         label_a, label_b: true labels (higher = less wrong); must differ within each pair.
         margin: share M in (0, 1].
-        n_boot, seed, alpha, groups: see :func:`acc_from_hits`.
+        n_boot, seed, alpha, groups, protocol: see :func:`acc_from_hits`.
 
     Returns:
         :class:`AccWow`; ``acc`` is None with a ``note`` when no pair remains.
@@ -175,7 +178,16 @@ def acc_wow(
     gaps = np.abs(pa[ok] - pb[ok])
     g = None if groups is None else np.asarray(groups, dtype=object)[ok]
     return acc_from_hits(
-        hits, gaps, margin, n_boot=n_boot, seed=seed, alpha=alpha, groups=g, n_candidates=len(pa), n_missing=n_missing
+        hits,
+        gaps,
+        margin,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+        groups=g,
+        n_candidates=len(pa),
+        n_missing=n_missing,
+        protocol=protocol,
     )
 
 

@@ -18,7 +18,8 @@ Margins: one rule
     both cut with it, per (task, generator), after dropping pairs with a missing score (:func:`margin_pairs`).
     The paper's code uses two other arithmetics: Acc_WoW ``int(n * M)`` with ``[-0:]`` keeping *all* pairs when that
     is 0 (metric.py), and preference sets ``round(n * M)`` (finetune.py), so there, with 15 pairs, M = 0.5 scores 7
-    pairs but trains on 8. Reproducing that is the job of a future ``protocol: paper`` switch, not of the default.
+    pairs but trains on 8. ``protocol="paper"`` reproduces both (:func:`paper_margin_keep`,
+    :func:`paper_score_margin`).
 
 Subsampling and score groups
     :func:`subsample_pairs`: a seeded cap on pairs per (task, generator), the same draw for every judge.
@@ -82,7 +83,9 @@ def _grouped(answers: Iterable[dict], keep) -> list[list[dict]]:
     return [sorted(rows, key=lambda r: r["sample_index"]) for rows in groups.values()]
 
 
-def candidate_pairs(answers: Iterable[dict], include_correct: bool = False) -> list[tuple[dict, dict]]:
+def candidate_pairs(
+    answers: Iterable[dict], include_correct: bool = False, include_ties: bool = False
+) -> list[tuple[dict, dict]]:
     """All wrong-over-wrong candidate pairs of ``answers.jsonl`` rows.
 
     A pair ``(a, b)`` has both answers from the same question and generator, both parsed and wrong, and different
@@ -93,6 +96,8 @@ def candidate_pairs(answers: Iterable[dict], include_correct: bool = False) -> l
             ``raw_label``, ``is_correct``).
         include_correct: also pair correct answers (with each other when their labels differ, and with wrong ones):
             the paper's binned analysis (``is_corrects=None``).
+        include_ties: also pair answers with equal labels (the paper's MedMCQA score sets, where every wrong pair
+            ties; :func:`wow.protocol.allows_tied_pairs`).
 
     Returns:
         List of ``(answer_a, answer_b)`` row pairs (the row dicts themselves, not copies).
@@ -106,7 +111,7 @@ def candidate_pairs(answers: Iterable[dict], include_correct: bool = False) -> l
     for rows in _grouped(answers, keep):
         for i, a in enumerate(rows):
             for b in rows[i + 1 :]:
-                if label(a) != label(b):
+                if include_ties or label(a) != label(b):
                     pairs.append((a, b))
     return pairs
 
@@ -163,24 +168,64 @@ def margin_count(n: int, margin: float) -> int:
     return max(1, math.floor(n * m + 1e-9))
 
 
-def margin_keep(gaps: Sequence[float] | np.ndarray, margin: float) -> np.ndarray:
+def margin_keep(gaps: Sequence[float] | np.ndarray, margin: float, protocol: str = "wow") -> np.ndarray:
     """Indices of the pairs a margin keeps: the largest gaps first, ties broken by pair order (earlier first).
 
     Args:
         gaps: predicted gap per pair (non-negative, finite).
         margin: share M in (0, 1].
+        protocol: ``wow`` (this rule) or ``paper`` (:func:`paper_margin_keep`, the paper's Acc_WoW cut).
 
     Returns:
         Sorted integer indices of the kept pairs.
     """
+    from wow.protocol import is_paper
+
+    if is_paper(protocol):
+        return paper_margin_keep(gaps, margin)
     gaps = np.asarray(gaps, dtype=float).reshape(-1)
     k = margin_count(len(gaps), margin)
     order = np.argsort(-gaps, kind="stable")
     return np.sort(order[:k])
 
 
-def margin_pairs(
+def paper_margin_keep(gaps: Sequence[float] | np.ndarray, margin: float) -> np.ndarray:
+    """The paper's Acc_WoW cut (metric.py): the ``int(n * M)`` largest gaps of an ascending numpy argsort; when that
+    is 0 the ``[-0:]`` slice keeps ALL pairs. Ties at the cut follow numpy's default (unstable) sort.
+
+    Example::
+
+        paper_margin_keep([3, 1, 2], 0.5)   # int(1.5) = 1 -> [0];  paper_margin_keep([3, 1, 2], 0.1) -> [0, 1, 2]
+    """
+    m = check_margin(margin)
+    gaps = np.asarray(gaps, dtype=float).reshape(-1)
+    k = int(len(gaps) * m)
+    return np.sort(np.argsort(gaps)[-k:])
+
+
+def paper_score_margin(
     pairs: Sequence[tuple[dict, dict]], scores: Mapping[str, float | None], margin: float
+) -> list[tuple[dict, dict, float]]:
+    """The paper's score preference cut (finetune.py) for ONE generator's pairs: pairs with both scores, chosen =
+    the higher score and on a tie the later answer ``b`` (gap 0), sorted by gap descending (stable), the first
+    ``round(n * M)`` kept (Python's round: 7.5 -> 8, 2.5 -> 2).
+
+    Returns:
+        ``(chosen, rejected, gap)`` triples in kept order.
+    """
+    m = check_margin(margin)
+    out = []
+    for a, b in pairs:
+        sa, sb = _score(scores, a), _score(scores, b)
+        if sa is None or sb is None:
+            continue
+        out.append((a, b, sa - sb) if sa > sb else (b, a, sb - sa))
+    out.sort(key=lambda t: -t[2])
+    return out[: round(len(out) * m)]
+
+
+def margin_pairs(
+    pairs: Sequence[tuple[dict, dict]], scores: Mapping[str, float | None], margin: float, protocol: str = "wow"
 ) -> tuple[list[tuple[dict, dict]], int]:
     """The pairs of ONE (task, generator) group that a scalar method keeps at margin M.
 
@@ -193,6 +238,7 @@ def margin_pairs(
         pairs: one group's pairs from :func:`candidate_pairs` (see :func:`by_task_generator`).
         scores: ``answer_id -> score`` (higher = predicted less wrong).
         margin: share M in (0, 1].
+        protocol: ``paper`` cuts with the paper's Acc_WoW arithmetic (:func:`paper_margin_keep`).
 
     Returns:
         ``(kept pairs in their original order, number of pairs dropped for a missing score)``.
@@ -205,7 +251,7 @@ def margin_pairs(
             continue
         scored.append((a, b))
         gaps.append(abs(sa - sb))
-    keep = margin_keep(gaps, m) if scored else []
+    keep = margin_keep(gaps, m, protocol) if scored else []
     return [scored[i] for i in keep], len(pairs) - len(scored)
 
 

@@ -38,6 +38,9 @@ class RunParams(BaseModel):
     run_name: str = Field("interactive", description="folder name under output_root (one folder per run)")
     output_root: str = Field("outputs", description="where run folders live (relative to the repository root)")
     seed: int = Field(0, description="seed of question generation, splits, sampling, subsampling and training")
+    protocol: Literal["wow", "paper"] = Field(
+        "wow", description="wow: our computation; paper: the paper's code where reproducible (docs/fidelity.md)"
+    )
 
     # -- 01 data prep: tasks and sampling -------------------------------------------------------------------
     tasks: list[str] = Field(["shortest_path"], description="task names (wow.tasks.names())")
@@ -455,6 +458,7 @@ DATA_KEYS = (
     "temperature",
     "max_new_tokens",
     "seed",
+    "protocol",
 )
 
 
@@ -476,7 +480,12 @@ def check_run_folder(P: RunParams, source: str = "parameters", keys=None) -> Non
     except yaml.YAMLError:
         raise WowError(f"{path} is not valid YAML; delete it or pick another run_name in {source}.") from None
     new = P.model_dump(mode="json")
-    changed = [k for k in DATA_KEYS if (keys is None or k in keys) and old.get(k) != new.get(k)]
+    # a key missing from an older run.yaml held its default then
+    changed = [
+        k
+        for k in DATA_KEYS
+        if (keys is None or k in keys) and old.get(k, RunParams.model_fields[k].default) != new.get(k)
+    ]
     if changed:
         raise WowError(
             f"{P.run_dir} holds a run with different {', '.join(changed)} (see its run.yaml); pick another "

@@ -128,6 +128,7 @@ def sample(P: RunParams, questions: list, generators: list[str] | None = None) -
                 temperature=P.temperature,
                 max_tokens=P.max_new_tokens,
                 seed=P.seed,
+                protocol=P.protocol,
             )
     sampling.write_answers(P.run_dir / "answers.jsonl", rows)
     sampling.check_parsed(rows, P.max_new_tokens)
@@ -183,7 +184,7 @@ def judge_all(P: RunParams, answers: list[dict]) -> tuple[list[dict], list[dict]
     Returns:
         ``(pairwise rows, score rows)`` over all judges and modes.
     """
-    from wow import judges
+    from wow import judges, protocol
 
     pairwise, scores = [], []
     folder = P.run_dir / "judgements"
@@ -199,16 +200,19 @@ def judge_all(P: RunParams, answers: list[dict]) -> tuple[list[dict], list[dict]
                     answers,
                     judge,
                     mode,
-                    max_pairs=P.max_judge_pairs,
+                    max_pairs=protocol.judge_pair_cap(P.protocol, judge, P.max_judge_pairs),
                     seed=P.seed,
                     max_tokens=P.pairwise_reply_tokens,
+                    protocol=P.protocol,
                 )
                 io.write_jsonl(folder / judges.judgement_filename("pairwise", judge, mode), rows)
                 pairwise += rows
             for k in P.score_k:
                 if mode == "logprob" and k != 1:
                     continue  # next-token scores read one answer per prompt
-                rows = judges.judge_scores(engine, answers, judge, k, mode, max_tokens=P.score_reply_tokens)
+                rows = judges.judge_scores(
+                    engine, answers, judge, k, mode, max_tokens=P.score_reply_tokens, protocol=P.protocol
+                )
                 io.write_jsonl(folder / judges.judgement_filename("score", judge, mode, k), rows)
                 scores += rows
     return pairwise, scores
@@ -304,7 +308,7 @@ def build_preference_sets(
     for spec in pref_specs(P):
         column = elicit.judge_score_column(spec.judge, P.pref_score_k, spec.mode) if spec.judge else None
         judgements = [r for r in pairwise if r["judge"] == spec.judge and r["mode"] == spec.mode]
-        for name in P.tasks:
+        for name in P.aligned_tasks:
             task_answers = [a for a in answers if a["task"] == name]
             try:
                 ds = preferences.build_preferences(
@@ -318,6 +322,7 @@ def build_preference_sets(
                     margin=spec.margin if spec.margin is not None else 0.5,
                     cap=P.max_pairs,
                     seed=P.seed,
+                    protocol=P.protocol,
                 )
             except WowError as e:
                 log.warning("no %s preference set for %s: %s", spec.setting(P), name, e)
@@ -337,8 +342,14 @@ def align_and_evaluate(P: RunParams, sets: dict, questions: list) -> tuple[pd.Da
     """Train every set with every trainer over the grid, pick the best configuration on validation questions,
     evaluate it and the original model on the test questions, and write ``alignment.csv`` and ``eval/``.
 
+    A model aligned on task ``name`` is evaluated on the test questions of every task of ``P.eval_targets(name)``
+    (itself by default; ``eval_tasks`` maps e.g. ``com2`` to ``[com2, hellaswag]`` for the paper's Table 4).
+    ``alignment.csv`` has one row per setting and evaluation task (column ``eval_task``); the answers on another
+    task go to ``eval/<eval task>/<task>__<setting>.jsonl``.
+
     Returns:
-        ``(alignment table, {setting: {"before": rows, "after": rows}})``.
+        ``(alignment table, {(task, setting): {"before": rows, "after": rows}})``, plus keys
+        ``(task, setting, eval task)`` for evaluations on another task.
     """
     from wow import align, evaluate
 
@@ -351,22 +362,29 @@ def align_and_evaluate(P: RunParams, sets: dict, questions: list) -> tuple[pd.Da
         "max_tokens": P.max_new_tokens,
         # the engine settings of stage 01: the original model's test answers are then those it sampled there
         "engine_options": {"batch_size": P.batch_size, "dtype": P.dtype},
+        "protocol": P.protocol,  # sampling and grading; Bio's evaluation samples (wow.protocol.eval_samples)
     }
     all_sets = list(sets.values())
     base = {}
     entries, rows_by_setting = [], {}
     config = align.AlignConfig(beta=P.beta, batch_size=P.train_batch_size, max_steps=P.max_steps, seed=P.seed)
     for (name, spec), ds in sets.items():
-        test_qs = by_split[(name, "test")]
         val_qs = by_split[(name, "validation")]
-        if not test_qs:
-            raise WowError(f"task {name!r} has no test questions; raise n_questions or the test share.")
+        for target in P.eval_targets(name):
+            if not by_split[(target, "test")]:
+                raise WowError(f"task {target!r} has no test questions; raise n_questions or the test share.")
+            if target not in base:
+                base[target] = evaluate.evaluate_adapter(
+                    task(P, target),
+                    by_split[(target, "test")],
+                    P.policy_model,
+                    None,
+                    P.cache_path,
+                    preference_sets=all_sets,
+                    **eval_kwargs,
+                )
+                io.write_jsonl(P.run_dir / "eval" / target / "original.jsonl", base[target])
         t = task(P, name)
-        if name not in base:
-            base[name] = evaluate.evaluate_adapter(
-                t, test_qs, P.policy_model, None, P.cache_path, preference_sets=all_sets, **eval_kwargs
-            )
-            io.write_jsonl(P.run_dir / "eval" / name / "original.jsonl", base[name])
         select = (
             evaluate.make_select_fn(t, val_qs, P.policy_model, P.cache_path, preference_sets=all_sets, **eval_kwargs)
             if val_qs
@@ -387,31 +405,39 @@ def align_and_evaluate(P: RunParams, sets: dict, questions: list) -> tuple[pd.Da
                 weight_decays=P.weight_decays,
                 select_fn=select,
             )
-            after = evaluate.evaluate_adapter(
-                t,
-                test_qs,
-                P.policy_model,
-                grid.best["output_dir"],
-                P.cache_path,
-                preference_sets=all_sets,
-                **eval_kwargs,
-            )
-            io.write_jsonl(P.run_dir / "eval" / name / f"{setting}.jsonl", after)
-            rows_by_setting[(name, setting)] = {"before": base[name], "after": after}
-            entries.append(
-                {
-                    "before_rows": base[name],
-                    "after_rows": after,
-                    "setting": setting,
-                    "task": name,
-                    "pref_type": spec.pref_type,
-                    "source": spec.source,
-                    "trainer": trainer,
-                    "judge": spec.judge if spec.pref_type.endswith(("direct", "score")) else None,
-                    "margin": spec.margin,
-                    "config": grid.best["name"],
+            for target in P.eval_targets(name):
+                after = evaluate.evaluate_adapter(
+                    task(P, target),
+                    by_split[(target, "test")],
+                    P.policy_model,
+                    grid.best["output_dir"],
+                    P.cache_path,
+                    preference_sets=all_sets,
+                    **eval_kwargs,
+                )
+                own = target == name
+                io.write_jsonl(
+                    P.run_dir / "eval" / target / (f"{setting}.jsonl" if own else f"{name}__{setting}.jsonl"), after
+                )
+                rows_by_setting[(name, setting) if own else (name, setting, target)] = {
+                    "before": base[target],
+                    "after": after,
                 }
-            )
+                entries.append(
+                    {
+                        "before_rows": base[target],
+                        "after_rows": after,
+                        "setting": setting,
+                        "task": name,
+                        "eval_task": target,
+                        "pref_type": spec.pref_type,
+                        "source": spec.source,
+                        "trainer": trainer,
+                        "judge": spec.judge if spec.pref_type.endswith(("direct", "score")) else None,
+                        "margin": spec.margin,
+                        "config": grid.best["name"],
+                    }
+                )
     table = evaluate.alignment_table(entries, n_boot=P.n_boot, seed=P.seed)
     evaluate.write_alignment_csv(table, P.run_dir / "alignment.csv")
     return table, rows_by_setting
@@ -437,6 +463,8 @@ def method_acc_wow(P: RunParams, acc_table: pd.DataFrame, alignment: pd.DataFram
     mode = P.pref_judge_mode or (P.judge_modes[0] if P.judge_modes else None)
     out = []
     for _, row in alignment.iterrows():
+        if pd.notna(row.get("eval_task")) and row["eval_task"] != row["task"]:
+            continue  # generalisation rows (eval_tasks): the preferences' Acc_WoW is about the training task
         kind = row["pref_type"]
         margin = row["margin"] if pd.notna(row["margin"]) else None
         source = row["source"] if pd.notna(row.get("source")) else "self"

@@ -32,7 +32,8 @@ always formed within one question and one generator.
 
 Leakage rules: only answers of ``train``-split questions are used; the validation split of the preference set is
 drawn by question (seeded), so no question has pairs in both splits. Identical ``(prompt, chosen, rejected)``
-triples and pairs whose two texts are identical are dropped; the cap samples pairs with the seed.
+triples and pairs whose two texts are identical are dropped (not under ``protocol="paper"``, which keeps every pair
+as the paper's code does); the cap samples pairs with the seed.
 
 Example::
 
@@ -62,8 +63,10 @@ from wow.pairs import (
     is_candidate_pair,
     label,
     margin_pairs,
+    paper_score_margin,
     row_pairs,
 )
+from wow.protocol import allows_tied_pairs, is_paper, paper_prompt_messages
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,7 @@ def build_preferences(
     seed: int = 42,
     drop_options: bool = False,
     questions: Iterable | Mapping | None = None,
+    protocol: str = "wow",
 ):
     """Build a preference set (train and validation splits) from graded answers.
 
@@ -131,6 +135,10 @@ def build_preferences(
             ``questions``.
         questions: ``Question`` objects or ``questions.jsonl`` rows (or a mapping id -> either); only needed with
             ``drop_options``.
+        protocol: ``paper``: prompts are the paper's query (no options, no step-by-step instruction,
+            :func:`wow.protocol.paper_prompt_messages`); ``score`` sets cut ``round(n * M)`` pairs per (task,
+            generator) keeping ties with the later answer chosen (:func:`wow.pairs.paper_score_margin`), and
+            MedMCQA's tied wrong pairs enter them (:func:`wow.protocol.allows_tied_pairs`).
 
     Returns:
         ``datasets.DatasetDict`` with ``train`` and ``validation`` (the latter may be empty for one question).
@@ -145,19 +153,22 @@ def build_preferences(
     if cap is not None and cap < 1:
         raise WowError(f"cap={cap} must be a positive number of pairs or None.")
     pool = _train_answers(answers, source, generators)
-    prompts = _question_prompts(questions) if drop_options else None
-    if drop_options and prompts is None:
+    paper = is_paper(protocol)
+    prompts = _question_prompts(questions) if drop_options and not paper else None
+    if drop_options and prompts is None and not paper:
         raise WowError("drop_options=True needs `questions` (questions.jsonl rows) to know the option-free prompt.")
     rng = random.Random(seed)
 
     wow_kind = pref_type.removeprefix("row_") if pref_type.startswith("row_") else pref_type
     if wow_kind == "row":
-        pairs = _dedup(_row_pairs(pool), pref_type, prompts)
+        pairs = _dedup(_row_pairs(pool), pref_type, prompts, paper)
         pairs = rng.sample(pairs, min(cap, len(pairs))) if cap else rng.sample(pairs, len(pairs))
     else:
-        wow = _dedup(_wow_pairs(wow_kind, pool, judgements, scores, check, margin), pref_type, prompts)
+        wow = _dedup(
+            _wow_pairs(wow_kind, pool, judgements, scores, check, margin, protocol), pref_type, prompts, paper
+        )
         if pref_type.startswith("row_"):
-            row = _dedup(_row_pairs(pool), pref_type, prompts)
+            row = _dedup(_row_pairs(pool), pref_type, prompts, paper)
             n = min(len(wow), len(row), cap // 2 if cap else len(wow))
             if n == 0:
                 raise WowError(
@@ -234,7 +245,7 @@ def _pair(chosen: dict, rejected: dict, method: str) -> dict:
     return {"chosen": chosen, "rejected": rejected, "method": method}
 
 
-def _wow_pairs(kind, pool, judgements, scores, check, margin) -> list[dict]:
+def _wow_pairs(kind, pool, judgements, scores, check, margin, protocol="wow") -> list[dict]:
     if kind == "oracle":
         return _oracle_pairs(pool)
     if kind == "direct":
@@ -243,6 +254,8 @@ def _wow_pairs(kind, pool, judgements, scores, check, margin) -> list[dict]:
         return _direct_pairs(pool, judgements, check)
     if scores is None:
         raise WowError("'score' preferences need `scores`: a judge score per answer_id (see scores.jsonl).")
+    if is_paper(protocol):
+        return _paper_score_pairs(pool, scores, margin, protocol)
     return _score_pairs(pool, scores, margin)
 
 
@@ -338,6 +351,26 @@ def _score_pairs(pool: dict[str, dict], scores: Mapping[str, float | None], marg
     return pairs
 
 
+def _paper_score_pairs(pool: dict[str, dict], scores: Mapping[str, float | None], margin: float, protocol) -> list:
+    """The paper's score pairs: per (task, generator) ``round(n * M)`` pairs by score gap, ties kept with the later
+    answer chosen (:func:`wow.pairs.paper_score_margin`); MedMCQA also pairs wrong answers with equal labels."""
+    groups: dict[tuple, list] = {}
+    for task in sorted({a["task"] for a in pool.values()}):
+        rows = [a for a in pool.values() if a["task"] == task]
+        ties = allows_tied_pairs(protocol, task, "score")
+        for key, prs in by_task_generator(candidate_pairs(rows, include_ties=ties)).items():
+            groups[key] = prs
+    pairs = [
+        _pair(c, r, "score") for key in sorted(groups) for c, r, _ in paper_score_margin(groups[key], scores, margin)
+    ]
+    if not pairs:
+        raise WowError(
+            f"no scored wrong-over-wrong pairs among {len(pool)} train answers (margin {margin}, protocol paper): "
+            "check that the scores cover these answer ids, or use a larger margin."
+        )
+    return pairs
+
+
 # -- examples, dedup, split ---------------------------------------------------------------------------------------
 def _question_prompts(questions) -> dict[str, str] | None:
     if questions is None:
@@ -354,11 +387,13 @@ def _messages(messages: list[dict]) -> list[dict]:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
 
 
-def _example(pair: dict, pref_type: str, prompts: dict[str, str] | None) -> dict:
+def _example(pair: dict, pref_type: str, prompts: dict[str, str] | None, paper: bool = False) -> dict:
     chosen, rejected = pair["chosen"], pair["rejected"]
     prompt = _messages(chosen["prompt_messages"])
     same = prompt == _messages(rejected["prompt_messages"])
-    if prompts is not None:
+    if paper:
+        prompt, same = paper_prompt_messages(chosen), True
+    elif prompts is not None:
         qid = chosen["question_id"]
         if qid not in prompts:
             raise WowError(f"drop_options: question {qid!r} is not among the given questions.")
@@ -381,11 +416,14 @@ def _example(pair: dict, pref_type: str, prompts: dict[str, str] | None) -> dict
     }
 
 
-def _dedup(pairs: list[dict], pref_type: str, prompts: dict[str, str] | None) -> list[dict]:
-    """Examples from pairs, without identical (prompt, chosen, rejected) triples or identical texts."""
+def _dedup(pairs: list[dict], pref_type: str, prompts: dict[str, str] | None, paper: bool = False) -> list[dict]:
+    """Examples from pairs, without identical (prompt, chosen, rejected) triples or identical texts (``paper``: every
+    pair kept, as the paper's code does not deduplicate)."""
+    if paper:
+        return [_example(pair, pref_type, prompts, paper) for pair in pairs]
     seen, out, n_dup, n_same_text, n_diff_prompt = set(), [], 0, 0, 0
     for pair in pairs:
-        ex = _example(pair, pref_type, prompts)
+        ex = _example(pair, pref_type, prompts, paper)
         if ex["chosen"][0]["content"] == ex["rejected"][0]["content"]:
             n_same_text += 1
             continue

@@ -41,6 +41,13 @@ def summary_markdown(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame, p
         f"{', '.join(P.trainers)} on {', '.join(P.pref_types)} preferences ({', '.join(P.pref_sources)}). "
         f"Seed {P.seed}.",
         "",
+        f"Protocol `{P.protocol}`: "
+        + (
+            "the paper's computation where reproducible (docs/fidelity.md)."
+            if P.protocol == "paper"
+            else "wow's computation (docs/fidelity.md lists where it differs from the paper's)."
+        ),
+        "",
         f"## Acc_WoW ({_split(acc)} questions, M = 1.0; random = 0.5, oracle = 1.0)",
         "",
         "| task | generator | method | judge | check | pairs | Acc_WoW [95% CI] |",

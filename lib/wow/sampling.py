@@ -9,6 +9,10 @@ read in a second turn, as in the paper: the answer, then the task's extraction i
 * ``free`` (chat APIs): a free greedy reply of up to 32 tokens, parsed with the same tolerant pattern;
 * ``direct``: when the turn gives nothing, the task's regex on the answer itself (free-text tasks use only this).
 
+Under ``protocol="paper"`` every engine, local ones included, gets the free 32-token turn, read with the paper's
+strict first-match regex (:func:`wow.protocol.paper_parse`) and never with the direct fallback (no match: None);
+graph and Science answers are graded the paper's way (:func:`wow.protocol.paper_grade`).
+
 Every answer is graded by ``task.grade``. All first turns go to the engine in one call (the engine batches them),
 then all extraction turns; with a cached engine a rerun makes no model call and writes the same bytes.
 
@@ -31,6 +35,7 @@ from tqdm.auto import tqdm
 
 from wow import WowError, io
 from wow.backends.base import ChatRequest, Completion, Engine
+from wow.protocol import is_paper, paper_grade, paper_parse
 from wow.tasks.base import Question, Task
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ def sample_answers(
     extract_max_tokens: int = 8,
     extraction: str = "auto",
     progress: bool = True,
+    protocol: str = "wow",
 ) -> list[dict]:
     """Sample, extract and grade ``n_samples`` answers per question.
 
@@ -68,6 +74,8 @@ def sample_answers(
         extraction: ``auto`` (``prefill`` when the engine supports it, else ``free``), ``prefill``, ``free`` or
             ``direct`` (no second turn).
         progress: show progress bars (answers/s).
+        protocol: ``paper``: the free turn for every engine, the paper's strict regex, no fallback, the paper's
+            grading (see the module docs); ``extraction`` must then be ``auto`` or ``free``.
 
     Returns:
         One row per answer, in question order then sample index, with the keys of ``answers.jsonl``
@@ -76,7 +84,10 @@ def sample_answers(
     Raises:
         WowError: a bad ``extraction`` or ``n_samples``, or ``prefill`` on an engine that cannot prefill.
     """
-    method = _method(task, engine, extraction)
+    paper = is_paper(protocol)
+    if paper and extraction not in ("auto", "free"):
+        raise WowError(f"protocol paper extracts with the free turn; extraction={extraction!r} contradicts it.")
+    method = _method(task, engine, "free" if paper and extraction == "auto" else extraction)
     if n_samples < 1:
         raise WowError(f"n_samples must be at least 1, got {n_samples}.")
     version = f"{task.name}/{task.version}"
@@ -106,7 +117,7 @@ def sample_answers(
         ]
         extractions = _run(engine, second, f"extracting {generator}", progress)
     rows = [
-        _row(task, generator, item, answer, method, ext)
+        _row(task, generator, item, answer, method, ext, paper)
         for item, answer, ext in zip(items, answers, extractions, strict=True)
     ]
     _log_summary(rows, time.perf_counter() - started, generator)
@@ -165,17 +176,19 @@ def _run(engine: Engine, requests: list[ChatRequest], desc: str, progress: bool)
         bar.close()
 
 
-def _row(task: Task, generator: str, item, answer: Completion, method: str, ext: Completion | None) -> dict:
+def _row(
+    task: Task, generator: str, item, answer: Completion, method: str, ext: Completion | None, paper: bool = False
+) -> dict:
     q, k, perm, messages = item
     extracted, used, text = None, method, answer.text
     if ext is not None:
         text = (task.extraction.prefix + ext.text) if method == "prefill" else ext.text
-        extracted = task.parse(text, q, perm)
-    if extracted is None:
+        extracted = paper_parse(task, text, q, perm) if paper else task.parse(text, q, perm)
+    if extracted is None and not (paper and method != "direct"):
         direct = task.parse_direct(answer.text, q, perm)
         if direct is not None or method == "direct":
             extracted, used, text = direct, "direct", answer.text
-    grade = task.grade(q, extracted)
+    grade = paper_grade(task, q, extracted) if paper else task.grade(q, extracted)
     raw = grade.raw_label if extracted is not None and math.isfinite(grade.raw_label) else None
     return {
         "answer_id": f"{q.id}|{generator}|{k}",

@@ -7,9 +7,12 @@ the position after it is the question, kept when ``min_rating < Rating < max_rat
 than two moves, as in the paper (which read ``lczerolens/lichess-puzzles``, same columns).
 
 The four options are the heads of Stockfish's top four principal variations (``multipv=4``), shown in UCI notation
-(the prompt asks for UCI too). Each option's label is the win probability for the side to move: mate for it -> 1,
-mate against it -> 0, otherwise ``1 / (1 + 10 ** (-cp / 400))``. The analysis is depth-limited with one thread, a
-fixed hash size and a cleared hash per position, so labels are deterministic. Positions with fewer than four legal
+(``move_format="uci"``, the default; the prompt asks for UCI too) or in SAN (``move_format="san"``, as the paper's
+data, whose prompt asked for UCI while showing SAN; here the prompt names the notation it shows). Each option's label is the win probability for the side to move: mate for it -> 1,
+mate against it -> 0, otherwise ``1 / (1 + 10 ** (-cp / 400))``. The analysis is depth-limited (``depth``, default)
+with one thread, a fixed hash size and a cleared hash per position, so labels are deterministic; ``engine_time``
+(seconds per position; the paper: 2.0) limits it by time instead, as the paper did, and labels then depend on the
+machine's speed. Positions with fewer than four legal
 moves are skipped (counted in the log), as are generated positions whose four labels lie within ``min_spread``.
 
 Grading: ``raw_label`` = win probability of the chosen move; ``correctness = 1 - (best - chosen)`` (the win
@@ -78,19 +81,23 @@ def win_probability(score: chess.engine.Score) -> float:
     return 1.0 / (1.0 + 10.0 ** (-score.score() / 400.0))
 
 
-def analyse(engine: chess.engine.SimpleEngine, board: chess.Board, depth: int) -> list[tuple[str, float, str]]:
-    """Stockfish's top four moves, from a cleared hash, at a fixed depth.
+def analyse(
+    engine: chess.engine.SimpleEngine, board: chess.Board, depth: int, engine_time: float | None = None
+) -> list[tuple[str, float, str]]:
+    """Stockfish's top four moves, from a cleared hash, at a fixed depth (or for a fixed time).
 
     Args:
         engine: an open engine (one thread, fixed hash).
         board: the position.
-        depth: search depth.
+        depth: search depth (ignored when ``engine_time`` is given).
+        engine_time: seconds of search per position instead of a depth (not deterministic).
 
     Returns:
         ``(uci, win probability, score)`` per principal variation, best first (fewer than four when the engine
         returns fewer).
     """
-    infos = engine.analyse(board, chess.engine.Limit(depth=depth), multipv=4, game=object())
+    limit = chess.engine.Limit(time=engine_time) if engine_time else chess.engine.Limit(depth=depth)
+    infos = engine.analyse(board, limit, multipv=4, game=object())
     out = []
     for info in infos:
         if not info.get("pv"):
@@ -105,7 +112,9 @@ class ChessMoves(MultipleChoiceTask):
 
     Args:
         plies: generated positions: random legal plies from the start, an int or a ``(lo, hi)`` range.
-        depth: Stockfish search depth.
+        depth: Stockfish search depth (used unless ``engine_time`` is given).
+        engine_time: Stockfish seconds per position instead of a depth (the paper: 2.0; labels then vary by machine).
+        move_format: ``uci`` (e2e4) or ``san`` (e4, Nxf7+; the paper's option notation) for the options shown.
         min_spread: generated positions: least difference between the best and the worst option's label.
         hash_mb: Stockfish hash size (MB).
         stockfish: path of the Stockfish binary (default: see :func:`stockfish_path`).
@@ -133,11 +142,18 @@ class ChessMoves(MultipleChoiceTask):
         min_rating: int = 600,
         max_rating: int = 1000,
         max_rows: int | None = 100_000,
+        engine_time: float | None = None,
+        move_format: str = "uci",
     ):
         self.plies = (plies, plies) if isinstance(plies, int) else tuple(plies)
         if not 1 <= self.plies[0] <= self.plies[1]:
             raise WowError(f"chess: plies must be >= 1 or a range (lo, hi) with 1 <= lo <= hi, got {plies!r}")
+        if move_format not in ("uci", "san"):
+            raise WowError(f"chess: move_format must be 'uci' or 'san', got {move_format!r}")
+        if engine_time is not None and not engine_time > 0:
+            raise WowError(f"chess: engine_time must be a positive number of seconds, got {engine_time!r}")
         self.depth, self.min_spread, self.hash_mb, self.stockfish = depth, min_spread, hash_mb, stockfish
+        self.engine_time, self.move_format = engine_time, move_format
         self.path, self.data_files, self.split = path, data_files, split
         self.min_rating, self.max_rating, self.max_rows = min_rating, max_rating, max_rows
 
@@ -172,7 +188,7 @@ class ChessMoves(MultipleChoiceTask):
                 board.push(rng.choice(sorted(board.legal_moves, key=chess.Move.uci)))
             if board.is_game_over() or board.legal_moves.count() < 4:
                 continue
-            moves = analyse(engine, board, self.depth)
+            moves = analyse(engine, board, self.depth, self.engine_time)
             if len(moves) == 4 and moves[0][1] - min(m[1] for m in moves) >= self.min_spread:
                 return self._question(qid, board, moves, rng, {"source": "generated", "plies": board.ply()})
         raise WowError(f"chess: no usable position in 100 tries for {qid}; lower min_spread or change plies")
@@ -194,7 +210,7 @@ class ChessMoves(MultipleChoiceTask):
                 raise row_error(row, f"bad FEN or first move ({e})") from None
             if board.is_game_over() or board.legal_moves.count() < 4:
                 return None
-            moves = analyse(engine, board, self.depth)
+            moves = analyse(engine, board, self.depth, self.engine_time)
             if len(moves) < 4:
                 return None
             meta = {
@@ -212,21 +228,35 @@ class ChessMoves(MultipleChoiceTask):
         rng.shuffle(moves)
         labels = [m[1] for m in moves]
         side = "White" if board.turn == chess.WHITE else "Black"
+        notation = (
+            "Moves are written in UCI notation: the square a piece leaves, then the square it lands on (e2e4), plus "
+            "the piece a pawn promotes to (e7e8q)."
+            if self.move_format == "uci"
+            else "Moves are written in standard algebraic notation (SAN), e.g. e4, Nf3, exd5, O-O, e8=Q."
+        )
         text = COT_INSTRUCTION + (
             "You are a strong chess player. Pick the best move for the side to move in the position below, weighing "
-            "immediate gains against long-term prospects. Moves are written in UCI notation: the square a piece "
-            "leaves, then the square it lands on (e2e4), plus the piece a pawn promotes to (e7e8q).\n"
+            f"immediate gains against long-term prospects. {notation}\n"
             f"FEN: {board.fen()}\nSide to move: {side}\n"
         )
+        shown = [m[0] if self.move_format == "uci" else board.san(chess.Move.from_uci(m[0])) for m in moves]
         return Question(
             id=qid,
             task=self.name,
             split="",
             prompt=text,
             gold=labels.index(max(labels)),
-            options=[m[0] for m in moves],
+            options=shown,
             option_labels=labels,
-            meta={**meta, "fen": board.fen(), "scores": [m[2] for m in moves], "depth": self.depth},
+            meta={
+                **meta,
+                "fen": board.fen(),
+                "scores": [m[2] for m in moves],
+                "uci": [m[0] for m in moves],
+                "depth": self.depth,
+                "engine_time": self.engine_time,
+                "move_format": self.move_format,
+            },
         )
 
     def parse(self, text: str, question: Question, permutation: list[int] | None = None) -> int | None:
@@ -250,10 +280,18 @@ class ChessMoves(MultipleChoiceTask):
         )
 
 
+#: a move in UCI (e2e4, e7e8q) or SAN (e4, Nxf7+, exd8=Q#, O-O-O).
+_MOVE = re.compile(
+    r"(?<![\w-])(?:[a-h][1-8][a-h][1-8][qrbn]?|O-O-O|O-O|[KQRBN]?[a-h]?[1-8]?x?[a-h][1-8](?:=[QRBN])?)[+#]?(?![\w-])"
+)
+
+
 def _last_move(text: str, question: Question) -> int | None:
+    """The last option move written in the text (UCI or SAN, as the options are shown; check marks optional)."""
+    bare = [o.rstrip("+#") for o in question.options]
     hits = [
-        (m.start(), question.options.index(m.group(0)))
-        for m in re.finditer(r"\b[a-h][1-8][a-h][1-8][qrbn]?\b", text or "")
-        if m.group(0) in question.options
+        (m.start(), bare.index(m.group(0).rstrip("+#")))
+        for m in _MOVE.finditer(text or "")
+        if m.group(0).rstrip("+#") in bare
     ]
     return hits[-1][1] if hits else None

@@ -1,0 +1,298 @@
+"""The paper's parameter sets: judge reply budgets, the generalisation mapping ``eval_tasks`` (Table 4), and that
+every figure and table family has a set."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from wow import WowError, params, pipeline
+from wow.tasks.base import Question
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "parameters" / "paper"
+
+
+def test_every_paper_family_has_a_set():
+    sets = {p.stem for p in PAPER.glob("*.yaml")}
+    assert {
+        "fig2_fig5_acc_wow",  # Acc_WoW table, Figs 2 and 5
+        "fig3_alignment",  # Table 2, Fig 3
+        "fig4_trainers",  # Fig 4
+        "table3_right_over_wrong",
+        "table4_generalisation",
+        "proxy_runs",
+    } <= sets
+
+
+def test_the_acc_wow_set_runs_the_papers_datasets():
+    P = params.load(PAPER / "fig2_fig5_acc_wow.yaml")
+    assert "hellaswag" in P.tasks and "mmlu_pro" not in P.tasks
+    assert "medmcqa" not in P.tasks  # one-hot labels: no wrong-over-wrong pair under the default protocol
+    assert P.task_options["chess"]["engine_time"] == 2.0 and P.task_options["chess"]["move_format"] == "san"
+    assert P.score_reply_tokens > P.pairwise_reply_tokens == 256
+
+
+def test_judge_budgets_fall_back_to_judge_max_tokens():
+    P = params.validate({"judge_max_tokens": 64})
+    assert (P.pairwise_reply_tokens, P.score_reply_tokens) == (64, 64)
+    P = params.validate({"judge_max_tokens": 64, "score_max_tokens": 900})
+    assert (P.pairwise_reply_tokens, P.score_reply_tokens) == (64, 900)
+
+
+def test_judge_all_gives_each_judge_its_budget(monkeypatch, tmp_path):
+    from wow import judges
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "engine_for", lambda P, m: SimpleNamespace(supports_prefill=False))
+    monkeypatch.setattr(
+        judges, "judge_pairwise", lambda *a, max_tokens, **k: seen.setdefault("pair", max_tokens) and []
+    )
+    monkeypatch.setattr(
+        judges, "judge_scores", lambda *a, max_tokens, **k: seen.setdefault("score", max_tokens) and []
+    )
+    P = params.validate(
+        {"output_root": str(tmp_path), "judge_modes": ["text"], "score_k": [5], "pairwise_max_tokens": 100,
+         "score_max_tokens": 700}
+    )  # fmt: skip
+    pipeline.judge_all(P, [])
+    assert seen == {"pair": 100, "score": 700}
+
+
+def test_eval_tasks_must_be_tasks_of_the_run():
+    with pytest.raises(WowError, match=r"eval_tasks\['com2'\] names \['hellaswag'\]"):
+        params.validate({"tasks": ["com2"], "eval_tasks": {"com2": ["com2", "hellaswag"]}})
+    with pytest.raises(WowError, match="eval_tasks"):
+        params.validate({"tasks": ["com2"], "eval_tasks": {"max_flow": ["com2"]}})
+    P = params.load(PAPER / "table4_generalisation.yaml")
+    assert P.aligned_tasks == ["com2", "shortest_path"]
+    assert P.eval_targets("shortest_path") == ["shortest_path", "max_flow"]
+    assert params.validate({}).eval_targets("shortest_path") == ["shortest_path"]
+
+
+def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypatch, tmp_path):
+    from wow import align, evaluate
+
+    P = params.validate(
+        {
+            "output_root": str(tmp_path),
+            "tasks": ["shortest_path", "max_flow"],
+            "eval_tasks": {"shortest_path": ["shortest_path", "max_flow"]},
+        }
+    )
+    questions = [
+        Question(f"{t}/{s}", t, s, "p", 1)
+        for t in ("shortest_path", "max_flow")
+        for s in ("train", "validation", "test")
+    ]
+    evaluated = []
+
+    def fake_eval(task, qs, model, adapter, cache, **kw):
+        evaluated.append((task.name, [q.id for q in qs], adapter))
+        return [{"question_id": q.id, "adapter": adapter} for q in qs]
+
+    monkeypatch.setattr(evaluate, "evaluate_adapter", fake_eval)
+    monkeypatch.setattr(evaluate, "make_select_fn", lambda *a, **k: None)
+    monkeypatch.setattr(align, "grid_search", lambda *a, **k: SimpleNamespace(best={"output_dir": "ad", "name": "c"}))
+    monkeypatch.setattr(
+        evaluate,
+        "alignment_table",
+        lambda entries, **k: pd.DataFrame([{c: e.get(c) for c in evaluate.META_COLUMNS} for e in entries]),
+    )
+    spec = pipeline.PrefSpec("oracle", None, None, None, "self")
+    table, rows = pipeline.align_and_evaluate(P, {("shortest_path", spec): {"train": [], "validation": []}}, questions)
+    assert list(table["eval_task"]) == ["shortest_path", "max_flow"]
+    assert set(table["task"]) == {"shortest_path"}
+    assert ("max_flow", ["max_flow/test"], "ad") in evaluated  # the other task's test questions, aligned model
+    assert ("max_flow", ["max_flow/test"], None) in evaluated  # and the original model on them
+    assert "eval_task" in (P.run_dir / "alignment.csv").read_text().splitlines()[0]
+    assert (P.run_dir / "eval" / "max_flow" / "shortest_path__self_oracle_dpo.jsonl").exists()
+    assert ("shortest_path", "self_oracle_dpo", "max_flow") in rows
+
+
+# -- wow estimate -------------------------------------------------------------------------------------------------
+def test_estimate_counts_the_model_calls_of_the_smoke_run(smoke_run):
+    """Calls per stage and model, as the smoke run's usage.json records them (calls made plus cache hits).
+
+    The smoke set caps judged pairs (max_judge_pairs 12) below the upper bound, so the count is exact there.
+    """
+    import json
+
+    from wow import estimate
+
+    usage = json.loads((smoke_run / "usage.json").read_text())
+    P = params.load(ROOT / "parameters" / "smoke.yaml")
+    expected = estimate.calls_by_stage_and_model(estimate.estimate(P))
+    assert set(expected) == {"01_data_prep", "02_elicitation", "04_dpo_training"}
+    for stage, per_model in expected.items():
+        for model, calls in per_model.items():
+            used = usage[stage][model]
+            assert used["calls"] + used["cache_hits"] == calls, (stage, model, used, calls)
+
+
+def test_estimate_prices_api_calls_and_prints_every_paper_set(capsys):
+    from wow import cli, estimate
+
+    P = params.load(PAPER / "fig2_fig5_acc_wow.yaml")
+    lines = estimate.estimate(P)
+    judged = [x for x in lines if x.model == "gpt-4o" and x.what.startswith("pairwise")]
+    # 7 tasks x 3 generators, each capped at 10,000 pairs, both orders
+    assert judged[0].calls == 7 * 3 * 10_000 * 2
+    assert judged[0].cost_usd == pytest.approx(
+        (judged[0].prompt_tokens * 2.5 + judged[0].completion_tokens * 10.0) / 1e6
+    )
+    assert {x.stage for x in estimate.estimate(P, only=["01", "02"])} == {"01_data_prep", "02_elicitation"}
+    half = estimate.estimate(P, batch_api=True)
+    assert sum(x.cost_usd or 0 for x in half) == pytest.approx(sum(x.cost_usd or 0 for x in lines) / 2)
+    for path in sorted(PAPER.glob("*.yaml")):
+        assert cli.main(["estimate", str(path), "--tokens-per-second", "2000"]) == 0
+        assert "all              (total)" in capsys.readouterr().out
+
+
+# -- wow data check -----------------------------------------------------------------------------------------------
+FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
+
+
+@pytest.fixture
+def data_release(tmp_path):
+    """The test fixtures laid out as the paper's data release under <root>/data/ (names as the paper sets use)."""
+    import shutil
+
+    from wow.tasks.factscore import build_passage_db
+
+    data = tmp_path / "data"
+    (data / "factscore").mkdir(parents=True)
+    for src, dst in {
+        "kc.jsonl": "KC.jsonl",
+        "nlgraph_shortest_path.json": "NLGraph_shortest_path.json",
+        "nlgraph_flow.json": "NLGraph_maximum_flow.json",
+        "com2.csv": "COM2.csv",
+        "bio.jsonl": "BioGeneration.jsonl",
+    }.items():
+        shutil.copy(FIXTURES / src, data / dst)
+    build_passage_db(FIXTURES / "passages.jsonl", data / "factscore" / "enwiki-20230401.db", words_per_passage=12)
+    return tmp_path
+
+
+@pytest.mark.parametrize("path", sorted(PAPER.glob("*.yaml")), ids=lambda p: p.name)
+def test_data_check_accepts_every_paper_set_on_the_fixtures(path, data_release, capsys):
+    from wow import cli, datacheck
+
+    results = datacheck.check(params.load(path), root=data_release)
+    assert results and all(r.ok for r in results), datacheck.format_results(results)
+    assert cli.main(["data", "check", str(path), "--root", str(data_release)]) == 0
+    out = capsys.readouterr().out
+    assert "data sources ok" in out and "FAIL" not in out
+
+
+def test_data_check_names_each_problem(data_release, capsys):
+    from wow import cli, datacheck
+
+    data = data_release / "data"
+    (data / "KC.jsonl").unlink()
+    (data / "COM2.csv").write_text("question,context\nq,c\n")
+    (data / "NLGraph_shortest_path.json").write_text('{"0": {"question": "no graph here\\nA:", "answer": "x"}}')
+    results = {r.task: r for r in datacheck.check(params.load(PAPER / "fig3_alignment.yaml"), root=data_release)}
+    assert "missing" in results["knowledge_crosswords"].message
+    assert not results["com2"].ok and "COM2" in results["com2"].message
+    assert not results["shortest_path"].ok and "record '0'" in results["shortest_path"].message
+    assert results["bio_generation"].ok
+    assert cli.main(["data", "check", str(PAPER / "fig3_alignment.yaml"), "--root", str(data_release)]) == 1
+    assert "3 failing" in capsys.readouterr().out
+
+
+def test_only_the_keys_of_eval_tasks_get_preference_sets(monkeypatch, tmp_path):
+    from wow import preferences
+
+    built = []
+    monkeypatch.setattr(preferences, "build_preferences", lambda answers, *a, **k: built.append(answers[0]["task"]))
+    monkeypatch.setattr(preferences, "save_preferences", lambda ds, folder: None)
+    P = params.validate(
+        {
+            "output_root": str(tmp_path),
+            "tasks": ["shortest_path", "max_flow"],
+            "eval_tasks": {"shortest_path": ["shortest_path", "max_flow"]},
+        }
+    )
+    answers = [{"task": "shortest_path"}, {"task": "max_flow"}]
+    sets = pipeline.build_preference_sets(P, answers, [], [])
+    assert built == ["shortest_path"] and [name for name, _ in sets] == ["shortest_path"]
+
+
+def test_data_check_reads_local_files_of_hub_tasks(tmp_path):
+    from wow import datacheck
+
+    opts = {
+        "hellaswag": {"data_files": str(FIXTURES / "hellaswag.jsonl")},
+        "medmcqa": {"data_files": str(FIXTURES / "medmcqa.jsonl")},
+        "science": {"data_files": str(FIXTURES / "scibench.jsonl")},
+        "chess": {"data_files": str(FIXTURES / "lichess_puzzles.csv")},
+    }
+    P = params.validate({"tasks": list(opts), "task_options": opts})
+    results = datacheck.check(P)
+    assert [r.ok for r in results] == [True] * 4, datacheck.format_results(results)
+    bad = tmp_path / "medmcqa.jsonl"
+    bad.write_text('{"question": "q", "opa": "a"}\n')
+    P = params.validate({"tasks": ["medmcqa"], "task_options": {"medmcqa": {"data_files": str(bad)}}})
+    (result,) = datacheck.check(P)
+    assert not result.ok and "opb" in result.message
+
+
+#: Records copied verbatim from NLGraph's own main.json files (github.com/Arthur-Heng/NLGraph, NLGraph/shortest_path
+#: and NLGraph/flow), to check that the published format loads as it is.
+NLGRAPH_SP = {
+    "0": {
+        "question": "In an undirected graph, the nodes are numbered from 0 to 4, and the edges are:\nan edge between node "
+        "0 and node 4 with weight 4,\nan edge between node 0 and node 3 with weight 3,\nan edge between node 0 and "
+        "node 1 with weight 3,\nan edge between node 1 and node 4 with weight 4,\nan edge between node 2 and node 4 "
+        "with weight 2,\nan edge between node 2 and node 3 with weight 1,\nan edge between node 3 and node 4 with "
+        "weight 1.\nQ: Give the shortest path from node 0 to node 2.\nA:",
+        "answer": "The shortest path from node 0 to node 2 is 0,3,2 with a total weight of 4",
+        "difficulty": "easy",
+    },
+    "4": {
+        "question": "In an undirected graph, the nodes are numbered from 0 to 4, and the edges are:\nan edge between node "
+        "0 and node 1 with weight 1,\nan edge between node 0 and node 2 with weight 1,\nan edge between node 1 and "
+        "node 4 with weight 1,\nan edge between node 1 and node 2 with weight 3,\nan edge between node 2 and node 3 "
+        "with weight 3.\nQ: Give the shortest path from node 3 to node 1.\nA:",
+        "answer": "The shortest path from node 3 to node 1 is 3,2,0,1 with a total weight of 5",
+        "difficulty": "easy",
+    },
+}
+NLGRAPH_FLOW = {
+    "0": {
+        "question": "In a directed graph, the nodes are numbered from 0 to 4, and the edges are:\nan edge from node 0 to "
+        "node 1 with capacity 3,\nan edge from node 0 to node 2 with capacity 3,\nan edge from node 0 to node 4 with "
+        "capacity 3,\nan edge from node 1 to node 3 with capacity 1,\nan edge from node 2 to node 0 with capacity 10,"
+        "\nan edge from node 3 to node 2 with capacity 8,\nan edge from node 3 to node 4 with capacity 2,\nan edge "
+        "from node 4 to node 2 with capacity 8,\nan edge from node 4 to node 0 with capacity 10.\nQ: What is the "
+        "maximum flow from node 0 to node 2?\nA:",
+        "answer": "The maximum flow from node 0 to node 2 is 7.",
+        "difficulty": "easy",
+    },
+    "4": {
+        "question": "In a directed graph, the nodes are numbered from 0 to 4, and the edges are:\nan edge from node 0 to "
+        "node 3 with capacity 9,\nan edge from node 0 to node 1 with capacity 3,\nan edge from node 1 to node 3 with "
+        "capacity 1,\nan edge from node 4 to node 0 with capacity 10,\nan edge from node 4 to node 1 with capacity 3."
+        "\nQ: What is the maximum flow from node 4 to node 3?\nA:",
+        "answer": "The maximum flow from node 4 to node 3 is 10.",
+        "difficulty": "easy",
+    },
+}
+
+
+@pytest.mark.parametrize(("task", "records", "golds"), [("shortest_path", NLGRAPH_SP, [4, 5]),
+                                                        ("max_flow", NLGRAPH_FLOW, [7, 10])])  # fmt: skip
+def test_nlgraph_main_json_loads_as_published(tmp_path, task, records, golds):
+    import json
+
+    import wow.tasks
+    from wow import datacheck
+
+    path = tmp_path / "main.json"
+    path.write_text(json.dumps(records))
+    qs = wow.tasks.get(task, path=str(path)).load_nlgraph(str(path))
+    assert [q.gold for q in qs] == golds
+    assert all(q.meta["normaliser"] > q.gold for q in qs)
+    P = params.validate({"tasks": [task], "task_options": {task: {"path": str(path)}}, "n_questions": 2})
+    assert [r.ok for r in datacheck.check(P)] == [True]

@@ -1,7 +1,9 @@
 """Sampling with per-token logprobs: ``wow.sampling`` against the raw transformers engine doing the same work.
 
-The same prompts (the shortest-path task's, as the pipeline builds them), the same batch size and the same most
-tokens per answer go through
+The workload is a parameter set's (default ``parameters/demo.yaml``): its number of questions, samples per question,
+``batch_size`` and ``max_new_tokens``, on the shortest-path task's prompts as the pipeline builds them; other token
+budgets (the paper's 160 and 1024) and batch sizes are options. The same prompts, batch size and most tokens per
+answer go through
 
 * ``wow fixed_shapes``: :func:`wow.sampling.sample_answers` (first turn only, ``extraction="direct"``) on the
   transformers engine in its default, batch-invariant mode;
@@ -11,34 +13,44 @@ tokens per answer go through
 * ``raw one-by-one``: the same ``generate`` one prompt at a time (run once, on one prompt per question: a loop's
   tokens per second do not depend on how many prompts it runs).
 
-Two workloads: ``one question`` (every request shares one prompt, as the N samples of a question do) and
-``mixed questions`` (several questions whose prompt lengths differ, as a whole run does). Sampled lengths differ
-between engines, so speed is compared in generated tokens per second; the batched methods are interleaved
-(A, B, C, A, B, C...) and each reports its median over repetitions. Ratios are against ``raw batched``.
+Sampled lengths differ between engines, so speed is compared in generated tokens per second (prompt tokens are
+reported apart); the batched methods are interleaved (A, B, C, B, C, A...) and each reports its median over
+repetitions. Ratios are against ``raw batched`` at the same batch size and against the model's compute ceiling on
+this machine (tokens per second of one large batched prompt pass, which is compute bound).
 
-Run: ``.venv/bin/python bench/bench_sampling.py`` (writes ``outputs/bench/sampling.json``).
+Run: ``.venv/bin/python bench/bench_sampling.py [--params parameters/demo.yaml] [--max-tokens 64 160 1024]
+[--batch-sizes 20 40]`` (writes ``outputs/bench/sampling.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from benchlib import Timer, loadavg, markdown_table, median, ratio, write_result
+from benchlib import REPO, Timer, loadavg, markdown_table, median, ratio, write_result
 
 MODEL = "smollm2-135m"
+DEFAULT_PARAMS = REPO / "parameters" / "demo.yaml"
 
 
-def _workloads(n_questions: int, n_samples: int) -> dict:
-    """``name -> (task, questions, samples per question)`` for the two workloads."""
+def workload_from_params(path=DEFAULT_PARAMS) -> dict:
+    """The sampling workload of a parameter set: questions, samples per question, batch size, token budget."""
+    import yaml
+
+    values = yaml.safe_load(open(path, encoding="utf-8"))
+    return {
+        "params": str(path),
+        "n_questions": int(values["n_questions"]),
+        "n_samples": int(values["n_samples"]),
+        "batch_size": int(values["batch_size"]),
+        "max_tokens": int(values["max_new_tokens"]),
+    }
+
+
+def _questions(n_questions: int):
     from wow import tasks
 
     task = tasks.get("shortest_path")
-    questions = task.questions(max(n_questions, 1), seed=0, split_fractions=(1.0, 0.0, 0.0))
-    per_q = max(n_samples // max(n_questions, 1), 1)
-    return {
-        "one question": (task, questions[:1], n_samples),
-        "mixed questions": (task, questions, per_q),
-    }
+    return task, task.questions(max(n_questions, 1), seed=0, split_fractions=(1.0, 0.0, 0.0))
 
 
 def _messages(task, questions, n_samples: int, seed: int) -> list[list[dict]]:
@@ -62,7 +74,7 @@ class RawEngine:
         torch = self.torch
         texts = [self.tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
         eos = self.model.generation_config.eos_token_id
-        n_tokens, out_texts, logprobs = [], [], []
+        n_tokens, out_texts, logprobs, prompt_tokens = [], [], [], 0
         torch.manual_seed(seed)
         for s in range(0, len(texts), batch_size):
             enc = self.tok(texts[s : s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -85,12 +97,32 @@ class RawEngine:
                 n_tokens.append(kept)
                 logprobs.append(lps[:kept])
                 out_texts.append(self.tok.decode(row[:kept], skip_special_tokens=True))
-        return {"answers": len(texts), "tokens": sum(n_tokens), "texts": out_texts, "logprobs": logprobs}
+            prompt_tokens += int(enc["attention_mask"].sum())
+        return {
+            "answers": len(texts),
+            "tokens": sum(n_tokens),
+            "prompt_tokens": prompt_tokens,
+            "texts": out_texts,
+            "logprobs": logprobs,
+        }
+
+    def ceiling(self, rows: int = 16, length: int = 256, reps: int = 3) -> float:
+        """Tokens per second of one batched prompt pass (``rows x length`` tokens, compute bound): the ceiling."""
+        torch = self.torch
+        ids = torch.randint(100, 10000, (rows, length))
+        seconds = []
+        with torch.inference_mode():
+            for _ in range(reps + 1):
+                with Timer() as t:
+                    self.model(input_ids=ids, logits_to_keep=1)
+                seconds.append(t.seconds)
+        return rows * length / median(seconds[1:])
 
 
 def _wow_run(engine, task, questions, n_samples: int, max_tokens: int, seed: int) -> dict:
     from wow.sampling import sample_answers
 
+    before = engine.prompt_tokens
     rows = sample_answers(
         task,
         questions,
@@ -103,7 +135,11 @@ def _wow_run(engine, task, questions, n_samples: int, max_tokens: int, seed: int
         extraction="direct",
         progress=False,
     )
-    return {"answers": len(rows), "tokens": sum(r["n_tokens"] for r in rows)}
+    return {
+        "answers": len(rows),
+        "tokens": sum(r["n_tokens"] for r in rows),
+        "prompt_tokens": engine.prompt_tokens - before,
+    }
 
 
 def _wow_batches(engine, messages: list[list[dict]]) -> int:
@@ -116,95 +152,113 @@ def _wow_batches(engine, messages: list[list[dict]]) -> int:
 
 
 def bench_sampling(
-    n_questions: int = 4,
-    n_samples: int = 16,
-    max_tokens: int = 24,
-    batch_size: int = 16,
+    params=DEFAULT_PARAMS,
+    max_tokens: list[int] | None = None,
+    batch_sizes: list[int] | None = None,
+    n_questions: int | None = None,
     reps: int = 2,
     one_by_one: bool = True,
     seed: int = 0,
 ) -> dict:
-    """Measure the four methods on both workloads; returns the result dict (also written to sampling.json).
+    """Measure the methods on a parameter set's workload; returns the result dict (also written to sampling.json).
 
     Args:
-        n_questions: questions of the mixed workload (its requests: ``n_samples`` spread over them).
-        n_samples: requests per workload.
-        max_tokens: most tokens per answer (all methods).
-        batch_size: rows per batch (all batched methods).
+        params: the parameter set whose workload is measured (questions, samples, batch size, token budget).
+        max_tokens: token budgets to measure (default: the parameter set's ``max_new_tokens``).
+        batch_sizes: batch sizes to measure (default: the parameter set's ``batch_size``).
+        n_questions: questions (default: the parameter set's); every question gets its ``n_samples`` samples.
         reps: interleaved repetitions of the batched methods (median reported).
-        one_by_one: also time the raw one-prompt-at-a-time loop (once per workload).
+        one_by_one: also time the raw one-prompt-at-a-time loop (once, first budget, one prompt per question).
         seed: sampling seed.
     """
     from wow.backends.transformers_engine import TransformersEngine
 
+    work = workload_from_params(params)
+    n_questions = n_questions or work["n_questions"]
+    budgets = max_tokens or [work["max_tokens"]]
+    sizes = batch_sizes or [work["batch_size"]]
+    per_q = work["n_samples"]
     load_before = loadavg()
-    engines = {
-        "wow fixed_shapes": TransformersEngine(MODEL, dtype="bfloat16", batch_size=batch_size, fixed_shapes=True),
-        "wow dynamic": TransformersEngine(MODEL, dtype="bfloat16", batch_size=batch_size, fixed_shapes=False),
-    }
     raw = RawEngine()
+    ceiling = raw.ceiling()
+    task, questions = _questions(n_questions)
+    messages = _messages(task, questions, per_q, seed)
     rows, details = [], {}
-    for wname, (task, questions, per_q) in _workloads(n_questions, n_samples).items():
-        messages = _messages(task, questions, per_q, seed)
-        # warm-up: load the models and run one short batch each (first calls are slow)
-        for eng in engines.values():
-            _wow_run(eng, task, questions[:1], 1, 2, seed)
-        raw.run(messages[:1], batch_size, 2)
-        times: dict[str, list[float]] = {m: [] for m in (*engines, "raw batched")}
-        tokens: dict[str, list[int]] = {m: [] for m in times}
-        for rep in range(reps):
-            order = list(times)
-            order = order[rep % len(order) :] + order[: rep % len(order)]  # rotate: no method always goes first
-            for method in order:
-                with Timer() as t:
-                    if method == "raw batched":
-                        res = raw.run(messages, batch_size, max_tokens, seed)
-                    else:
-                        res = _wow_run(engines[method], task, questions, per_q, max_tokens, seed)
-                times[method].append(t.seconds)
-                tokens[method].append(res["tokens"])
-        if one_by_one:  # every per_q-th prompt: each question once (a loop's tokens/s does not depend on count)
-            with Timer() as t:
-                res = raw.run(messages[::per_q], 1, max_tokens, seed)
-            times["raw one-by-one"] = [t.seconds]
-            tokens["raw one-by-one"] = [res["tokens"]]
-        n = len(messages)
-        base_tps = median([k / s for k, s in zip(tokens["raw batched"], times["raw batched"], strict=True)])
-        for method in times:
-            n_answers = len(messages[::per_q]) if method == "raw one-by-one" else n
-            tps = median([k / s for k, s in zip(tokens[method], times[method], strict=True)])
-            sec = median(times[method])
-            rows.append(
-                {
-                    "workload": wname,
-                    "method": method,
-                    "answers": n_answers,
-                    "tokens": int(median(tokens[method])),
-                    "seconds": round(sec, 3),
-                    "answers_per_s": n_answers / sec,
-                    "tokens_per_s": tps,
-                    "vs_raw_batched": ratio(tps, base_tps),
-                    "reps": len(times[method]),
-                }
-            )
-        details[wname] = {
-            "questions": len(questions),
-            "samples_per_question": per_q,
-            "wow_fixed_shapes_batches": _wow_batches(engines["wow fixed_shapes"], messages),
-            "raw_batches": -(-n // batch_size),
-            "times": times,
-            "tokens": tokens,
+    for size in sizes:
+        engines = {
+            "wow fixed_shapes": TransformersEngine(MODEL, dtype="bfloat16", batch_size=size, fixed_shapes=True),
+            "wow dynamic": TransformersEngine(MODEL, dtype="bfloat16", batch_size=size, fixed_shapes=False),
         }
+        for eng in engines.values():  # warm-up: load the models, run one short batch each (first calls are slow)
+            _wow_run(eng, task, questions[:1], 1, 2, seed)
+        raw.run(messages[:1], size, 2)
+        for budget in budgets:
+            wname = f"{n_questions} questions x {per_q} samples, {budget} tokens, batch {size}"
+            times: dict[str, list[float]] = {m: [] for m in (*engines, "raw batched")}
+            tokens: dict[str, list[int]] = {m: [] for m in times}
+            prompt_tokens: dict[str, int] = {}
+            for rep in range(reps):
+                order = list(times)
+                order = order[rep % len(order) :] + order[: rep % len(order)]  # rotate: no method always first
+                for method in order:
+                    with Timer() as t:
+                        if method == "raw batched":
+                            res = raw.run(messages, size, budget, seed)
+                        else:
+                            res = _wow_run(engines[method], task, questions, per_q, budget, seed)
+                    times[method].append(t.seconds)
+                    tokens[method].append(res["tokens"])
+                    prompt_tokens[method] = res["prompt_tokens"]
+            if one_by_one and budget == budgets[0] and size == sizes[0]:
+                with Timer() as t:
+                    res = raw.run(messages[::per_q], 1, budget, seed)
+                times["raw one-by-one"] = [t.seconds]
+                tokens["raw one-by-one"] = [res["tokens"]]
+                prompt_tokens["raw one-by-one"] = res["prompt_tokens"]
+            n = len(messages)
+            base_tps = median([k / s for k, s in zip(tokens["raw batched"], times["raw batched"], strict=True)])
+            for method in times:
+                n_answers = len(messages[::per_q]) if method == "raw one-by-one" else n
+                tps = median([k / s for k, s in zip(tokens[method], times[method], strict=True)])
+                sec = median(times[method])
+                rows.append(
+                    {
+                        "workload": wname,
+                        "method": method,
+                        "batch_size": size if method != "raw one-by-one" else 1,
+                        "max_tokens": budget,
+                        "answers": n_answers,
+                        "prompt_tokens": prompt_tokens[method],
+                        "tokens": int(median(tokens[method])),
+                        "seconds": round(sec, 3),
+                        "answers_per_s": n_answers / sec,
+                        "tokens_per_s": tps,
+                        "vs_raw_batched": ratio(tps, base_tps),
+                        "vs_ceiling": ratio(tps, ceiling),
+                        "reps": len(times[method]),
+                    }
+                )
+            details[wname] = {
+                "questions": len(questions),
+                "samples_per_question": per_q,
+                "wow_fixed_shapes_batches": _wow_batches(engines["wow fixed_shapes"], messages),
+                "raw_batches": -(-n // size),
+                "times": times,
+                "tokens": tokens,
+            }
+            print(markdown_table([r for r in rows if r["workload"] == wname], COLUMNS), flush=True)
     result = {
         "name": "sampling",
         "model": MODEL,
         "dtype": "bfloat16",
-        "batch_size": batch_size,
-        "max_tokens": max_tokens,
+        "params": work,
+        "batch_sizes": sizes,
+        "max_tokens": budgets,
+        "ceiling_tokens_per_s": ceiling,
         "reps": reps,
         "rows": rows,
         "details": details,
-        "goal": "wow >= 0.9x raw batched (tokens/s)",
+        "goal": "wow fixed_shapes >= 1.0x raw batched (generated tokens/s, same batch size)",
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
     }
@@ -212,20 +266,33 @@ def bench_sampling(
     return result
 
 
-COLUMNS = ["workload", "method", "answers", "tokens", "seconds", "answers_per_s", "tokens_per_s", "vs_raw_batched"]
+COLUMNS = [
+    "workload",
+    "method",
+    "prompt_tokens",
+    "tokens",
+    "seconds",
+    "tokens_per_s",
+    "vs_raw_batched",
+    "vs_ceiling",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run the benchmark and print its table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--questions", type=int, default=4)
-    p.add_argument("--samples", type=int, default=16)
-    p.add_argument("--max-tokens", type=int, default=24)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--params", default=str(DEFAULT_PARAMS), help="parameter set whose workload is measured")
+    p.add_argument("--max-tokens", type=int, nargs="+", help="token budgets (default: the parameter set's)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="batch sizes (default: the parameter set's)")
+    p.add_argument("--questions", type=int, help="questions (default: the parameter set's)")
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--no-one-by-one", action="store_true")
     a = p.parse_args(argv)
-    res = bench_sampling(a.questions, a.samples, a.max_tokens, a.batch_size, a.reps, not a.no_one_by_one)
+    res = bench_sampling(a.params, a.max_tokens, a.batch_sizes, a.questions, a.reps, not a.no_one_by_one)
+    print(
+        f"ceiling (batched prompt pass): {res['ceiling_tokens_per_s']:.0f} tok/s; load {res['loadavg_before']} -> "
+        f"{res['loadavg_after']}"
+    )
     print(markdown_table(res["rows"], COLUMNS))
     return 0
 

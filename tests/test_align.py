@@ -142,7 +142,7 @@ def _rendered(tok, prompt):
 def test_overlong_prompts_keep_their_end_like_trl_0_9(tiny_model):
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from wow.align import _prepare
+    from wow.training import _prepare
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     pairs = _long_pairs()
@@ -175,7 +175,7 @@ def test_overlong_pairs_train_truncated_not_dropped(tiny_model, tmp_path, caplog
 
     seen = FirstBatch()
     cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 1, "max_length": 128, "max_prompt_length": 64})
-    with caplog.at_level("INFO", logger="wow.align"):
+    with caplog.at_level("INFO", logger="wow.training"):
         res = train(Dataset.from_list(_long_pairs()), None, tiny_model, "dpo", tmp_path / "run", cfg, callbacks=[seen])
     assert res.n_train == 4 and len(seen.prompt_lengths) == 4  # nothing dropped, by us or by TRL
     assert seen.prompt_lengths[0] <= 64 < seen.prompt_lengths[1]  # cut; kept whole: it fits with its answers
@@ -196,7 +196,8 @@ def test_config_checks_lengths_and_scheduler_names():
 
 def test_scheduler_names_are_those_of_transformers(tmp_path):
     from transformers.trainer_utils import SchedulerType
-    from wow.align import PAPER_SCHEDULERS, SCHEDULERS, _trl_config
+    from wow.align import PAPER_SCHEDULERS, SCHEDULERS
+    from wow.align_config import _trl_config
 
     assert set(SCHEDULERS) <= {s.value for s in SchedulerType} and set(PAPER_SCHEDULERS) <= set(SCHEDULERS)
     for name in PAPER_SCHEDULERS:  # TRL's configs accept each; only the plateau evaluates while training
@@ -234,7 +235,7 @@ def test_grid_search_picks_best_and_resumes(tiny_model, prefs, tmp_path):
 def test_paper_grid_is_81_points_in_the_papers_order(tmp_path, monkeypatch):
     import itertools
 
-    from wow import align
+    from wow import align, training
 
     trained = []
 
@@ -242,7 +243,7 @@ def test_paper_grid_is_81_points_in_the_papers_order(tmp_path, monkeypatch):
         trained.append(config)
         return align.TrainResult(output_dir, trainer, model_name, config, 1.0, 1 / len(trained), 1, 0.1, 0.1, 4, 2)
 
-    monkeypatch.setattr(align, "train", fake_train)
+    monkeypatch.setattr(training, "train", fake_train)  # the one training run the grid calls
     paper = dict(schedulers=align.PAPER_SCHEDULERS, weight_decays=align.PAPER_WEIGHT_DECAYS)
     result = grid_search([1], [1], "m", "dpo", tmp_path, AlignConfig(), **paper)
     assert len(result.runs) == 81 and len({r["name"] for r in result.runs}) == 81

@@ -42,6 +42,20 @@ def test_same_sample_in_any_batch_composition(engine):
     assert any(together[2 * i].text != together[2 * i + 1].text for i in range(len(PROMPTS)))
 
 
+def test_mixed_lengths_budgets_and_modes_share_a_batch_invariantly(engine):
+    # more rows of one prompt than an attention chunk, other prompt lengths, two token budgets, a greedy row
+    requests = [ask(PROMPTS[2], k, max_tokens=6) for k in range(9)] + [
+        ask(PROMPTS[0], 1, max_tokens=9),
+        ask(PROMPTS[3], 2, max_tokens=6, temperature=0.0),
+        ask(PROMPTS[1], 3, max_tokens=9, top_p=0.8),
+    ]
+    together = engine.generate(requests)
+    for i in (0, 8, 9, 10, 11):
+        [alone] = engine.generate([requests[i]])
+        assert (alone.text, alone.token_logprobs) == (together[i].text, together[i].token_logprobs)
+    assert engine.choice_logprobs(requests[8:10], ["1", "2"]) == engine.choice_logprobs(requests, ["1", "2"])[8:10]
+
+
 def test_logprobs_match_a_teacher_forced_pass(engine, default_model):
     model, tok = default_model
     [c] = engine.generate([ask(PROMPTS[2], max_tokens=12)])

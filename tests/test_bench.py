@@ -29,6 +29,21 @@ def test_confidence_bench_counts_forwards_and_writes_its_json(bench_out):
     assert {"loadavg_before", "loadavg_after", "goal"} <= set(written)
 
 
+@pytest.mark.slow
+def test_sampling_bench_takes_the_parameter_set_workload(bench_out):
+    from bench_sampling import bench_sampling, workload_from_params
+
+    work = workload_from_params()
+    assert work["max_tokens"] == 64 and work["batch_size"] == 20  # the demo's
+    res = bench_sampling(max_tokens=[2], batch_sizes=[8], n_questions=1, reps=1, one_by_one=False)
+    written = json.loads((bench_out / "sampling.json").read_text())
+    assert written["max_tokens"] == [2] and written["ceiling_tokens_per_s"] > 0
+    methods = {r["method"] for r in res["rows"]}
+    assert methods == {"wow fixed_shapes", "wow dynamic", "raw batched"}
+    for row in res["rows"]:
+        assert row["answers"] == work["n_samples"] and row["prompt_tokens"] > 0 and row["vs_ceiling"] > 0
+
+
 def test_summary_reads_every_benchmark_result(bench_out):
     import run_all
 

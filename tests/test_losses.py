@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
-from wow import align
+from wow import align_config
 from wow.align import TRAINERS, AlignConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -185,7 +185,7 @@ def test_the_formulas_tell_the_trainers_apart(tiny_model):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), align._lora_config(AlignConfig()))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), align_config._lora_config(AlignConfig()))
     PerturbAdapter().on_train_begin(None, None, None, model=model)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     losses = {t: _by_hand(model, tokenizer, _pairs(), t)["loss"] for t in TRAINERS}

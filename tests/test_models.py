@@ -16,14 +16,20 @@ def test_default_model_generates_a_reply(default_model):
     assert tok.padding_side == "left" and tok.pad_token is not None
 
 
-def test_second_load_is_fast_and_from_the_converted_folder():
-    models.default_model_path()  # make sure it is converted
-    t0 = time.perf_counter()
+def test_second_load_reuses_the_converted_folder_without_converting(monkeypatch):
+    """What a cached load does, not how long it takes: the GGUF file is never read again and the converted
+    folder's files are not rewritten (the README's < 5 s goal is measured in bench/)."""
+    folder = models.default_model_path()  # make sure it is converted
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+    def no_conversion():
+        raise AssertionError("the default model was converted again")
+
+    monkeypatch.setattr(models, "_gguf_dir", no_conversion)  # the conversion's first step
     model, _ = models.load(models.DEFAULT_MODEL)
-    elapsed = time.perf_counter() - t0
     assert models.resolve(models.DEFAULT_MODEL).source.startswith(str(models.cache_dir()))
     assert not hasattr(model, "hf_quantizer") or model.hf_quantizer is None
-    assert elapsed < 30  # a reconversion takes ~20 s plus load; the README goal (< 5 s) is measured in bench/
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
 
 
 def test_hub_id_offline_fails_fast_with_advice(monkeypatch):

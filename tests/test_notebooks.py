@@ -113,9 +113,16 @@ def test_smoke_alignment_reports_before_after_with_cis(smoke_run):
 
 
 def test_rerun_of_a_stage_is_served_from_the_cache(smoke_run, tmp_path):
+    """Seeded sampling gives the same bytes with or without a cache: what tells is that the rerun called no model
+    (its stage's record in usage.json counts the rerun's kernel only)."""
     before = (smoke_run / "answers.jsonl").read_bytes()
     run.run(ROOT / "parameters" / "smoke.yaml", only=["01"], output_root=str(smoke_run.parent))
     assert (smoke_run / "answers.jsonl").read_bytes() == before
+    usage = json.loads((smoke_run / "usage.json").read_text())["01_data_prep"]
+    assert usage, "the rerun recorded no model use"
+    for model, counts in usage.items():
+        assert counts["calls"] == 0 and counts["cache_misses"] == 0, (model, counts)
+        assert counts["cache_hits"] > 0, (model, counts)
 
 
 def test_wow_run_refuses_an_unknown_parameter(tmp_path):

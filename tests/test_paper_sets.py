@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from wow import WowError, params, pipeline
+from wow.context import RunContext
 from wow.tasks.base import Question
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def test_judge_all_gives_each_judge_its_budget(monkeypatch, tmp_path):
     from wow import judges
 
     seen = {}
-    monkeypatch.setattr(pipeline, "engine_for", lambda P, m: SimpleNamespace(supports_prefill=False))
+    monkeypatch.setattr(RunContext, "engine", lambda run, m: SimpleNamespace(supports_prefill=False))
     monkeypatch.setattr(
         judges, "judge_pairwise", lambda *a, max_tokens, **k: seen.setdefault("pair", max_tokens) and []
     )
@@ -55,7 +56,7 @@ def test_judge_all_gives_each_judge_its_budget(monkeypatch, tmp_path):
         {"output_root": str(tmp_path), "judge_modes": ["text"], "score_k": [5], "pairwise_max_tokens": 100,
          "score_max_tokens": 700}
     )  # fmt: skip
-    pipeline.judge_all(P, [])
+    pipeline.judge_all(RunContext(P), [])
     assert seen == {"pair": 100, "score": 700}
 
 
@@ -87,7 +88,7 @@ def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypa
     ]
     evaluated = []
 
-    def fake_eval(task, qs, model, adapter, cache, **kw):
+    def fake_eval(task, qs, model, adapter, **kw):
         evaluated.append((task.name, [q.id for q in qs], adapter))
         return [{"question_id": q.id, "adapter": adapter} for q in qs]
 
@@ -100,7 +101,8 @@ def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypa
         lambda entries, **k: pd.DataFrame([{c: e.get(c) for c in evaluate.META_COLUMNS} for e in entries]),
     )
     spec = pipeline.PrefSpec("oracle", None, None, None, "self")
-    table, rows = pipeline.align_and_evaluate(P, {("shortest_path", spec): {"train": [], "validation": []}}, questions)
+    sets = {("shortest_path", spec): {"train": [], "validation": []}}
+    table, rows = pipeline.align_and_evaluate(RunContext(P), sets, questions)
     assert list(table["eval_task"]) == ["shortest_path", "max_flow"]
     assert set(table["task"]) == {"shortest_path"}
     assert ("max_flow", ["max_flow/test"], "ad") in evaluated  # the other task's test questions, aligned model

@@ -285,8 +285,8 @@ MODULE_WRITERS = {
 }
 #: Writers that do not go through a temporary file of wow.io, and why that is safe.
 ALLOWED_WRITERS = {
-    ("align.py", "save_model"): "adapter weights into the training folder, which counts as complete only once "
-    "train_log.json is written (atomically) after them (wow.align.is_complete)",
+    ("training.py", "save_model"): "adapter weights into the training folder, which counts as complete only once "
+    "train_log.json is written (atomically) after them (wow.training.is_complete)",
     ("preferences.py", "save_to_disk"): "into a temporary folder of its own (.<name>.tmp<pid>), renamed over the set",
     ("lock.py", "ftruncate"): "the lock file is written in place: the lock lives on its inode",
     ("lock.py", "pwrite"): "the lock file is written in place: the lock lives on its inode",

@@ -105,26 +105,11 @@ def _check_file(task: str, key: str, path: Path, opts: dict, root: Path, P: RunP
 
 
 def _com2_rows(path: Path) -> int:
-    """COM2 rows its loader keeps (the checks of :meth:`wow.tasks.com2.COM2.build` before labelling)."""
-    import ast
+    """COM2 rows its loader keeps (:meth:`wow.tasks.com2.COM2.item`: its checks, before any labelling)."""
+    from wow.tasks.com2 import COM2
 
-    from wow.tasks.com2 import COLUMNS, WHAT
-    from wow.tasks.sources import read_csv_rows, row_error
-
-    n = 0
-    for row in read_csv_rows(path, WHAT, COLUMNS):
-        try:
-            options = ast.literal_eval(row.data["options"])
-        except (ValueError, SyntaxError):
-            raise row_error(row, "'options' is not a Python list literal") from None
-        if not isinstance(options, list) or len(options) < 2:
-            raise row_error(row, "'options' must be a list of at least two options")
-        label = row.data["label"].strip()
-        if not label.lstrip("-").isdigit() or not 0 <= int(label) < len(options):
-            raise row_error(row, f"label {label!r} is not an index of the {len(options)} options")
-        kind = row.data["type"]
-        n += int(int(label) != len(options) - 1 and ("2i" in kind or "3i" in kind))
-    return n
+    task = COM2(str(path))
+    return sum(task.item(row) is not None for row in task.rows())
 
 
 def check(P: RunParams, root: str | Path | None = None) -> list[Result]:

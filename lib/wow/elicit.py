@@ -31,23 +31,21 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import pandas as pd
 
-from wow import WowError, judges, metrics
+from wow import WowError, judges, metrics, schema
 from wow.pairs import MARGINS, by_task_generator, candidate_pairs, check_margin, is_parsed
 from wow.protocol import answer_identity, is_paper, paper_length
 
 log = logging.getLogger(__name__)
 
-#: Scalar methods computed from the answers alone, in report order.
-SCALAR_METHODS = ("length", "consistency", "logprob")
-#: Prefix of judge-score columns in ``scores.jsonl``: ``judge_score:<judge>:k<k>[:logprob]``.
-JUDGE_SCORE_PREFIX = "judge_score:"
-_JUDGE_COLUMN = re.compile(r"^judge_score:(?P<judge>.+):k(?P<k>\d+)(?::(?P<mode>text|logprob))?$")
+SCALAR_METHODS = schema.SCALAR_METHODS
+JUDGE_SCORE_PREFIX = schema.JUDGE_SCORE_PREFIX
+judge_score_column = schema.judge_score_column
+parse_judge_score_column = schema.parse_judge_score_column
 #: Values of the ``acc_wow_split`` parameter: one split of the questions, or ``all``.
 SPLITS = ("train", "validation", "test", "all")
 TABLE_COLUMNS = [
@@ -122,19 +120,6 @@ def is_free_text(task: str) -> bool:
 def oracle(answers: Sequence[dict]) -> dict[str, float | None]:
     """``answer_id -> raw_label``: the true order, as a scorer (Acc_WoW must be exactly 1.0)."""
     return {a["answer_id"]: a.get("raw_label") for a in answers}
-
-
-def judge_score_column(judge: str, k: int, mode: str = "text") -> str:
-    """Column name of a score judge in ``scores.jsonl``: ``judge_score:<judge>:k<k>`` (+ ``:logprob``)."""
-    return f"{JUDGE_SCORE_PREFIX}{judge}:k{k}" + (":logprob" if mode == "logprob" else "")
-
-
-def parse_judge_score_column(column: str) -> tuple[str, int, str]:
-    """Inverse of :func:`judge_score_column`: ``(judge, k, mode)``."""
-    m = _JUDGE_COLUMN.match(column)
-    if not m:
-        raise WowError(f"{column!r} is not a judge-score column (judge_score:<judge>:k<k>[:logprob]).")
-    return m["judge"], int(m["k"]), m["mode"] or "text"
 
 
 def judge_score_maps(score_rows: Sequence[dict]) -> dict[str, dict[str, float | None]]:
@@ -294,7 +279,7 @@ def acc_wow_table(
                         n_missing=n_missing,
                         protocol=protocol,
                     )
-                    out.append(_row(task, gen, split, f"pairwise_{mode}", judge, check, res, rates))
+                    out.append(_row(task, gen, split, schema.pairwise_method(mode), judge, check, res, rates))
     table = pd.DataFrame(out, columns=TABLE_COLUMNS)
     return table.astype({c: float for c in ("acc_wow", "ci_low", "ci_high", "parse_fail_rate", "flip_rate")})
 
@@ -373,8 +358,7 @@ def _score_maps(answers: Sequence[dict], scores: Sequence[dict]) -> dict[tuple[s
     columns = sorted({c for r in scores for c in r if c.startswith(JUDGE_SCORE_PREFIX)})
     for col in columns:
         judge, k, mode = parse_judge_score_column(col)
-        method = f"score_k{k}" + ("_logprob" if mode == "logprob" else "")
-        maps[(method, judge)] = {r["answer_id"]: r.get(col) for r in scores}
+        maps[(schema.score_method(k, mode), judge)] = {r["answer_id"]: r.get(col) for r in scores}
     return maps
 
 

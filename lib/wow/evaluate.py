@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from wow import WowError, io
+from wow import WowError, io, layout
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ def evaluate_adapter(
     adapter: str | os.PathLike | None,
     cache: str | os.PathLike | None = None,
     engine_options: dict | None = None,
+    engines: Callable | None = None,
     **kwargs: Any,
 ) -> list[dict]:
     """:func:`evaluate_model` on the local ``transformers`` engine, with an adapter (or the original model).
@@ -173,11 +174,17 @@ def evaluate_adapter(
         adapter: adapter folder written by :func:`wow.align.train`, or None for the original model.
         cache: on-disk cache of model calls.
         engine_options: options of the transformers engine (``batch_size``, ``dtype``, ``device``...).
+        engines: ``(model, adapter) -> engine``, e.g. :meth:`wow.context.RunContext.engine`: the engine comes from
+            there (and stays open: its owner frees it) instead of being built here with ``cache`` and
+            ``engine_options`` and closed after.
         **kwargs: passed to :func:`evaluate_model` (``n_samples``, ``seed``, ``split``, ``preference_sets``...).
 
     Returns:
         The graded answer rows.
     """
+    kwargs.setdefault("generator", adapter_generator(base_model, adapter))
+    if engines is not None:
+        return evaluate_model(task, questions, engines(base_model, adapter), **kwargs)
     from wow.backends import get_engine
 
     engine_kwargs: dict[str, Any] = {**(engine_options or {}), "model": base_model}
@@ -185,7 +192,6 @@ def evaluate_adapter(
         engine_kwargs["cache"] = cache
     if adapter is not None:
         engine_kwargs["adapter"] = str(adapter)
-    kwargs.setdefault("generator", adapter_generator(base_model, adapter))
     engine = get_engine("transformers", **engine_kwargs)
     try:
         return evaluate_model(task, questions, engine, **kwargs)
@@ -210,7 +216,7 @@ def make_select_fn(
         validation_questions: questions of the ``validation`` split.
         base_model: base model name.
         cache: on-disk cache of model calls.
-        **kwargs: passed to :func:`evaluate_adapter` (``engine_options``, ``n_samples``, ``seed``,
+        **kwargs: passed to :func:`evaluate_adapter` (``engines`` or ``engine_options``, ``n_samples``, ``seed``,
             ``preference_sets``...).
 
     Returns:
@@ -221,7 +227,7 @@ def make_select_fn(
     def select(adapter_dir: Path) -> float:
         rows = evaluate_adapter(task, qs, base_model, adapter_dir, cache, split="validation", **kwargs)
         adapter_dir = Path(adapter_dir)
-        io.write_jsonl(adapter_dir.parent / "validation_answers" / f"{adapter_dir.name}.jsonl", rows)
+        io.write_jsonl(adapter_dir.parent / layout.VALIDATION_ANSWERS_DIR / f"{adapter_dir.name}.jsonl", rows)
         return summarize(rows)["mean_correctness"]
 
     return select

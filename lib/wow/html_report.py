@@ -26,21 +26,23 @@ import math
 from pathlib import Path
 from urllib.parse import quote
 
-from wow import WowError, io
+from wow import WowError, io, layout
+from wow.stages import latest_attempts
 
 log = logging.getLogger(__name__)
 # nbconvert warns about every plot without alternative text; only its errors are worth a line in a run's log
 _NBCONVERT_LOG = logging.getLogger(f"{__name__}.nbconvert")
 _NBCONVERT_LOG.setLevel(logging.ERROR)
 
-REPORT_DIR = "report"
+REPORT_DIR = layout.REPORT_DIR
 
 #: Files the report reads besides the notebooks, with what they hold and what writes them.
+_RUN = layout.Layout(".")
 EXPECTED_FILES = {
-    "acc_wow.csv": "the Acc_WoW table, written by 03_acc_wow",
-    "alignment.csv": "the alignment gains, written by 04_dpo_training",
-    "timings.json": "wall time per stage, written by wow run",
-    "usage.json": "model calls, tokens and cost, written by stages 01-04",
+    _RUN.acc_wow.name: "the Acc_WoW table, written by 03_acc_wow",
+    _RUN.alignment.name: "the alignment gains, written by 04_dpo_training",
+    _RUN.timings.name: "wall time per stage, written by wow run",
+    _RUN.usage.name: "model calls, tokens and cost, written by stages 01-04",
 }
 
 # The lab template without its remote parts: require.js, the widget manager, MathJax and Mermaid come from CDNs.
@@ -52,121 +54,8 @@ _OFFLINE_NOTEBOOK_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 """
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Run report: {{ run_name }}</title>
-<style>
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 72rem;
-       padding: 0 1rem; color: #222; line-height: 1.45; }
-h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
-.meta { color: #666; font-size: 0.9rem; }
-table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.total td { font-weight: 600; background: #fafafa; }
-code { font-size: 0.88rem; }
-.missing { border: 1px solid #e0b252; background: #fff8e6; padding: 0.6rem 1rem; border-radius: 4px; }
-.complete { border: 1px solid #9ccc9c; background: #f1faf1; padding: 0.6rem 1rem; border-radius: 4px; }
-.status-done { color: #1b7a1b; } .status-failed { color: #b00020; font-weight: 600; } .status-other { color: #8a5a00; }
-.figures { display: flex; flex-wrap: wrap; gap: 1.2rem; }
-figure { margin: 0; max-width: 34rem; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: 0.85rem; color: #444; }
-.note { color: #666; font-size: 0.9rem; }
-</style>
-</head>
-<body>
-<h1>Run report: <code>{{ run_name }}</code></h1>
-<p class="meta">Written {{ written }} from the run folder. Every path on this page is relative to it.</p>
-<p class="meta" id="protocol">Protocol: <code>{{ protocol }}</code> ({{ "the paper's computation where reproducible"
-if protocol == "paper" else "wow's computation" }}; see docs/fidelity.md).</p>
-
-{% if missing %}
-<div class="missing" id="missing">
-<strong>Partial run: {{ missing | length }} part{{ "s" if missing | length != 1 else "" }} missing.</strong>
-<ul>{% for item in missing %}<li>{{ item }}</li>{% endfor %}</ul>
-</div>
-{% else %}
-<div class="complete" id="missing"><strong>Every stage ran; nothing is missing.</strong></div>
-{% endif %}
-
-<h2 id="stages">Stages</h2>
-<table>
-<tr><th>stage</th><th>status</th><th>wall time</th><th>model calls</th><th>tokens (prompt + completion)</th>
-<th>API cost</th><th>notebook</th></tr>
-{% for s in stages %}
-<tr><td>{{ s.name }}</td><td class="status-{{ s.status_class }}">{{ s.status }}</td>
-<td class="num">{{ s.time }}</td><td class="num">{{ s.calls }}</td><td class="num">{{ s.tokens }}</td>
-<td class="num">{{ s.cost }}</td>
-<td>{% if s.html %}<a href="{{ s.html }}">rendered</a> · <a href="{{ s.ipynb }}">.ipynb</a>{% else %}none{% endif %}</td></tr>
-{% endfor %}
-<tr class="total"><td>total</td><td></td><td class="num">{{ total.time }}</td><td class="num">{{ total.calls }}</td>
-<td class="num">{{ total.tokens }}</td><td class="num">{{ total.cost }}</td><td></td></tr>
-</table>
-<p class="note">Status and wall time of each stage's latest attempt, from <code>stages.json</code> (written by
-<code>wow run</code>, which lists every attempt); calls, tokens and cost from
-<code>usage.json</code>: model calls actually made by each stage's process (results served from the cache cost
-nothing and count as cache hits below).</p>
-
-{% if usage_rows %}
-<h3>Model usage per stage</h3>
-<table>
-<tr><th>stage</th><th>model</th><th>calls</th><th>prompt tokens</th><th>completion tokens</th><th>cache hits</th>
-<th>cache misses</th><th>API cost</th></tr>
-{% for u in usage_rows %}
-<tr><td>{{ u.stage }}</td><td>{{ u.model }}</td><td class="num">{{ u.calls }}</td><td class="num">{{ u.prompt }}</td>
-<td class="num">{{ u.completion }}</td><td class="num">{{ u.hits }}</td><td class="num">{{ u.misses }}</td>
-<td class="num">{{ u.cost }}</td></tr>
-{% endfor %}
-</table>
-{% endif %}
-
-<h2 id="acc-wow">Acc_WoW (M = 1.0; random = 0.5, oracle = 1.0)</h2>
-{% if acc.rows %}
-<table>
-<tr>{% for h in acc.header %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for row in acc.rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
-</table>
-<p class="note">Every margin, with candidates, missing pairs and parse / flip rates: <a href="../acc_wow.csv">acc_wow.csv</a>.</p>
-{% else %}<p class="note">{{ acc.note }}</p>{% endif %}
-
-<h2 id="alignment">Alignment on the held-out test questions (positive = better)</h2>
-{% if alignment.rows %}
-<table>
-<tr>{% for h in alignment.header %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for row in alignment.rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
-</table>
-<p class="note">Every column, before and after: <a href="../alignment.csv">alignment.csv</a>.</p>
-{% else %}<p class="note">{{ alignment.note }}</p>{% endif %}
-
-<h2 id="figures">Figures</h2>
-{% if figures %}
-<div class="figures">
-{% for f in figures %}
-<figure id="fig-{{ f.stem }}"><a href="{{ f.src }}"><img src="{{ f.src }}" alt="{{ f.stem }}"></a>
-<figcaption><code>{{ f.name }}</code>{% if f.pdf %} · <a href="{{ f.pdf }}">PDF</a>{% endif %}</figcaption></figure>
-{% endfor %}
-</div>
-{% else %}<p class="note">No figures (PNG files) in the run folder yet.</p>{% endif %}
-
-<h2 id="parameters">Parameters</h2>
-{% if params %}
-<table>
-<tr><th>parameter</th><th>value</th></tr>
-{% for key, value in params %}<tr><td><code>{{ key }}</code></td><td><code>{{ value }}</code></td></tr>{% endfor %}
-</table>
-{% endif %}
-<p class="note">As validated at the start of the run: <a href="../run.yaml">run.yaml</a>.</p>
-
-{% if files %}
-<h2 id="files">Files</h2>
-<ul>{% for f in files %}<li><a href="{{ f.href }}">{{ f.name }}</a></li>{% endfor %}</ul>
-{% endif %}
-</body>
-</html>
-"""
+#: The page (Jinja2, autoescaped): ``templates/report.html.j2``, shipped as package data.
+TEMPLATE = "report.html.j2"
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -182,34 +71,36 @@ def write_report(run_dir: str | Path) -> Path:
     import yaml
 
     run_dir = Path(run_dir)
-    if not (run_dir / "run.yaml").is_file():
+    run = layout.Layout(run_dir)
+    if not run.run_yaml.is_file():
         raise WowError(
             f"{run_dir} is not a run folder (no run.yaml); give a folder written by wow run, e.g. outputs/demo."
         )
     try:
-        run_params = yaml.safe_load((run_dir / "run.yaml").read_text()) or {}
+        run_params = yaml.safe_load(run.run_yaml.read_text()) or {}
     except yaml.YAMLError as e:
         raise WowError(f"{run_dir / 'run.yaml'} is not valid YAML ({e.__class__.__name__}); rerun wow run.") from None
     if not isinstance(run_params, dict):
         raise WowError(f"{run_dir / 'run.yaml'} is not a mapping of parameters; rerun wow run.")
-    out_dir = run_dir / REPORT_DIR
+    out_dir = run.report
     missing: list[str] = []
 
     stages, usage_rows, total = _stages(run_dir, out_dir, missing)
-    acc = _acc_wow_table(run_dir / "acc_wow.csv")
-    alignment = _alignment_table(run_dir / "alignment.csv")
+    acc = _acc_wow_table(run.acc_wow)
+    alignment = _alignment_table(run.alignment)
     for name, what in EXPECTED_FILES.items():
         if not (run_dir / name).exists():
             missing.append(f"{name}: {what}")
-    for table, name in ((acc, "acc_wow.csv"), (alignment, "alignment.csv")):
+    for table, name in ((acc, run.acc_wow.name), (alignment, run.alignment.name)):
         if table.get("error"):
             missing.append(f"{name} could not be read: {table['error']}")
     figures = _figures(run_dir)
     if not figures:
         missing.append("figures: no PNG files in the run folder")
 
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    page = env.from_string(_PAGE).render(
+    loader = jinja2.PackageLoader("wow", "templates")
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    page = env.get_template(TEMPLATE).render(
         run_name=str(run_params.get("run_name", run_dir.name)),
         protocol=str(run_params.get("protocol", "wow")),  # run.yaml of older runs: the default
         written=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -245,10 +136,8 @@ def render_notebook(notebook: str | Path, out: str | Path) -> Path:
 
 # -- stages ----------------------------------------------------------------------------------------------------
 def _stage_names(run_dir: Path) -> list[str]:
-    from wow import run
-
     try:
-        names = [nb.stem for nb in run.notebooks()]
+        names = [nb.stem for nb in layout.notebooks()]
     except WowError:
         names = []
     extra = sorted(p.stem for p in (run_dir / "notebooks").glob("*.ipynb") if p.stem not in names)
@@ -286,16 +175,17 @@ def _attempt_status(latest: dict, holder: dict | None) -> tuple[str, str]:
 
 
 def _stages(run_dir: Path, out_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict], dict]:
-    from wow import lock, run
+    from wow import lock
 
-    timings = _read_json(run_dir / "timings.json")
-    usage = _read_json(run_dir / "usage.json")
-    attempts = run.latest_attempts(run_dir)
+    run = layout.Layout(run_dir)
+    timings = _read_json(run.timings)
+    usage = _read_json(run.usage)
+    attempts = latest_attempts(run_dir)
     holder = lock.holder(run_dir) if any(a.get("status") == "running" for a in attempts.values()) else None
     stages, usage_rows = [], []
     sums = {"time": 0.0, "calls": 0, "tokens": 0, "cost": None, "cost_unknown": False}
     for name in _stage_names(run_dir):
-        nb = run_dir / "notebooks" / f"{name}.ipynb"
+        nb = run.notebook(name)
         html = ipynb = None
         latest = attempts.get(name)
         if nb.exists():
@@ -453,8 +343,9 @@ def _figures(run_dir: Path) -> list[dict]:
 
 
 def _files(run_dir: Path) -> list[dict]:
-    names = ["summary.md", "acc_wow.csv", "alignment.csv", "correlations.csv", "metrics.json", "usage.json"]
-    names += ["stages.json", "timings.json", "run.yaml"]
+    run = layout.Layout(run_dir)
+    paths = [run.summary, run.acc_wow, run.alignment, run.correlations, run.metrics, run.usage, run.stages]
+    names = [p.name for p in [*paths, run.timings, run.run_yaml]]
     return [{"name": n, "href": f"../{quote(n)}"} for n in names if (run_dir / n).exists()]
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wow import WowError, io
+from wow import WowError, io, layout, schema
 from wow.backends.base import ChatRequest, Engine, EngineError
 from wow.pairs import candidate_pairs, pair_id, score_groups, subsample_pairs
 from wow.protocol import is_paper, paper_query
@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 #: Versions of the judge prompts below; part of every request's cache key. Bump when a prompt changes.
 PAIRWISE_PROMPT_VERSION = "wow-pairwise-1"
 SCORE_PROMPT_VERSION = "wow-score-1"
-MODES = ("text", "logprob")
-CHECKS = ("none", "both_orders")
-SCORE_KS = (1, 2, 5, 10)
+MODES = schema.JUDGE_MODES
+CHECKS = schema.CHECKS
+SCORE_KS = schema.SCORE_KS
 #: Prefills of the logprob mode and the choices read after them. The trailing space matters: tokenizers that split
 #: digits (SmolLM2, Llama-3, Qwen) write ": 1" as ":", " ", "1"; without the space the next token is almost surely
 #: " " and P("1") + P("2") is ~0.001 (measured on SmolLM2-135M) instead of ~0.9.
@@ -149,19 +149,9 @@ def score_messages(group: Sequence[dict], protocol: str = "wow") -> list[dict]:
 
 
 def judgement_filename(kind: str, judge: str, mode: str = "text", k: int | None = None) -> str:
-    """File name under ``judgements/``: ``pairwise_<judge>_<mode>.jsonl`` or ``score_<judge>_k<k>_<mode>.jsonl``.
-
-    The judge name is made file-safe (anything but letters, digits, ``.``, ``_``, ``-`` becomes ``-``).
-    """
+    """File name under ``judgements/`` (:func:`wow.layout.judgement_filename`), after checking ``mode``."""
     _check_mode(mode)
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", judge).strip("-") or "judge"
-    if kind == "pairwise":
-        return f"pairwise_{safe}_{mode}.jsonl"
-    if kind == "score":
-        if k is None:
-            raise WowError("a score judgement file needs k.")
-        return f"score_{safe}_k{k}_{mode}.jsonl"
-    raise WowError(f"unknown judgement kind {kind!r}; use 'pairwise' or 'score'.")
+    return layout.judgement_filename(kind, judge, mode, k)
 
 
 def read_judgements(folder: str | Path, kind: str = "pairwise") -> list[dict]:
@@ -262,6 +252,42 @@ def _normalised(logprobs: dict[str, float], choices: Sequence[str]) -> list[floa
 
 
 # -- pairwise judge ----------------------------------------------------------------------------------------------
+def _ask(
+    engine: Engine,
+    judge: str,
+    mode: str,
+    messages: list[list[dict]],
+    *,
+    max_tokens: int,
+    prefill: str,
+    version: str,
+    choices: Sequence[str],
+    read_text,
+    read_logprobs,
+) -> list:
+    """The request and parsing shape both judges share: one greedy request per prompt (request seed 0, so the
+    caller's cache serves any rerun). ``text`` mode: a free reply of at most ``max_tokens``, read by
+    ``read_text(index, reply)``; ``logprob`` mode: the turn prefilled with ``prefill``, its next-token
+    distribution over ``choices`` (checked to carry most of the mass) read by ``read_logprobs(logprobs)``."""
+    requests = [
+        ChatRequest(
+            messages=m,
+            max_tokens=1 if mode == "logprob" else max_tokens,
+            temperature=0.0,
+            seed=0,
+            prefill=prefill if mode == "logprob" else None,
+            logprobs=False,
+            template_version=version,
+        )
+        for m in messages
+    ]
+    if mode == "text":
+        return [read_text(i, c.text) for i, c in enumerate(engine.generate(requests))]
+    lps = _choice_logprobs(engine, requests, choices)
+    _check_mass(lps, choices, judge)
+    return [read_logprobs(lp) for lp in lps]
+
+
 def judge_pairwise(
     engine: Engine,
     answers: Sequence[dict],
@@ -299,28 +325,20 @@ def judge_pairwise(
     if pairs is None:
         pairs = subsample_pairs(candidate_pairs(answers), max_pairs, seed)
     pairs = list(pairs)
-    prefill = VERDICT_PREFILL if mode == "logprob" else None
-    requests = []
-    for a, b in pairs:
-        for first, second in ((a, b), (b, a)):
-            requests.append(
-                ChatRequest(
-                    messages=pairwise_messages(first, second, protocol),
-                    max_tokens=1 if mode == "logprob" else max_tokens,
-                    temperature=0.0,
-                    seed=0,
-                    prefill=prefill,
-                    logprobs=False,
-                    template_version=PAIRWISE_PROMPT_VERSION,
-                )
-            )
-    log.info("pairwise judge %s (%s): %d pairs, %d requests", judge, mode, len(pairs), len(requests))
-    if mode == "text":
-        passes = [_text_verdict(c.text, protocol) for c in engine.generate(requests)]
-    else:
-        lps = _choice_logprobs(engine, requests, VERDICT_CHOICES)
-        _check_mass(lps, VERDICT_CHOICES, judge)
-        passes = [_logprob_verdict(lp) for lp in lps]
+    messages = [pairwise_messages(first, second, protocol) for a, b in pairs for first, second in ((a, b), (b, a))]
+    log.info("pairwise judge %s (%s): %d pairs, %d requests", judge, mode, len(pairs), len(messages))
+    passes = _ask(
+        engine,
+        judge,
+        mode,
+        messages,
+        max_tokens=max_tokens,
+        prefill=VERDICT_PREFILL,
+        version=PAIRWISE_PROMPT_VERSION,
+        choices=VERDICT_CHOICES,
+        read_text=lambda i, text: _text_verdict(text, protocol),
+        read_logprobs=_logprob_verdict,
+    )
     rows = []
     for n, (a, b) in enumerate(pairs):
         fwd, rev = passes[2 * n], passes[2 * n + 1]
@@ -548,33 +566,30 @@ def judge_scores(
         raise WowError(f"the logprob score mode reads one score per prompt; use k=1 (got k={k}) or mode='text'.")
     judge = judge or engine.model
     groups = score_groups(answers, k)
-    requests = [
-        ChatRequest(
-            messages=score_messages(g, protocol),
-            max_tokens=1 if mode == "logprob" else (max_tokens or 128 + 64 * k),
-            temperature=0.0,
-            seed=0,
-            prefill=SCORE_PREFILL if mode == "logprob" else None,
-            logprobs=False,
-            template_version=SCORE_PROMPT_VERSION,
-        )
-        for g in groups
-    ]
-    log.info("score judge %s (k=%d, %s): %d prompts", judge, k, mode, len(requests))
-    if mode == "text":
-        parsed = []
-        for g, c in zip(groups, engine.generate(requests), strict=True):
-            parse = paper_parse_scores if is_paper(protocol) else parse_scores
-            scores, err = parse(c.text, len(g))
-            parsed.append((c.text, scores, err, None))
-    else:
-        parsed = []
-        lps = _choice_logprobs(engine, requests, SCORE_CHOICES)
-        _check_mass(lps, SCORE_CHOICES, judge)
-        for lp in lps:
-            probs = _normalised(lp, SCORE_CHOICES)
-            expected = float(sum(s * p for s, p in enumerate(probs)))
-            parsed.append(({c: lp[c] for c in SCORE_CHOICES}, [expected], None, [probs]))
+    parse = paper_parse_scores if is_paper(protocol) else parse_scores
+
+    def read_text(i: int, text: str) -> tuple:
+        scores, err = parse(text, len(groups[i]))
+        return text, scores, err, None
+
+    def read_logprobs(lp: dict) -> tuple:
+        probs = _normalised(lp, SCORE_CHOICES)
+        expected = float(sum(s * p for s, p in enumerate(probs)))
+        return {c: lp[c] for c in SCORE_CHOICES}, [expected], None, [probs]
+
+    log.info("score judge %s (k=%d, %s): %d prompts", judge, k, mode, len(groups))
+    parsed = _ask(
+        engine,
+        judge,
+        mode,
+        [score_messages(g, protocol) for g in groups],
+        max_tokens=max_tokens or 128 + 64 * k,
+        prefill=SCORE_PREFILL,
+        version=SCORE_PROMPT_VERSION,
+        choices=SCORE_CHOICES,
+        read_text=read_text,
+        read_logprobs=read_logprobs,
+    )
     rows = []
     for g, (raw, scores, err, probs) in zip(groups, parsed, strict=True):
         first = g[0]

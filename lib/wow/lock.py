@@ -38,11 +38,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from wow import WowError, io
+from wow import WowError, io, layout
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".wow.lock"
+LOCK_FILE = layout.LOCK_FILE
 #: Environment variable through which a holder passes its token to the notebook kernels it starts.
 ENV_VAR = "WOW_RUN_LOCK_TOKEN"
 #: How long a refused process waits for a holder that has just taken the lock to write who it is.
@@ -102,7 +102,7 @@ def acquire(run_dir: str | os.PathLike) -> str:
     log.debug("%s: write lock taken by pid %d", run_dir, os.getpid())
     # the only writer now: temporary files of writers killed before their rename are debris (the report folder is
     # left alone: `wow report` writes there without the lock)
-    removed = io.remove_temporaries(run_dir, skip=("report",))
+    removed = io.remove_temporaries(run_dir, skip=(layout.REPORT_DIR,))
     if removed:
         log.info("%s: removed %d temporary file(s) left by a killed writer", run_dir, len(removed))
     return "acquired"

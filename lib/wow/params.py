@@ -21,9 +21,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wow import WowError
+from wow import WowError, layout, schema
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = layout.REPO_ROOT
 SECRET_NAMES = ("api_key", "openai_api_key", "hf_token", "token", "password", "secret")
 #: Values that look like an API key or access token (OpenAI, Hugging Face, bearer tokens).
 SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|Bearer\s+\S{16,})")
@@ -126,9 +126,9 @@ class RunParams(BaseModel):
     @field_validator("score_k")
     @classmethod
     def _score_k(cls, v: list[int]) -> list[int]:
-        bad = [k for k in v if k not in (1, 2, 5, 10)]
+        bad = schema.unknown(v, schema.SCORE_KS)
         if bad:
-            raise ValueError(f"score_k values must be among 1, 2, 5, 10; got {bad}")
+            raise ValueError(f"score_k values must be among {', '.join(map(str, schema.SCORE_KS))}; got {bad}")
         return v
 
     @field_validator("pref_types")
@@ -279,24 +279,20 @@ class RunParams(BaseModel):
     @field_validator("trainers")
     @classmethod
     def _trainers(cls, v: list[str]) -> list[str]:
-        from wow.align import TRAINERS
-
-        unknown = [t for t in v if t not in TRAINERS]
+        unknown = schema.unknown(v, schema.TRAINERS)
         if unknown:
-            raise ValueError(f"unknown trainer(s) {unknown}; valid: {', '.join(TRAINERS)}")
+            raise ValueError(f"unknown trainer(s) {unknown}; valid: {', '.join(schema.TRAINERS)}")
         return v
 
     @field_validator("lr_schedulers")
     @classmethod
     def _lr_schedulers(cls, v: list[str]) -> list[str]:
-        from wow.align import SCHEDULERS
-
         if not v:
             raise ValueError("name at least one scheduler, e.g. [cosine]")
-        unknown = [s for s in v if s not in SCHEDULERS]
+        unknown = schema.unknown(v, schema.SCHEDULERS)
         if unknown:
             hint = " (cosine_with_restarts, with an s)" if "cosine_with_restart" in unknown else ""
-            raise ValueError(f"unknown scheduler(s) {unknown}{hint}; valid: {', '.join(SCHEDULERS)}")
+            raise ValueError(f"unknown scheduler(s) {unknown}{hint}; valid: {', '.join(schema.SCHEDULERS)}")
         return v
 
     @field_validator("weight_decays")
@@ -313,9 +309,14 @@ class RunParams(BaseModel):
         return (root if root.is_absolute() else REPO_ROOT / root) / self.run_name
 
     @property
+    def layout(self) -> layout.Layout:
+        """The artefact paths of the run folder (:class:`wow.layout.Layout`)."""
+        return layout.Layout(self.run_dir)
+
+    @property
     def cache_path(self) -> Path:
         """The run's model-call cache (SQLite)."""
-        return self.run_dir / "cache.sqlite"
+        return self.layout.cache
 
 
 def _is_api(name: str) -> bool:
@@ -334,28 +335,7 @@ def _check_model(name: str) -> None:
         raise ValueError(str(e)) from None
 
 
-def parse_pref_type(spec: str) -> tuple[str, float | None]:
-    """Split a preference-type spec like ``score@0.1`` into ``("score", 0.1)``; score types need a margin.
-
-    Raises:
-        ValueError: unknown type, or a margin missing, misplaced or outside (0, 1].
-    """
-    from wow.preferences import PREF_TYPES
-
-    kind, _, margin = spec.partition("@")
-    if kind not in PREF_TYPES:
-        raise ValueError(f"unknown preference type {kind!r}; valid: {', '.join(PREF_TYPES)}")
-    if kind.endswith("score"):
-        try:
-            m = float(margin)
-        except ValueError:
-            raise ValueError(f"{spec!r}: score types need a margin, e.g. {kind}@0.5") from None
-        if not 0 < m <= 1:
-            raise ValueError(f"{spec!r}: the margin must lie in (0, 1]")
-        return kind, m
-    if margin:
-        raise ValueError(f"{spec!r}: only score types take a margin")
-    return kind, None
+parse_pref_type = schema.parse_pref_type  # the parameters' name for it
 
 
 def field_names() -> list[str]:
@@ -472,7 +452,7 @@ def check_run_folder(P: RunParams, source: str = "parameters", keys=None) -> Non
     Raises:
         WowError: names the folder, the keys that differ and what to do.
     """
-    path = P.run_dir / "run.yaml"
+    path = P.layout.run_yaml
     if not path.exists():
         return
     try:

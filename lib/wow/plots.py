@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from wow import WowError, io, metrics
+from wow import WowError, io, metrics, schema
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +107,21 @@ def figure_points(table: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str, p
     out = []
     for judge in sorted(table["judge"].dropna().unique()):
         sub = table[table["judge"] == judge]
-        score = sub[sub["method"].str.startswith("score_k")]
+        parsed = sub["method"].map(schema.parse_score_method)
+        score = sub[parsed.notna()]
         if not score.empty:
-            ks = sorted(score["method"].str.extract(r"score_k(\d+)")[0].astype(int).unique())
+            ks = sorted({km[0] for km in parsed.dropna()})
             k = 5 if 5 in ks else ks[-1]
-            text_first = score[score["method"] == f"score_k{k}"]
-            score = text_first if not text_first.empty else score[score["method"] == f"score_k{k}_logprob"]
+            text_first = score[score["method"] == schema.score_method(k, "text")]
+            score = text_first if not text_first.empty else score[score["method"] == schema.score_method(k, "logprob")]
             m = score["margin"].min()
             pts = score[score["margin"] == m].merge(stats, on=["task", "generator"])
             out.append((f"fig2_{safe_name(judge)}", pts, f"score-based judge {judge}, k = {k}, M = {m:g}"))
-        pair = sub[sub["method"].str.startswith("pairwise") & (sub["check"] == "both_orders") & (sub["margin"] == 1.0)]
+        is_pair = sub["method"].map(schema.is_pairwise_method).astype(bool)
+        pair = sub[is_pair & (sub["check"] == "both_orders") & (sub["margin"] == 1.0)]
         if not pair.empty:
-            mode = "pairwise_text" if (pair["method"] == "pairwise_text").any() else pair["method"].iloc[0]
+            text = schema.pairwise_method("text")
+            mode = text if (pair["method"] == text).any() else pair["method"].iloc[0]
             pts = pair[pair["method"] == mode].merge(stats, on=["task", "generator"])
             out.append(
                 (f"fig5_{safe_name(judge)}", pts, f"pairwise judge {judge} ({mode.split('_')[1]}), both-orders check")

@@ -55,7 +55,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from wow import WowError, io
+from wow import WowError, io, schema
 from wow.pairs import (
     by_task_generator,
     candidate_pairs,
@@ -70,8 +70,8 @@ from wow.protocol import allows_tied_pairs, is_paper, paper_prompt_messages
 
 log = logging.getLogger(__name__)
 
-PREF_TYPES = ("oracle", "direct", "score", "row", "row_oracle", "row_direct", "row_score")
-SOURCES = ("self", "mix")
+PREF_TYPES = schema.PREF_TYPES
+SOURCES = schema.SOURCES
 SPLITS = ("train", "validation")
 
 

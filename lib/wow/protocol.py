@@ -32,11 +32,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wow import WowError
+from wow import WowError, schema
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("wow", "paper")
+PROTOCOLS = schema.PROTOCOLS
 #: The paper's pair cap for its GPT-4o judge (metric.py), and the judges it applies to.
 PAPER_JUDGE_CAP = 10_000
 PAPER_CAPPED_JUDGES = frozenset({"gpt-4o", "openai:gpt-4o"})

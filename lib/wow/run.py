@@ -21,29 +21,23 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
 import warnings
 from pathlib import Path
 
-from wow import WowError, io, lock, params
+from wow import WowError, io, layout, lock, params
+from wow.stages import end_attempt, latest_attempts, load_attempts, start_attempt  # noqa: F401 - wow.run names them
 
 log = logging.getLogger(__name__)
 
-NOTEBOOK_DIR = params.REPO_ROOT / "notebooks"
+NOTEBOOK_DIR = layout.NOTEBOOK_DIR
 KERNEL = "wow"
-#: Every attempt at every stage: ``{stage: [attempt, ...]}``, oldest first (see docs/artefacts.md).
-ATTEMPTS_FILE = "stages.json"
+ATTEMPTS_FILE = layout.ATTEMPTS_FILE
 
 
-def notebooks() -> list[Path]:
-    """The numbered notebooks, in order."""
-    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-    if not found:
-        raise WowError(f"no numbered notebooks in {NOTEBOOK_DIR}")
-    return found
+notebooks = layout.notebooks
 
 
 def select(only: list[str] | None = None, start: str | None = None) -> list[Path]:
@@ -83,7 +77,7 @@ def record_run(P: params.RunParams, source: str) -> None:
     import yaml
 
     params.check_run_folder(P, source)
-    io.write_text(P.run_dir / "run.yaml", yaml.safe_dump(P.model_dump(mode="json"), sort_keys=False))
+    io.write_text(P.layout.run_yaml, yaml.safe_dump(P.model_dump(mode="json"), sort_keys=False))
 
 
 def run(param_file: str | Path, only: list[str] | None = None, start: str | None = None, **overrides) -> Path:
@@ -106,7 +100,7 @@ def _run_locked(P: params.RunParams, selected: list[Path]) -> Path:
     from papermill.exceptions import PapermillExecutionError
 
     values = P.model_dump(mode="json")
-    out_dir = P.run_dir / "notebooks"
+    out_dir = P.layout.notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel = kernel_name()
     manager = _local_kernel_manager(lock.kernel_env(P.run_dir))  # the kernels work under this process's lock
@@ -150,7 +144,7 @@ def _run_locked(P: params.RunParams, selected: list[Path]) -> Path:
             )
         end_attempt(P.run_dir, nb.stem, attempt, "done", None, elapsed)
         timings[nb.stem] = round(elapsed, 2)
-        io.write_json(P.run_dir / "timings.json", timings)
+        io.write_json(P.layout.timings, timings)
         log.info("[%d/%d] %s done in %.1f s", i, len(selected), nb.stem, elapsed)
     write_report(P.run_dir)
     wall = time.perf_counter() - started
@@ -158,62 +152,6 @@ def _run_locked(P: params.RunParams, selected: list[Path]) -> Path:
         "wall time %.1f min (%s)", wall / 60, ", ".join(f"{nb.stem[:2]} {timings[nb.stem]:.0f} s" for nb in selected)
     )
     return P.run_dir
-
-
-# -- attempts ----------------------------------------------------------------------------------------------------
-def load_attempts(run_dir: str | Path) -> dict[str, list[dict]]:
-    """Every recorded attempt per stage (``stages.json``), oldest first; ``{}`` when there is none or it is damaged."""
-    path = Path(run_dir) / ATTEMPTS_FILE
-    if not path.exists():
-        return {}
-    try:
-        data = io.read_json(path)
-    except WowError as e:
-        log.warning("%s; its attempts are ignored", e)
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: [a for a in v if isinstance(a, dict)] for k, v in data.items() if isinstance(v, list)}
-
-
-def latest_attempts(run_dir: str | Path) -> dict[str, dict]:
-    """The latest attempt of each stage, with ``attempts``: how many there were."""
-    return {
-        stage: {**attempts[-1], "attempts": len(attempts)}
-        for stage, attempts in load_attempts(run_dir).items()
-        if attempts
-    }
-
-
-def start_attempt(run_dir: Path, stage: str) -> int:
-    """Record a new attempt at ``stage`` as running; returns its index in the stage's list, for end_attempt."""
-    data = load_attempts(run_dir)
-    attempts = data.setdefault(stage, [])
-    attempts.append(
-        {"status": "running", "start": _now(), "end": None, "seconds": None, "pid": os.getpid(), "error": None}
-    )
-    io.write_json(Path(run_dir) / ATTEMPTS_FILE, data)
-    return len(attempts) - 1
-
-
-def end_attempt(
-    run_dir: Path, stage: str, index: int, status: str, error: str | None, seconds: float | None = None
-) -> None:
-    """Record how attempt ``index`` of ``stage`` ended: ``done`` or ``failed`` (with the error)."""
-    data = load_attempts(run_dir)
-    attempts = data.setdefault(stage, [])
-    if index >= len(attempts):  # stages.json was removed meanwhile: record the attempt again
-        index = start_attempt(run_dir, stage)
-        data = load_attempts(run_dir)
-        attempts = data[stage]
-    attempts[index].update(
-        status=status, end=_now(), seconds=None if seconds is None else round(seconds, 2), error=error
-    )
-    io.write_json(Path(run_dir) / ATTEMPTS_FILE, data)
-
-
-def _now() -> str:
-    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def write_report(run_dir: Path) -> Path | None:
@@ -247,5 +185,5 @@ def _local_kernel_manager(extra_env: dict[str, str] | None = None) -> type:
 
 
 def _load_timings(run_dir: Path) -> dict:
-    path = run_dir / "timings.json"
+    path = layout.Layout(run_dir).timings
     return io.read_json(path) if path.exists() else {}

@@ -12,22 +12,27 @@ cache. Design decisions:
   rows by 4 and round a row in a partial tile differently; SDPA's CPU flash kernel rounds a row differently by
   its place in the batch (and its math kernel is slow). So, with ``fixed_shapes=True`` (the default):
 
-  - every prompt is left-padded to its own length rounded up to ``pad_multiple``, and only prompts of one padded
-    length share a batch;
+  - every prompt is left-padded to its own length rounded up to ``pad_multiple``;
   - a prompt is read alone (identical prompts, such as the N samples of a question, once);
-  - decoding steps are always ``batch_size`` rows tall, a multiple of 8 (filler rows complete short groups,
+  - decoding steps are always ``batch_size`` rows tall, a multiple of 8 (filler rows complete the last batch,
     finished rows stay until the batch ends);
-  - on CPU, attention is :mod:`wow.backends.rowwise_attention`.
+  - on CPU, attention is :mod:`wow.backends.rowwise_attention`, and while decoding its
+    :class:`~wow.backends.rowwise_attention.GroupedKV`: the rows of one padded length and token budget form a
+    group with its own preallocated key/value buffers (written in place, no ``torch.cat`` per step), attended to
+    8 rows at a time over the group's own length, so rows of different padded lengths share a batch (no
+    part-filled batch per length) and every attention shape a row meets still depends on that row alone. On other
+    devices only prompts of one padded length and budget share a batch.
 
   Then a given (messages, seed, sample_index) yields bitwise the same text and logprobs in any batch composition
   (tested). A result still depends on ``batch_size``, ``pad_multiple``, dtype, device and library versions. On
   GPU the attention kernels are left alone, so expect last-bit differences between batch compositions there;
   ``fixed_shapes=False`` (one batched prompt pass over prompts of any lengths, sorted by length; finished rows
-  leave the batch) is faster on large batches.
+  leave the batch) skips the filler and finished rows.
 * **Logprobs** are the model's own distribution: ``log_softmax`` of the raw logits (temperature 1, no top-p) at
   each chosen token, as in the paper's code, read from the decoding step itself (no second forward pass). The end
   of sequence token is not part of the text and not part of the mean.
-* ``temperature == 0`` is greedy. The prompt pass keeps only the last position's logits.
+* ``temperature == 0`` is greedy. The prompt pass keeps only the last position's logits. Sampling, argmax and
+  log-softmax run only on the rows that need them (the CDF is searched by bisection), never on filler rows.
 
 Example::
 
@@ -37,6 +42,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import logging
@@ -52,6 +58,9 @@ log = logging.getLogger(__name__)
 
 #: With fixed shapes, decoding batches are a multiple of this many rows (CPU GEMM kernels tile rows by 4 or 8).
 ROW_TILE = 8
+#: Part of :meth:`TransformersEngine.identity` (so of every cache key): bumped when the same request may decode to
+#: other tokens or logprobs than before. 2: decoding attention in float32 over preallocated buffers (CPU).
+SAMPLER_VERSION = 2
 
 
 class TransformersEngine(Engine):
@@ -100,6 +109,7 @@ class TransformersEngine(Engine):
         self._model = None
         self._tokenizer = None
         self._keeps_logits = False
+        self._grouped = False
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -111,7 +121,7 @@ class TransformersEngine(Engine):
         The adapter's path is left out: the same adapter in a moved or copied run folder gives the same results, so
         its cached calls stay valid there.
         """
-        ident = {"engine": self.name, "model": self.model, "dtype": self.dtype}
+        ident = {"engine": self.name, "model": self.model, "dtype": self.dtype, "sampler": SAMPLER_VERSION}
         if self.adapter is not None:
             ident["adapter_sha256"] = self._adapter_hash
         return ident
@@ -125,6 +135,7 @@ class TransformersEngine(Engine):
         self._device = next(model.parameters()).device
         if self.fixed_shapes and self._device.type == "cpu":
             model.set_attn_implementation(rowwise_attention.register())
+            self._grouped = True  # decoding batches may mix padded prompt lengths (rowwise_attention.GroupedKV)
         if self.adapter is not None:
             from peft import PeftModel
 
@@ -152,8 +163,11 @@ class TransformersEngine(Engine):
     def _encode(self, text: str) -> list[int]:
         return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _batches(self, prompts: list[list[int]]) -> list[list[int]]:
-        """Indices grouped by padded prompt length, then cut into batches of ``batch_size`` (original order).
+    def _batches(self, prompts: list[list[int]], budgets: list[int] | None = None) -> list[list[int]]:
+        """Indices grouped by padded prompt length (and token budget), then cut into batches of ``batch_size``.
+
+        With fixed shapes a batch's rows share a padded prompt length and a ``max_tokens`` (the size of the
+        preallocated KV cache, see :func:`_preallocate`, so every shape a row meets depends on that row alone).
 
         Without fixed shapes any lengths may share a batch: the prompts are sorted by length (stable) and cut into
         full batches, so a mix of lengths never runs as several part-filled batches.
@@ -161,9 +175,14 @@ class TransformersEngine(Engine):
         if not self.fixed_shapes:
             order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
             return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-        groups: dict[int, list[int]] = {}
+        if self._grouped:  # full batches of any padded lengths, each length's rows contiguous
+            order = sorted(
+                range(len(prompts)), key=lambda i: (self._padded_len(len(prompts[i])), budgets[i] if budgets else 0)
+            )
+            return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, ids in enumerate(prompts):
-            groups.setdefault(self._padded_len(len(ids)), []).append(i)
+            groups.setdefault((self._padded_len(len(ids)), budgets[i] if budgets else 0), []).append(i)
         out = []
         for length in sorted(groups):
             idx = groups[length]
@@ -201,7 +220,7 @@ class TransformersEngine(Engine):
         results: list[Completion | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), unit="answer", desc=f"{self.model}", disable=not progress)
         try:
-            for idx in self._batches(prompts):
+            for idx in self._batches(prompts, [max(r.max_tokens, 0) for r in requests]):
                 done = self._decode([requests[i] for i in idx], [prompts[i] for i in idx])
                 for i, c in zip(idx, done, strict=True):
                     results[i] = c
@@ -223,33 +242,45 @@ class TransformersEngine(Engine):
         active = [r for r in range(n) if finish[r] is None]
         if active:
             with torch.inference_mode():
-                cache, mask, positions, logits = self._prompt_pass([prompts[r] for r in active])
-                rows = active + [active[0]] * (len(mask) - len(active))
+                cache, mask, positions, logits = self._prompt_pass(
+                    [prompts[r] for r in active], [requests[r].max_tokens for r in active]
+                )
+                rows = active + [active[0]] * (len(positions) - len(active))
                 reqs = [requests[r] for r in rows]
                 filler = [False] * len(active) + [True] * (len(rows) - len(active))
                 generators = [
                     None if f else torch.Generator().manual_seed(q.sample_seed())
                     for q, f in zip(reqs, filler, strict=True)
                 ]
+                grouped = isinstance(cache, rowwise_attention.GroupedKV)
+                if not grouped:
+                    budget = max(requests[r].max_tokens for r in active)
+                    _preallocate(cache, budget)
+                    full_mask = torch.cat([mask, mask.new_ones((len(rows), budget))], dim=1)
+                    width = mask.shape[1]
                 while True:
-                    chosen = self._choose(logits, reqs, generators, filler)
-                    token_lp = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0].tolist()
+                    real = [j for j, f in enumerate(filler) if not f]
+                    chosen, token_lp = self._choose(logits, reqs, generators, filler, real)
                     chosen_list = chosen.tolist()
-                    for j, r in enumerate(rows):
-                        if not filler[j] and finish[r] is None:
-                            finish[r] = self._step(requests[r], tokens[r], logprobs[r], chosen_list[j], token_lp[j])
+                    for j, lp in zip(real, token_lp, strict=True):
+                        r = rows[j]
+                        if finish[r] is None:
+                            finish[r] = self._step(requests[r], tokens[r], logprobs[r], chosen_list[j], lp)
                     keep = [j for j, r in enumerate(rows) if not filler[j] and finish[r] is None]
                     if not keep:
                         break
                     if not self.fixed_shapes and len(keep) < len(rows):  # finished rows leave the batch
                         sel = torch.tensor(keep, device=self._device)
                         cache.batch_select_indices(sel)
-                        mask, positions, chosen = mask[sel], positions[sel], chosen[sel]
+                        full_mask, positions, chosen = full_mask[sel], positions[sel], chosen[sel]
                         rows, reqs = [rows[j] for j in keep], [reqs[j] for j in keep]
                         generators, filler = [generators[j] for j in keep], [filler[j] for j in keep]
-                    mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
                     positions = positions[:, -1:] + 1
-                    logits = self._forward(chosen[:, None], mask, positions, cache)
+                    if grouped:
+                        logits = self._grouped_forward(chosen[:, None], positions, cache)
+                    else:
+                        width += 1
+                        logits = self._forward(chosen[:, None], full_mask[:, :width], positions, cache)
         out = []
         for r, req in enumerate(requests):
             text, kept = self._finish_text(req, tokens[r])
@@ -259,7 +290,7 @@ class TransformersEngine(Engine):
             out.append(Completion(text, lps, len(prompts[r]), kept, finish[r] or "length"))
         return out
 
-    def _prompt_pass(self, prompts: list[list[int]]):
+    def _prompt_pass(self, prompts: list[list[int]], budgets: list[int] | None = None):
         """Read the prompts into a KV cache; returns ``(cache, mask, positions, next-token logits)``.
 
         Without ``fixed_shapes``: one batched pass. With it, every computation a row goes through has a shape that
@@ -271,6 +302,8 @@ class TransformersEngine(Engine):
         torch = self._torch
         from transformers import DynamicCache
 
+        if self._grouped:
+            return self._grouped_prompt_pass(prompts, budgets or [0] * len(prompts))
         ids, mask = self._left_pad(prompts)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         if not self.fixed_shapes:
@@ -291,35 +324,117 @@ class TransformersEngine(Engine):
         cache = _stack_caches([caches[r] for r in source]) if ids.shape[1] > 1 else caches[source[0]]
         return cache, mask, positions, self._forward(ids[:, -1:], mask, positions[:, -1:], cache)
 
-    def _choose(self, logits, requests: list[ChatRequest], generators: list, filler: list[bool]):
-        """One token per row: greedy at temperature 0 (and for filler rows), else inverse-CDF sampling.
+    def _grouped_prompt_pass(self, prompts: list[list[int]], budgets: list[int]):
+        """The fixed-shapes prompt pass on CPU: returns ``(GroupedKV, None, positions, next-token logits)``.
 
-        A sampling row draws exactly one uniform per step from its own generator and walks the CDF in vocabulary
-        order (``top_p == 1``) or in descending probability over the nucleus (``top_p < 1``). Every row goes
-        through the same tensor operations whatever its neighbours do, so its token never depends on them.
+        Each distinct prompt (padded to its own length) is read alone but for its last token; the rows of one padded
+        length and token budget (contiguous: see :meth:`_batches`) form a group of
+        :class:`~wow.backends.rowwise_attention.GroupedKV` whose buffers hold the prompts' keys and values and room
+        for ``budget`` more positions; the last prompt tokens are then read as a ``batch_size``-row decoding step.
+        Rows beyond the prompts (filler) attend to nothing and are discarded.
+        """
+        torch = self._torch
+        from transformers import DynamicCache
+
+        chunk = rowwise_attention.CHUNK
+        config = self._model.config
+        n_layers = config.num_hidden_layers
+        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        n_rows = max(self.batch_size, len(prompts))
+        keys = [(self._padded_len(len(p)), max(int(b), 0)) for p, b in zip(prompts, budgets, strict=True)]
+        read: dict[tuple, tuple] = {}  # distinct prompt -> (cache or None, ids, mask, positions)
+        for p in prompts:
+            if tuple(p) in read:
+                continue
+            ids, mask = self._left_pad([p])
+            positions = (mask.cumsum(-1) - 1).clamp_min(0)
+            cache = None
+            if ids.shape[1] > 1:
+                cache = DynamicCache(config=config)
+                self._forward(ids[:, :-1], mask[:, :-1], positions[:, :-1], cache)
+            read[tuple(p)] = (cache, ids, mask, positions)
+        groups, start = [], 0
+        while start < len(prompts):
+            end = start
+            while end < len(prompts) and keys[end] == keys[start]:
+                end += 1
+            length, budget = keys[start]
+            if keys[start] in [keys[i] for i in range(start)]:
+                raise EngineError("internal: rows of one padded length are not contiguous in the batch.")
+            rounded = -(-(end - start) // chunk) * chunk
+            f32 = torch.float32
+            k_bufs = [torch.zeros((rounded, kv_heads, dim, length + budget), dtype=f32) for _ in range(n_layers)]
+            v_bufs = [torch.zeros((rounded, kv_heads, length + budget, dim), dtype=f32) for _ in range(n_layers)]
+            g_mask = torch.zeros((rounded, length + budget), dtype=torch.bool, device=self._device)
+            for j, r in enumerate(range(start, end)):
+                cache, _, mask, _ = read[tuple(prompts[r])]
+                g_mask[j, :length] = mask[0].bool()
+                g_mask[j, length:] = True
+                if cache is not None:
+                    for layer in range(n_layers):
+                        k_bufs[layer][j, :, :, : length - 1] = cache.layers[layer].keys[0].transpose(-1, -2)
+                        v_bufs[layer][j, :, : length - 1] = cache.layers[layer].values[0]
+            groups.append((start, end, k_bufs, v_bufs, g_mask, length - 1))
+            start = end
+        state = rowwise_attention.GroupedKV(n_rows, groups)
+        state.cache = _write_through_cache(state, config)
+        last = [read[tuple(p)][1][0, -1] for p in prompts]
+        pos = [read[tuple(p)][3][0, -1] for p in prompts]
+        ids = torch.stack(last + [last[0]] * (n_rows - len(prompts)))[:, None]
+        positions = torch.stack(pos + [pos[0]] * (n_rows - len(prompts)))[:, None]
+        return state, None, positions, self._grouped_forward(ids, positions, state)
+
+    def _grouped_forward(self, ids, positions, state):
+        """One decoding step of a :class:`~wow.backends.rowwise_attention.GroupedKV` batch (float32 logits)."""
+        rowwise_attention.active = state
+        try:
+            logits = self._forward(ids, None, positions, state.cache)
+        finally:
+            rowwise_attention.active = None
+        state.advance()
+        return logits
+
+    def _choose(self, logits, requests: list[ChatRequest], generators: list, filler: list[bool], real: list[int]):
+        """One token per row and the logprobs of the ``real`` rows' tokens (a list, in ``real``'s order).
+
+        Greedy at temperature 0 (and for filler rows), else inverse-CDF sampling: a sampling row draws exactly one
+        uniform per step from its own generator and walks the CDF in vocabulary order (``top_p == 1``) or in
+        descending probability over the nucleus (``top_p < 1``). Every row-wise computation (softmax, cumulative
+        sum, search, argmax, log-softmax) runs on the subset of rows that needs it; a row's result never depends on
+        the other rows of that subset, so its token never depends on its neighbours.
         """
         torch = self._torch
         device = logits.device
-        sampled = [not f and r.temperature > 0 for r, f in zip(requests, filler, strict=True)]
-        greedy = logits.argmax(dim=-1)
-        if not any(sampled):
-            return greedy
-        u = [
-            float(torch.rand((), generator=g, dtype=torch.float64)) if s else 0.0
-            for g, s in zip(generators, sampled, strict=True)
-        ]
-        temps = [r.temperature if s else 1.0 for r, s in zip(requests, sampled, strict=True)]
-        top_p = [r.top_p if s else 1.0 for r, s in zip(requests, sampled, strict=True)]
-        u = torch.tensor(u, dtype=torch.float64, device=device)[:, None]
-        probs = torch.softmax(logits.double() / torch.tensor(temps, dtype=torch.float64, device=device)[:, None], -1)
-        pick = _inverse_cdf(probs, u)
-        if any(p < 1.0 for p in top_p):
-            ranked, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-            p = torch.tensor(top_p, dtype=torch.float64, device=device)[:, None]
-            ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= p, 0.0)  # the smallest prefix reaching p
-            nucleus = order.gather(1, _inverse_cdf(ranked, u)[:, None])[:, 0]
-            pick = torch.where(p[:, 0] < 1.0, nucleus, pick)
-        return torch.where(torch.tensor(sampled, device=device), pick, greedy)
+        sampled = [j for j, (r, f) in enumerate(zip(requests, filler, strict=True)) if not f and r.temperature > 0]
+        greedy = sorted(set(range(len(requests))) - set(sampled))
+        chosen = torch.empty(len(requests), dtype=torch.long, device=device)
+        if greedy:
+            sel = torch.tensor(greedy, device=device) if len(greedy) < len(requests) else None
+            chosen[sel if sel is not None else slice(None)] = (logits if sel is None else logits[sel]).argmax(dim=-1)
+        if sampled:
+            sel = torch.tensor(sampled, device=device)
+            rows = logits[sel].double()
+            u = [float(torch.rand((), generator=generators[j], dtype=torch.float64)) for j in sampled]
+            u = torch.tensor(u, dtype=torch.float64, device=device)[:, None]
+            temps = [requests[j].temperature for j in sampled]
+            if any(t != 1.0 for t in temps):
+                rows = rows / torch.tensor(temps, dtype=torch.float64, device=device)[:, None]
+            probs = torch.softmax(rows, -1)
+            pick = _inverse_cdf(probs, u)
+            top_p = [requests[j].top_p for j in sampled]
+            nuc = [i for i, p in enumerate(top_p) if p < 1.0]
+            if nuc:
+                nsel = torch.tensor(nuc, device=device)
+                ranked, order = torch.sort(probs[nsel], dim=-1, descending=True, stable=True)
+                p = torch.tensor([top_p[i] for i in nuc], dtype=torch.float64, device=device)[:, None]
+                ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= p, 0.0)  # the smallest prefix reaching p
+                pick[nsel] = order.gather(1, _inverse_cdf(ranked, u[nsel])[:, None])[:, 0]
+            chosen[sel] = pick
+        rsel = torch.tensor(real, device=device)
+        picked = chosen[rsel]
+        lp = torch.log_softmax(logits[rsel], dim=-1).gather(1, picked[:, None])[:, 0]
+        return chosen, lp.tolist()
 
     def _step(self, req: ChatRequest, toks: list[int], lps: list[float], token: int, lp: float) -> str | None:
         """Record one token; the finish reason once the row is done, else None."""
@@ -400,9 +515,94 @@ def _folder_hash(folder: Path) -> str:
 
 
 def _inverse_cdf(probs, u):
-    """Per row, the first index whose cumulative probability exceeds ``u`` times the row's total."""
+    """Per row, the first index whose cumulative probability exceeds ``u`` times the row's total.
+
+    A binary search of the (non-decreasing) CDF: the number of entries ``<= u * total``.
+    """
+    import torch
+
     cdf = probs.cumsum(-1)
-    return (cdf <= u * cdf[:, -1:]).sum(-1).clamp_max(cdf.shape[-1] - 1)
+    target = (u * cdf[:, -1:]).contiguous()
+    return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)
+
+
+def _preallocate(cache, extra: int) -> None:
+    """Give every layer of ``cache`` room for ``extra`` more positions, written in place (no ``torch.cat``/step).
+
+    Each layer's keys and values move into buffers ``extra`` positions longer; :meth:`update` copies a step's keys
+    and values in and hands attention views of the filled part, so attention sees exactly the shapes a growing
+    cache would give it. The buffer's length is the row's prompt length plus its own ``max_tokens`` (a batch's rows
+    share both with fixed shapes), so the views' strides depend on the row alone too.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in cache.layers:
+        if type(layer) is not DynamicLayer or not layer.is_initialized:
+            continue
+        b, h, n, d = layer.keys.shape
+        kbuf = layer.keys.new_empty((b, h, n + extra, d))
+        vbuf = layer.values.new_empty((b, h, n + extra, d))
+        kbuf[:, :, :n] = layer.keys
+        vbuf[:, :, :n] = layer.values
+        kbuf[:, :, n:] = 0
+        vbuf[:, :, n:] = 0
+        layer.kbuf, layer.vbuf, layer.filled = kbuf, vbuf, n
+        layer.keys, layer.values = kbuf[:, :, :n], vbuf[:, :, :n]
+        layer.__class__ = _preallocated_class()
+
+
+def _prealloc_update(self, key_states, value_states, *args, **kwargs):
+    start, end = self.filled, self.filled + key_states.shape[-2]
+    if end > self.kbuf.shape[-2]:
+        raise EngineError("preallocated KV cache overflow (more steps than max_tokens).")
+    self.kbuf[:, :, start:end] = key_states
+    self.vbuf[:, :, start:end] = value_states
+    self.filled = end
+    self.keys, self.values = self.kbuf[:, :, :end], self.vbuf[:, :, :end]
+    return self.keys, self.values
+
+
+def _prealloc_select(self, indices) -> None:
+    self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
+    self.keys, self.values = self.kbuf[:, :, : self.filled], self.vbuf[:, :, : self.filled]
+
+
+def _write_through_cache(state, config):
+    """A ``DynamicCache`` whose layers hand a step's keys and values to ``state`` (a ``GroupedKV``) and keep none."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    cls = _write_through_class()
+    for i, layer in enumerate(cache.layers):
+        layer.__class__ = cls
+        layer.state, layer.index = state, i
+        layer.keys = layer.values = torch.empty(0)
+        layer.is_initialized = True
+    return cache
+
+
+def _write_through_update(self, key_states, value_states, *args, **kwargs):
+    self.state.write(self.index, key_states, value_states)
+    return key_states, value_states
+
+
+@functools.cache
+def _write_through_class():
+    """A :class:`DynamicLayer` that writes into a ``GroupedKV`` (see :func:`_write_through_cache`)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return type("WriteThroughLayer", (DynamicLayer,), {"update": _write_through_update})
+
+
+@functools.cache
+def _preallocated_class():
+    """A :class:`DynamicLayer` whose ``update`` writes into preallocated buffers (see :func:`_preallocate`)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return type(
+        "PreallocatedLayer", (DynamicLayer,), {"update": _prealloc_update, "batch_select_indices": _prealloc_select}
+    )
 
 
 def _stack_caches(caches: list):

@@ -19,10 +19,9 @@ import ast
 import logging
 import re
 
-from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
-from wow.tasks.multiple_choice import MCItem, MultipleChoiceTask
-from wow.tasks.sources import read_csv_rows, row_error, sample
+from wow.tasks.multiple_choice import LoaderTask, MCItem
+from wow.tasks.sources import read_csv_rows, row_error
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ COLUMNS = ["question", "context", "options", "label", "type"]
 WHAT = "the COM2 csv (columns question, context, options, label, type) from the COM2 release"
 
 
-class COM2(MultipleChoiceTask):
+class COM2(LoaderTask):
     """COM2 questions.
 
     Args:
@@ -44,47 +43,42 @@ class COM2(MultipleChoiceTask):
     def __init__(self, path: str = "COM2.csv", labeler="minilm"):
         self.path, self.labeler = path, labeler
 
-    def build(self, n: int, seed: int) -> list[Question]:
-        """A seeded sample of ``n`` kept rows with option labels.
+    @property
+    def source(self) -> str:
+        return self.path
 
-        Args:
-            n: number of questions.
-            seed: the seed.
+    def rows(self):
+        """The rows of the COM2 csv file."""
+        return read_csv_rows(self.path, WHAT, COLUMNS)
 
-        Returns:
-            the questions, split unset.
-        """
-        pool = []
-        for row in read_csv_rows(self.path, WHAT, COLUMNS):
-            try:
-                options = ast.literal_eval(row.data["options"])
-            except (ValueError, SyntaxError):
-                raise row_error(row, "'options' is not a Python list literal") from None
-            if not isinstance(options, list) or len(options) < 2:
-                raise row_error(row, "'options' must be a list of at least two options")
-            label = row.data["label"].strip()
-            if not label.lstrip("-").isdigit() or not 0 <= int(label) < len(options):
-                raise row_error(row, f"label {label!r} is not an index of the {len(options)} options")
-            kind = row.data["type"]
-            if int(label) == len(options) - 1 or not ("2i" in kind or "3i" in kind):
-                continue
-            context, question = row.data["context"].strip(), row.data["question"].strip()
-            opts = [str(o) for o in options[:-1]]
-            pool.append(
-                MCItem(
-                    key=f"line{row.where.rsplit(':', 1)[-1]}",
-                    prompt=COT_INSTRUCTION
-                    + (
-                        "Answer a commonsense question about the causes, effects or attributes of the people in a "
-                        f"context.\nContext: {context}\nQuestion: {question}\n"
-                    ),
-                    options=opts,
-                    gold=int(label),
-                    meta={"source": str(self.path), "type": kind},
-                    statements=[[f"{context} {o} is {c}." for c in conditions(row.data["question"])] for o in opts],
-                )
-            )
-        return self.questions_from(sample(pool, n, seed, self.path), self.labeler)
+    def item(self, row) -> MCItem | None:
+        """One COM2 row with two or three conditions (``2i``/``3i``) whose gold is not the last option ("none")."""
+        try:
+            options = ast.literal_eval(row.data["options"])
+        except (ValueError, SyntaxError):
+            raise row_error(row, "'options' is not a Python list literal") from None
+        if not isinstance(options, list) or len(options) < 2:
+            raise row_error(row, "'options' must be a list of at least two options")
+        label = row.data["label"].strip()
+        if not label.lstrip("-").isdigit() or not 0 <= int(label) < len(options):
+            raise row_error(row, f"label {label!r} is not an index of the {len(options)} options")
+        kind = row.data["type"]
+        if int(label) == len(options) - 1 or not ("2i" in kind or "3i" in kind):
+            return None
+        context, question = row.data["context"].strip(), row.data["question"].strip()
+        opts = [str(o) for o in options[:-1]]
+        return MCItem(
+            key=f"line{row.where.rsplit(':', 1)[-1]}",
+            prompt=COT_INSTRUCTION
+            + (
+                "Answer a commonsense question about the causes, effects or attributes of the people in a "
+                f"context.\nContext: {context}\nQuestion: {question}\n"
+            ),
+            options=opts,
+            gold=int(label),
+            meta={"source": str(self.path), "type": kind},
+            statements=[[f"{context} {o} is {c}." for c in conditions(row.data["question"])] for o in opts],
+        )
 
 
 def conditions(question: str) -> list[str]:

@@ -12,15 +12,14 @@ Example::
 
 from __future__ import annotations
 
-from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
-from wow.tasks.multiple_choice import MCItem, MultipleChoiceTask
-from wow.tasks.sources import field, load_rows, row_error, sample
+from wow.tasks.multiple_choice import LoaderTask, MCItem
+from wow.tasks.sources import field, row_error
 
 HUB_ID = "Rowan/hellaswag"
 
 
-class HellaSwag(MultipleChoiceTask):
+class HellaSwag(LoaderTask):
     """HellaSwag completions.
 
     Args:
@@ -36,35 +35,18 @@ class HellaSwag(MultipleChoiceTask):
     def __init__(self, path=HUB_ID, split="train", data_files=None, labeler="minilm"):
         self.path, self.split, self.data_files, self.labeler = path, split, data_files, labeler
 
-    def build(self, n: int, seed: int) -> list[Question]:
-        """A seeded sample of ``n`` questions with option labels.
-
-        Args:
-            n: number of questions.
-            seed: the seed.
-
-        Returns:
-            the questions, split unset.
-        """
-        source = self.data_files or self.path
-        pool = []
-        for row in load_rows(None if self.data_files else self.path, self.split, self.data_files):
-            ctx = field(row, "ctx", str).strip()
-            endings = [str(e) for e in field(row, "endings", list)]
-            label = str(field(row, "label")).strip()
-            if not label.isdigit() or not 0 <= int(label) < len(endings):
-                raise row_error(
-                    row, f"label {label!r} is not an index of the {len(endings)} endings (unlabelled split?)"
-                )
-            pool.append(
-                MCItem(
-                    key=str(row.data.get("ind", row.index)),
-                    prompt=COT_INSTRUCTION
-                    + f"Choose the most plausible continuation of the context.\nContext: {ctx}\n",
-                    options=endings,
-                    gold=int(label),
-                    meta={"source": str(source)},
-                    statements=[[f"{ctx} {e.strip()}"] for e in endings],
-                )
-            )
-        return self.questions_from(sample(pool, n, seed, source), self.labeler)
+    def item(self, row) -> MCItem:
+        """One HellaSwag row: its context ``ctx``, the ``endings`` and the gold ``label``."""
+        ctx = field(row, "ctx", str).strip()
+        endings = [str(e) for e in field(row, "endings", list)]
+        label = str(field(row, "label")).strip()
+        if not label.isdigit() or not 0 <= int(label) < len(endings):
+            raise row_error(row, f"label {label!r} is not an index of the {len(endings)} endings (unlabelled split?)")
+        return MCItem(
+            key=str(row.data.get("ind", row.index)),
+            prompt=COT_INSTRUCTION + f"Choose the most plausible continuation of the context.\nContext: {ctx}\n",
+            options=endings,
+            gold=int(label),
+            meta={"source": str(self.source)},
+            statements=[[f"{ctx} {e.strip()}"] for e in endings],
+        )

@@ -13,15 +13,14 @@ Example::
 
 from __future__ import annotations
 
-from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
-from wow.tasks.multiple_choice import MCItem, MultipleChoiceTask
-from wow.tasks.sources import field, load_rows, row_error, sample
+from wow.tasks.multiple_choice import LoaderTask, MCItem
+from wow.tasks.sources import field, row_error
 
 HUB_ID = "openlifescienceai/medmcqa"
 
 
-class MedMCQA(MultipleChoiceTask):
+class MedMCQA(LoaderTask):
     """MedMCQA questions.
 
     Args:
@@ -32,33 +31,20 @@ class MedMCQA(MultipleChoiceTask):
 
     name = "medmcqa"
     version = "1"
+    labeler = "onehot"  # every wrong option 0: no graded wrongness
 
     def __init__(self, path=HUB_ID, split="train", data_files=None):
         self.path, self.split, self.data_files = path, split, data_files
 
-    def build(self, n: int, seed: int) -> list[Question]:
-        """A seeded sample of ``n`` questions with one-hot option labels.
-
-        Args:
-            n: number of questions.
-            seed: the seed.
-
-        Returns:
-            the questions, split unset.
-        """
-        source = self.data_files or self.path
-        pool = []
-        for row in load_rows(None if self.data_files else self.path, self.split, self.data_files):
-            gold = field(row, "cop", int)
-            if not 0 <= gold < 4:
-                raise row_error(row, f"cop {gold} is not an option index 0-3")
-            pool.append(
-                MCItem(
-                    key=str(row.data.get("id", row.index)),
-                    prompt=COT_INSTRUCTION + f"Question: {field(row, 'question', str).strip()}\n",
-                    options=[str(field(row, k)) for k in ("opa", "opb", "opc", "opd")],
-                    gold=gold,
-                    meta={"source": str(source)},
-                )
-            )
-        return self.questions_from(sample(pool, n, seed, source), "onehot")
+    def item(self, row) -> MCItem:
+        """One MedMCQA row: its question, options ``opa``..``opd`` and gold ``cop``."""
+        gold = field(row, "cop", int)
+        if not 0 <= gold < 4:
+            raise row_error(row, f"cop {gold} is not an option index 0-3")
+        return MCItem(
+            key=str(row.data.get("id", row.index)),
+            prompt=COT_INSTRUCTION + f"Question: {field(row, 'question', str).strip()}\n",
+            options=[str(field(row, k)) for k in ("opa", "opb", "opc", "opd")],
+            gold=gold,
+            meta={"source": str(self.source)},
+        )

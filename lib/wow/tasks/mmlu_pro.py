@@ -12,10 +12,9 @@ Example::
 
 from __future__ import annotations
 
-from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
-from wow.tasks.multiple_choice import MCItem, MultipleChoiceTask
-from wow.tasks.sources import field, load_rows, row_error, sample
+from wow.tasks.multiple_choice import LoaderTask, MCItem
+from wow.tasks.sources import field, row_error
 
 HUB_ID = "TIGER-Lab/MMLU-Pro"
 #: The original-MMLU subjects the paper keeps (``src`` values without the ``ori_mmlu-`` prefix).
@@ -28,7 +27,7 @@ PAPER_SUBJECTS = (
 ).split()
 
 
-class MMLUPro(MultipleChoiceTask):
+class MMLUPro(LoaderTask):
     """MMLU-Pro questions.
 
     Args:
@@ -47,33 +46,19 @@ class MMLUPro(MultipleChoiceTask):
         self.subjects = {f"ori_mmlu-{s}" for s in PAPER_SUBJECTS} if subjects == "paper" else subjects
         self.labeler = labeler
 
-    def build(self, n: int, seed: int) -> list[Question]:
-        """A seeded sample of ``n`` questions from the kept subjects, with option labels.
-
-        Args:
-            n: number of questions (all when the source has fewer).
-            seed: the seed.
-
-        Returns:
-            the questions, split unset.
-        """
-        source = self.data_files or self.path
-        pool = []
-        for row in load_rows(None if self.data_files else self.path, self.split, self.data_files):
-            src = str(field(row, "src", str))
-            if self.subjects is not None and src not in self.subjects:
-                continue
-            options = [str(o) for o in field(row, "options", list)]
-            gold = field(row, "answer_index", int)
-            if not options or not 0 <= gold < len(options):
-                raise row_error(row, f"answer_index {gold} is outside the {len(options)} options")
-            pool.append(
-                MCItem(
-                    key=str(row.data.get("question_id", row.index)),
-                    prompt=COT_INSTRUCTION + f"Question: {field(row, 'question', str).strip()}\n",
-                    options=options,
-                    gold=gold,
-                    meta={"source": str(source), "src": src},
-                )
-            )
-        return self.questions_from(sample(pool, n, seed, source), self.labeler)
+    def item(self, row) -> MCItem | None:
+        """One MMLU-Pro row (left out when its ``src`` is not among ``subjects``)."""
+        src = str(field(row, "src", str))
+        if self.subjects is not None and src not in self.subjects:
+            return None
+        options = [str(o) for o in field(row, "options", list)]
+        gold = field(row, "answer_index", int)
+        if not options or not 0 <= gold < len(options):
+            raise row_error(row, f"answer_index {gold} is outside the {len(options)} options")
+        return MCItem(
+            key=str(row.data.get("question_id", row.index)),
+            prompt=COT_INSTRUCTION + f"Question: {field(row, 'question', str).strip()}\n",
+            options=options,
+            gold=gold,
+            meta={"source": str(self.source), "src": src},
+        )

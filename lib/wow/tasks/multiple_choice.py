@@ -101,6 +101,38 @@ class MultipleChoiceTask(Task):
         return Grade(correctness=min(1.0, max(0.0, label)), raw_label=label, is_correct=label >= max(labels))
 
 
+class LoaderTask(MultipleChoiceTask):
+    """Base of the multiple-choice tasks read from published data (hub ids or local files): :meth:`build` reads
+    the source's rows (:meth:`rows`), makes each an item (:meth:`item`; None leaves a row out), samples ``n`` of
+    them with the seed and labels their options with ``self.labeler``. A loader gives :meth:`item` and, when its
+    source is not a hub dataset or a local file of the same schema (``path``, ``split``, ``data_files``),
+    :meth:`rows` and :attr:`source`."""
+
+    labeler = "minilm"
+
+    @property
+    def source(self):
+        """What the questions are read from (named in their ``meta`` and in errors)."""
+        return self.data_files or self.path
+
+    def rows(self):
+        """The source's rows (:class:`wow.tasks.sources.Row`)."""
+        from wow.tasks.sources import load_rows
+
+        return load_rows(None if self.data_files else self.path, self.split, self.data_files)
+
+    def item(self, row) -> MCItem | None:
+        """One row as a question item, or None to leave the row out; raises ``row_error`` for a malformed row."""
+        raise NotImplementedError
+
+    def build(self, n: int, seed: int) -> list[Question]:
+        """A seeded sample of ``n`` questions (all when the source has fewer) with labelled options, split unset."""
+        from wow.tasks.sources import sample
+
+        pool = [item for item in map(self.item, self.rows()) if item is not None]
+        return self.questions_from(sample(pool, n, seed, self.source), self.labeler)
+
+
 def option_labels(
     labeler, options: list[list[str]], golds: list[int], statements: list[list[list[str]]] | None = None
 ) -> list[list[float]]:

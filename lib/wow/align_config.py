@@ -1,0 +1,232 @@
+"""The trainer table and a training run's settings: which TRL trainer and loss each trainer name is, the
+:class:`AlignConfig` of one run, and how they become TRL's config, trainer class and LoRA config.
+
+Trainers (TRL 1.16, checked against the installed source):
+
+======== ================================================================ =======================================
+name     TRL                                                              paper
+======== ================================================================ =======================================
+dpo      ``DPOTrainer``, ``loss_type="sigmoid"``                          DPO
+ipo      ``DPOTrainer``, ``loss_type="ipo"``                              IPO
+rso      ``DPOTrainer``, ``loss_type="hinge"``                            RSO's loss (no rejection sampling)
+sppo     ``DPOTrainer``, ``loss_type="sppo_hard"``                        SPPO
+cpo      ``trl.experimental.cpo.CPOTrainer``, ``loss_type="sigmoid"``     CPO
+simpo    ``CPOTrainer``, ``loss_type="simpo"``, ``cpo_alpha=0``           SimPO
+orpo     ``trl.experimental.orpo.ORPOTrainer``                            ORPO
+======== ================================================================ =======================================
+
+With LoRA no reference model is loaded: DPO-style trainers use the model with its adapter disabled (the frozen
+
+Example::
+
+    from wow.align_config import AlignConfig
+    config = AlignConfig(learning_rate=5e-5, epochs=1, beta=0.1)
+    config.check()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from wow import WowError, schema
+
+TRAINERS = schema.TRAINERS
+SCHEDULERS = schema.SCHEDULERS
+
+
+@dataclass
+class AlignConfig:
+    """Training settings shared by every trainer (the paper's values where it has them).
+
+    Attributes:
+        learning_rate: peak learning rate (paper default 5e-5; grid {1e-4, 5e-5, 1e-5}).
+        epochs: passes over the training pairs (paper default 3; grid {1, 3, 5}).
+        beta: DPO/IPO/RSO/SPPO/CPO/SimPO beta, ORPO's lambda (0.1, the paper's and TRL's default).
+        batch_size: pairs per device and step (the paper: 1; 4 measured at 3-7 s/step on 2 CPU cores).
+        grad_accumulation: gradient accumulation steps.
+        max_length: most tokens of prompt + answer (the paper: 1536); see ``max_prompt_length``, then answers that
+            still do not fit are cut at the end (TRL's ``keep_start``).
+        max_prompt_length: the paper's prompt limit (512), applied as TRL 0.9 did (TRL 1.16 dropped it): when a
+            pair's prompt (chat template applied) + its longer answer exceed ``max_length``, a prompt longer than
+            this keeps its last ``max_prompt_length`` tokens. The chat frame (system turn, role headers) stays
+            whole and the start of the message text is cut (TRL 0.9 also cut the frame's start). No pair is
+            dropped; :class:`TrainResult` ``truncated`` counts them. Must be below ``max_length``.
+        max_steps: stop after this many optimiser steps (-1: run all epochs); for smoke runs and tests.
+        use_lora: train a LoRA adapter (True) or the full model (False; DPO-style trainers then keep a copy of the
+            model as reference).
+        lora_r: LoRA rank (16).
+        lora_alpha: LoRA alpha (16).
+        lora_dropout: LoRA dropout (0).
+        lora_target_modules: modules that get adapters; ``"all-linear"`` is every projection (on Llama-style
+            models: q/k/v/o and gate/up/down, the paper's list), the output head excluded.
+        seed: seed of the adapter initialisation and the data order (42 as in the paper).
+        warmup_ratio: share of steps of linear warm-up (0.1).
+        lr_scheduler: transformers scheduler name, one of :data:`SCHEDULERS` (the paper's default ``cosine``; its
+            grid {cosine, cosine_with_restarts, reduce_lr_on_plateau}). ``reduce_lr_on_plateau`` needs validation
+            pairs: it evaluates them every ``eval_steps`` steps and lowers the rate when the loss stops improving
+            (transformers: no warm-up, factor 0.1 after 10 evaluations without improvement).
+        weight_decay: AdamW weight decay (the paper's default 1e-5; its grid {0, 1e-5, 1e-3}).
+        eval_steps: with ``reduce_lr_on_plateau``: validation loss every this many steps (1000, as the paper
+            evaluated); unused by the other schedulers, which train without evaluating.
+        logging_steps: log the loss every this many steps (the first step is always logged).
+        cpo_alpha: weight of CPO's behaviour-cloning term (``cpo`` only; SimPO always uses 0).
+        simpo_gamma: SimPO's target reward margin (TRL's default 0.5).
+        device: ``cpu``, ``cuda``; None: cuda when available. On CPU ``use_cpu`` is passed to the trainer.
+        bf16: bfloat16 autocast; None: on for CPU (about 1.7x faster than fp32 on this machine) and for GPUs that
+            support it. The weights stay fp32 on CPU.
+        cpu_threads: torch threads while training on CPU (restored afterwards); None keeps torch's default (one
+            per core). On a machine shared with other busy processes use 1 (or start Python with
+            ``OMP_WAIT_POLICY=PASSIVE``): OpenMP threads otherwise spin-wait for a descheduled sibling. Measured on
+            2 shared cores, DPO on the default model at batch 4: 50-75 s/step with 2 threads, 7.6 s with 1, 8.2 s
+            with 2 passive threads.
+        progress: show the trainer's progress bar.
+    """
+
+    learning_rate: float = 5e-5
+    epochs: float = 3
+    beta: float = 0.1
+    batch_size: int = 4
+    grad_accumulation: int = 1
+    max_length: int = 1536
+    max_prompt_length: int = 512
+    max_steps: int = -1
+    use_lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: str | list[str] = "all-linear"
+    seed: int = 42
+    warmup_ratio: float = 0.1
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 1e-5
+    eval_steps: int = 1000
+    logging_steps: int = 5
+    cpo_alpha: float = 1.0
+    simpo_gamma: float = 0.5
+    device: str | None = None
+    bf16: bool | None = None
+    cpu_threads: int | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AlignConfig:
+        """Build from a dict; unknown keys are an error (they would otherwise be silently ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise WowError(f"unknown AlignConfig field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}.")
+        return cls(**d)
+
+    def check(self) -> None:
+        """Refuse settings that cannot train, before any model is loaded.
+
+        Raises:
+            WowError: an unknown scheduler (with the closest valid name), ``max_prompt_length`` not below
+                ``max_length``, a negative weight decay or a non-positive ``eval_steps``.
+        """
+        if self.lr_scheduler not in SCHEDULERS:
+            close = difflib.get_close_matches(self.lr_scheduler, SCHEDULERS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise WowError(f"unknown lr_scheduler {self.lr_scheduler!r}{hint}; valid: {', '.join(SCHEDULERS)}.")
+        if not 0 < self.max_prompt_length < self.max_length:
+            raise WowError(
+                f"max_prompt_length ({self.max_prompt_length}) must be positive and below max_length "
+                f"({self.max_length}), which leaves room for the answers (the paper: 512 and 1536)."
+            )
+        if self.weight_decay < 0:
+            raise WowError(f"weight_decay must be >= 0; got {self.weight_decay}.")
+        if self.eval_steps < 1:
+            raise WowError(f"eval_steps must be >= 1; got {self.eval_steps}.")
+
+
+def _device(config: AlignConfig) -> str:
+    import torch
+
+    if config.device:
+        return config.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _bf16(config: AlignConfig, device: str) -> bool:
+    import torch
+
+    if config.bf16 is not None:
+        return config.bf16
+    if device == "cpu":
+        return True
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _trl_config(trainer: str, config: AlignConfig, output_dir: Path, device: str):
+    family, method = TRAINERS[trainer]
+    # reduce_lr_on_plateau steps on the validation loss, so it needs evaluations while training (transformers
+    # refuses it with eval_strategy "no"); the other schedulers train without evaluating.
+    plateau = config.lr_scheduler == "reduce_lr_on_plateau"
+    common = dict(
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accumulation,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps (transformers 5)
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="no",
+        eval_strategy="steps" if plateau else "no",
+        eval_steps=config.eval_steps if plateau else None,
+        metric_for_best_model="loss" if plateau else None,
+        report_to="none",
+        seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=_bf16(config, device),
+        activation_checkpointing=False,  # the new name of gradient_checkpointing (off: slower on CPU, not needed)
+        disable_tqdm=not config.progress,
+        max_length=config.max_length,
+        beta=config.beta,
+    )
+    if family == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig(**common, **method)
+    if family == "cpo":
+        from trl.experimental.cpo import CPOConfig
+
+        return CPOConfig(**common, **({"cpo_alpha": config.cpo_alpha} | method), simpo_gamma=config.simpo_gamma)
+    from trl.experimental.orpo import ORPOConfig
+
+    return ORPOConfig(**common, **method)
+
+
+def _trainer_class(trainer: str):
+    family = TRAINERS[trainer][0]
+    if family == "dpo":
+        from trl import DPOTrainer
+
+        return DPOTrainer
+    if family == "cpo":
+        from trl.experimental.cpo import CPOTrainer
+
+        return CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    return ORPOTrainer
+
+
+def _lora_config(config: AlignConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )

@@ -1,0 +1,328 @@
+"""Stage glue of stages 04 and 05: the steps notebook 04 shows one by one (build the preference sets, train the
+grid and choose each setting's configuration on validation questions, evaluate on test questions, the Δ table),
+and the join of the gains with the Acc_WoW of the pairs trained on (Fig 3's points, notebook 05).
+
+Steps that call models take the run context (:class:`wow.context.RunContext`); the others take the parameters.
+
+Example::
+
+    from wow import params, pipeline, pipeline_align as steps
+    from wow.context import RunContext
+    P = params.load("parameters/smoke.yaml")
+    with RunContext(P) as run:
+        sets = steps.build_preference_sets(P, pipeline.load_answers(P), *pipeline.load_judgements(P))
+        trained = steps.train_grids(run, sets, pipeline.load_questions(P))
+        entries = steps.evaluate_on_test(run, trained, sets, pipeline.load_questions(P))
+        table = steps.alignment_table(P, entries)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pandas as pd
+
+from wow import WowError, io, schema
+from wow.context import RunContext
+from wow.params import RunParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrefSpec:
+    """One preference set to build: type, score margin, judge, source, and the setting name it trains."""
+
+    pref_type: str
+    margin: float | None
+    judge: str | None
+    mode: str | None
+    source: str = "self"
+
+    def setting(self, P: RunParams, trainer: str | None = None) -> str:
+        """Folder / row name of the setting (the paper's naming, source first: ``self_...`` and ``mix_...`` never
+        collide); without a trainer, the preference set's name."""
+        return schema.setting_name(
+            self.source,
+            self.pref_type,
+            trainer,
+            judge=self.judge if schema.needs_judge(self.pref_type) else None,
+            margin=self.margin,
+            check=P.pref_check,
+        )
+
+    def generators(self, P: RunParams) -> list[str]:
+        """The generators whose answers the set is built from: the policy (``self``) or every generator (``mix``)."""
+        return [P.policy_model] if self.source == "self" else list(P.generators)
+
+
+def pref_specs(P: RunParams) -> list[PrefSpec]:
+    """The preference sets the parameters ask for: every source of ``pref_source`` x every type of ``pref_types``."""
+    judge = P.pref_judge or (P.judges[0] if P.judges else None)
+    mode = P.pref_judge_mode or (P.judge_modes[0] if P.judge_modes else None)
+    specs = []
+    for source in P.pref_sources:
+        for spec in P.pref_types:
+            kind, margin = schema.parse_pref_type(spec)
+            if schema.needs_judge(kind) and judge is None:
+                raise WowError(f"preference type {spec!r} needs a judge: set judges or pref_judge.")
+            specs.append(PrefSpec(kind, margin, judge, mode, source))
+    return specs
+
+
+def build_preference_sets(
+    P: RunParams, answers: list[dict], pairwise: list[dict], scores: list[dict]
+) -> dict[tuple[str, PrefSpec], object]:
+    """Build and save every (task, preference spec) set under ``preferences/<task>/<name>``.
+
+    A set with no pairs is reported and left out (the message says why), never silently empty.
+    """
+    from wow import elicit, preferences
+
+    score_maps = elicit.judge_score_maps(scores)
+    sets = {}
+    for spec in pref_specs(P):
+        column = schema.judge_score_column(spec.judge, P.pref_score_k, spec.mode) if spec.judge else None
+        judgements = [r for r in pairwise if r["judge"] == spec.judge and r["mode"] == spec.mode]
+        for name in P.aligned_tasks:
+            task_answers = [a for a in answers if a["task"] == name]
+            try:
+                ds = preferences.build_preferences(
+                    task_answers,
+                    spec.pref_type,
+                    source=spec.source,
+                    generators=spec.generators(P),
+                    judgements=judgements,
+                    scores=score_maps.get(column, {}) if column else None,
+                    check=P.pref_check,
+                    margin=spec.margin if spec.margin is not None else 0.5,
+                    cap=P.max_pairs,
+                    seed=P.seed,
+                    protocol=P.protocol,
+                )
+            except WowError as e:
+                log.warning("no %s preference set for %s: %s", spec.setting(P), name, e)
+                continue
+            preferences.save_preferences(ds, P.layout.preferences(name, spec.setting(P)))
+            sets[(name, spec)] = ds
+    if not sets:
+        raise WowError(
+            "no preference set has any pair: every answer is correct, unparsed or tied. Sample more answers "
+            "(n_samples), more questions, or a harder task."
+        )
+    return sets
+
+
+@dataclass
+class Trained:
+    """One trained setting: a preference set of ``task`` trained with ``trainer`` over the grid."""
+
+    task: str
+    spec: PrefSpec
+    trainer: str
+    setting: str
+    grid: object  # wow.align.GridResult: every configuration and the one chosen on validation questions
+
+
+def _by_split(questions: list) -> dict[tuple[str, str], list]:
+    by_split = defaultdict(list)
+    for q in questions:
+        by_split[(q.task, q.split)].append(q)
+    return by_split
+
+
+def _eval_kwargs(run: RunContext, sets: dict) -> dict:
+    """What every evaluation of stage 04 shares: samples, seed, the run's engines, the sets trained on."""
+    P = run.params
+    return {
+        "n_samples": P.eval_samples,
+        "seed": P.seed,
+        "max_tokens": P.max_new_tokens,
+        "protocol": P.protocol,  # sampling and grading; Bio's evaluation samples (wow.protocol.eval_samples)
+        "preference_sets": list(sets.values()),  # a test question in any of them is an error
+        "engines": run.engine,  # the run's engines: the original model's test answers are those of stage 01's
+    }
+
+
+def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
+    """Train every preference set with every trainer over the grid; each grid chooses its configuration by the mean
+    correctness of answers sampled on the task's validation questions (by validation loss without them).
+
+    Writes ``models/<task>/<setting>/`` (adapters, ``grid.json``, ``selection.json``, ``validation_answers/``).
+    """
+    from wow import align, evaluate
+
+    P = run.params
+    by_split = _by_split(questions)
+    config = align.AlignConfig(beta=P.beta, batch_size=P.train_batch_size, max_steps=P.max_steps, seed=P.seed)
+    trained = []
+    for (name, spec), ds in sets.items():
+        val_qs = by_split[(name, "validation")]
+        kwargs = _eval_kwargs(run, sets)
+        select = evaluate.make_select_fn(run.task(name), val_qs, P.policy_model, **kwargs) if val_qs else None
+        for trainer in P.trainers:
+            setting = spec.setting(P, trainer)
+            grid = align.grid_search(
+                ds["train"],
+                ds["validation"],
+                P.policy_model,
+                trainer,
+                P.layout.models(name, setting),
+                config,
+                learning_rates=P.learning_rates,
+                epochs=P.epochs,
+                schedulers=P.lr_schedulers,
+                weight_decays=P.weight_decays,
+                select_fn=select,
+            )
+            trained.append(Trained(name, spec, trainer, setting, grid))
+    return trained
+
+
+def grid_table(trained: list[Trained]) -> pd.DataFrame:
+    """Every configuration of every grid: its losses, its validation score and whether it was chosen."""
+    cols = ["name", "learning_rate", "lr_scheduler", "weight_decay", "epochs", "train_loss", "val_loss"]
+    rows = [
+        {"task": t.task, "setting": t.setting, **{c: r.get(c) for c in cols}, "select_score": r.get("select_score")}
+        | {"chosen": r["name"] == t.grid.best["name"]}
+        for t in trained
+        for r in t.grid.runs
+    ]
+    return pd.DataFrame(rows)
+
+
+def evaluate_on_test(run: RunContext, trained: list[Trained], sets: dict, questions: list) -> list[dict]:
+    """Sample the original model and each chosen adapter on the test questions of every evaluation task, and write
+    ``eval/``. A model aligned on task ``name`` is evaluated on every task of ``eval_targets(name)`` (itself by
+    default; ``eval_tasks`` maps e.g. ``com2`` to ``[com2, hellaswag]`` for the paper's Table 4).
+
+    Returns:
+        One entry per (setting, evaluation task): the before and after rows and the setting's description, the
+        input of :func:`alignment_table`.
+    """
+    from wow import evaluate
+
+    P = run.params
+    by_split = _by_split(questions)
+    kwargs = _eval_kwargs(run, sets)
+    base, entries = {}, []
+    for t in trained:
+        for target in P.eval_targets(t.task):
+            test_qs = by_split[(target, "test")]
+            if not test_qs:
+                raise WowError(f"task {target!r} has no test questions; raise n_questions or the test share.")
+            if target not in base:
+                base[target] = evaluate.evaluate_adapter(run.task(target), test_qs, P.policy_model, None, **kwargs)
+                io.write_jsonl(P.layout.eval_answers(target), base[target])
+            adapter = t.grid.best["output_dir"]
+            after = evaluate.evaluate_adapter(run.task(target), test_qs, P.policy_model, adapter, **kwargs)
+            io.write_jsonl(P.layout.eval_answers(target, t.setting, t.task), after)
+            entries.append(
+                {
+                    "before_rows": base[target],
+                    "after_rows": after,
+                    "setting": t.setting,
+                    "task": t.task,
+                    "eval_task": target,
+                    "pref_type": t.spec.pref_type,
+                    "source": t.spec.source,
+                    "trainer": t.trainer,
+                    "judge": t.spec.judge if schema.needs_judge(t.spec.pref_type) else None,
+                    "margin": t.spec.margin,
+                    "config": t.grid.best["name"],
+                }
+            )
+    return entries
+
+
+def alignment_table(P: RunParams, entries: list[dict]) -> pd.DataFrame:
+    """Before, after and the gains (Δ, paired bootstrap 95% CIs) per setting and evaluation task; writes
+    ``alignment.csv``."""
+    from wow import evaluate
+
+    table = evaluate.alignment_table(entries, n_boot=P.n_boot, seed=P.seed)
+    evaluate.write_alignment_csv(table, P.layout.alignment)
+    return table
+
+
+def align_and_evaluate(run: RunContext, sets: dict, questions: list) -> tuple[pd.DataFrame, dict]:
+    """The steps of stage 04 after the preference sets, in one call (for scripts): :func:`train_grids`,
+    :func:`evaluate_on_test`, :func:`alignment_table`.
+
+    Returns:
+        ``(alignment table, {(task, setting): {"before": rows, "after": rows}})``, plus keys
+        ``(task, setting, eval task)`` for evaluations on another task.
+    """
+    trained = train_grids(run, sets, questions)
+    entries = evaluate_on_test(run, trained, sets, questions)
+    rows = {
+        (e["task"], e["setting"]) if e["eval_task"] == e["task"] else (e["task"], e["setting"], e["eval_task"]): {
+            "before": e["before_rows"],
+            "after": e["after_rows"],
+        }
+        for e in entries
+    }
+    return alignment_table(run.params, entries), rows
+
+
+def eval_answers(P: RunParams, row) -> tuple[str, str, list[dict], list[dict]]:
+    """The test answers behind one row of ``alignment.csv``: ``(eval task, name, before, after)``, ``name`` being
+    the setting, or ``<task>__<setting>`` for a model evaluated on another task."""
+    target = row["eval_task"] if isinstance(row.get("eval_task"), str) else row["task"]
+    name = row["setting"] if target == row["task"] else f"{row['task']}__{row['setting']}"
+    before = io.read_jsonl(P.layout.eval_answers(target))
+    after = io.read_jsonl(P.layout.eval_answers(target, row["setting"], row["task"]))
+    return target, name, before, after
+
+
+def method_acc_wow(P: RunParams, acc_table: pd.DataFrame, alignment: pd.DataFrame) -> pd.DataFrame:
+    """Join each aligned setting with the Acc_WoW of the preferences it was trained on (paper Fig 3's x-axis).
+
+    The Acc_WoW is taken over the pairs the set was built from: a ``self`` set from the policy's rows of
+    ``acc_wow.csv`` only; a ``mix`` set from the rows of every generator it pooled, as hits summed over pairs
+    summed (the pooled pairs, not an unweighted mean of per-generator values). Oracle preferences count as
+    Acc_WoW = 1.0; ``direct`` sets take the pairwise judge's Acc_WoW at M = 1.0 (with the both-orders check when
+    ``pref_check``); ``score@M`` sets take the score judge's Acc_WoW at margin M, which scores exactly the pairs the
+    set trains on (:mod:`wow.pairs`). Sets with right-over-wrong pairs (``row*``) have no wrong-over-wrong accuracy
+    and are left out.
+
+    Returns:
+        The alignment rows kept, plus ``method`` (e.g. ``score@0.1``), ``acc_wow`` and ``acc_wow_pairs`` (the pairs
+        it is computed over; NaN for oracle).
+    """
+    mode = P.pref_judge_mode or (P.judge_modes[0] if P.judge_modes else None)
+    out = []
+    for _, row in alignment.iterrows():
+        if pd.notna(row.get("eval_task")) and row["eval_task"] != row["task"]:
+            continue  # generalisation rows (eval_tasks): the preferences' Acc_WoW is about the training task
+        kind = row["pref_type"]
+        margin = row["margin"] if pd.notna(row["margin"]) else None
+        source = row["source"] if pd.notna(row.get("source")) else "self"
+        if kind == "oracle":
+            acc, n_pairs = 1.0, float("nan")
+        elif kind in ("direct", "score") and pd.notna(row.get("judge")) and mode is not None:
+            generators = PrefSpec(kind, margin, row["judge"], mode, source).generators(P)
+            sel = acc_table[
+                (acc_table["task"] == row["task"])
+                & (acc_table["judge"] == row["judge"])
+                & acc_table["generator"].isin(generators)
+            ]
+            if kind == "direct":
+                check = "both_orders" if P.pref_check else "none"
+                sel = sel[
+                    (sel["method"] == schema.pairwise_method(mode)) & (sel["check"] == check) & (sel["margin"] == 1.0)
+                ]
+            else:
+                method = schema.score_method(P.pref_score_k, mode)
+                sel = sel[(sel["method"] == method) & ((sel["margin"] - margin).abs() < 1e-9)]
+            n_pairs = float(sel["n_pairs"].sum())
+            acc = float(sel["n_hits"].sum()) / n_pairs if n_pairs else float("nan")
+        else:
+            continue
+        out.append(
+            {**row.to_dict(), "method": schema.pref_label(kind, margin), "acc_wow": acc, "acc_wow_pairs": n_pairs}
+        )
+    columns = [*alignment.columns, "method", "acc_wow", "acc_wow_pairs"]
+    return pd.DataFrame(out, columns=columns)

@@ -39,7 +39,8 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (wow)" >/dev/null
 	touch $@
 
-$(LLAMA_STAMP): $(VENV)/.runtime
+# order-only on .runtime: reinstalling the runtime packages does not rebuild llama.cpp (only its pin or options do)
+$(LLAMA_STAMP): | $(VENV)/.runtime
 	rm -f $(VENV)/.llama-*
 	$(PIP) uninstall -y llama-cpp-python >/dev/null 2>&1 || true
 	@echo "Building $(LLAMA_REQ) with CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' (about 5 minutes on 2 cores) ..."

@@ -53,3 +53,5 @@ def test_makefile_builds_llama_cpp_portably_and_rebuilds_when_its_options_change
     assert "tests/llama_server.py --check" in plan
     changed = _make_plan("LLAMA_CMAKE_ARGS=-DGGML_NATIVE=OFF -DGGML_AVX512=ON")
     assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON"' in changed  # another stamp name: a rebuild
+    # new runtime packages (requirements.txt or pyproject.toml changed) are reinstalled; llama.cpp is not rebuilt
+    assert "CMAKE_ARGS" not in _make_plan("-W", ".venv/.runtime")

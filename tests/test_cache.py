@@ -131,6 +131,83 @@ def test_killed_run_resumes_without_repeating_finished_calls(tmp_path):
     assert [c.to_dict() for c in out] == [c.to_dict() for c in clean]
 
 
+class BatchDependentEngine(Engine):
+    """An engine that batches and whose results depend on the batch (as a local model's last bits may on CPU).
+
+    Its plan sorts the requests by prompt (as a local engine sorts by length) and cuts batches of ``size``; each
+    result names the members of its batch. ``fail_after`` results delivered, it raises (a kill mid-batch).
+    """
+
+    name = "batchy"
+    streams_results = True
+
+    def __init__(self, size=3, fail_after=None):
+        super().__init__("fake")
+        self.size, self.fail_after, self.delivered, self.decoded = size, fail_after, 0, []
+
+    def plan(self, requests, kind="generate"):
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].messages[0]["content"], i))
+        return [order[s : s + self.size] for s in range(0, len(order), self.size)]
+
+    def _members(self, requests, idx):
+        return "+".join(f"{requests[i].messages[0]['content'][-1]}.{requests[i].sample_index}" for i in idx)
+
+    def _generate(self, requests, progress=False, on_result=None, batches=None):
+        out = [None] * len(requests)
+        for idx in self.plan(requests) if batches is None else batches:
+            self.decoded.append(len(idx))
+            members = self._members(requests, idx)
+            for i in idx:
+                if self.fail_after is not None and self.delivered >= self.fail_after:
+                    raise RuntimeError("killed")
+                self.delivered += 1
+                out[i] = Completion(f"{self._members(requests, [i])} in [{members}]", [-0.5], 3, 1, "stop")
+                if on_result is not None:
+                    on_result(i, out[i])
+        return out
+
+    def _choice_logprobs(self, requests, choices, batches=None):
+        out = [None] * len(requests)
+        for idx in self.plan(requests) if batches is None else batches:
+            if self.fail_after is not None and self.delivered >= self.fail_after:
+                raise RuntimeError("killed")
+            self.delivered += len(idx)
+            for i in idx:
+                out[i] = {c: -float(len(self._members(requests, idx))) - k for k, c in enumerate(choices)}
+        return out
+
+
+def test_a_resumed_run_decodes_the_batches_of_an_uninterrupted_one(tmp_path):
+    reqs = requests(8)[::-1]  # the plan reorders them
+    clean = CachedEngine(BatchDependentEngine(), tmp_path / "clean.sqlite").generate(reqs)
+    assert [c.text for c in clean] == [c.text for c in BatchDependentEngine().generate(reqs)]
+    # killed after 4 results: the first batch of 3 is stored, the half-done second batch is not
+    cache = tmp_path / "killed.sqlite"
+    with pytest.raises(RuntimeError, match="killed"):
+        CachedEngine(BatchDependentEngine(fail_after=4), cache).generate(reqs)
+    assert len(CallCache(cache)) == 3
+    resumed_engine = BatchDependentEngine()
+    resumed = CachedEngine(resumed_engine, cache)
+    assert [c.text for c in resumed.generate(reqs)] == [c.text for c in clean]
+    assert resumed_engine.decoded == [3, 2]  # the remaining planned batches, not one batch of the remaining 5
+    assert resumed.cache.computed_twice() == {}
+    # a stored result inside a batch to recompute is kept, never stored twice
+    cache2 = CallCache(tmp_path / "one.sqlite")
+    CachedEngine(BatchDependentEngine(), cache2).generate(reqs[:1])
+    again = CachedEngine(BatchDependentEngine(), cache2).generate(reqs)
+    assert [c.text for c in again][1:] == [c.text for c in clean][1:] and cache2.computed_twice() == {}
+
+
+def test_choice_logprobs_of_a_resumed_run_come_from_the_same_batches(tmp_path):
+    reqs = requests(7)
+    clean = CachedEngine(BatchDependentEngine(), tmp_path / "clean.sqlite").choice_logprobs(reqs, ["1", "2"])
+    cache = tmp_path / "killed.sqlite"
+    with pytest.raises(RuntimeError, match="killed"):
+        CachedEngine(BatchDependentEngine(fail_after=3), cache).choice_logprobs(reqs, ["1", "2"])
+    assert len(CallCache(cache)) == 3
+    assert CachedEngine(BatchDependentEngine(), cache).choice_logprobs(reqs, ["1", "2"]) == clean
+
+
 def test_garbage_file_is_reported_and_left_alone(tmp_path):
     path = tmp_path / "c.sqlite"
     path.write_bytes(b"this is not a database at all" * 100)

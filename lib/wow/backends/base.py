@@ -138,8 +138,23 @@ class Engine:
     def __init__(self, model: str):
         self.model = model
 
+    def plan(self, requests: list[ChatRequest], kind: str = "generate") -> list[list[int]] | None:
+        """The batches (lists of request indices, in decoding order) this engine would run ``requests`` in.
+
+        None (the default, as for chat APIs): each result is independent of which other requests are computed with
+        it, so results may be computed and stored one at a time. An engine that batches (a local model) returns its
+        batches: a result may then depend, in its last bits, on its batch, so the cache computes and stores whole
+        batches of the full request list and a resumed run decodes exactly the batches an uninterrupted run does
+        (:class:`wow.backends.cache.CachedEngine`). ``kind`` is ``generate`` or ``choice_logprobs``.
+        """
+        return None
+
     def generate(
-        self, requests: list[ChatRequest], progress: bool = False, on_result: ResultCallback | None = None
+        self,
+        requests: list[ChatRequest],
+        progress: bool = False,
+        on_result: ResultCallback | None = None,
+        batches: list[list[int]] | None = None,
     ) -> list[Completion]:
         """Run a batch of chat requests; one completion per request, in order.
 
@@ -148,6 +163,8 @@ class Engine:
             progress: show a progress bar.
             on_result: called as ``on_result(i, completion)`` when request ``i`` is done (the cache writes each
                 result from it, so a killed run keeps everything finished before the kill).
+            batches: decode in exactly these batches (a partition of the request indices, each in decoding order,
+                as :meth:`plan` gives); only for engines whose :meth:`plan` is not None.
 
         Returns:
             One :class:`Completion` per request, in order.
@@ -155,23 +172,29 @@ class Engine:
         if not requests:
             return []
         requests = list(requests)
+        extra = {} if batches is None else {"batches": _checked_batches(batches, len(requests), self.name)}
         if on_result is not None and self.streams_results:
-            return self._generate(requests, progress=progress, on_result=on_result)
-        out = self._generate(requests, progress=progress)
+            return self._generate(requests, progress=progress, on_result=on_result, **extra)
+        out = self._generate(requests, progress=progress, **extra)
         if on_result is not None:
             for i, c in enumerate(out):
                 on_result(i, c)
         return out
 
-    def choice_logprobs(self, requests: list[ChatRequest], choices: list[str]) -> list[dict[str, float]]:
+    def choice_logprobs(
+        self, requests: list[ChatRequest], choices: list[str], batches: list[list[int]] | None = None
+    ) -> list[dict[str, float]]:
         """Log-probability of each choice string as the next token after each request's prompt (+ prefill).
 
         Used by local judges to read a verdict ("1" vs "2", or a score 0-5) from the next-token distribution.
-        Engines that cannot do it raise :class:`EngineError`.
+        Engines that cannot do it raise :class:`EngineError`. ``batches`` as in :meth:`generate`.
         """
         if not requests:
             return []
-        return self._choice_logprobs(list(requests), list(choices))
+        if batches is None:
+            return self._choice_logprobs(list(requests), list(choices))
+        batches = _checked_batches(batches, len(requests), self.name)
+        return self._choice_logprobs(list(requests), list(choices), batches=batches)
 
     def _generate(self, requests: list[ChatRequest], progress: bool) -> list[Completion]:
         raise NotImplementedError
@@ -189,3 +212,11 @@ class Engine:
 
     def close(self) -> None:
         """Release resources."""
+
+
+def _checked_batches(batches: list[list[int]], n: int, engine: str) -> list[list[int]]:
+    """``batches`` as lists, checked to be a partition of ``range(n)`` (an internal error otherwise)."""
+    batches = [list(b) for b in batches]
+    if sorted(i for b in batches for i in b) != list(range(n)) or not all(batches):
+        raise EngineError(f"internal: the batches given to the {engine} engine are not a partition of its requests.")
+    return batches

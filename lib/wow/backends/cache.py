@@ -4,7 +4,10 @@ A SQLite file in WAL mode maps a key to a result. The key is the sha256 of the c
 identity (engine, model, dtype, adapter hash, endpoint: never a secret), the kind of call and the request's
 :meth:`~wow.backends.base.ChatRequest.key_fields` (messages, every decoding parameter, seed, sample index, prefill,
 template version). Each result is committed as it arrives, so a process killed at any moment loses at most the calls
-in flight, and a rerun makes no call whose result is stored. A file that is not a wow cache (corrupted, another
+in flight, and a rerun makes no call whose result is stored. An engine that batches (a local model, whose results
+may depend in their last bits on the batch they were decoded in) is run in the batches it plans for the *whole*
+request list, each committed in one transaction once complete: a resumed run decodes exactly the batches an
+uninterrupted one does, so it writes the same bytes whatever the kernels' batch behaviour. A file that is not a wow cache (corrupted, another
 program's SQLite file, another schema version) is reported with what to do; it is never overwritten.
 
 Example::
@@ -148,6 +151,31 @@ class CallCache:
                     self._db.execute("ROLLBACK")
                 raise WowError(self._bad(f"cannot be written (SQLite: {e})")) from None
 
+    def put_many(
+        self, items: list[tuple[str, dict]], kind: str = "generate", engine: str = "", model: str = ""
+    ) -> None:
+        """Store ``(key, value)`` pairs in one transaction (all or none survive a kill)."""
+        if not items:
+            return
+        now = time.time()
+        rows = [
+            (key, kind, engine, model, json.dumps(value, ensure_ascii=False, separators=(",", ":")), now)
+            for key, value in items
+        ]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT INTO computed VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET n = n + 1",
+                    [(key,) for key, _ in items],
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise WowError(self._bad(f"cannot be written (SQLite: {e})")) from None
+
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
@@ -208,45 +236,93 @@ class CachedEngine(Engine):
     ) -> list[Completion]:
         keys = [self._key("generate", r.key_fields()) for r in requests]
         out: list[Completion | None] = [None] * len(requests)
-        todo: dict[str, list[int]] = {}
+        stored, same = self._lookup(keys)
         for i, key in enumerate(keys):
-            if key in todo:  # the same request twice in one batch: computed once
-                todo[key].append(i)
-                continue
-            value = self.cache.get(key)
-            if value is None:
-                todo[key] = [i]
-                continue
-            out[i] = Completion(**value, cached=True)
-            if on_result is not None:
-                on_result(i, out[i])
-        firsts = [idx[0] for idx in todo.values()]
-        if firsts:
-            log.info(
-                "%s %s: %d cached, %d to compute", self.name, self.model, len(requests) - len(firsts), len(firsts)
-            )
+            if key in stored:
+                out[i] = Completion(**stored[key], cached=True)
+                if on_result is not None:
+                    on_result(i, out[i])
+        firsts = [idx[0] for idx in same.values()]  # one index per distinct request, in order
+        todo = [i for i in firsts if keys[i] not in stored]
+        if not todo:
+            return out
+        log.info("%s %s: %d cached, %d to compute", self.name, self.model, len(requests) - len(todo), len(todo))
+
+        def deliver(i: int, completion: Completion) -> None:
+            for k in same[keys[i]]:
+                out[k] = completion
+                if on_result is not None:
+                    on_result(k, completion)
+
+        plan = self.engine.plan([requests[i] for i in firsts], "generate")
+        if plan is None:  # independent results: each stored as it arrives
 
             def store(j: int, completion: Completion) -> None:
-                key = keys[firsts[j]]
-                self.cache.put(key, completion.to_dict(), "generate", self.name, self.model)
-                for i in todo[key]:
-                    out[i] = completion
-                    if on_result is not None:
-                        on_result(i, completion)
+                self.cache.put(keys[todo[j]], completion.to_dict(), "generate", self.name, self.model)
+                deliver(todo[j], completion)
 
-            self.engine.generate([requests[i] for i in firsts], progress=progress, on_result=store)
+            self.engine.generate([requests[i] for i in todo], progress=progress, on_result=store)
+            return out
+        runs = [[firsts[j] for j in batch] for batch in plan if any(keys[firsts[j]] not in stored for j in batch)]
+        flat = [i for batch in runs for i in batch]
+        local, start = [], 0
+        for batch in runs:
+            local.append(list(range(start, start + len(batch))))
+            start += len(batch)
+        batch_of = {j: b for b, idx in enumerate(local) for j in idx}
+        pending: dict[int, dict[int, Completion]] = {}
+
+        def collect(j: int, completion: Completion) -> None:
+            b = batch_of[j]
+            pending.setdefault(b, {})[j] = completion
+            if len(pending[b]) < len(local[b]):
+                return
+            done = pending.pop(b)
+            fresh = [(flat[k], c) for k, c in sorted(done.items()) if keys[flat[k]] not in stored]
+            self.cache.put_many([(keys[i], c.to_dict()) for i, c in fresh], "generate", self.name, self.model)
+            for i, c in fresh:
+                deliver(i, c)
+
+        self.engine.generate([requests[i] for i in flat], progress=progress, on_result=collect, batches=local)
         return out
+
+    def _lookup(self, keys: list[str]) -> tuple[dict[str, dict], dict[str, list[int]]]:
+        """The stored values of the distinct ``keys`` and, per distinct key, the indices that carry it."""
+        same: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            same.setdefault(key, []).append(i)
+        stored = {}
+        for key in same:
+            value = self.cache.get(key)
+            if value is not None:
+                stored[key] = value
+        return stored, same
 
     def _choice_logprobs(self, requests: list[ChatRequest], choices: list[str]) -> list[dict[str, float]]:
         keys = [self._key("choice_logprobs", {"request": r.key_fields(), "choices": choices}) for r in requests]
-        out: list[dict | None] = [self.cache.get(k) for k in keys]
-        missing = [i for i, v in enumerate(out) if v is None]
-        if missing:
-            computed = self.engine.choice_logprobs([requests[i] for i in missing], choices)
-            for i, value in zip(missing, computed, strict=True):
-                self.cache.put(keys[i], value, "choice_logprobs", self.name, self.model)
-                out[i] = value
-        return out
+        stored, same = self._lookup(keys)
+        firsts = [idx[0] for idx in same.values()]
+        todo = [i for i in firsts if keys[i] not in stored]
+        if not todo:
+            return [stored[k] for k in keys]
+        plan = self.engine.plan([requests[i] for i in firsts], "choice_logprobs")
+        if plan is None:  # independent results: all computed in one call, stored together
+            computed = self.engine.choice_logprobs([requests[i] for i in todo], choices)
+            fresh = [(keys[i], v) for i, v in zip(todo, computed, strict=True)]
+            self.cache.put_many(fresh, "choice_logprobs", self.name, self.model)
+            stored.update(fresh)
+            return [stored[k] for k in keys]
+        for batch in plan:  # one planned batch per call, committed at once
+            idx = [firsts[j] for j in batch]
+            if all(keys[i] in stored for i in idx):
+                continue
+            computed = self.engine.choice_logprobs(
+                [requests[i] for i in idx], choices, batches=[list(range(len(idx)))]
+            )
+            fresh = [(keys[i], v) for i, v in zip(idx, computed, strict=True) if keys[i] not in stored]
+            self.cache.put_many(fresh, "choice_logprobs", self.name, self.model)
+            stored.update(fresh)
+        return [stored[k] for k in keys]
 
     def usage(self) -> dict:
         """The wrapped engine's usage plus this process's cache hits and misses."""

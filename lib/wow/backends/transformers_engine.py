@@ -27,7 +27,9 @@ cache. Design decisions:
   (tested). A result still depends on ``batch_size``, ``pad_multiple``, dtype, device and library versions. On
   GPU the attention kernels are left alone, so expect last-bit differences between batch compositions there;
   ``fixed_shapes=False`` (one batched prompt pass over prompts of any lengths, sorted by length; finished rows
-  leave the batch) skips the filler and finished rows.
+  leave the batch) skips the filler and finished rows. A resumed run does not rely on any of this: behind the
+  call cache the engine decodes the batches :meth:`plan` cuts from the *whole* request list, each stored once
+  complete, so an interrupted and an uninterrupted run decode the same batches (:mod:`wow.backends.cache`).
 * **Logprobs** are the model's own distribution: ``log_softmax`` of the raw logits (temperature 1, no top-p) at
   each chosen token, as in the paper's code, read from the decoding step itself (no second forward pass). The end
   of sequence token is not part of the text and not part of the mean.
@@ -212,15 +214,28 @@ class TransformersEngine(Engine):
         return out.logits[:, -1, :].float()
 
     # -- generation -----------------------------------------------------------------------------------------
+    def plan(self, requests: list[ChatRequest], kind: str = "generate") -> list[list[int]]:
+        """The batches :meth:`generate` (``kind="generate"``) or :meth:`choice_logprobs` would decode, in order."""
+        self._load()
+        prompts = [self._encode(self._prompt_text(r)) for r in requests]
+        budgets = [max(r.max_tokens, 0) for r in requests] if kind == "generate" else None
+        return self._batches(prompts, budgets)
+
     def _generate(
-        self, requests: list[ChatRequest], progress: bool = False, on_result: ResultCallback | None = None
+        self,
+        requests: list[ChatRequest],
+        progress: bool = False,
+        on_result: ResultCallback | None = None,
+        batches: list[list[int]] | None = None,
     ) -> list[Completion]:
         self._load()
         prompts = [self._encode(self._prompt_text(r)) for r in requests]
         results: list[Completion | None] = [None] * len(requests)
+        if batches is None:
+            batches = self._batches(prompts, [max(r.max_tokens, 0) for r in requests])
         bar = tqdm(total=len(requests), unit="answer", desc=f"{self.model}", disable=not progress)
         try:
-            for idx in self._batches(prompts, [max(r.max_tokens, 0) for r in requests]):
+            for idx in batches:
                 done = self._decode([requests[i] for i in idx], [prompts[i] for i in idx])
                 for i, c in zip(idx, done, strict=True):
                     results[i] = c
@@ -457,7 +472,9 @@ class TransformersEngine(Engine):
         return (text[: min(cuts)], len(toks)) if cuts else (text, len(toks))
 
     # -- next-token distributions ---------------------------------------------------------------------------
-    def _choice_logprobs(self, requests: list[ChatRequest], choices: list[str]) -> list[dict[str, float]]:
+    def _choice_logprobs(
+        self, requests: list[ChatRequest], choices: list[str], batches: list[list[int]] | None = None
+    ) -> list[dict[str, float]]:
         """One forward pass on prompt + prefill; log-softmax of the next-token logits at each choice's token.
 
         A choice's token is the first token the choice adds when appended to the prompt text (so "1" after
@@ -468,7 +485,7 @@ class TransformersEngine(Engine):
         texts = [self._prompt_text(r) for r in requests]
         prompts = [self._encode(t) for t in texts]
         out: list[dict[str, float] | None] = [None] * len(requests)
-        for idx in self._batches(prompts):
+        for idx in self._batches(prompts) if batches is None else batches:
             self.calls += len(idx)
             with torch.inference_mode():
                 logp = torch.log_softmax(self._prompt_pass([prompts[i] for i in idx])[3], dim=-1).cpu()

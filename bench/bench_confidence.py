@@ -82,7 +82,7 @@ def bench_confidence(n_questions: int = 2, n_samples: int = 4, max_tokens: int =
         same_text = [a["text"] for a in answers] == [c.text for c in plain]
         rows.append(
             {
-                "method": "wow " + ("fixed_shapes" if fixed else "dynamic"),
+                "method": "wow " + ("fixed_shapes" if fixed else "default"),
                 "answers": len(answers),
                 "generated_tokens": tokens,
                 "forwards_with_logprobs": with_lp,

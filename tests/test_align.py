@@ -75,9 +75,10 @@ def test_every_trainer_changes_every_lora_weight(trainer, tiny_model, prefs, tmp
     unchanged = [n for n in watch.before if watch.before[n].equal(watch.after[n])]
     assert not unchanged, f"{trainer}: weights that did not change: {unchanged[:4]}"
     assert res.steps == 2 and math.isfinite(res.train_loss) and math.isfinite(res.val_loss)
+    assert res.best_step == 2  # a run shorter than eval_steps is evaluated at its last step only: its final weights
     losses = [h["loss"] for h in res.log_history if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
-    assert is_complete(tmp_path / trainer)
+    assert is_complete(tmp_path / trainer) and not (tmp_path / trainer / "checkpoints").exists()  # removed when done
     logged = io.read_json(tmp_path / trainer / "train_log.json")
     assert logged["trainer"] == trainer and logged["trl_loss"] == TRAINERS[trainer][1]
     assert logged["config"]["learning_rate"] == 1e-2 and logged["n_train"] == 4 and logged["n_val"] == 2
@@ -142,7 +143,7 @@ def _rendered(tok, prompt):
 def test_overlong_prompts_keep_their_end_like_trl_0_9(tiny_model):
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from wow.training import _prepare
+    from wow.truncation import _prepare
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     pairs = _long_pairs()
@@ -175,7 +176,7 @@ def test_overlong_pairs_train_truncated_not_dropped(tiny_model, tmp_path, caplog
 
     seen = FirstBatch()
     cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 1, "max_length": 128, "max_prompt_length": 64})
-    with caplog.at_level("INFO", logger="wow.training"):
+    with caplog.at_level("INFO", logger="wow.truncation"):
         res = train(Dataset.from_list(_long_pairs()), None, tiny_model, "dpo", tmp_path / "run", cfg, callbacks=[seen])
     assert res.n_train == 4 and len(seen.prompt_lengths) == 4  # nothing dropped, by us or by TRL
     assert seen.prompt_lengths[0] <= 64 < seen.prompt_lengths[1]  # cut; kept whole: it fits with its answers
@@ -200,12 +201,10 @@ def test_scheduler_names_are_those_of_transformers(tmp_path):
     from wow.align_config import _trl_config
 
     assert set(SCHEDULERS) <= {s.value for s in SchedulerType} and set(PAPER_SCHEDULERS) <= set(SCHEDULERS)
-    for name in PAPER_SCHEDULERS:  # TRL's configs accept each; only the plateau evaluates while training
-        args = _trl_config("dpo", AlignConfig(lr_scheduler=name, bf16=False), tmp_path, "cpu")
+    for name in PAPER_SCHEDULERS:  # TRL's configs accept each; all evaluate while training when they can
+        args = _trl_config("dpo", AlignConfig(lr_scheduler=name, bf16=False), tmp_path, "cpu", has_validation=True)
         assert args.lr_scheduler_type.value == name
-        assert (args.eval_strategy.value, args.eval_steps) == (
-            ("steps", 1000) if name == "reduce_lr_on_plateau" else ("no", None)
-        )
+        assert (args.eval_strategy.value, args.eval_steps) == ("steps", 1000)
 
 
 def test_grid_search_picks_best_and_resumes(tiny_model, prefs, tmp_path):
@@ -294,16 +293,17 @@ def test_grid_over_schedulers_trains_each_and_plateau_evaluates(tiny_model, pref
     assert Optimiser.seen == [("LambdaLR", 1e-3), ("ReduceLROnPlateau", 1e-3)]
     cosine, plateau = (io.read_json(tmp_path / n / "train_log.json") for n in names)
     assert plateau["config"]["lr_scheduler"] == "reduce_lr_on_plateau" and plateau["config"]["weight_decay"] == 1e-3
-    # validated every step while training, then once more by train() after it; cosine only after it
-    assert [h["step"] for h in plateau["log_history"] if "eval_loss" in h] == [1, 2, 3, 3]
-    assert [h["step"] for h in cosine["log_history"] if "eval_loss" in h] == [3]
+    # both validated every eval_steps (1) steps while training; the plateau scheduler steps on those evaluations
+    assert [h["step"] for h in plateau["log_history"] if "eval_loss" in h] == [1, 2, 3]
+    assert [h["step"] for h in cosine["log_history"] if "eval_loss" in h] == [1, 2, 3]
     lrs = [[h["learning_rate"] for h in log["log_history"] if "loss" in h] for log in (cosine, plateau)]
     assert lrs[0][0] > lrs[0][-1] and lrs[1] == [1e-2] * 3  # cosine decays; the plateau rate holds (no warm-up)
 
 
 def test_grid_search_with_the_evaluation_selector(tiny_model, prefs, tmp_path):
     from wow import tasks
-    from wow.evaluate import compare, evaluate_adapter, make_select_fn
+    from wow.eval_metrics import compare
+    from wow.evaluate import evaluate_adapter, make_select_fn
 
     task = tasks.get("shortest_path")
     questions = task.questions(10, seed=0)

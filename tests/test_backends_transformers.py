@@ -22,11 +22,19 @@ def ask(prompt, k=0, **kw):
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return TransformersEngine(dtype="float32", batch_size=8)
+def fixed():
+    """The batch-invariant mode (``fixed_shapes=True``)."""
+    return TransformersEngine(dtype="float32", batch_size=8, fixed_shapes=True)
 
 
-def test_same_sample_in_any_batch_composition(engine):
+@pytest.fixture(scope="module", params=["fixed_shapes", "default"])
+def engine(request, fixed):
+    """Each mode in turn: the batch-invariant one and the default (shared prefixes read once)."""
+    return fixed if request.param == "fixed_shapes" else TransformersEngine(dtype="float32", batch_size=8)
+
+
+def test_same_sample_in_any_batch_composition(fixed):
+    engine = fixed
     requests = [ask(p, k) for p in PROMPTS for k in range(2)]
     together = engine.generate(requests)
     alone = engine.generate([requests[5]])
@@ -42,7 +50,8 @@ def test_same_sample_in_any_batch_composition(engine):
     assert any(together[2 * i].text != together[2 * i + 1].text for i in range(len(PROMPTS)))
 
 
-def test_mixed_lengths_budgets_and_modes_share_a_batch_invariantly(engine):
+def test_mixed_lengths_budgets_and_modes_share_a_batch_invariantly(fixed):
+    engine = fixed
     # more rows of one prompt than an attention chunk, other prompt lengths, two token budgets, a greedy row
     requests = [ask(PROMPTS[2], k, max_tokens=6) for k in range(9)] + [
         ask(PROMPTS[0], 1, max_tokens=9),
@@ -144,6 +153,56 @@ def test_adapter_changes_the_model_and_the_identity(engine, tmp_path, default_mo
     assert tuned.generate([request])[0].token_logprobs != engine.generate([request])[0].token_logprobs
 
 
+def test_radix_tree_reads_each_long_shared_prefix_once():
+    from wow.backends.prefix_pass import radix_tree
+
+    q = list(range(100, 140))  # a 40-token "question" shared by three prompts
+    seqs = [q + [1] * 20, q + [1] * 20 + [2] * 30, q + [3] * 5, [7, 8, 9], q + [1] * 20]
+    root = radix_tree(seqs, min_shared=16)
+    [shared, other] = sorted(root.children, key=lambda n: -len(n.tokens))
+    assert shared.tokens == q and other.tokens == [7, 8, 9] and other.ends == [3]
+    by_len = sorted(shared.children, key=lambda n: len(n.tokens))
+    assert [n.tokens for n in by_len] == [[3] * 5, [1] * 20]
+    assert by_len[1].ends == [0, 4] and by_len[1].children[0].tokens == [2] * 30  # identical prompts: one node
+    # a shared edge shorter than min_shared is re-read by each child instead of being a level of its own
+    short = radix_tree([[5, 6, 1, 1], [5, 6, 2, 2]], min_shared=16)
+    assert sorted(n.tokens for n in short.children) == [[5, 6, 1, 1], [5, 6, 2, 2]]
+
+
+def test_shared_prefixes_are_read_once_and_change_no_result(default_model):
+    """Judge-like prompts (one question, every ordered pair of answers): a third of the prompt tokens or fewer are
+    computed, and the next-token distributions and sampled logprobs equal those of each prompt read alone."""
+    model, tok = default_model
+    question = PROMPTS[2] + " Explain each step of your reasoning and give the total weight of the path at the end."
+    answers = ["0-1-4, weight 5.", "I think 0-4 directly, weight 9, since it is one edge.", "Weight 7.", "0-1-4"]
+    requests = [
+        ask(f"Question: {question}\nAnswer 1: {a}\nAnswer 2: {b}\nWhich answer is better?", prefill="Answer")
+        for a in answers
+        for b in answers
+        if a != b
+    ]
+    engine = TransformersEngine(dtype="float32", batch_size=16)
+    got = engine.choice_logprobs(requests, ["1", "2"])
+    usage = engine.usage()
+    assert usage["prompt_tokens_computed"] * 3 <= usage["prompt_tokens"]
+    for request, lp in zip(requests[:4], got[:4], strict=True):
+        text = tok.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
+        ids = tok(text + "Answer", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+        for choice in ("1", "2"):
+            token = engine._choice_token(text + "Answer", ids, choice)
+            assert lp[choice] == pytest.approx(logp[token].item(), abs=1e-4)
+    completions = engine.generate([ask(question, k, max_tokens=6) for k in range(4)])  # 4 samples of one prompt
+    text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    for c in completions:
+        ids = tok(text + c.text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+        n = len(ids) - c.completion_tokens
+        assert [logp[i - 1, ids[i]].item() for i in range(n, len(ids))] == pytest.approx(c.token_logprobs, abs=1e-3)
+
+
 def test_bad_options_are_clear_errors(tmp_path):
     with pytest.raises(WowError, match="dtype"):
         TransformersEngine(dtype="int8")
@@ -153,3 +212,67 @@ def test_bad_options_are_clear_errors(tmp_path):
         get_engine("transformers", "smollm2-135m", temprature=1.0)
     with pytest.raises(WowError, match="unknown engine"):
         get_engine("vllm", "smollm2-135m")
+
+
+def make_lora(model_dir, folder, seed, targets=("q_proj", "v_proj", "down_proj")):
+    """A saved LoRA adapter of ``model_dir`` with random (non-zero) weights drawn from ``seed``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, target_modules=list(targets), init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_adapters_on_a_shared_base_are_bitwise_those_of_a_model_each(tiny_model, tmp_path, monkeypatch, dtype):
+    from wow import models
+
+    adapters = [make_lora(tiny_model, tmp_path / f"lora{seed}", seed) for seed in (1, 2)]
+    adapters.append(make_lora(tiny_model, tmp_path / "lora3", 3, targets=("o_proj", "up_proj")))  # other layers
+    requests = [ask(p, k, max_tokens=6) for p in PROMPTS[:2] for k in range(2)]
+    requests.append(ask(PROMPTS[3], temperature=0.0, max_tokens=6))
+
+    def outputs(engine):
+        completions = engine.generate(requests)
+        return (
+            [(c.text, c.token_logprobs) for c in completions],
+            engine.choice_logprobs(requests[:2], ["1", "2"]),
+            engine.identity(),
+        )
+
+    own = {}
+    for adapter in [None, *adapters]:  # today's path: a model loaded for each adapter, merged into its weights
+        engine = TransformersEngine(tiny_model, dtype=dtype, batch_size=8, adapter=adapter)
+        own[adapter] = outputs(engine)
+        engine.close()
+    assert len({repr(o[0]) for o in own.values()}) == len(own)  # every adapter changes the samples
+    assert all(own[a][2]["adapter_sha256"] for a in adapters) and "adapter_sha256" not in own[None][2]
+
+    loads = []
+    real_load = models.load
+    monkeypatch.setattr(models, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    with models.SharedBase(tiny_model, dtype=dtype) as base:
+        shared = {
+            a: TransformersEngine(tiny_model, dtype=dtype, batch_size=8, adapter=a, base=base)
+            for a in [None, *adapters]
+        }
+        # back and forth: each switch puts the weights an adapter changed back before merging the next one
+        for adapter in [adapters[0], None, adapters[1], adapters[2], adapters[0], None, adapters[2]]:
+            assert outputs(shared[adapter]) == own[adapter]
+            assert base.active == shared[adapter].identity().get("adapter_sha256")
+        assert base.loads == 1 and len(loads) == 1
+    assert base.model is None  # the owner freed it
+
+
+def test_shared_base_refuses_an_engine_of_another_model_or_dtype(tiny_model):
+    from wow import models
+
+    base = models.SharedBase(tiny_model, dtype="float32")
+    with pytest.raises(WowError, match="shared base model"):
+        TransformersEngine(tiny_model, dtype="bfloat16", base=base)
+    with pytest.raises(WowError, match="shared base model"):
+        TransformersEngine("smollm2-135m", dtype="float32", base=base)
+    assert base.loads == 0  # nothing loaded until an engine runs

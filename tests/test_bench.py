@@ -39,9 +39,12 @@ def test_sampling_bench_takes_the_parameter_set_workload(bench_out):
     written = json.loads((bench_out / "sampling.json").read_text())
     assert written["max_tokens"] == [2] and written["ceiling_tokens_per_s"] > 0
     methods = {r["method"] for r in res["rows"]}
-    assert methods == {"wow fixed_shapes", "wow dynamic", "raw batched"}
+    assert methods == {"wow default", "wow fixed_shapes", "raw batched"}
     for row in res["rows"]:
         assert row["answers"] == work["n_samples"] and row["prompt_tokens"] > 0 and row["vs_ceiling"] > 0
+        assert 0 < row["prompt_tokens_computed"] <= row["prompt_tokens"]
+    [default] = [r for r in res["rows"] if r["method"] == "wow default"]
+    assert default["prompt_tokens_computed"] * 4 < default["prompt_tokens"]  # 10 samples of one prompt: read once
 
 
 def test_summary_reads_every_benchmark_result(bench_out):

@@ -6,7 +6,7 @@ import re
 import zlib
 
 import pytest
-from wow import WowError, elicit, judges, plots, tasks
+from wow import WowError, elicit, judge_prompts, judges, plots, schema, scorers, tasks
 from wow.backends.base import Completion, Engine
 
 
@@ -47,18 +47,18 @@ def test_consistency_is_the_share_of_parsed_answers_with_the_same_answer():
         answer(3, None, None),
         answer(0, -1.0, 3, gen="h"),
     ]
-    cons = elicit.consistency(rows)
+    cons = scorers.consistency(rows)
     assert cons == {"q|g|0": 2 / 3, "q|g|1": 2 / 3, "q|g|2": 1 / 3, "q|g|3": None, "q|h|0": 1.0}
 
 
 def test_score_answers_rows():
-    col = elicit.judge_score_column("gpt-4o", 5)
-    rows = elicit.score_answers(ANSWERS, {col: {"q|g|1": 4, "q|g|2": None}})
+    col = schema.judge_score_column("gpt-4o", 5)
+    rows = scorers.score_answers(ANSWERS, {col: {"q|g|1": 4, "q|g|2": None}})
     assert list(rows[1]) == ["answer_id", "question_id", "task", "generator", "length", "consistency", "logprob", col]
     assert (rows[1]["length"], rows[1]["consistency"], rows[1]["logprob"], rows[1][col]) == (30.0, 0.5, -0.5, 4)
     assert rows[4]["consistency"] is None and rows[4][col] is None and rows[4]["logprob"] is None
     with pytest.raises(WowError):
-        elicit.score_answers(ANSWERS, {"gpt-4o": {}})
+        scorers.score_answers(ANSWERS, {"gpt-4o": {}})
 
 
 def test_judge_score_maps_name_one_column_per_judge_k_and_mode():
@@ -67,20 +67,20 @@ def test_judge_score_maps_name_one_column_per_judge_k_and_mode():
         {"judge": "j", "k": 2, "mode": "text", "answer_ids": ["q|g|3"], "scores": None},
         {"judge": "j", "k": 1, "mode": "logprob", "answer_ids": ["q|g|1"], "scores": [2.5]},
     ]
-    maps = elicit.judge_score_maps(rows)
+    maps = scorers.judge_score_maps(rows)
     assert maps == {
         "judge_score:j:k2": {"q|g|1": 4, "q|g|2": 1, "q|g|3": None},
         "judge_score:j:k1:logprob": {"q|g|1": 2.5},
     }
-    table = elicit.acc_wow_table(ANSWERS, elicit.score_answers(ANSWERS, maps), n_boot=0)
+    table = elicit.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS, maps), n_boot=0)
     assert {"score_k2", "score_k1_logprob"} <= set(table.method)
 
 
 def test_judge_score_column_round_trip():
-    col = elicit.judge_score_column("ollama:llama3", 1, "logprob")
+    col = schema.judge_score_column("ollama:llama3", 1, "logprob")
     assert col == "judge_score:ollama:llama3:k1:logprob"
-    assert elicit.parse_judge_score_column(col) == ("ollama:llama3", 1, "logprob")
-    assert elicit.parse_judge_score_column("judge_score:j:k10") == ("j", 10, "text")
+    assert schema.parse_judge_score_column(col) == ("ollama:llama3", 1, "logprob")
+    assert schema.parse_judge_score_column("judge_score:j:k10") == ("j", 10, "text")
 
 
 def by_method(table, method, margin=1.0, check="none"):
@@ -90,8 +90,8 @@ def by_method(table, method, margin=1.0, check="none"):
 
 
 def test_acc_wow_table_scalar_methods_hand_computed():
-    col = elicit.judge_score_column("j", 5)
-    scores = elicit.score_answers(ANSWERS, {col: {"q|g|1": 3, "q|g|2": 3, "q|g|3": None}})
+    col = schema.judge_score_column("j", 5)
+    scores = scorers.score_answers(ANSWERS, {col: {"q|g|1": 3, "q|g|2": 3, "q|g|3": None}})
     table = elicit.acc_wow_table(ANSWERS, scores, n_boot=100)
     assert list(table.columns) == elicit.TABLE_COLUMNS
     # length 30, 10, 20: (1,2) hit, (1,3) hit, (2,3) 10 < 20 and -3 < -2: hit
@@ -112,7 +112,7 @@ def test_acc_wow_table_scalar_methods_hand_computed():
 
 def test_oracle_is_exactly_one_wherever_there_are_pairs():
     rows = ANSWERS + [answer(0, -1.0, 3, qid="q2", task="u"), answer(1, -1.0, 3, qid="q2", task="u")]  # no pairs
-    table = elicit.acc_wow_table(rows, elicit.score_answers(rows), n_boot=50)
+    table = elicit.acc_wow_table(rows, scorers.score_answers(rows), n_boot=50)
     oracle = table[table.method == "oracle"]
     assert len(oracle) == 6
     with_pairs = oracle[oracle.n_pairs > 0]
@@ -146,7 +146,7 @@ def test_acc_wow_table_pairwise_rows_with_both_checks():
         ("ANS3", "ANS2"): "no idea",  # unparseable
     }
     judgements = judges.judge_pairwise(ScriptedJudge(replies), ANSWERS, judge="j")
-    table = elicit.acc_wow_table(ANSWERS, elicit.score_answers(ANSWERS), judgements, n_boot=50)
+    table = elicit.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS), judgements, n_boot=50)
     none = by_method(table, "pairwise_text", check="none")
     assert (none.n_pairs, none.n_hits) == (3, 2)
     assert none.parse_fail_rate == pytest.approx(1 / 6) and none.flip_rate == 0.0
@@ -157,7 +157,7 @@ def test_acc_wow_table_pairwise_rows_with_both_checks():
 
 def test_acc_wow_table_rejects_a_bad_margin():
     with pytest.raises(WowError):
-        elicit.acc_wow_table(ANSWERS, elicit.score_answers(ANSWERS), margins=(1.0, 0.0))
+        elicit.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS), margins=(1.0, 0.0))
 
 
 def test_task_accuracy_confidence():
@@ -197,8 +197,8 @@ def test_bio_consistency_is_the_logprob_not_the_frequency_of_its_own_score():
     # (0.4 for the four zeros, 0.1 for the rest). The paper's code reuses the token-logprob signal instead.
     factscores = [0, 0, 0, 0, 0.35, 0.5, 0.6, 0.62, 0.7, 0.8]
     rows = [answer(i, fs, fs, task="bio_generation", lp=-0.1 * (i + 1)) for i, fs in enumerate(factscores)]
-    assert elicit.consistency(rows) == {f"q|g|{i}": -0.1 * (i + 1) for i in range(10)}
-    assert elicit.is_free_text("bio_generation") and not elicit.is_free_text("shortest_path")
+    assert scorers.consistency(rows) == {f"q|g|{i}": -0.1 * (i + 1) for i in range(10)}
+    assert scorers.is_free_text("bio_generation") and not scorers.is_free_text("shortest_path")
 
 
 class HashJudge(Engine):
@@ -226,7 +226,7 @@ def _task_answers(task: str) -> list[dict]:
     rows = []
     for q in range(3):
         for s in range(6):
-            if elicit.is_free_text(task):
+            if scorers.is_free_text(task):
                 extracted = rng.choice([None, 0.0, 0.0, 0.35, 0.5, 0.9])
                 label = extracted
             else:
@@ -259,8 +259,10 @@ def _signals(rows: list[dict]) -> tuple[list[dict], list]:
     its request)."""
     engine = HashJudge()
     score_rows = judges.judge_scores(engine, rows, "j", k=2) + judges.judge_scores(engine, rows, "j", k=1)
-    scores = elicit.score_answers(rows, elicit.judge_score_maps(score_rows))
-    requests = [judges.pairwise_messages(a, b) for a in rows for b in rows if a["question_id"] == b["question_id"]]
+    scores = scorers.score_answers(rows, scorers.judge_score_maps(score_rows))
+    requests = [
+        judge_prompts.pairwise_messages(a, b) for a in rows for b in rows if a["question_id"] == b["question_id"]
+    ]
     return scores, requests
 
 
@@ -268,10 +270,10 @@ def _signals(rows: list[dict]) -> tuple[list[dict], list]:
 def test_shuffling_the_gold_labels_changes_no_elicitation_signal(task):
     rows = _task_answers(task)
     scores, requests = _signals(rows)
-    shuffled_scores, shuffled_requests = _signals(_shuffle_labels(rows, elicit.is_free_text(task)))
+    shuffled_scores, shuffled_requests = _signals(_shuffle_labels(rows, scorers.is_free_text(task)))
     assert shuffled_scores == scores  # length, consistency, logprob and every judge score, per answer
     assert shuffled_requests == requests  # what the pairwise judge is asked, for every pair in both orders
-    assert any(r[elicit.judge_score_column("j", 2)] is not None for r in scores)
+    assert any(r[schema.judge_score_column("j", 2)] is not None for r in scores)
 
 
 # -- the split, the bins ------------------------------------------------------------------------------------------
@@ -282,14 +284,14 @@ def test_acc_wow_table_counts_the_pairs_of_one_split_and_says_which():
     replies = {(f"ANS{i}", f"ANS{j}"): "Preferred output: 1" for i in range(5) for j in range(5)}
     judgements = judges.judge_pairwise(ScriptedJudge(replies), rows, judge="j")
     assert len(judgements) == 6  # 3 pairs per question
-    table = elicit.acc_wow_table(rows, elicit.score_answers(rows), judgements, split="train", n_boot=0)
+    table = elicit.acc_wow_table(rows, scorers.score_answers(rows), judgements, split="train", n_boot=0)
     assert set(table.split) == {"train"}
     assert by_method(table, "oracle").n_pairs == 3  # q only
     assert by_method(table, "pairwise_text").n_candidates == 3  # the test question's judgements are left out
-    everything = elicit.acc_wow_table(rows, elicit.score_answers(rows), judgements, split="all", n_boot=0)
+    everything = elicit.acc_wow_table(rows, scorers.score_answers(rows), judgements, split="all", n_boot=0)
     assert by_method(everything, "oracle").n_pairs == 6 and set(everything.split) == {"all"}
     with pytest.raises(WowError, match="unknown split"):
-        elicit.acc_wow_table(rows, elicit.score_answers(rows), split="dev")
+        elicit.acc_wow_table(rows, scorers.score_answers(rows), split="dev")
 
 
 def test_acc_wow_bins_table_hand_computed():
@@ -304,7 +306,7 @@ def test_acc_wow_bins_table_hand_computed():
         answer(0, 0.0, 1, qid="r", task="u", correct=True),  # two labels only: nothing to bin
         answer(1, -1.0, 2, qid="r", task="u"),
     ]
-    bins = elicit.acc_wow_bins_table(rows, elicit.score_answers(rows), d=4)
+    bins = elicit.acc_wow_bins_table(rows, scorers.score_answers(rows), d=4)
     assert list(bins.columns) == elicit.BINS_COLUMNS
     assert set(bins.task) == {"t"} and set(bins.method) == {"length", "consistency", "logprob"}
     lp = bins[bins.method == "logprob"]

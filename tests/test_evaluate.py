@@ -1,18 +1,13 @@
-"""Evaluation metrics, Δ sign conventions and leak checks, against values computed by hand."""
+"""Evaluation metrics, Δ sign conventions and leak checks, against values computed by hand; adapters evaluated on
+one loaded base model, against a model loaded for each."""
 
 import math
 
 import pytest
 from wow import WowError
-from wow.evaluate import (
-    alignment_table,
-    check_held_out,
-    compare,
-    evaluate_model,
-    reliability,
-    summarize,
-    write_alignment_csv,
-)
+from wow.alignment_csv import alignment_table, write_alignment_csv
+from wow.eval_metrics import compare, reliability, summarize
+from wow.evaluate import check_held_out, evaluate_model
 from wow.preferences import build_preferences
 from wow.tasks.base import Question
 
@@ -150,3 +145,44 @@ def test_evaluation_refuses_questions_seen_in_training():
     with pytest.raises(WowError, match="appear in a preference set"):
         evaluate_model(None, [question("q1", "test")], engine=None, preference_sets=[prefs])
     check_held_out([question("q2", "test")], "test", [prefs])  # an unseen test question passes
+
+
+def make_lora(model_dir, folder, seed):
+    """A saved LoRA adapter of ``model_dir`` with random (non-zero) weights drawn from ``seed``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    ).save_pretrained(folder)
+    return folder
+
+
+def test_adapters_evaluated_on_one_loaded_base_model_match_a_model_each(tiny_model, tmp_path, monkeypatch):
+    from wow import models, tasks
+    from wow.evaluate import AdapterEngines, evaluate_adapter
+
+    task = tasks.get("shortest_path")
+    test_qs = [q for q in task.questions(10, seed=0) if q.split == "test"]
+    adapters = [None, *(make_lora(tiny_model, tmp_path / "setting" / f"lr={seed}", seed) for seed in (1, 2, 3))]
+    options = {"dtype": "float32", "batch_size": 8}
+    kwargs = {"n_samples": 2, "max_tokens": 6, "progress": False}
+    loads = []
+    real_load = models.load
+    monkeypatch.setattr(models, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+
+    own = [evaluate_adapter(task, test_qs, tiny_model, a, engine_options=options, **kwargs) for a in adapters]
+    assert len(loads) == len(adapters)  # one load per adapter (and one for the original model)
+    assert len({repr([r["text"] for r in rows]) for rows in own}) == len(adapters)  # the adapters change the answers
+
+    loads.clear()
+    with AdapterEngines(tiny_model, **options) as engines:
+        shared = [evaluate_adapter(task, test_qs, tiny_model, a, engines=engines, **kwargs) for a in adapters]
+        assert engines.loads == 1
+    assert len(loads) == 1  # one load for the original model and all three adapters
+    assert shared == own  # texts, logprobs, grades and generator names, bitwise
+    with pytest.raises(WowError, match="not"):
+        AdapterEngines(tiny_model)("smollm2-135m", None)

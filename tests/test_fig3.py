@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import same_color
 from matplotlib.container import ErrorbarContainer
-from wow import WowError, params, pipeline, plots
+from wow import WowError, alignment_figures, params, pipeline, plots
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def fig3_points():
 
 
 def test_fig3_lines_over_all_datasets_and_over_bio_generation():
-    lines = plots.fig3_lines(fig3_points()).set_index(["gain", "line"])
+    lines = alignment_figures.fig3_lines(fig3_points()).set_index(["gain", "line"])
     bio = lines.loc[("d_p_wrong", "Bio Generation")]
     assert (bio.color, bio.n) == ("green", 2)
     assert bio.slope == pytest.approx(0.5) and bio.intercept == pytest.approx(-0.3)  # through (0.6, 0) and (0.8, 0.1)
@@ -145,7 +145,7 @@ def test_fig3_lines_over_all_datasets_and_over_bio_generation():
 
 
 def test_fig3_draws_both_lines_and_both_sources():
-    fig = plots.fig_alignment_vs_acc_wow(fig3_points())
+    fig = alignment_figures.fig_alignment_vs_acc_wow(fig3_points())
     ax = fig.axes[0]
     green = [ln for ln in ax.lines if same_color(ln.get_color(), "green")]
     black = [ln for ln in ax.lines if same_color(ln.get_color(), "black")]
@@ -166,14 +166,14 @@ def test_fig4_averages_over_the_elicited_set_ups_only():
             rows.append({"trainer": trainer, "pref_type": kind, "source": src, "margin": m, "d_p_wrong": base + i})
         rows.append({"trainer": trainer, "pref_type": "oracle", "source": "self", "margin": None, "d_p_wrong": 100.0})
     table = pd.DataFrame(rows).assign(d_acc=0.0, neg_d_ece=0.0)
-    setups = plots.fig4_setups(table)
+    setups = alignment_figures.fig4_setups(table)
     assert len(setups) == 12 and set(setups.pref_type) == {"direct", "score"}
-    fig = plots.fig_trainers(setups)
+    fig = alignment_figures.fig_trainers(setups)
     heights = sorted(p.get_height() for p in fig.axes[0].patches if p.get_height() == p.get_height())
     assert heights == pytest.approx([2.5, 3.5])  # mean of 0..5 and of 1..6; the oracle rows (100) left out
     assert "mean over 6 set-ups" in fig._suptitle.get_text()
     only_oracle = table[table.pref_type == "oracle"]
-    assert len(plots.fig4_setups(only_oracle)) == 2  # a run without elicited set-ups keeps what it has
+    assert len(alignment_figures.fig4_setups(only_oracle)) == 2  # a run without elicited set-ups keeps what it has
 
 
 # -- item 5: a bar's CI is its own rows' CI, never averaged bounds -------------------------------------------------

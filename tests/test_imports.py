@@ -94,3 +94,15 @@ def test_the_package_has_no_import_cycle():
 @pytest.mark.parametrize("leaf", ["wow.schema", "wow.layout"])
 def test_names_and_paths_are_leaves(leaf):
     assert import_graph()[leaf] == set()
+
+
+#: The most lines a module under lib/wow may have: one job per module, small enough to read in one go.
+MAX_LINES = 400
+#: Modules allowed over MAX_LINES, each with its reason (none today).
+OVER_THE_LIMIT: dict[str, str] = {}
+
+
+def test_no_module_is_over_the_line_limit():
+    sizes = {module: len(path.read_text(encoding="utf-8").splitlines()) for module, path in MODULES.items()}
+    too_long = {m: n for m, n in sizes.items() if n > MAX_LINES and m not in OVER_THE_LIMIT}
+    assert not too_long, f"modules over {MAX_LINES} lines (split them by job): {too_long}"

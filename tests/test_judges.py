@@ -4,7 +4,7 @@ import math
 import re
 
 import pytest
-from wow import WowError, judges, pairs
+from wow import WowError, judge_prompts, judges, pairs, schema, verdicts
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError
 
 
@@ -87,7 +87,7 @@ def scripted(request):
     ],
 )
 def test_parse_verdict(text, verdict):
-    assert judges.parse_verdict(text) == verdict
+    assert verdicts.parse_verdict(text) == verdict
 
 
 # -- score parsing ------------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def test_parse_verdict(text, verdict):
     ],
 )
 def test_parse_scores(text, k, scores, error):
-    got, why = judges.parse_scores(text, k)
+    got, why = verdicts.parse_scores(text, k)
     assert got == scores
     if error is None:
         assert why is None
@@ -124,7 +124,11 @@ def test_pairwise_asks_both_orders_in_one_batch_with_versioned_greedy_requests()
     orders = [tuple(shown_order(r)) for r in engine.calls[0]]
     assert orders[:2] == [("ANS0", "ANS1"), ("ANS1", "ANS0")]
     req = engine.calls[0][0]
-    assert req.template_version == judges.PAIRWISE_PROMPT_VERSION and req.temperature == 0.0 and req.prefill is None
+    assert (
+        req.template_version == judge_prompts.PAIRWISE_PROMPT_VERSION
+        and req.temperature == 0.0
+        and req.prefill is None
+    )
     content = req.messages[0]["content"]
     assert "[Task]\nFind the shortest path." in content and "Preferred output: 1" in content
     assert [r["pair_id"] for r in rows] == ["q|g|0&q|g|1", "q|g|0&q|g|2", "q|g|1&q|g|2"]
@@ -138,12 +142,12 @@ def test_pairwise_asks_both_orders_in_one_batch_with_versioned_greedy_requests()
 
 def test_pairwise_accuracy_without_and_with_the_order_check():
     rows = judges.judge_pairwise(FakeEngine(reply=scripted), ANSWERS, judge="j")
-    hits, gaps, kept = judges.pairwise_outcomes(rows, "none")
+    hits, gaps, kept = verdicts.pairwise_outcomes(rows, "none")
     assert hits.tolist() == [True, True, False] and gaps is None and len(kept) == 3  # unparseable = miss
-    hits, _, kept = judges.pairwise_outcomes(rows, "both_orders")
+    hits, _, kept = verdicts.pairwise_outcomes(rows, "both_orders")
     assert hits.tolist() == [True] and [r["pair_id"] for r in kept] == ["q|g|0&q|g|1"]
     with pytest.raises(WowError):
-        judges.pairwise_outcomes(rows, "forward_only")
+        verdicts.pairwise_outcomes(rows, "forward_only")
 
 
 def test_pairwise_parse_failure_and_flip_rates_and_examples():
@@ -166,12 +170,12 @@ def test_pairwise_logprob_mode_reads_p1_p2_after_the_prefill():
 
     engine = FakeEngine(choice=choice)
     rows = judges.judge_pairwise(engine, ANSWERS, judge="j", mode="logprob")
-    assert engine.calls[0][0].prefill == judges.VERDICT_PREFILL
+    assert engine.calls[0][0].prefill == judge_prompts.VERDICT_PREFILL
     fwd = rows[0]["forward"]  # labels -1 vs -3
     assert fwd["p1"] == pytest.approx(1 / (1 + math.exp(-2))) and fwd["verdict"] == 1
     assert fwd["raw"] == {"1": -1.0, "2": -3.0}
-    for check in judges.CHECKS:
-        hits, gaps, _ = judges.pairwise_outcomes(rows, check)
+    for check in schema.CHECKS:
+        hits, gaps, _ = verdicts.pairwise_outcomes(rows, check)
         assert hits.all() and len(hits) == 3 and gaps is not None
     assert judges.pairwise_rates(rows)["parse_fail_rate"] == 0.0
 
@@ -179,9 +183,9 @@ def test_pairwise_logprob_mode_reads_p1_p2_after_the_prefill():
 def test_position_biased_judge_scores_chance_without_check_and_nothing_with_it():
     engine = FakeEngine(choice=lambda r, c: {"1": math.log(0.7), "2": math.log(0.3)})
     rows = judges.judge_pairwise(engine, ANSWERS, judge="j", mode="logprob")
-    hits, _, _ = judges.pairwise_outcomes(rows, "none")
+    hits, _, _ = verdicts.pairwise_outcomes(rows, "none")
     assert hits.tolist() == [True, True, False]
-    hits, _, kept = judges.pairwise_outcomes(rows, "both_orders")
+    hits, _, kept = verdicts.pairwise_outcomes(rows, "both_orders")
     assert len(hits) == 0 and kept == []
     assert judges.pairwise_rates(rows)["flip_rate"] == 1.0
 
@@ -194,7 +198,7 @@ def test_logprob_mode_on_an_engine_without_distributions_is_a_clear_error():
 def test_judge_sees_each_answers_own_prompt_when_option_orders_differ():
     a = answer(0, -1.0, prompt="Pick one.\nOptions:\nA. x\nB. y\n")
     b = answer(1, -2.0, prompt="Pick one.\nOptions:\nA. y\nB. x\n")
-    content = judges.pairwise_messages(a, b)[0]["content"]
+    content = judge_prompts.pairwise_messages(a, b)[0]["content"]
     assert "[Task, as shown to the author of answer 1]\nPick one.\nOptions:\nA. x\nB. y" in content
     assert "[Task, as shown to the author of answer 2]\nPick one.\nOptions:\nA. y\nB. x" in content
 
@@ -245,13 +249,13 @@ def test_score_judge_records_bad_replies_as_unparseable_groups():
     engine = FakeEngine(reply=lambda r: replies[tuple(shown_order(r))])
     rows = judges.judge_scores(engine, rows_in, judge="j", k=2)
     assert len(engine.calls) == 1 and len(engine.calls[0]) == 3
-    assert engine.calls[0][0].template_version == judges.SCORE_PROMPT_VERSION
+    assert engine.calls[0][0].template_version == judge_prompts.SCORE_PROMPT_VERSION
     assert "Score for answer i: n" in engine.calls[0][0].messages[0]["content"]
     assert 'exactly "Score: n"' in engine.calls[0][2].messages[0]["content"]  # the last group has one answer
     assert [r["scores"] for r in rows] == [[4, 2], None, None]
     assert rows[1]["raw"] == "Score for answer 1: 4" and "no score for answer(s) [2]" in rows[1]["parse_error"]
     assert rows[0]["answer_ids"] == ["q|g|0", "q|g|1"] and rows[0]["labels"] == [-1.0, -2.0]
-    smap = judges.score_map(rows)
+    smap = verdicts.score_map(rows)
     assert smap == {"q|g|0": 4, "q|g|1": 2, "q|g|2": None, "q|g|3": None, "q|g|4": None}
     assert judges.score_parse_rate(rows) == {"n_groups": 3, "n_unparsed": 2, "parse_fail_rate": 2 / 3}
     assert [e["id"] for e in judges.unparsed_examples(rows)] == ["q|g|k2|2", "q|g|k2|4"]
@@ -265,7 +269,7 @@ def test_score_logprob_mode_gives_the_expected_score():
 
     engine = FakeEngine(choice=choice)
     rows = judges.judge_scores(engine, [answer(0, -1.0)], judge="j", k=1, mode="logprob")
-    assert engine.calls[0][0].prefill == judges.SCORE_PREFILL
+    assert engine.calls[0][0].prefill == judge_prompts.SCORE_PREFILL
     assert rows[0]["scores"] == [pytest.approx(0.1 + 0.4 + 0.9 + 1.6)]
     assert rows[0]["probs"][0] == pytest.approx(probs)
     with pytest.raises(WowError, match="k=1"):

@@ -1,10 +1,10 @@
-"""wow.metrics on hand-computed cases: Acc_WoW (ties, margins, empty sets, CIs, bins), evaluation metrics."""
+"""wow.acc_wow, wow.bootstrap and wow.metrics on hand-computed cases: Acc_WoW, CIs, evaluation metrics."""
 
 import math
 
 import numpy as np
 import pytest
-from wow import WowError, metrics
+from wow import WowError, acc_wow, bootstrap, metrics
 from wow.pairs import MARGINS, candidate_pairs, margin_keep, pair_id
 
 
@@ -23,7 +23,7 @@ def answer(qid, s, label, extracted=1, correct=False, gen="g"):
 
 # -- Acc_WoW ------------------------------------------------------------------------------------------------------
 def test_tie_counts_as_miss():
-    res = metrics.acc_wow([3, 1, 2], [1, 1, 5], [0, -1, -1], [-1, -3, -2], n_boot=0)
+    res = acc_wow.acc_wow([3, 1, 2], [1, 1, 5], [0, -1, -1], [-1, -3, -2], n_boot=0)
     assert res.n_hits == 1 and res.n_pairs == 3
     assert res.acc == pytest.approx(1 / 3)
 
@@ -31,7 +31,7 @@ def test_tie_counts_as_miss():
 def test_oracle_scores_give_exactly_one():
     la, lb = [-1.0, -3.0, -2.0], [-3.0, -2.0, -7.0]
     for m in MARGINS:
-        res = metrics.acc_wow(la, lb, la, lb, m, n_boot=200)
+        res = acc_wow.acc_wow(la, lb, la, lb, m, n_boot=200)
         assert res.acc == 1.0 and res.ci_low == 1.0 and res.ci_high == 1.0
 
 
@@ -39,9 +39,9 @@ def test_margin_where_int_n_m_is_zero_keeps_the_largest_gap_first_on_ties():
     # gaps 1, 5, 2, 5, 3: the two largest (5) tie; the earlier pair (index 1) wins the single slot.
     pred_a, pred_b = [1, 5, 2, 5, 3], [0, 0, 0, 0, 0]
     label_a, label_b = [1, 1, 1, -1, 1], [0, 0, 0, 0, 0]  # index 1 is a hit, index 3 a miss
-    res = metrics.acc_wow(pred_a, pred_b, label_a, label_b, 0.1, n_boot=0)
+    res = acc_wow.acc_wow(pred_a, pred_b, label_a, label_b, 0.1, n_boot=0)
     assert (res.n_pairs, res.n_hits, res.acc) == (1, 1, 1.0)
-    res = metrics.acc_wow(pred_a, pred_b, label_a, label_b, 0.5, n_boot=0)  # floor(2.5) = 2: indices 1 and 3
+    res = acc_wow.acc_wow(pred_a, pred_b, label_a, label_b, 0.5, n_boot=0)  # floor(2.5) = 2: indices 1 and 3
     assert (res.n_pairs, res.n_hits, res.acc) == (2, 1, 0.5)
     assert list(margin_keep([1, 5, 2, 5, 3], 0.5)) == [1, 3]
 
@@ -49,38 +49,38 @@ def test_margin_where_int_n_m_is_zero_keeps_the_largest_gap_first_on_ties():
 @pytest.mark.parametrize("margin", [0, -0.1, 1.5, "x", None])
 def test_margin_outside_unit_interval_is_an_error(margin):
     with pytest.raises(WowError, match="margin"):
-        metrics.acc_wow([1], [0], [1], [0], margin)
+        acc_wow.acc_wow([1], [0], [1], [0], margin)
 
 
 def test_empty_pair_set_gives_none_with_a_note():
-    res = metrics.acc_wow([], [], [], [], 0.5)
+    res = acc_wow.acc_wow([], [], [], [], 0.5)
     assert res.acc is None and res.n_pairs == 0 and res.n_hits == 0
     assert res.ci_low is None and res.ci_high is None
     assert res.note == "no candidate pairs"
 
 
 def test_missing_predictions_are_dropped_and_counted():
-    res = metrics.acc_wow([1, None, float("nan")], [0, 2, 1], [1, 1, 1], [0, 0, 0], n_boot=0)
+    res = acc_wow.acc_wow([1, None, float("nan")], [0, 2, 1], [1, 1, 1], [0, 0, 0], n_boot=0)
     assert (res.n_candidates, res.n_missing, res.n_pairs, res.acc) == (3, 2, 1, 1.0)
-    res = metrics.acc_wow([None], [0], [1], [0], n_boot=0)
+    res = acc_wow.acc_wow([None], [0], [1], [0], n_boot=0)
     assert res.acc is None and res.n_missing == 1 and "missing" in res.note
 
 
 def test_equal_labels_in_a_pair_are_an_error():
     with pytest.raises(WowError, match="equal labels"):
-        metrics.acc_wow([1], [0], [-2], [-2])
+        acc_wow.acc_wow([1], [0], [-2], [-2])
 
 
 def test_margin_below_one_without_gaps_is_an_error():
     with pytest.raises(WowError, match="gap"):
-        metrics.acc_from_hits([True, False], None, 0.5)
+        acc_wow.acc_from_hits([True, False], None, 0.5)
 
 
 def test_bootstrap_ci_of_acc_is_seeded_and_brackets_the_estimate():
     rng = np.random.default_rng(1)
     hits = rng.random(200) < 0.7
-    a = metrics.acc_from_hits(hits, n_boot=500, seed=3)
-    b = metrics.acc_from_hits(hits, n_boot=500, seed=3)
+    a = acc_wow.acc_from_hits(hits, n_boot=500, seed=3)
+    b = acc_wow.acc_from_hits(hits, n_boot=500, seed=3)
     assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high)
     assert a.ci_low < a.acc < a.ci_high
     assert a.ci_high - a.ci_low == pytest.approx(2 * 1.96 * math.sqrt(a.acc * (1 - a.acc) / 200), rel=0.25)
@@ -89,7 +89,7 @@ def test_bootstrap_ci_of_acc_is_seeded_and_brackets_the_estimate():
 def test_cluster_bootstrap_resamples_whole_groups():
     # Two questions: all hits in one, all misses in the other. Resampling questions gives only 0, 0.5 or 1.
     hits = [1, 1, 1, 0, 0, 0]
-    res = metrics.acc_from_hits(hits, n_boot=300, seed=0, groups=["q1"] * 3 + ["q2"] * 3)
+    res = acc_wow.acc_from_hits(hits, n_boot=300, seed=0, groups=["q1"] * 3 + ["q2"] * 3)
     assert res.acc == 0.5
     assert res.ci_low == 0.0 and res.ci_high == 1.0
 
@@ -98,7 +98,7 @@ def test_acc_wow_pairs_uses_the_score_map():
     rows = [answer("q", 0, -1.0), answer("q", 1, -3.0), answer("q", 2, -2.0)]
     pairs = candidate_pairs(rows)  # (0,1) (0,2) (1,2)
     scores = {"q|g|0": 5.0, "q|g|1": 1.0, "q|g|2": 1.0}  # hit, hit, tie
-    res = metrics.acc_wow_pairs(pairs, scores, n_boot=0)
+    res = acc_wow.acc_wow_pairs(pairs, scores, n_boot=0)
     assert (res.n_pairs, res.n_hits) == (3, 2)
     assert pair_id(*pairs[0]) == "q|g|0&q|g|1"
 
@@ -107,12 +107,12 @@ def test_acc_wow_by_bins_hand_computed():
     # labels in [-8, 0], d=2: bins [-8, -4) and [-4, 0].
     label_a, label_b = [0, -8, -5], [-1, 0, -6]
     pred_a, pred_b = [2, 3, 1], [1, 1, 0]  # hit (bin 1,1), miss (bins 0,1), hit (bin 0,0)
-    df = metrics.acc_wow_by_bins(pred_a, pred_b, label_a, label_b, d=2)
+    df = acc_wow.acc_wow_by_bins(pred_a, pred_b, label_a, label_b, d=2)
     cells = {(r.bin_i, r.bin_j): (r.n_pairs, r.acc) for r in df.itertuples()}
     assert cells == {(0, 0): (1, 1.0), (0, 1): (1, 0.0), (1, 1): (1, 1.0)}
     assert df.loc[0, ["lo_i", "hi_i"]].tolist() == [-8.0, -4.0]
     # margin 0.5 keeps floor(1.5) = 1 pair: the largest gap (2, pair 2) -> only cell (0, 1), a miss.
-    df = metrics.acc_wow_by_bins(pred_a, pred_b, label_a, label_b, d=2, margin=0.5)
+    df = acc_wow.acc_wow_by_bins(pred_a, pred_b, label_a, label_b, d=2, margin=0.5)
     assert df.n_pairs.tolist() == [0, 1, 0] and df.acc.isna().tolist() == [True, False, True]
 
 
@@ -162,16 +162,16 @@ def test_ece_rejects_missing_or_out_of_range_confidence():
 
 def test_bootstrap_ci_resamples_rows_jointly():
     x = np.arange(50.0)
-    lo, hi = metrics.bootstrap_ci(lambda a, b: float(np.mean(a - b)), x, x.copy(), n_boot=200)
+    lo, hi = bootstrap.bootstrap_ci(lambda a, b: float(np.mean(a - b)), x, x.copy(), n_boot=200)
     assert (lo, hi) == (0.0, 0.0)
-    lo, hi = metrics.bootstrap_ci(metrics.p_wrong, [0.5, 0.2, 1.0, None], [False, False, True, False], n_boot=200)
+    lo, hi = bootstrap.bootstrap_ci(metrics.p_wrong, [0.5, 0.2, 1.0, None], [False, False, True, False], n_boot=200)
     assert 0.0 <= lo <= hi <= 0.5
 
 
 def test_bootstrap_ci_is_seeded():
     x = np.random.default_rng(0).random(40)
-    assert metrics.bootstrap_ci(np.mean, x, seed=5) == metrics.bootstrap_ci(np.mean, x, seed=5)
-    assert metrics.bootstrap_ci(np.mean, x, seed=5) != metrics.bootstrap_ci(np.mean, x, seed=6)
+    assert bootstrap.bootstrap_ci(np.mean, x, seed=5) == bootstrap.bootstrap_ci(np.mean, x, seed=5)
+    assert bootstrap.bootstrap_ci(np.mean, x, seed=5) != bootstrap.bootstrap_ci(np.mean, x, seed=6)
 
 
 def test_pearson_hand_computed():

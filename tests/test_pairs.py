@@ -4,7 +4,7 @@ Every expected value below was worked out by hand.
 """
 
 import pytest
-from wow import WowError, elicit, pairs
+from wow import WowError, elicit, pairs, schema, scorers
 from wow.preferences import build_preferences
 
 
@@ -93,7 +93,7 @@ def test_margin_pairs_drop_missing_scores_then_keep_the_largest_gaps():
 #: (1, 3, 7, 15, 31, 2, 6, 14, 30, 4, 12, 28, 8, 24, 16), so the margin cut has no ties.
 LABELS = [-2.0, -5.0, -4.0, -3.0, -6.0, -1.0]
 SCORES = [0, 1, 3, 7, 15, 31]
-JUDGE_COLUMN = elicit.judge_score_column("j", 5)
+JUDGE_COLUMN = schema.judge_score_column("j", 5)
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def fifteen_pairs():
 def test_a_score_set_trains_on_exactly_the_pairs_acc_wow_scores(fifteen_pairs, margin, n_pairs, n_hits):
     answers, scores = fifteen_pairs
     table = elicit.acc_wow_table(
-        answers, elicit.score_answers(answers, {JUDGE_COLUMN: scores}), margins=[margin], split="train", n_boot=0
+        answers, scorers.score_answers(answers, {JUDGE_COLUMN: scores}), margins=[margin], split="train", n_boot=0
     )
     row = table[table.method == "score_k5"].iloc[0]
     assert (row.n_candidates, row.n_pairs, row.n_hits) == (15, n_pairs, n_hits)
@@ -152,7 +152,7 @@ def test_a_tie_is_a_miss_for_acc_wow_and_no_preference_for_the_set(fifteen_pairs
     answers, scores = fifteen_pairs
     scores = {**scores, "q1|A|4": 31}  # answers 4 and 5 now tie at the top
     table = elicit.acc_wow_table(
-        answers, elicit.score_answers(answers, {JUDGE_COLUMN: scores}), margins=[1.0], split="train", n_boot=0
+        answers, scorers.score_answers(answers, {JUDGE_COLUMN: scores}), margins=[1.0], split="train", n_boot=0
     )
     row = table[table.method == "score_k5"].iloc[0]
     ds = build_preferences(answers, "score", generators=["A"], scores=scores, margin=1.0, cap=None, val_fraction=0)

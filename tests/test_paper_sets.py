@@ -72,7 +72,7 @@ def test_eval_tasks_must_be_tasks_of_the_run():
 
 
 def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypatch, tmp_path):
-    from wow import align, evaluate
+    from wow import align, alignment_csv, evaluate
 
     P = params.validate(
         {
@@ -96,9 +96,9 @@ def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypa
     monkeypatch.setattr(evaluate, "make_select_fn", lambda *a, **k: None)
     monkeypatch.setattr(align, "grid_search", lambda *a, **k: SimpleNamespace(best={"output_dir": "ad", "name": "c"}))
     monkeypatch.setattr(
-        evaluate,
+        alignment_csv,
         "alignment_table",
-        lambda entries, **k: pd.DataFrame([{c: e.get(c) for c in evaluate.META_COLUMNS} for e in entries]),
+        lambda entries, **k: pd.DataFrame([{c: e.get(c) for c in alignment_csv.META_COLUMNS} for e in entries]),
     )
     spec = pipeline.PrefSpec("oracle", None, None, None, "self")
     sets = {("shortest_path", spec): {"train": [], "validation": []}}
@@ -110,6 +110,28 @@ def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypa
     assert "eval_task" in (P.run_dir / "alignment.csv").read_text().splitlines()[0]
     assert (P.run_dir / "eval" / "max_flow" / "shortest_path__self_oracle_dpo.jsonl").exists()
     assert ("shortest_path", "self_oracle_dpo", "max_flow") in rows
+
+
+def test_paper_alignment_sets_train_4bit_qlora_and_the_run_passes_the_regime_to_training(monkeypatch, tmp_path):
+    from wow import align, evaluate, pipeline_align
+
+    for name in ("fig3_alignment", "fig4_trainers", "proxy_runs", "table3_right_over_wrong", "table4_generalisation"):
+        P = params.load(PAPER / f"{name}.yaml")
+        assert (P.quantization, P.gradient_checkpointing, P.eval_steps) == ("4bit", True, 1000), name
+    default = params.validate({})
+    assert (default.quantization, default.gradient_checkpointing, default.eval_steps) == ("none", False, 1000)
+    with pytest.raises(WowError, match="quantization"):
+        params.validate({"quantization": "8bit"})
+
+    seen = []
+    monkeypatch.setattr(evaluate, "make_select_fn", lambda *a, **k: None)
+    monkeypatch.setattr(align, "grid_search", lambda *a, **k: seen.append(a[5]) or SimpleNamespace(best={}))
+    P = params.validate(
+        {"output_root": str(tmp_path), "quantization": "4bit", "gradient_checkpointing": True, "eval_steps": 7}
+    )
+    spec = pipeline.PrefSpec("oracle", None, None, None, "self")
+    pipeline_align.train_grids(RunContext(P), {("shortest_path", spec): {"train": [], "validation": []}}, [])
+    assert [(c.quantization, c.gradient_checkpointing, c.eval_steps) for c in seen] == [("4bit", True, 7)]
 
 
 # -- wow estimate -------------------------------------------------------------------------------------------------

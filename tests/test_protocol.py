@@ -5,7 +5,7 @@ Each test states the paper's value as worked out by hand from reference-method.m
 
 import numpy as np
 import pytest
-from wow import WowError, elicit, judges, metrics, pairs, params, protocol, tasks
+from wow import WowError, acc_wow, judge_prompts, pairs, params, protocol, scorers, tasks, verdicts
 from wow.backends import CachedEngine
 from wow.backends.base import Completion, Engine
 from wow.evaluate import evaluate_model
@@ -57,12 +57,12 @@ def test_acc_wow_margin_paper_int_cut_keeps_all_pairs_when_it_is_zero():
     # 3 pairs, gaps 3, 1, 2; only the first is a hit (labels: a above b, a below b, a below b)
     pa, pb, la, lb = [3, 1, 2], [0, 0, 0], [1, -1, -1], [0, 0, 0]
     # M = 0.1: wow keeps max(1, floor(0.3)) = 1 pair, the largest gap (the hit); the paper int(0.3) = 0 -> [-0:] = all
-    wow = metrics.acc_wow(pa, pb, la, lb, 0.1, n_boot=0)
-    paper = metrics.acc_wow(pa, pb, la, lb, 0.1, n_boot=0, protocol="paper")
+    wow = acc_wow.acc_wow(pa, pb, la, lb, 0.1, n_boot=0)
+    paper = acc_wow.acc_wow(pa, pb, la, lb, 0.1, n_boot=0, protocol="paper")
     assert (wow.n_pairs, wow.acc) == (1, 1.0)
     assert (paper.n_pairs, paper.acc) == (3, pytest.approx(1 / 3))
     # M = 0.5: both keep 1 pair (floor(1.5) = int(1.5) = 1)
-    assert metrics.acc_wow(pa, pb, la, lb, 0.5, n_boot=0, protocol="paper").n_pairs == 1
+    assert acc_wow.acc_wow(pa, pb, la, lb, 0.5, n_boot=0, protocol="paper").n_pairs == 1
     assert list(pairs.paper_margin_keep([3, 1, 2], 0.5)) == [0]
     assert list(pairs.paper_margin_keep([3, 1, 2], 0.1)) == [0, 1, 2]
 
@@ -142,8 +142,8 @@ def test_consistency_paper_compares_the_letter_shown_not_the_option():
         row(1, -1.0, extracted=0, perm=[1, 0, 2, 3]),
         row(2, -2.0, extracted=1, perm=[0, 1, 2, 3]),
     ]
-    assert elicit.consistency(answers) == {"q|g|0": 2 / 3, "q|g|1": 2 / 3, "q|g|2": 1 / 3}
-    assert elicit.consistency(answers, "paper") == {"q|g|0": 1 / 3, "q|g|1": 2 / 3, "q|g|2": 2 / 3}
+    assert scorers.consistency(answers) == {"q|g|0": 2 / 3, "q|g|1": 2 / 3, "q|g|2": 1 / 3}
+    assert scorers.consistency(answers, "paper") == {"q|g|0": 1 / 3, "q|g|1": 2 / 3, "q|g|2": 2 / 3}
 
 
 def test_length_paper_counts_llama3_tokenizer_ids_when_that_tokenizer_is_there():
@@ -152,9 +152,9 @@ def test_length_paper_counts_llama3_tokenizer_ids_when_that_tokenizer_is_there()
     def words_plus_bos(text):  # stands in for the Llama-3 tokenizer: BOS + one id per word
         return {"input_ids": [0] + list(range(len(text.split())))}
 
-    wow = {r["answer_id"]: r["length"] for r in elicit.score_answers(answers)}
+    wow = {r["answer_id"]: r["length"] for r in scorers.score_answers(answers)}
     paper = {
-        r["answer_id"]: r["length"] for r in elicit.score_answers(answers, protocol="paper", tokenizer=words_plus_bos)
+        r["answer_id"]: r["length"] for r in scorers.score_answers(answers, protocol="paper", tokenizer=words_plus_bos)
     }
     assert wow == {"q|g|0": 10.0, "q|g|1": 11.0}  # generated tokens
     assert paper == {"q|g|0": 4.0, "q|g|1": 2.0}
@@ -171,11 +171,11 @@ def test_paper_query_drops_the_instruction_and_the_options():
 def test_judge_prompts_paper_show_the_query_only():
     a = row(0, -1.0, extracted=0, perm=[0, 1, 2, 3], text="A, the pancreas.")
     b = row(1, -2.0, extracted=1, perm=[1, 0, 2, 3], text="B.")
-    wow = judges.pairwise_messages(a, b)[0]["content"]
-    paper = judges.pairwise_messages(a, b, "paper")[0]["content"]
+    wow = judge_prompts.pairwise_messages(a, b)[0]["content"]
+    paper = judge_prompts.pairwise_messages(a, b, "paper")[0]["content"]
     assert "A. Pancreas" in wow and COT_INSTRUCTION.strip() in wow
     assert "Pancreas" not in paper and "step by step" not in paper and paper.count(MC_QUERY) == 1
-    score = judges.score_messages([a, b], "paper")[0]["content"]
+    score = judge_prompts.score_messages([a, b], "paper")[0]["content"]
     assert "Pancreas" not in score and score.count(MC_QUERY) == 1
 
 
@@ -316,21 +316,21 @@ def test_paper_margin_keep_empty_and_numpy_order():
     ],
 )
 def test_pairwise_verdict_paper_first_match(reply, paper, wow):
-    assert judges.paper_parse_verdict(reply) == paper
-    assert judges.parse_verdict(reply) == wow
+    assert verdicts.paper_parse_verdict(reply) == paper
+    assert verdicts.parse_verdict(reply) == wow
 
 
 def test_score_parse_paper_counts_plain_score_lines():
     # two "Score: n" lines for k = 2: both parse them; a score above 5 is kept by the paper, refused by wow
-    assert judges.paper_parse_scores("Score: 3\nScore: 7", 2) == ([3, 7], None)
-    assert judges.parse_scores("Score: 3\nScore: 7", 2)[0] is None
+    assert verdicts.paper_parse_scores("Score: 3\nScore: 7", 2) == ([3, 7], None)
+    assert verdicts.parse_scores("Score: 3\nScore: 7", 2)[0] is None
     # indexed lines: wow reads them, the paper's "Score: (\d+)" finds none
-    assert judges.parse_scores("Score for answer 1: 3\nScore for answer 2: 0", 2) == ([3, 0], None)
-    assert judges.paper_parse_scores("Score for answer 1: 3\nScore for answer 2: 0", 2)[0] is None
+    assert verdicts.parse_scores("Score for answer 1: 3\nScore for answer 2: 0", 2) == ([3, 0], None)
+    assert verdicts.paper_parse_scores("Score for answer 1: 3\nScore for answer 2: 0", 2)[0] is None
     # the paper's prompt asks for plain lines
     a, b = row(0, -1.0), row(1, -2.0)
-    assert '"Score: n"' in judges.score_messages([a, b], "paper")[0]["content"]
-    assert "Score for answer i" in judges.score_messages([a, b])[0]["content"]
+    assert '"Score: n"' in judge_prompts.score_messages([a, b], "paper")[0]["content"]
+    assert "Score for answer i" in judge_prompts.score_messages([a, b])[0]["content"]
 
 
 # -- the run's reports state the protocol ----------------------------------------------------------------------------

@@ -225,3 +225,157 @@ def test_process_usage_counts_live_and_collected_engines(tmp_path):
     del engine
     gc.collect()
     assert backends.process_usage()[model]["completion_tokens"] == 9  # kept after the engine is gone
+
+
+def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
+    from wow import report, report_content
+
+    d = _run_folder(tmp_path, protocol="paper", tasks=["t"], n_questions=3, n_samples=2, generators=["g"])
+    (d / "acc_wow.csv").write_text(
+        "task,generator,split,method,judge,check,margin,n_pairs,acc_wow,ci_low,ci_high,note\n"
+        "t,g,train,oracle,,none,1.0,12,1.0,1.0,1.0,\n"
+        "t,g,train,length,,none,1.0,12,0.5833,0.3333,0.8333,\n"
+        "t,g,train,length,,none,0.5,6,0.6667,0.3333,1.0,\n"
+    )
+    (d / "alignment.csv").write_text(
+        "setting,task,before_p_wrong,after_p_wrong,d_p_wrong,d_p_wrong_ci_low,d_p_wrong_ci_high,d_acc,neg_d_ece\n"
+        "self_oracle,t,0.25,0.3125,0.0625,-0.01,0.14,0.05,-0.02\n"
+    )
+    (d / "usage.json").write_text(
+        json.dumps({STAGES[1]: {"gpt-4o": {"calls": 7, "prompt_tokens": 1500, "cost_usd": 0.5}}})
+    )
+    (d / "fig_acc_wow.png").write_bytes(PNG)
+
+    content = report_content.gather_report(d)
+    markdown, page = report.render_markdown(content), html_report.render_html(content)
+    numbers = [
+        "0.583 [0.333, 0.833]",  # length at M = 1.0, with its CI
+        "1.000 [1.000, 1.000]",  # the oracle
+        "0.250 → 0.312",  # p_wrong before -> after
+        "0.062 [-0.010, 0.140]",  # Δp_wrong with its CI
+        "1,500",  # tokens of stage 02
+        "$0.50",  # its API cost
+        "train questions",  # the split Acc_WoW was computed on
+        "fig_acc_wow",
+    ]
+    for text in numbers:
+        assert text in markdown and text in page, text
+    assert "0.667" not in markdown and "0.667" not in page  # M = 0.5 rows are not shown
+    assert "Protocol `paper`" in markdown and "Protocol: <code>paper</code>" in page
+    assert "Tasks t; 3 questions per task, 2 answers each from g" in markdown and "Tasks t; 3 questions" in page
+
+    assert content["acc"]["rows"][0][2] == "length"  # rows sorted by task, generator, method
+    content["acc"]["rows"][0][-1] = "0.123 [0.045, 0.678]"  # one value changed in the content shows in both
+    content["total"]["cost"] = "$9.87"
+    for rendered in (report.render_markdown(content), html_report.render_html(content)):
+        assert "0.123 [0.045, 0.678]" in rendered and "$9.87" in rendered
+        assert "0.583 [0.333, 0.833]" not in rendered
+
+    written = html_report.write_report(d).read_text()
+    assert "0.583 [0.333, 0.833]" in written and not _broken_links(d / "report" / "index.html")
+
+
+T0 = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
+LOCAL, API = ("transformers", "smollm2-135m"), ("openai", "gpt-4o")
+
+
+def _attempt(start: float, end: float | None, status: str) -> dict:
+    import datetime as dt
+
+    def iso(offset):
+        return dt.datetime.fromtimestamp(T0 + offset, dt.timezone.utc).isoformat(timespec="seconds")
+
+    seconds = None if end is None else end - start
+    return {"status": status, "start": iso(start), "end": None if end is None else iso(end), "seconds": seconds}
+
+
+def _put(cache, key: str, offset: float, where: tuple, value: dict, kind: str = "generate") -> None:
+    """Store a call as the real cache does, then date it ``offset`` seconds after T0."""
+    cache.put(key, value, kind, *where)
+    cache._db.execute("UPDATE calls SET created = ? WHERE key = ?", (T0 + offset, key))
+
+
+def _tokens(prompt: int, completion: int) -> dict:
+    return {"text": "x", "prompt_tokens": prompt, "completion_tokens": completion}
+
+
+def _cached_run(tmp_path: Path) -> Path:
+    """Stage 1 killed after two calls and resumed (one more call), stage 2 (an API call and a choice-logprob call),
+    then a warm rerun that computed nothing: its usage.json says 0 calls."""
+    from wow.backends.cache import CallCache
+
+    d = _run_folder(tmp_path)
+    cache = CallCache(d / "cache.sqlite")
+    _put(cache, "a", 10, LOCAL, _tokens(100, 20))
+    _put(cache, "b", 40, LOCAL, _tokens(200, 30))
+    _put(cache, "c", 120, LOCAL, _tokens(50, 5))
+    _put(cache, "d", 210, LOCAL, {"A": -0.1, "B": -2.3}, kind="choice_logprobs")
+    _put(cache, "e", 215, API, _tokens(200_000, 50_000))
+    cache.close()
+    attempts = {
+        STAGES[0]: [_attempt(0, None, "running"), _attempt(100, 160, "done")],  # killed, then resumed
+        STAGES[1]: [_attempt(200, 230, "done")],
+    }
+    (d / "stages.json").write_text(json.dumps(attempts))
+    warm = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cache_hits": 4, "cache_misses": 0}
+    (d / "usage.json").write_text(json.dumps({STAGES[0]: {"smollm2-135m": warm}, STAGES[1]: {"gpt-4o": warm}}))
+    return d
+
+
+def _cost_table(content: dict) -> dict:
+    rows = {s["name"]: [s[k] for k in ("compute", "calls", "tokens", "cost")] for s in content["stages"]}
+    return {**rows, "total": [content["total"][k] for k in ("compute", "calls", "tokens", "cost")]}
+
+
+def test_the_cost_table_counts_every_call_of_the_run_from_the_cache(tmp_path):
+    import hashlib
+
+    from wow import report, report_content
+
+    d = _cached_run(tmp_path)
+    before = hashlib.sha256((d / "cache.sqlite").read_bytes()).hexdigest()
+    files = sorted(p.name for p in d.iterdir())
+    content = report_content.gather_report(d)
+    table = _cost_table(content)
+    # stage 1: 3 calls, 100 + 20 + 200 + 30 + 50 + 5 tokens; the killed attempt up to its last call (40 s) + 60 s
+    assert table[STAGES[0]] == ["1 min 40 s", "3", "405", "none (local models)"]
+    # stage 2: the API call and the choice-logprob call (no tokens); 200k * $2.50/M + 50k * $10/M
+    assert table[STAGES[1]] == ["30 s", "2", "250,000", "$1.00"]
+    assert table["total"] == ["2 min 10 s", "5", "250,405", "$1.00"]
+    models = {(u["stage"], u["model"]): u for u in content["usage_rows"]}
+    assert models[(STAGES[0], "smollm2-135m")]["hits"] == "4"  # the last invocation's, from usage.json
+    assert models[(STAGES[1], "smollm2-135m")]["scored"] == "1"
+    assert models[(STAGES[1], "gpt-4o")]["prompt"] == "200,000" and models[(STAGES[1], "gpt-4o")]["hits"] == "4"
+    markdown, page = report.render_markdown(content), html_report.render_html(content)
+    for text in (markdown, page):
+        assert "every call computed in the run, whichever invocation computed it" in text
+        assert "250,405" in text and "1 min 40 s" in text and "cache hits (last invocation)" in text
+    # reading never touches the cache: same bytes, no lock or WAL file left next to it
+    assert hashlib.sha256((d / "cache.sqlite").read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in d.iterdir()) == files
+
+    # a warm rerun of both stages (no call computed) changes nothing
+    attempts = json.loads((d / "stages.json").read_text())
+    attempts[STAGES[0]].append(_attempt(300, 305, "done"))
+    attempts[STAGES[1]].append(_attempt(310, 312, "done"))
+    (d / "stages.json").write_text(json.dumps(attempts))
+    rerun = report_content.gather_report(d)
+    assert _cost_table(rerun) == table
+    assert [s["time"] for s in rerun["stages"][:2]] == ["5 s", "2 s"]  # the latest attempt's wall time
+
+
+def test_calls_of_a_running_attempt_and_outside_every_attempt(tmp_path):
+    from wow import report_compute
+    from wow.backends.cache import CallCache
+
+    d = _run_folder(tmp_path)
+    cache = CallCache(d / "cache.sqlite")
+    for key, offset in (("early", -50), ("a", 5), ("b", 25)):
+        _put(cache, key, offset, ("transformers", "m"), _tokens(1, 1))
+    # read while the cache is still open for writing (WAL mode), during the attempt
+    per_stage = report_compute.stage_compute(d, {STAGES[0]: [_attempt(0, None, "running")]}, now=T0 + 30)
+    cache.close()
+    assert per_stage[STAGES[0]]["seconds"] == 25  # start to its last stored call
+    assert per_stage[STAGES[0]]["models"]["m"]["calls"] == 2
+    assert per_stage[report_compute.NO_ATTEMPT]["models"]["m"]["calls"] == 1
+    assert report_compute.stage_compute(tmp_path / "nowhere", {}) == {}  # no cache: no calls

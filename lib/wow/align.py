@@ -2,13 +2,17 @@
 the names the rest of wow uses. The work is done in three modules, by job:
 
 * :mod:`wow.align_config`: the trainer table (which TRL trainer and loss each name is) and :class:`AlignConfig`;
-* :mod:`wow.training`: one training run, :func:`train` (resumable; ``train_log.json``);
+* :mod:`wow.training`: one training run, :func:`train` (resumable; ``train_log.json``), with
+  :mod:`wow.checkpoints` (resuming, the best checkpoint), :mod:`wow.quantization` (4-bit QLoRA) and
+  :mod:`wow.truncation` (the paper's length rule);
 * :mod:`wow.grid`: :func:`grid_search` over learning rate x scheduler x weight decay x epochs, and the choice.
 
-The same entry point runs on several GPUs::
+The same entry point runs data-parallel on several GPUs (several CPU processes with ``ACCELERATE_USE_CPU=1``;
+``--cpu`` alone starts one); only the main process writes the adapter, the logs and ``train_log.json``
+(docs/scale.md)::
 
-    accelerate launch -m wow.align --preferences outputs/demo/preferences/self_oracle --trainer dpo \\
-        --output outputs/demo/models/self_oracle_dpo
+    accelerate launch --multi_gpu --num_processes 2 -m wow.align --preferences outputs/demo/preferences/self_oracle \\
+        --trainer dpo --output outputs/demo/models/self_oracle_dpo --batch-size 1
 
 Example::
 
@@ -25,6 +29,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from wow import checkpoints
 from wow.align_config import SCHEDULERS, TRAINERS, AlignConfig
 from wow.grid import (
     PAPER_EPOCHS,
@@ -80,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--max-steps", type=int)
+    p.add_argument("--eval-steps", type=int, help="validation loss and a checkpoint every this many steps")
+    p.add_argument("--quantization", choices=["none", "4bit"], help="4bit: QLoRA (a CUDA GPU and bitsandbytes)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
     p.add_argument("--no-lora", action="store_true", help="train the full model")
     p.add_argument(
         "--grid",
@@ -88,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--overwrite", action="store_true", help="retrain a complete output folder")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # one process logs: the others of an `accelerate launch` only warn
+    level = logging.INFO if checkpoints.is_main_process() else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     fields: dict[str, Any] = {}
     if a.config:
@@ -101,11 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         ("batch_size", a.batch_size),
         ("grad_accumulation", a.grad_accum),
         ("max_steps", a.max_steps),
+        ("eval_steps", a.eval_steps),
+        ("quantization", a.quantization),
     ):
         if value is not None:
             fields[key] = value
     if a.no_lora:
         fields["use_lora"] = False
+    if a.gradient_checkpointing:
+        fields["gradient_checkpointing"] = True
     config = AlignConfig.from_dict(fields)
 
     from wow.preferences import load_preferences

@@ -1,56 +1,55 @@
-"""Evaluation of aligned models: sample held-out questions, grade, and compare before and after alignment.
+"""Sampling of the models to evaluate: the original model and each aligned one (base model + LoRA adapter) answer
+held-out questions, graded.
 
-* :func:`evaluate_model` samples answers of one engine (the original model, or the model with an adapter) on
-  held-out questions through :func:`wow.sampling.sample_answers`; it refuses questions of another split and any
-  question that appears in a preference set. :func:`evaluate_adapter` builds the engine for a base model and an
-  adapter folder; :func:`make_select_fn` turns it into the grid-search selector of :func:`wow.align.grid_search`
-  (mean correctness on the validation questions).
-* :func:`summarize` gives mean correctness, p_wrong, accuracy and ECE (10 bins, confidence = exp(mean token
-  logprob)); :func:`compare` gives before/after values and Δp_wrong = after - before, ΔAcc = after - before,
-  -ΔECE = before - after (positive = better for all three), with paired bootstrap CIs that resample questions.
-* :func:`reliability` gives reliability-diagram data; :func:`alignment_table` the rows of ``alignment.csv``.
+* :func:`evaluate_model` samples answers of one engine on held-out questions through
+  :func:`wow.sampling.sample_answers`; it refuses questions of another split and any question that appears in a
+  preference set (:func:`check_held_out`).
+* :func:`evaluate_adapter` runs it on a base model with an adapter (or none: the original model), on an engine of
+  its own or one from ``engines``; :func:`make_select_fn` turns it into the grid-search selector of
+  :func:`wow.align.grid_search` (mean correctness on the validation questions).
+* :class:`AdapterEngines` gives the engines of one base model and any of its adapters on one loaded copy of the
+  base model (:class:`wow.models.SharedBase`): evaluating N adapters loads the model once, not N times.
 
-All metric definitions come from :mod:`wow.metrics` (DESIGN.md section 6).
+The metrics of the answer rows are in :mod:`wow.eval_metrics` (:func:`summarize` is also here: the log line of
+each evaluation and the selector's score), the alignment table in :mod:`wow.alignment_csv`.
 
 Example::
 
-    from wow import evaluate
-    before = evaluate.evaluate_adapter(task, test_questions, "smollm2-135m", None, cache="outputs/demo/cache.sqlite",
-                                       preference_sets=["outputs/demo/preferences/self_oracle"])
-    after = evaluate.evaluate_adapter(task, test_questions, "smollm2-135m", "outputs/demo/models/self_oracle_dpo",
-                                      cache="outputs/demo/cache.sqlite")
-    evaluate.compare(before, after)["d_p_wrong"]
+    from wow import evaluate, eval_metrics
+    with evaluate.AdapterEngines("smollm2-135m", cache="outputs/demo/cache.sqlite") as engines:
+        before = evaluate.evaluate_adapter(task, test_questions, "smollm2-135m", None, engines=engines,
+                                           preference_sets=["outputs/demo/preferences/self_oracle"])
+        after = evaluate.evaluate_adapter(task, test_questions, "smollm2-135m", "outputs/demo/models/self_oracle_dpo",
+                                          engines=engines)
+    eval_metrics.compare(before, after)["d_p_wrong"]
 """
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from wow import WowError, io, layout, models
+from wow.eval_metrics import METRICS, reliability, summarize
 
-from wow import WowError, io, layout
+__all__ = [
+    "AdapterEngines",
+    "adapter_generator",
+    "check_held_out",
+    "evaluate_adapter",
+    "evaluate_model",
+    "make_select_fn",
+    "reliability",  # the per-model reading notebook 05 calls as evaluate.reliability
+    "summarize",
+]
 
 log = logging.getLogger(__name__)
 
-#: metric name -> sign of "after - before" that counts as better (ECE: lower is better).
-METRICS = {"mean_correctness": 1, "p_wrong": 1, "accuracy": 1, "ece": -1}
-#: delta column per metric (positive = better for all).
-DELTA_NAMES = {
-    "mean_correctness": "d_mean_correctness",
-    "p_wrong": "d_p_wrong",
-    "accuracy": "d_acc",
-    "ece": "neg_d_ece",
-}
-META_COLUMNS = ("setting", "task", "eval_task", "pref_type", "source", "trainer", "judge", "margin", "config")
 
-
-# -- sampling -----------------------------------------------------------------------------------------------------
 def _questions(questions: Iterable) -> list:
     from wow.tasks.base import Question
 
@@ -174,9 +173,10 @@ def evaluate_adapter(
         adapter: adapter folder written by :func:`wow.align.train`, or None for the original model.
         cache: on-disk cache of model calls.
         engine_options: options of the transformers engine (``batch_size``, ``dtype``, ``device``...).
-        engines: ``(model, adapter) -> engine``, e.g. :meth:`wow.context.RunContext.engine`: the engine comes from
-            there (and stays open: its owner frees it) instead of being built here with ``cache`` and
-            ``engine_options`` and closed after.
+        engines: ``(model, adapter) -> engine``, e.g. an :class:`AdapterEngines` (every adapter on one loaded base
+            model) or :meth:`wow.context.RunContext.engine`: the engine comes from there (and stays open: its owner
+            frees it) instead of being built here with ``cache`` and ``engine_options`` (loading the base model)
+            and closed after.
         **kwargs: passed to :func:`evaluate_model` (``n_samples``, ``seed``, ``split``, ``preference_sets``...).
 
     Returns:
@@ -217,7 +217,8 @@ def make_select_fn(
         base_model: base model name.
         cache: on-disk cache of model calls.
         **kwargs: passed to :func:`evaluate_adapter` (``engines`` or ``engine_options``, ``n_samples``, ``seed``,
-            ``preference_sets``...).
+            ``preference_sets``...); ``engines=AdapterEngines(base_model, cache, ...)`` loads the base model once
+            for the whole grid instead of once per adapter.
 
     Returns:
         ``select(adapter_dir) -> float`` for :func:`wow.align.grid_search`.
@@ -233,241 +234,68 @@ def make_select_fn(
     return select
 
 
-# -- metrics ------------------------------------------------------------------------------------------------------
-def _confidence(rows: Sequence[dict]) -> np.ndarray:
-    """exp(mean token logprob) per row; NaN where the logprob is missing."""
-    return np.array(
-        [math.exp(r["mean_logprob"]) if r.get("mean_logprob") is not None else np.nan for r in rows], dtype=float
-    )
+class AdapterEngines:
+    """``engines(model, adapter) -> engine`` for one base model and any of its adapters, on one loaded copy of it.
 
+    Every engine runs on one :class:`wow.models.SharedBase`: the base model is loaded once (on first use), and each
+    adapter is merged into it when its engine runs, the original model (``adapter=None``) being the base with no
+    adapter. Results and cache keys are bitwise those of engines that load a model each
+    (``get_engine("transformers", model=..., adapter=...)``). Like :class:`wow.context.RunContext`, it keeps the
+    original model's engine and the last adapter's (an adapter's engine replaces the previous one's).
 
-def _metric(name: str, correctness: np.ndarray, is_correct: np.ndarray, confidence: np.ndarray) -> float:
-    """One metric of :data:`METRICS` (ECE over the answers that have a confidence; NaN if none)."""
-    from wow import metrics
-
-    if name == "mean_correctness":
-        return metrics.mean_correctness(correctness)
-    if name == "p_wrong":
-        return metrics.p_wrong(correctness, is_correct) if not is_correct.all() else float("nan")
-    if name == "accuracy":
-        return metrics.accuracy(is_correct)
-    has_conf = np.isfinite(confidence)
-    return metrics.ece(confidence[has_conf], is_correct[has_conf]) if has_conf.any() else float("nan")
-
-
-def _arrays(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if not rows:
-        raise WowError("no answer rows to summarise; evaluate_model returned nothing.")
-    correctness = np.array([np.nan if r.get("correctness") is None else r["correctness"] for r in rows], dtype=float)
-    is_correct = np.array([bool(r["is_correct"]) for r in rows], dtype=bool)
-    return correctness, is_correct, _confidence(rows)
-
-
-def summarize(rows: Sequence[dict]) -> dict:
-    """Evaluation metrics of graded answer rows.
+    Pass it as ``engines`` to :func:`evaluate_adapter` or :func:`make_select_fn`; the caller owns it and frees the
+    model with :meth:`close` (or a ``with`` block).
 
     Args:
-        rows: ``answers.jsonl``-style rows (``correctness``, ``is_correct``, ``mean_logprob``, ``extracted``).
-
-    Returns:
-        ``n`` (answers), ``n_questions``, ``mean_correctness``, ``p_wrong`` (mean correctness of wrong answers,
-        unparsed at 0), ``accuracy``, ``ece`` (over the answers with a logprob; NaN if none), ``n_confidence``
-        (answers with a logprob) and ``parse_rate``.
+        base_model: the local base model's name (:mod:`wow.models`).
+        cache: on-disk cache of model calls (None: none).
+        **engine_options: options of the transformers engine (``dtype``, ``batch_size``, ``device``...), the same
+            for every adapter.
     """
-    correctness, is_correct, confidence = _arrays(rows)
-    n_conf = int(np.isfinite(confidence).sum())
-    if n_conf < len(rows):
-        log.warning("ECE over %d of %d answers: the others have no logprobs", n_conf, len(rows))
-    return {
-        "n": len(rows),
-        "n_questions": len({r["question_id"] for r in rows}),
-        **{name: _metric(name, correctness, is_correct, confidence) for name in METRICS},
-        "n_confidence": n_conf,
-        "parse_rate": float(np.mean([r.get("extracted") is not None for r in rows])),
-    }
 
+    def __init__(self, base_model: str, cache: str | os.PathLike | None = None, **engine_options: Any):
+        from wow.backends.transformers_engine import TransformersEngine
 
-def compare(
-    before_rows: Sequence[dict],
-    after_rows: Sequence[dict],
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> dict:
-    """Before/after metrics and their differences, with paired bootstrap CIs over questions.
+        if "adapter" in engine_options or "base" in engine_options:
+            raise WowError("AdapterEngines takes the adapter per call (engines(model, adapter)), not as an option.")
+        defaults = inspect.signature(TransformersEngine).parameters
+        dtype = engine_options.get("dtype", defaults["dtype"].default)
+        self.base_model, self.cache, self.engine_options = base_model, cache, dict(engine_options)
+        self.base = models.SharedBase(base_model, dtype=dtype, device=engine_options.get("device"))
+        self._engines: dict[str | None, Any] = {}
 
-    Only questions answered by both models are compared. Every bootstrap resample draws questions with replacement
-    and takes all answers of a drawn question from both models, so the CIs of the differences are paired.
+    def __call__(self, model: str, adapter: str | os.PathLike | None = None):
+        """The engine of ``model`` (the base model) with ``adapter`` (None: the original model)."""
+        from wow.backends import get_engine
 
-    Args:
-        before_rows: answers of the original model.
-        after_rows: answers of the aligned model (same questions, ideally the same seed).
-        n_boot: bootstrap resamples (0: no CIs).
-        seed: bootstrap seed.
-        alpha: 1 - CI level.
+        if model != self.base_model:
+            raise WowError(f"these engines run {self.base_model!r}, not {model!r}.")
+        key = str(Path(adapter).expanduser().resolve()) if adapter is not None else None
+        if key not in self._engines:
+            if key is not None:  # one adapter engine at a time
+                for old in [k for k in self._engines if k is not None]:
+                    self._engines.pop(old).close()
+            options = {**self.engine_options, "base": self.base, **({"adapter": key} if key else {})}
+            self._engines[key] = get_engine("transformers", model=model, cache=self.cache, **options)
+        return self._engines[key]
 
-    Returns:
-        ``n_questions, n_before, n_after``; for each metric ``m`` of :data:`METRICS`: ``before_m``, ``after_m``
-        (each with ``_ci_low`` / ``_ci_high``); the differences ``d_mean_correctness``, ``d_p_wrong``
-        (after - before), ``d_acc`` (after - before) and ``neg_d_ece`` (before - after), each with CIs. Positive
-        differences are improvements.
-    """
-    from wow import metrics
+    @property
+    def loads(self) -> int:
+        """How many times the base model was loaded."""
+        return self.base.loads
 
-    common = {r["question_id"] for r in before_rows} & {r["question_id"] for r in after_rows}
-    if not common:
-        raise WowError("the before and after answers share no question; evaluate both on the same test questions.")
-    before = [r for r in before_rows if r["question_id"] in common]
-    after = [r for r in after_rows if r["question_id"] in common]
-    if len(before) < len(before_rows) or len(after) < len(after_rows):
-        log.warning("compare: only the %d questions answered by both models are compared", len(common))
-    rows = before + after
-    correctness, is_correct, confidence = _arrays(rows)
-    is_after = np.array([False] * len(before) + [True] * len(after))
-    groups = [r["question_id"] for r in rows]
+    def close(self) -> None:
+        """Close the engines and free the base model."""
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
+        self.base.close()
 
-    def value(which: str, name: str) -> Callable[..., float]:
-        def fn(c, ok, conf, aft):
-            sel = aft if which == "after" else ~aft
-            if not sel.any():
-                return float("nan")
-            return _metric(name, c[sel], ok[sel], conf[sel])
+    def __enter__(self) -> AdapterEngines:
+        return self
 
-        return fn
-
-    def delta(name: str) -> Callable[..., float]:
-        def fn(c, ok, conf, aft):
-            b, a = value("before", name)(c, ok, conf, aft), value("after", name)(c, ok, conf, aft)
-            return METRICS[name] * (a - b)
-
-        return fn
-
-    arrays = (correctness, is_correct, confidence, is_after)
-    out: dict[str, Any] = {"n_questions": len(common), "n_before": len(before), "n_after": len(after)}
-    for name in METRICS:
-        stats = {
-            f"before_{name}": value("before", name),
-            f"after_{name}": value("after", name),
-            DELTA_NAMES[name]: delta(name),
-        }
-        for key, fn in stats.items():
-            out[key] = fn(*arrays)
-            if n_boot > 0:
-                lo, hi = metrics.bootstrap_ci(fn, *arrays, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups)
-            else:
-                lo = hi = None
-            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = lo, hi
-    return out
-
-
-def reliability(rows_by_model: Mapping[str, Sequence[dict]], n_bins: int = 10):
-    """Reliability-diagram data per model (answers without a logprob are left out).
-
-    Args:
-        rows_by_model: e.g. ``{"before": before_rows, "after": after_rows}``.
-        n_bins: equal-width confidence bins.
-
-    Returns:
-        ``pandas.DataFrame``: ``model, bin, lo, hi, n, mean_conf, accuracy`` (see
-        :func:`wow.metrics.reliability_bins`).
-    """
-    import pandas as pd
-
-    from wow import metrics
-
-    tables = []
-    for model, rows in rows_by_model.items():
-        _, is_correct, confidence = _arrays(rows)
-        ok = np.isfinite(confidence)
-        table = metrics.reliability_bins(confidence[ok], is_correct[ok], n_bins)
-        table.insert(0, "model", model)
-        tables.append(table)
-    return pd.concat(tables, ignore_index=True)
-
-
-# -- alignment.csv ------------------------------------------------------------------------------------------------
-def alignment_row(
-    before_rows: Sequence[dict],
-    after_rows: Sequence[dict],
-    *,
-    setting: str,
-    task: str,
-    pref_type: str,
-    source: str,
-    trainer: str,
-    judge: str | None = None,
-    margin: float | None = None,
-    config: str | dict | None = None,
-    eval_task: str | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict:
-    """One row of ``alignment.csv``: the setting's description plus :func:`compare` of before and after.
-
-    Args:
-        before_rows: answers of the original model on the test questions.
-        after_rows: answers of the aligned model (the grid's best configuration) on the same questions.
-        setting: setting name (:func:`wow.align.setting_name`).
-        task: task name.
-        pref_type: preference type.
-        source: ``self`` or ``mix``.
-        trainer: trainer name.
-        judge: judge of ``direct``/``score`` types.
-        margin: margin of ``score`` types.
-        config: the chosen configuration (its folder name, or a dict written as JSON).
-        eval_task: the task whose test questions were answered (None: ``task`` itself).
-        n_boot: bootstrap resamples.
-        seed: bootstrap seed.
-
-    Returns:
-        A flat dict.
-    """
-    meta = {
-        "setting": setting,
-        "task": task,
-        "eval_task": eval_task or task,
-        "pref_type": pref_type,
-        "source": source,
-        "trainer": trainer,
-        "judge": judge,
-        "margin": margin,
-        "config": json.dumps(config, sort_keys=True) if isinstance(config, dict) else config,
-    }
-    return meta | compare(before_rows, after_rows, n_boot=n_boot, seed=seed)
-
-
-def alignment_table(entries: Iterable[Mapping], n_boot: int = 1000, seed: int = 0):
-    """Rows of ``alignment.csv``, one per aligned setting.
-
-    Args:
-        entries: mappings with the keys of :func:`alignment_row`: ``before_rows``, ``after_rows`` and the setting
-            description (``setting, task, pref_type, source, trainer``, optional ``judge, margin, config``).
-        n_boot: bootstrap resamples.
-        seed: bootstrap seed.
-
-    Returns:
-        ``pandas.DataFrame``, description columns first.
-    """
-    import pandas as pd
-
-    rows = []
-    for e in entries:
-        meta = {k: e.get(k) for k in META_COLUMNS}
-        rows.append(alignment_row(e["before_rows"], e["after_rows"], **meta, n_boot=n_boot, seed=seed))
-    return pd.DataFrame(rows)
-
-
-def write_alignment_csv(table, path: str | os.PathLike) -> Path:
-    """Write the alignment table as CSV, atomically.
-
-    Args:
-        table: the ``DataFrame`` of :func:`alignment_table`.
-        path: e.g. ``outputs/<run>/alignment.csv``.
-
-    Returns:
-        The path.
-    """
-    return io.write_text(path, table.to_csv(index=False))
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _short(summary: dict) -> str:

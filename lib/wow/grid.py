@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wow import WowError, io, layout, training
+from wow import WowError, checkpoints, io, layout, training
 from wow.align_config import AlignConfig
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class GridResult:
     Attributes:
         best: the row of the chosen configuration.
         runs: one row per configuration (``name, output_dir, learning_rate, lr_scheduler, weight_decay, epochs, beta,
-            train_loss, val_loss, select_score, seconds, skipped``), in grid order.
+            train_loss, val_loss, best_step, select_score, seconds, skipped``), in grid order; ``val_loss`` and
+            ``best_step`` are those of the checkpoint each run saved (the one of the lowest validation loss).
         selected_by: ``select_fn`` (validation mean correctness, higher is better) or ``val_loss`` (lower).
     """
 
@@ -195,6 +196,7 @@ def grid_search(
                 "beta": cfg.beta,
                 "train_loss": res.train_loss,
                 "val_loss": res.val_loss,
+                "best_step": res.best_step,
                 "select_score": score,
                 "seconds": res.seconds,
                 "skipped": res.skipped,
@@ -209,6 +211,7 @@ def grid_search(
         if not with_loss:
             raise WowError("grid_search has nothing to select on: pass select_fn or validation pairs.")
         best, selected_by = min(with_loss, key=lambda r: r["val_loss"]), "val_loss"
-    io.write_json(root / GRID_FILE, {"selected_by": selected_by, "best": best["name"], "runs": runs})
+    if checkpoints.is_main_process():  # one writer under accelerate launch
+        io.write_json(root / GRID_FILE, {"selected_by": selected_by, "best": best["name"], "runs": runs})
     log.info("grid best (%s): %s", selected_by, best["name"])
     return GridResult(best=best, runs=runs, selected_by=selected_by)

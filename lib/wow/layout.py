@@ -31,6 +31,8 @@ REPORT_DIR = "report"
 #: Files of one training run (``models/<task>/<setting>/<config>/``) and of its grid (``models/<task>/<setting>/``).
 TRAIN_LOG_FILE = "train_log.json"
 PROGRESS_FILE = "progress.json"
+#: Trainer checkpoints of one training run, inside its folder (:mod:`wow.checkpoints`).
+CHECKPOINTS_DIR = "checkpoints"
 SELECTION_FILE = "selection.json"
 GRID_FILE = "grid.json"
 VALIDATION_ANSWERS_DIR = "validation_answers"

@@ -1,313 +1,33 @@
-"""Metrics: wrong-over-wrong accuracy (Acc_WoW) and the evaluation metrics (p_wrong, accuracy, ECE), with CIs.
+"""Evaluation metrics of a model's answers: p_wrong, accuracy, calibration (ECE, reliability bins), Pearson r.
 
-Pure numpy/pandas/scipy: no model, no files. Definitions follow DESIGN.md section 6.
-
-Acc_WoW
-    The pairs come from :mod:`wow.pairs` (the one pair rule: candidate pairs, margins, subsampling).
-    :func:`acc_wow` scores a method that gives each answer a scalar (higher = predicted less wrong). A pair is a
-    hit when the predicted order strictly agrees with the labels; a tie in the prediction is a miss. The margin M
-    keeps the M share of pairs with the largest predicted gap (:func:`wow.pairs.margin_keep`: ``floor(n * M)``, at
-    least one). The result carries the pair count and a percentile bootstrap 95% CI; random guessing scores 0.5.
-
-Evaluation
-    :func:`mean_correctness`, :func:`p_wrong`, :func:`accuracy`, :func:`ece`, :func:`reliability_bins`, plus the
-    generic :func:`bootstrap_ci` and :func:`pearson`.
+Pure numpy/pandas/scipy: no model, no files. Definitions follow DESIGN.md section 6. Acc_WoW lives in
+:mod:`wow.acc_wow`; the bootstrap CIs of these metrics come from :mod:`wow.bootstrap` (:func:`bootstrap_ci`, also
+reachable here, as the evaluation takes every metric from this module).
 
 Example::
 
     from wow import metrics
-    from wow.pairs import candidate_pairs
-    pairs = candidate_pairs(answers)
-    res = metrics.acc_wow_pairs(pairs, {a["answer_id"]: a["n_tokens"] for a in answers}, margin=0.5)
-    res.acc, res.n_pairs, (res.ci_low, res.ci_high)
+    metrics.p_wrong([1.0, 0.5, None, 0.25], [True, False, False, False])   # 0.25
+    metrics.ece([0.9, 0.9, 0.2], [True, False, False])
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from wow import WowError
-from wow.pairs import check_margin, margin_keep
+from wow.arrays import floats
+from wow.bootstrap import bootstrap_ci  # noqa: F401 - the CI of every evaluation metric (wow.evaluate)
 
 log = logging.getLogger(__name__)
 
 
-# -- Acc_WoW ------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AccWow:
-    """An Acc_WoW result.
-
-    Attributes:
-        acc: hits / kept pairs, or ``None`` when no pair is kept (see ``note``).
-        n_pairs: pairs kept (after dropping missing predictions, the consistency check and the margin).
-        n_hits: kept pairs whose predicted order strictly agrees with the labels.
-        ci_low, ci_high: percentile bootstrap CI of ``acc`` (``None`` without pairs or with ``n_boot=0``).
-        n_candidates: pairs offered before anything was dropped.
-        n_missing: pairs dropped because a prediction was missing (null score, unparsed or inconsistent verdict).
-        margin: the margin M applied.
-        note: why ``acc`` is ``None`` (empty otherwise).
-    """
-
-    acc: float | None
-    n_pairs: int
-    n_hits: int
-    ci_low: float | None
-    ci_high: float | None
-    n_candidates: int = 0
-    n_missing: int = 0
-    margin: float = 1.0
-    note: str = ""
-
-    def to_dict(self) -> dict:
-        """Plain dict (one row of ``acc_wow.csv``)."""
-        return asdict(self)
-
-
-def acc_from_hits(
-    hits: Sequence[bool] | np.ndarray,
-    gaps: Sequence[float] | np.ndarray | None = None,
-    margin: float = 1.0,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    groups: Sequence | None = None,
-    n_candidates: int | None = None,
-    n_missing: int = 0,
-    protocol: str = "wow",
-) -> AccWow:
-    """Acc_WoW from per-pair hits (and gaps when a margin below 1 is asked for).
-
-    Args:
-        hits: 1/True where the prediction agrees with the labels, per pair.
-        gaps: predicted gap (confidence) per pair; required when ``margin < 1``.
-        margin: share M in (0, 1] of pairs with the largest gap to keep.
-        n_boot: bootstrap resamples for the CI (0: no CI).
-        seed: bootstrap seed.
-        alpha: 1 - CI level.
-        groups: optional cluster id per pair (e.g. question id): the CI then resamples whole clusters.
-        n_candidates: pairs offered before drops (defaults to ``len(hits) + n_missing``).
-        n_missing: pairs already dropped by the caller (reported, not used).
-        protocol: ``paper`` cuts margins with the paper's arithmetic (:func:`wow.pairs.paper_margin_keep`).
-
-    Returns:
-        :class:`AccWow`.
-    """
-    m = check_margin(margin)
-    hits = np.asarray(hits, dtype=float).reshape(-1)
-    n_candidates = len(hits) + n_missing if n_candidates is None else n_candidates
-    if len(hits) == 0:
-        note = (
-            "no candidate pairs" if n_candidates == 0 else f"no usable pairs ({n_missing} of {n_candidates} missing)"
-        )
-        return AccWow(None, 0, 0, None, None, n_candidates, n_missing, m, note)
-    if m < 1.0:
-        if gaps is None:
-            raise WowError("a margin below 1 needs the predicted gap of every pair; this method gives none.")
-        gaps = np.asarray(gaps, dtype=float).reshape(-1)
-        if len(gaps) != len(hits):
-            raise WowError(f"{len(gaps)} gaps for {len(hits)} pairs.")
-        keep = margin_keep(gaps, m, protocol)
-    else:
-        keep = np.arange(len(hits))
-    kept = hits[keep]
-    kept_groups = None if groups is None else np.asarray(groups, dtype=object)[keep]
-    acc = float(kept.mean())
-    lo = hi = None
-    if n_boot > 0:
-        lo, hi = bootstrap_ci(np.mean, kept, n_boot=n_boot, seed=seed, alpha=alpha, groups=kept_groups)
-    return AccWow(acc, len(kept), int(kept.sum()), lo, hi, n_candidates, n_missing, m, "")
-
-
-def acc_wow(
-    pred_a: Sequence[float | None],
-    pred_b: Sequence[float | None],
-    label_a: Sequence[float],
-    label_b: Sequence[float],
-    margin: float = 1.0,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    groups: Sequence | None = None,
-    protocol: str = "wow",
-) -> AccWow:
-    """Acc_WoW of a scalar method over pairs given as four aligned arrays.
-
-    A pair is a hit when ``(pred_a - pred_b) * (label_a - label_b) > 0``; a tie in the prediction is a miss. Pairs
-    with a missing prediction (None/NaN) are dropped first and counted in ``n_missing``; the margin then keeps the
-    M share of the remaining pairs with the largest ``|pred_a - pred_b|`` (:func:`wow.pairs.margin_keep`).
-
-    Args:
-        pred_a, pred_b: predicted scores (higher = predicted less wrong).
-        label_a, label_b: true labels (higher = less wrong); must differ within each pair.
-        margin: share M in (0, 1].
-        n_boot, seed, alpha, groups, protocol: see :func:`acc_from_hits`.
-
-    Returns:
-        :class:`AccWow`; ``acc`` is None with a ``note`` when no pair remains.
-
-    Example::
-
-        acc_wow([3, 1, 2], [1, 1, 5], [0, -1, -1], [-1, -3, -2]).acc == 1 / 3   # hit, tie (miss), miss
-    """
-    pa, pb, la, lb = (
-        _floats(x, name)
-        for x, name in ((pred_a, "pred_a"), (pred_b, "pred_b"), (label_a, "label_a"), (label_b, "label_b"))
-    )
-    if not len(pa) == len(pb) == len(la) == len(lb):
-        raise WowError(f"pair arrays differ in length: {len(pa)}, {len(pb)}, {len(la)}, {len(lb)}.")
-    if not (np.isfinite(la).all() and np.isfinite(lb).all()):
-        raise WowError(
-            "a pair has a missing or infinite label; build pairs with wow.pairs.candidate_pairs (parsed answers only)."
-        )
-    if (la == lb).any():
-        raise WowError(
-            "a pair has equal labels; wrong-over-wrong pairs need different labels (see wow.pairs.candidate_pairs)."
-        )
-    ok = np.isfinite(pa) & np.isfinite(pb)
-    n_missing = int((~ok).sum())
-    hits = (pa[ok] - pb[ok]) * (la[ok] - lb[ok]) > 0
-    gaps = np.abs(pa[ok] - pb[ok])
-    g = None if groups is None else np.asarray(groups, dtype=object)[ok]
-    return acc_from_hits(
-        hits,
-        gaps,
-        margin,
-        n_boot=n_boot,
-        seed=seed,
-        alpha=alpha,
-        groups=g,
-        n_candidates=len(pa),
-        n_missing=n_missing,
-        protocol=protocol,
-    )
-
-
-def pair_arrays(
-    pairs: Sequence[tuple[dict, dict]], scores: dict[str, float | None], label_key: str = "raw_label"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Turn pairs of answer rows and a score map into ``(pred_a, pred_b, label_a, label_b)`` arrays.
-
-    Args:
-        pairs: from :func:`wow.pairs.candidate_pairs`.
-        scores: ``answer_id -> score`` (None or absent = missing).
-        label_key: the row key holding the label.
-    """
-    pa = _floats([scores.get(a["answer_id"]) for a, _ in pairs], "scores")
-    pb = _floats([scores.get(b["answer_id"]) for _, b in pairs], "scores")
-    la = _floats([a[label_key] for a, _ in pairs], label_key)
-    lb = _floats([b[label_key] for _, b in pairs], label_key)
-    return pa, pb, la, lb
-
-
-def acc_wow_pairs(
-    pairs: Sequence[tuple[dict, dict]],
-    scores: dict[str, float | None],
-    margin: float = 1.0,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    cluster_by_question: bool = False,
-) -> AccWow:
-    """Acc_WoW of a score map over candidate pairs (:func:`acc_wow` on :func:`pair_arrays`).
-
-    Args:
-        pairs: from :func:`wow.pairs.candidate_pairs`.
-        scores: ``answer_id -> score`` (higher = predicted less wrong; None = missing).
-        margin, n_boot, seed, alpha: see :func:`acc_wow`.
-        cluster_by_question: resample whole questions in the bootstrap (pairs of one question are not independent).
-    """
-    groups = [a["question_id"] for a, _ in pairs] if cluster_by_question else None
-    return acc_wow(*pair_arrays(pairs, scores), margin, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups)
-
-
-def label_bin_edges(labels: Sequence[float], d: int) -> np.ndarray:
-    """``d + 1`` edges of ``d`` equal-width bins between the min and max of ``labels``."""
-    if d < 1:
-        raise WowError(f"need at least one label bin, got d={d}.")
-    x = _floats(labels, "labels")
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        raise WowError("no finite labels to bin.")
-    return np.linspace(x.min(), x.max(), d + 1)
-
-
-def label_bin(labels: Sequence[float] | np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin index (0..d-1) of each label; bins are ``[lo, hi)``, the last one ``[lo, hi]``; outside -> clipped."""
-    d = len(edges) - 1
-    idx = np.searchsorted(edges, np.asarray(labels, dtype=float), side="right") - 1
-    return np.clip(idx, 0, d - 1)
-
-
-def acc_wow_by_bins(
-    pred_a: Sequence[float | None],
-    pred_b: Sequence[float | None],
-    label_a: Sequence[float],
-    label_b: Sequence[float],
-    d: int = 4,
-    margin: float = 1.0,
-    edges: Sequence[float] | None = None,
-) -> pd.DataFrame:
-    """Acc_WoW per pair of label bins: does the method separate answers that are far apart better than close ones?
-
-    The labels are cut into ``d`` equal-width bins between the min and max label of the pairs (pass ``edges``,
-    e.g. from :func:`label_bin_edges` over every wrong answer, to fix them). Missing predictions are dropped and
-    the margin is applied over all pairs first (as in :func:`acc_wow`); each kept pair then falls in the cell
-    ``(i, j)`` with ``i <= j`` the bins of its lower and higher label.
-
-    Args:
-        pred_a, pred_b, label_a, label_b: as in :func:`acc_wow`.
-        d: number of label bins.
-        margin: share M in (0, 1].
-        edges: ``d + 1`` bin edges (overrides ``d``).
-
-    Returns:
-        Long DataFrame, one row per cell ``i <= j`` (empty cells included): ``bin_i, bin_j, lo_i, hi_i, lo_j,
-        hi_j, n_pairs, n_hits, acc`` (``acc`` NaN where ``n_pairs`` is 0). The matrix is
-        ``df.pivot(index="bin_i", columns="bin_j", values="acc")``.
-    """
-    pa, pb, la, lb = (_floats(x, "pairs") for x in (pred_a, pred_b, label_a, label_b))
-    if not len(pa) == len(pb) == len(la) == len(lb):
-        raise WowError("pair arrays differ in length.")
-    edges = np.asarray(edges, dtype=float) if edges is not None else label_bin_edges(np.concatenate([la, lb]), d)
-    d = len(edges) - 1
-    ok = np.isfinite(pa) & np.isfinite(pb)
-    pa, pb, la, lb = pa[ok], pb[ok], la[ok], lb[ok]
-    keep = margin_keep(np.abs(pa - pb), margin) if len(pa) else np.array([], dtype=int)
-    hits = ((pa - pb) * (la - lb) > 0)[keep]
-    ba, bb = label_bin(la[keep], edges), label_bin(lb[keep], edges)
-    lo_bin, hi_bin = np.minimum(ba, bb), np.maximum(ba, bb)
-    rows = []
-    for i in range(d):
-        for j in range(i, d):
-            sel = (lo_bin == i) & (hi_bin == j)
-            n = int(sel.sum())
-            rows.append(
-                {
-                    "bin_i": i,
-                    "bin_j": j,
-                    "lo_i": float(edges[i]),
-                    "hi_i": float(edges[i + 1]),
-                    "lo_j": float(edges[j]),
-                    "hi_j": float(edges[j + 1]),
-                    "n_pairs": n,
-                    "n_hits": int(hits[sel].sum()),
-                    "acc": float(hits[sel].mean()) if n else float("nan"),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-# -- evaluation metrics -------------------------------------------------------------------------------------------
 def mean_correctness(correctness: Sequence[float | None]) -> float:
     """Mean graded correctness, clipped to [0, 1]; a missing value (None/NaN, an unparsed answer) counts as 0.
 
@@ -356,7 +76,7 @@ def reliability_bins(confidence: Sequence[float], is_correct: Sequence[bool], n_
     Returns:
         DataFrame with one row per bin: ``bin, lo, hi, n, mean_conf, accuracy`` (NaN in empty bins).
     """
-    conf = _floats(confidence, "confidence")
+    conf = floats(confidence, "confidence")
     ok = _bools(is_correct, len(conf))
     if not np.isfinite(conf).all():
         raise WowError("a confidence is missing or not finite; ECE needs exp(mean_logprob) for every answer.")
@@ -396,64 +116,6 @@ def ece(confidence: Sequence[float], is_correct: Sequence[bool], n_bins: int = 1
     return float((full.n / n * (full.mean_conf - full.accuracy).abs()).sum())
 
 
-# -- resampling and correlation -----------------------------------------------------------------------------------
-def bootstrap_ci(
-    fn: Callable[..., float],
-    *arrays: Sequence,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    groups: Sequence | None = None,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``fn(*arrays)``, resampling rows of all arrays jointly.
-
-    Args:
-        fn: statistic of the (resampled) arrays, e.g. ``p_wrong``.
-        *arrays: equal-length arrays; row ``i`` of each is resampled together.
-        n_boot: resamples.
-        seed: RNG seed (same seed, same CI).
-        alpha: 1 - CI level (0.05 -> 95%).
-        groups: optional cluster id per row; whole clusters are resampled (cluster bootstrap).
-
-    Returns:
-        ``(low, high)``; resamples where ``fn`` is NaN are left out, ``(nan, nan)`` when all are.
-
-    Example::
-
-        lo, hi = bootstrap_ci(p_wrong, correctness, is_correct, n_boot=1000, seed=0)
-    """
-    if not arrays:
-        raise WowError("bootstrap_ci needs at least one array.")
-    arrs = [np.asarray(a, dtype=object if _has_none(a) else None) for a in arrays]
-    n = len(arrs[0])
-    if any(len(a) != n for a in arrs):
-        raise WowError(f"bootstrap arrays differ in length: {[len(a) for a in arrs]}.")
-    if n == 0:
-        raise WowError("bootstrap_ci over zero rows.")
-    if n_boot < 1:
-        raise WowError(f"n_boot must be >= 1, got {n_boot}.")
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_boot)
-    if groups is None:
-        for b in range(n_boot):
-            idx = rng.integers(0, n, size=n)
-            values[b] = fn(*(a[idx] for a in arrs))
-    else:
-        g = np.asarray(groups, dtype=object)
-        if len(g) != n:
-            raise WowError(f"{len(g)} group ids for {n} rows.")
-        _, inverse = np.unique(g.astype(str), return_inverse=True)
-        members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
-        for b in range(n_boot):
-            pick = rng.integers(0, len(members), size=len(members))
-            idx = np.concatenate([members[k] for k in pick])
-            values[b] = fn(*(a[idx] for a in arrs))
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
-
-
 class Pearson(NamedTuple):
     """Pearson correlation: ``r`` and its two-sided ``p`` (None when undefined), over ``n`` points."""
 
@@ -471,7 +133,7 @@ def pearson(x: Sequence[float | None], y: Sequence[float | None]) -> Pearson:
 
         r, p, n = pearson([0.1, 0.4, 0.5, 0.9], [0.52, 0.55, 0.61, 0.70])
     """
-    xs, ys = _floats(x, "x"), _floats(y, "y")
+    xs, ys = floats(x, "x"), floats(y, "y")
     if len(xs) != len(ys):
         raise WowError(f"pearson: x has {len(xs)} values, y has {len(ys)}.")
     ok = np.isfinite(xs) & np.isfinite(ys)
@@ -488,20 +150,8 @@ def pearson(x: Sequence[float | None], y: Sequence[float | None]) -> Pearson:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
-def _has_none(a: Any) -> bool:
-    return isinstance(a, list | tuple) and any(v is None for v in a)
-
-
-def _floats(values: Sequence[float | None] | np.ndarray, name: str) -> np.ndarray:
-    """Float array; None -> NaN."""
-    try:
-        return np.array([np.nan if v is None else v for v in values], dtype=float)
-    except (TypeError, ValueError):
-        raise WowError(f"{name} must hold numbers (or None for missing).") from None
-
-
 def _correctness(correctness: Sequence[float | None]) -> np.ndarray:
-    c = _floats(correctness, "correctness")
+    c = floats(correctness, "correctness")
     if len(c) == 0:
         raise WowError("no answers to measure.")
     return np.clip(np.nan_to_num(c, nan=0.0), 0.0, 1.0)

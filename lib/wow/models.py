@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -186,7 +187,13 @@ def _hub_snapshot(hub_id: str) -> str:
         ) from None
 
 
-def load(name: str = DEFAULT_MODEL, dtype: str = "float32", device: str | None = None, for_training: bool = False):
+def load(
+    name: str = DEFAULT_MODEL,
+    dtype: str = "float32",
+    device: str | None = None,
+    for_training: bool = False,
+    quantization_config=None,
+):
     """Load a local model and its tokenizer.
 
     Args:
@@ -194,6 +201,8 @@ def load(name: str = DEFAULT_MODEL, dtype: str = "float32", device: str | None =
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         device: ``"cpu"``, ``"cuda"``...; default: cuda when available.
         for_training: leave the model in train mode.
+        quantization_config: a ``transformers`` quantisation config (e.g. :func:`wow.quantization.bnb_config`); the
+            model is then loaded straight onto ``device`` (a quantised model cannot be moved afterwards).
 
     Returns:
         ``(model, tokenizer)``, the tokenizer padding on the left with a pad token set.
@@ -211,7 +220,153 @@ def load(name: str = DEFAULT_MODEL, dtype: str = "float32", device: str | None =
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=getattr(torch, dtype)).to(device)
+    if quantization_config is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.source, dtype=getattr(torch, dtype), quantization_config=quantization_config, device_map={"": device}
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=getattr(torch, dtype)).to(device)
     if not for_training:
         model.eval()
     return model, tokenizer
+
+
+class SharedBase:
+    """One loaded copy of a local base model that engines share, with at most one LoRA adapter merged in at a time.
+
+    Engines built with ``base=`` (:class:`wow.backends.transformers_engine.TransformersEngine`) run on it instead of
+    loading the model themselves, so evaluating N adapters loads the base model once instead of N times.
+    :meth:`activate` gives the weights a model of the adapter's own would have: the layers an earlier adapter
+    changed are copied back from pristine copies (kept on the CPU, taken before their first merge), then the
+    adapter is merged by the same ``PeftModel.from_pretrained(...).merge_and_unload()`` call on the same weights, so
+    results are bitwise those of one load per adapter. Adapters that replace whole modules (``modules_to_save``,
+    trainable tokens) are refused.
+
+    The caller owns it and frees the model with :meth:`close` (or a ``with`` block).
+
+    Args:
+        name: model name (:func:`resolve`).
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        device: ``cpu``, ``cuda``...; default: cuda when available.
+
+    Attributes:
+        loads: how many times the model was loaded (1 unless it was closed or an adapter failed to load).
+    """
+
+    def __init__(self, name: str = DEFAULT_MODEL, dtype: str = "bfloat16", device: str | None = None):
+        self.name, self.dtype, self.device = name, dtype, device
+        self.model = self.tokenizer = None
+        self.attn_implementation: str | None = None
+        self.loads = 0
+        self._active: str | None = None  # key of the merged adapter; None: the base model itself
+        self._pristine: dict[str, dict] = {}  # module name -> its parameters as loaded (CPU copies)
+
+    def load(self):
+        """``(model, tokenizer)``, loaded on first use (:func:`load`)."""
+        if self.model is None:
+            self.model, self.tokenizer = load(self.name, dtype=self.dtype, device=self.device)
+            self.attn_implementation = self.model.config._attn_implementation
+            self.loads += 1
+            self._active, self._pristine = None, {}
+            log.info("loaded shared base model %s (%s)", self.name, self.dtype)
+        return self.model, self.tokenizer
+
+    @property
+    def active(self) -> str | None:
+        """The key of the adapter merged in now (None: none)."""
+        return self._active
+
+    def activate(self, adapter: str | os.PathLike | None, key: str | None = None):
+        """Merge ``adapter`` into the model, in place of the one merged before (None: the base model alone).
+
+        Args:
+            adapter: a peft LoRA adapter folder, or None.
+            key: what identifies the adapter's content (e.g. its hash); default: its resolved path. Activating the
+                key already active does nothing.
+
+        Returns:
+            ``(model, tokenizer)``.
+        """
+        model, tokenizer = self.load()
+        if adapter is not None:
+            key = key or str(Path(adapter).expanduser().resolve())
+        else:
+            key = None
+        if key == self._active:
+            return model, tokenizer
+        self._restore()
+        self._active = None
+        if adapter is not None:
+            try:
+                self._merge(Path(adapter).expanduser())
+            except BaseException:
+                self.close()  # a half-applied adapter would leave wrong weights: load again on next use
+                raise
+            self._active = key
+        return model, tokenizer
+
+    def _restore(self) -> None:
+        """Copy the pristine parameters back into every layer an adapter changed."""
+        for name, params in self._pristine.items():
+            module = self.model.get_submodule(name)
+            for pname, saved in params.items():
+                getattr(module, pname).data.copy_(saved)
+
+    def _merge(self, adapter: Path) -> None:
+        import json
+
+        from peft import PeftModel
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+        init = config.get("init_lora_weights", True)
+        if (
+            config.get("modules_to_save")
+            or config.get("trainable_token_indices")
+            or init not in (True, False, "gaussian")
+        ):
+            raise WowError(
+                f"adapter {adapter} replaces whole modules (modules_to_save, trainable tokens) or initialises from the "
+                f"base weights (init_lora_weights={init!r}); it cannot share a base model: give its engine no base "
+                "(it then loads a model of its own)."
+            )
+        wrapped = PeftModel.from_pretrained(self.model, str(adapter))
+        for name, module in wrapped.base_model.model.named_modules():
+            if isinstance(module, BaseTunerLayer) and name not in self._pristine:
+                layer = module.get_base_layer()
+                self._pristine[name] = {
+                    p: t.detach().to("cpu", copy=True) for p, t in layer.named_parameters(recurse=False)
+                }
+        # merged as a model of the adapter's own merges it (TransformersEngine): the same call on the same weights
+        if wrapped.merge_and_unload().eval() is not self.model:
+            raise WowError(f"internal: merging {adapter} did not give back the shared model.")
+
+    def close(self) -> None:
+        """Drop the model and the pristine copies (frees their memory); the next use loads the model again."""
+        self.model = self.tokenizer = None
+        self._active, self._pristine = None, {}
+
+    def __enter__(self) -> SharedBase:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+#: Files of an adapter folder that do not shape its outputs (timings, paths, the model card).
+_NOT_HASHED = {"train_log.json", "progress.json", "training_args.bin", "README.md"}
+
+
+def adapter_hash(folder: Path) -> str:
+    """sha256 over the names and bytes of the files of an adapter folder that shape its outputs (non-recursive, sorted).
+
+    Training logs, progress, the pickled training arguments and the model card are left out: they hold timings and
+    paths, and would make two identical adapters look different.
+    """
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name not in _NOT_HASHED):
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

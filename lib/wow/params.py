@@ -21,7 +21,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wow import WowError, layout, schema
+from wow import WowError, layout, param_rules, run_folder, schema
 
 REPO_ROOT = layout.REPO_ROOT
 SECRET_NAMES = ("api_key", "openai_api_key", "hf_token", "token", "password", "secret")
@@ -102,6 +102,15 @@ class RunParams(BaseModel):
     beta: float = Field(0.1, gt=0, description="preference-optimisation beta")
     train_batch_size: int = Field(4, gt=0, description="pairs per optimiser step")
     max_steps: int = Field(-1, description="stop after this many steps (-1: full epochs)")
+    eval_steps: int = Field(
+        1000,
+        gt=0,
+        description="validation loss and a checkpoint every this many steps and at the last; the best is kept",
+    )
+    quantization: Literal["none", "4bit"] = Field(
+        "none", description="4bit: the paper's QLoRA (NF4; a CUDA GPU and bitsandbytes); none: LoRA, any machine"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in training (less memory)")
     eval_samples: int = Field(4, gt=0, description="answers per test question when evaluating models")
     n_bins: int = Field(10, gt=0, description="ECE bins")
     eval_tasks: dict[str, list[str]] = Field(
@@ -146,62 +155,9 @@ class RunParams(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _preferences_have_their_judgements(self) -> RunParams:
-        """Refuse preference types whose judgements the run would not make (they would be skipped later)."""
-        kinds = {spec: parse_pref_type(spec)[0] for spec in self.pref_types}
-        judged = [spec for spec, kind in kinds.items() if kind.endswith(("direct", "score"))]
-        if not judged:
-            return self
-        if not self.judges:
-            raise ValueError(f"pref_types {judged} need a judge, but judges is empty; name one in judges")
-        if self.pref_judge is not None and self.pref_judge not in self.judges:
-            raise ValueError(
-                f"pref_judge {self.pref_judge!r} is not in judges {self.judges}: its verdicts are never made; add it "
-                "to judges or pick one of them"
-            )
-        if not self.judge_modes:
-            raise ValueError(f"pref_types {judged} need a judge mode, but judge_modes is empty")
-        if self.pref_judge_mode is not None and self.pref_judge_mode not in self.judge_modes:
-            raise ValueError(
-                f"pref_judge_mode {self.pref_judge_mode!r} is not in judge_modes {self.judge_modes}: that mode never "
-                "runs; add it to judge_modes or pick one of them"
-            )
-        judge = self.pref_judge or self.judges[0]
-        mode = self.pref_judge_mode or self.judge_modes[0]
-        mode_key = "pref_judge_mode" if self.pref_judge_mode else "judge_modes"
-        if mode == "logprob" and _is_api(judge):
-            raise ValueError(
-                f"{mode_key} gives the logprob mode for pref_judge {judge!r}, an API model without next-token "
-                "verdicts; use the text mode (pref_judge_mode: text) or a local judge"
-            )
-        direct = [spec for spec in judged if kinds[spec].endswith("direct")]
-        if direct and not self.pairwise:
-            raise ValueError(f"pref_types {direct} need pairwise verdicts, but pairwise is false; set pairwise: true")
-        scored = [spec for spec in judged if kinds[spec].endswith("score")]
-        if scored and self.pref_score_k not in self.score_k:
-            raise ValueError(
-                f"pref_score_k {self.pref_score_k} is not in score_k {self.score_k}: the score sets {scored} would "
-                f"have no judge scores; add {self.pref_score_k} to score_k or set pref_score_k to one of them"
-            )
-        if scored and mode == "logprob" and self.pref_score_k != 1:
-            raise ValueError(
-                f"pref_score_k {self.pref_score_k} with {mode_key} logprob: next-token scores read one answer per "
-                "prompt, so only pref_score_k 1 is scored; set pref_score_k: 1 or pref_judge_mode: text"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _eval_tasks(self) -> RunParams:
-        """Every task named by ``eval_tasks`` must be a task of the run (its test questions are built there)."""
-        for name, targets in self.eval_tasks.items():
-            missing = [t for t in [name, *targets] if t not in self.tasks]
-            if missing:
-                raise ValueError(
-                    f"eval_tasks[{name!r}] names {missing}, not in tasks {self.tasks}: a task is aligned and "
-                    "evaluated on the test questions the run builds for it; add them to tasks"
-                )
-            if not targets or len(set(targets)) != len(targets):
-                raise ValueError(f"eval_tasks[{name!r}] must name one or more distinct tasks, e.g. [{name}]")
+    def _rules_between_parameters(self) -> RunParams:
+        """Refuse contradicting parameters (:mod:`wow.param_rules`)."""
+        param_rules.check(self)
         return self
 
     @property
@@ -236,19 +192,6 @@ class RunParams(BaseModel):
                 if key.lower() in SECRET_NAMES:
                     raise ValueError(f"{task}.{key}: keys and tokens come from the environment, not parameters")
         return v
-
-    @model_validator(mode="after")
-    def _task_options(self) -> RunParams:
-        from wow import tasks
-
-        for name, opts in self.task_options.items():
-            if name not in self.tasks:
-                raise ValueError(f"task_options names task {name!r}, which is not in tasks {self.tasks}")
-            try:
-                tasks.check_options(name, opts)
-            except WowError as e:
-                raise ValueError(f"task_options: {e}") from None
-        return self
 
     @field_validator("run_name")
     @classmethod
@@ -317,13 +260,6 @@ class RunParams(BaseModel):
     def cache_path(self) -> Path:
         """The run's model-call cache (SQLite)."""
         return self.layout.cache
-
-
-def _is_api(name: str) -> bool:
-    """Whether a model name is served by an API (no next-token distributions)."""
-    from wow import models
-
-    return name.startswith("openai:") or name in models.API_MODELS
 
 
 def _check_model(name: str) -> None:
@@ -404,7 +340,7 @@ def from_globals(namespace: dict, source: str = "notebook parameters") -> RunPar
 
     Every public, non-module, non-callable global is treated as a parameter, so a mistyped name passed with
     ``papermill -p`` is an error instead of a silent no-op. Call it in the cell right after ``parameters``. A run
-    folder that holds another run (:func:`check_run_folder`) is refused, as ``wow run`` refuses it.
+    folder that holds another run (:func:`wow.run_folder.check`) is refused, as ``wow run`` refuses it.
 
     The notebook then writes the run folder, so this takes its write lock (:mod:`wow.lock`) for the life of the
     kernel: a folder that ``wow run`` or another kernel is writing is refused. A notebook executed by ``wow run``
@@ -420,57 +356,11 @@ def from_globals(namespace: dict, source: str = "notebook parameters") -> RunPar
     }
     P = validate(values, source=source)
     # a notebook run interactively must not mix its artefacts into another run's folder
-    check_run_folder(P, source, keys=values)
+    run_folder.check(P, source, keys=values)
     from wow import lock
 
     lock.acquire(P.run_dir)  # held until the kernel ends (never released here: the notebook's cells write later)
     return P
-
-
-#: What the answers depend on: a run folder holding other values of these belongs to another run.
-DATA_KEYS = (
-    "tasks",
-    "task_options",
-    "n_questions",
-    "split_fractions",
-    "generators",
-    "n_samples",
-    "temperature",
-    "max_new_tokens",
-    "seed",
-    "protocol",
-)
-
-
-def check_run_folder(P: RunParams, source: str = "parameters", keys=None) -> None:
-    """Refuse a run folder whose ``run.yaml`` differs from ``P`` in what the answers depend on (:data:`DATA_KEYS`).
-
-    Reusing such a folder would mix the artefacts of two runs. A folder without ``run.yaml`` is fine. ``keys``
-    limits the comparison to the parameters actually given (a notebook declares only those it uses; the others
-    hold defaults that say nothing about the run).
-
-    Raises:
-        WowError: names the folder, the keys that differ and what to do.
-    """
-    path = P.layout.run_yaml
-    if not path.exists():
-        return
-    try:
-        old = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise WowError(f"{path} is not valid YAML; delete it or pick another run_name in {source}.") from None
-    new = P.model_dump(mode="json")
-    # a key missing from an older run.yaml held its default then
-    changed = [
-        k
-        for k in DATA_KEYS
-        if (keys is None or k in keys) and old.get(k, RunParams.model_fields[k].default) != new.get(k)
-    ]
-    if changed:
-        raise WowError(
-            f"{P.run_dir} holds a run with different {', '.join(changed)} (see its run.yaml); pick another "
-            f"run_name in {source} or delete that folder."
-        )
 
 
 def describe() -> str:

@@ -133,8 +133,18 @@ def _by_split(questions: list) -> dict[tuple[str, str], list]:
     return by_split
 
 
-def _eval_kwargs(run: RunContext, sets: dict) -> dict:
-    """What every evaluation of stage 04 shares: samples, seed, the run's engines, the sets trained on."""
+def _eval_engines(run: RunContext):
+    """The engines of the policy model and its adapters on one loaded copy of it (:class:`wow.evaluate.AdapterEngines`),
+    with the options and cache of the run's engines (:meth:`RunContext.engine`): same cache keys, so the original
+    model's test answers are those of stage 01's."""
+    from wow import evaluate
+
+    P = run.params
+    return evaluate.AdapterEngines(P.policy_model, cache=P.cache_path, dtype=P.dtype, batch_size=P.batch_size)
+
+
+def _eval_kwargs(run: RunContext, sets: dict, engines) -> dict:
+    """What every evaluation of stage 04 shares: samples, seed, the engines, the sets trained on."""
     P = run.params
     return {
         "n_samples": P.eval_samples,
@@ -142,7 +152,7 @@ def _eval_kwargs(run: RunContext, sets: dict) -> dict:
         "max_tokens": P.max_new_tokens,
         "protocol": P.protocol,  # sampling and grading; Bio's evaluation samples (wow.protocol.eval_samples)
         "preference_sets": list(sets.values()),  # a test question in any of them is an error
-        "engines": run.engine,  # the run's engines: the original model's test answers are those of stage 01's
+        "engines": engines,
     }
 
 
@@ -156,28 +166,37 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
 
     P = run.params
     by_split = _by_split(questions)
-    config = align.AlignConfig(beta=P.beta, batch_size=P.train_batch_size, max_steps=P.max_steps, seed=P.seed)
+    config = align.AlignConfig(
+        beta=P.beta,
+        batch_size=P.train_batch_size,
+        max_steps=P.max_steps,
+        seed=P.seed,
+        eval_steps=P.eval_steps,
+        quantization=P.quantization,
+        gradient_checkpointing=P.gradient_checkpointing,
+    )
     trained = []
-    for (name, spec), ds in sets.items():
-        val_qs = by_split[(name, "validation")]
-        kwargs = _eval_kwargs(run, sets)
-        select = evaluate.make_select_fn(run.task(name), val_qs, P.policy_model, **kwargs) if val_qs else None
-        for trainer in P.trainers:
-            setting = spec.setting(P, trainer)
-            grid = align.grid_search(
-                ds["train"],
-                ds["validation"],
-                P.policy_model,
-                trainer,
-                P.layout.models(name, setting),
-                config,
-                learning_rates=P.learning_rates,
-                epochs=P.epochs,
-                schedulers=P.lr_schedulers,
-                weight_decays=P.weight_decays,
-                select_fn=select,
-            )
-            trained.append(Trained(name, spec, trainer, setting, grid))
+    with _eval_engines(run) as engines:  # every configuration's adapter evaluated on one loaded policy model
+        for (name, spec), ds in sets.items():
+            val_qs = by_split[(name, "validation")]
+            kwargs = _eval_kwargs(run, sets, engines)
+            select = evaluate.make_select_fn(run.task(name), val_qs, P.policy_model, **kwargs) if val_qs else None
+            for trainer in P.trainers:
+                setting = spec.setting(P, trainer)
+                grid = align.grid_search(
+                    ds["train"],
+                    ds["validation"],
+                    P.policy_model,
+                    trainer,
+                    P.layout.models(name, setting),
+                    config,
+                    learning_rates=P.learning_rates,
+                    epochs=P.epochs,
+                    schedulers=P.lr_schedulers,
+                    weight_decays=P.weight_decays,
+                    select_fn=select,
+                )
+                trained.append(Trained(name, spec, trainer, setting, grid))
     return trained
 
 
@@ -206,44 +225,45 @@ def evaluate_on_test(run: RunContext, trained: list[Trained], sets: dict, questi
 
     P = run.params
     by_split = _by_split(questions)
-    kwargs = _eval_kwargs(run, sets)
-    base, entries = {}, []
-    for t in trained:
-        for target in P.eval_targets(t.task):
-            test_qs = by_split[(target, "test")]
-            if not test_qs:
-                raise WowError(f"task {target!r} has no test questions; raise n_questions or the test share.")
-            if target not in base:
-                base[target] = evaluate.evaluate_adapter(run.task(target), test_qs, P.policy_model, None, **kwargs)
-                io.write_jsonl(P.layout.eval_answers(target), base[target])
-            adapter = t.grid.best["output_dir"]
-            after = evaluate.evaluate_adapter(run.task(target), test_qs, P.policy_model, adapter, **kwargs)
-            io.write_jsonl(P.layout.eval_answers(target, t.setting, t.task), after)
-            entries.append(
-                {
-                    "before_rows": base[target],
-                    "after_rows": after,
-                    "setting": t.setting,
-                    "task": t.task,
-                    "eval_task": target,
-                    "pref_type": t.spec.pref_type,
-                    "source": t.spec.source,
-                    "trainer": t.trainer,
-                    "judge": t.spec.judge if schema.needs_judge(t.spec.pref_type) else None,
-                    "margin": t.spec.margin,
-                    "config": t.grid.best["name"],
-                }
-            )
+    with _eval_engines(run) as engines:  # the original model and every adapter on one loaded policy model
+        kwargs = _eval_kwargs(run, sets, engines)
+        base, entries = {}, []
+        for t in trained:
+            for target in P.eval_targets(t.task):
+                test_qs = by_split[(target, "test")]
+                if not test_qs:
+                    raise WowError(f"task {target!r} has no test questions; raise n_questions or the test share.")
+                if target not in base:
+                    base[target] = evaluate.evaluate_adapter(run.task(target), test_qs, P.policy_model, None, **kwargs)
+                    io.write_jsonl(P.layout.eval_answers(target), base[target])
+                adapter = t.grid.best["output_dir"]
+                after = evaluate.evaluate_adapter(run.task(target), test_qs, P.policy_model, adapter, **kwargs)
+                io.write_jsonl(P.layout.eval_answers(target, t.setting, t.task), after)
+                entries.append(
+                    {
+                        "before_rows": base[target],
+                        "after_rows": after,
+                        "setting": t.setting,
+                        "task": t.task,
+                        "eval_task": target,
+                        "pref_type": t.spec.pref_type,
+                        "source": t.spec.source,
+                        "trainer": t.trainer,
+                        "judge": t.spec.judge if schema.needs_judge(t.spec.pref_type) else None,
+                        "margin": t.spec.margin,
+                        "config": t.grid.best["name"],
+                    }
+                )
     return entries
 
 
 def alignment_table(P: RunParams, entries: list[dict]) -> pd.DataFrame:
     """Before, after and the gains (Δ, paired bootstrap 95% CIs) per setting and evaluation task; writes
     ``alignment.csv``."""
-    from wow import evaluate
+    from wow import alignment_csv
 
-    table = evaluate.alignment_table(entries, n_boot=P.n_boot, seed=P.seed)
-    evaluate.write_alignment_csv(table, P.layout.alignment)
+    table = alignment_csv.alignment_table(entries, n_boot=P.n_boot, seed=P.seed)
+    alignment_csv.write_alignment_csv(table, P.layout.alignment)
     return table
 
 

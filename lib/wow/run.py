@@ -27,7 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
-from wow import WowError, io, layout, lock, params
+from wow import WowError, io, layout, lock, params, run_folder
 from wow.stages import end_attempt, latest_attempts, load_attempts, start_attempt  # noqa: F401 - wow.run names them
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,11 @@ def record_run(P: params.RunParams, source: str) -> None:
     """Write ``run.yaml`` (the validated parameters) to the run folder; refuse a folder of a different run.
 
     Raises:
-        WowError: the folder holds a run with other data parameters (:func:`wow.params.check_run_folder`).
+        WowError: the folder holds a run with other data parameters (:func:`wow.run_folder.check`).
     """
     import yaml
 
-    params.check_run_folder(P, source)
+    run_folder.check(P, source)
     io.write_text(P.layout.run_yaml, yaml.safe_dump(P.model_dump(mode="json"), sort_keys=False))
 
 
@@ -89,7 +89,7 @@ def run(param_file: str | Path, only: list[str] | None = None, start: str | None
     """
     P = params.load(param_file, **overrides)
     selected = select(only, start)
-    params.check_run_folder(P, str(param_file))  # read-only: a refused run leaves the folder as it was
+    run_folder.check(P, str(param_file))  # read-only: a refused run leaves the folder as it was
     with lock.hold(P.run_dir):  # refused here, before anything is written, while another process writes there
         record_run(P, str(param_file))
         return _run_locked(P, selected)

@@ -1,6 +1,11 @@
 """One training run: ``train(train_set, val_set, model_name, trainer, output_dir, config)`` fine-tunes one model
 on one preference set and saves the LoRA adapter, the tokenizer and ``train_log.json`` (config, ``log_history``,
-losses, timings) into ``output_dir``. A folder whose ``train_log.json`` says ``complete`` is not trained again.
+losses, timings) into ``output_dir``. A folder whose ``train_log.json`` says ``complete`` is not trained again; an
+interrupted run resumes from its last checkpoint (:mod:`wow.checkpoints`).
+
+With validation pairs the run is evaluated every ``eval_steps`` steps and at its last step, and the adapter saved
+is the checkpoint of the lowest validation loss (the paper's ``load_best_model_at_end``); ``train_log.json`` records
+its step (``best_step``) and loss (``val_loss``). Without validation pairs the final weights are saved.
 
 Lengths are the paper's (TRL 0.9's rule, which TRL 1.16 no longer has): a pair whose prompt + longer answer exceeds
 ``max_length`` (1536) tokens has its prompt cut to its last ``max_prompt_length`` (512) tokens (the chat frame kept,
@@ -27,8 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wow import WowError, io, layout
+from wow import WowError, checkpoints, io, layout, quantization
 from wow.align_config import TRAINERS, AlignConfig, _bf16, _device, _lora_config, _trainer_class, _trl_config
+from wow.truncation import _prepare
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ class TrainResult:
         model_name: base model name.
         config: the settings used.
         train_loss: mean training loss over the run.
-        val_loss: loss on the validation pairs after training (None without validation pairs).
+        val_loss: validation loss of the weights saved: the best checkpoint's (None without validation pairs).
         steps: optimiser steps taken.
         seconds: training time.
         s_per_step: seconds per optimiser step.
@@ -59,6 +65,9 @@ class TrainResult:
             see :class:`AlignConfig` ``max_prompt_length``.
         log_history: the trainer's ``log_history`` (losses, rewards, learning rate per logging step).
         skipped: True when the folder was already complete and nothing was trained.
+        best_step: the step of the checkpoint saved, the one of the lowest validation loss among those evaluated
+            (every ``eval_steps`` steps and the last; None without validation pairs).
+        resumed_from: the step of the checkpoint this run resumed from (None: trained from the start).
     """
 
     output_dir: Path
@@ -75,6 +84,8 @@ class TrainResult:
     log_history: list[dict] = field(default_factory=list)
     skipped: bool = False
     truncated: dict[str, dict[str, int]] = field(default_factory=dict)
+    best_step: int | None = None
+    resumed_from: int | None = None
 
 
 def is_complete(output_dir: str | os.PathLike) -> bool:
@@ -92,12 +103,25 @@ def is_complete(output_dir: str | os.PathLike) -> bool:
 
 #: The :class:`TrainResult` fields that ``train_log.json`` records as they are, in its key order; one list for the
 #: writer (:func:`_write_log`) and the reader (:func:`_result_from_log`).
-_LOGGED_FIELDS = ("train_loss", "val_loss", "steps", "seconds", "s_per_step", "n_train", "n_val", "truncated")
+_LOGGED_FIELDS = (
+    "train_loss",
+    "val_loss",
+    "steps",
+    "seconds",
+    "s_per_step",
+    "n_train",
+    "n_val",
+    "truncated",
+    "best_step",
+    "resumed_from",
+)
 
 
 def _result_from_log(folder: Path) -> TrainResult:
     logged = io.read_json(folder / LOG_FILE)
     logged.setdefault("truncated", {})  # absent from logs written before prompts were truncated
+    logged.setdefault("best_step", None)  # and these before in-run selection and resuming
+    logged.setdefault("resumed_from", None)
     return TrainResult(
         output_dir=folder,
         trainer=logged["trainer"],
@@ -110,7 +134,7 @@ def _result_from_log(folder: Path) -> TrainResult:
 
 
 #: AlignConfig fields that do not change the trained weights (a complete run with other values is reused).
-_NEUTRAL_FIELDS = ("logging_steps", "device", "cpu_threads", "progress")
+_NEUTRAL_FIELDS = ("logging_steps", "device", "cpu_threads", "progress", "gradient_checkpointing", "keep_checkpoints")
 
 
 def _changed_settings(done: TrainResult, trainer: str, model_name: str, config: AlignConfig) -> list[str]:
@@ -118,110 +142,6 @@ def _changed_settings(done: TrainResult, trainer: str, model_name: str, config: 
     changed = [k for k, a, b in (("trainer", done.trainer, trainer), ("model", done.model_name, model_name)) if a != b]
     old, new = dataclasses.asdict(done.config), dataclasses.asdict(config)
     return changed + [k for k in new if k not in _NEUTRAL_FIELDS and old.get(k) != new[k]]
-
-
-def _chat_lengths(tokenizer, conversations: list[list[dict]], generation_prompt: bool) -> list[int]:
-    """Token counts of conversations rendered with the chat template."""
-    ids = tokenizer.apply_chat_template(
-        conversations, add_generation_prompt=generation_prompt, tokenize=True, return_dict=False
-    )
-    return [len(x) for x in ids]
-
-
-def _keep_prompt_end(tokenizer, prompt: list[dict], max_prompt_length: int) -> list[dict]:
-    """The prompt with the start of its message text cut until the rendered prompt fits ``max_prompt_length`` tokens.
-
-    The chat frame (system turn, role headers, generation prompt) stays whole; text is cut from the first message
-    on, so the end of the prompt (the question) is kept, as TRL 0.9's ``keep_end`` kept the last tokens.
-
-    Raises:
-        WowError: the frame alone is longer than ``max_prompt_length``.
-    """
-    messages = [dict(m) for m in prompt]
-    for m in messages:
-        while (excess := _chat_lengths(tokenizer, [messages], True)[0] - max_prompt_length) > 0 and m["content"]:
-            ids = tokenizer(m["content"], add_special_tokens=False)["input_ids"]
-            cut = tokenizer.decode(ids[excess:])  # re-tokenised text may differ by a token: measured again
-            m["content"] = cut if len(cut) < len(m["content"]) else m["content"][1:]
-        if excess <= 0:
-            return messages
-    raise WowError(
-        f"the chat template alone takes more than max_prompt_length={max_prompt_length} tokens; raise "
-        "max_prompt_length (the paper: 512)."
-    )
-
-
-#: ``_prepare`` results of this process: a grid trains the same pairs up to 81 times (measuring and cutting 4000
-#: long pairs takes about a minute on 2 CPU cores).
-_PREPARED: dict[tuple, tuple] = {}
-
-
-def _prepare(ds, tokenizer, config: AlignConfig, name: str):
-    """Keep the TRL columns and truncate over-long prompts as TRL 0.9 (the paper's) did; see ``max_prompt_length``.
-
-    Returns:
-        ``(dataset or None, counts)``; counts: ``pairs``, ``over_max_length`` (prompt + longer answer over
-        ``max_length``), ``prompts_truncated`` (of those, prompts over ``max_prompt_length``: cut), ``answers_truncated``
-        (pairs with an answer that still does not fit, which TRL then cuts at the end) and ``longest_prompt``.
-    """
-    if ds is None or len(ds) == 0:
-        return None, {
-            "pairs": 0,
-            "over_max_length": 0,
-            "prompts_truncated": 0,
-            "answers_truncated": 0,
-            "longest_prompt": 0,
-        }
-    key = (ds._fingerprint, tokenizer.name_or_path, len(tokenizer), config.max_length, config.max_prompt_length)
-    if key not in _PREPARED:
-        if len(_PREPARED) >= 8:
-            _PREPARED.clear()
-        _PREPARED[key] = _truncate(ds, tokenizer, config)
-    prepared, counts = _PREPARED[key]
-    if counts["over_max_length"]:
-        log.info(
-            "%s: %d of %d pairs have prompt + answer over max_length=%d tokens: %d prompts cut to their last %d "
-            "tokens (longest was %d), %d pairs with an answer cut at max_length",
-            name,
-            counts["over_max_length"],
-            counts["pairs"],
-            config.max_length,
-            counts["prompts_truncated"],
-            config.max_prompt_length,
-            counts["longest_prompt"],
-            counts["answers_truncated"],
-        )
-    return prepared, dict(counts)
-
-
-def _truncate(ds, tokenizer, config: AlignConfig):
-    """:func:`_prepare` of a non-empty set, uncached."""
-    import datasets
-
-    ds = ds.select_columns(["prompt", "chosen", "rejected"])
-    prompts, chosen, rejected = list(ds["prompt"]), list(ds["chosen"]), list(ds["rejected"])
-    prompt_len = _chat_lengths(tokenizer, prompts, True)
-    chosen_len = _chat_lengths(tokenizer, [p + c for p, c in zip(prompts, chosen, strict=True)], False)
-    rejected_len = _chat_lengths(tokenizer, [p + r for p, r in zip(prompts, rejected, strict=True)], False)
-    # the longer answer's tokens, as TRL 0.9 measured them
-    answer_len = [max(c, r) - n for n, c, r in zip(prompt_len, chosen_len, rejected_len, strict=True)]
-    too_long = [n + a > config.max_length for n, a in zip(prompt_len, answer_len, strict=True)]
-    cut = [i for i, n in enumerate(prompt_len) if too_long[i] and n > config.max_prompt_length]
-    final_len = list(prompt_len)
-    for i in cut:
-        prompts[i] = _keep_prompt_end(tokenizer, prompts[i], config.max_prompt_length)
-        final_len[i] = _chat_lengths(tokenizer, [prompts[i]], True)[0]
-    if cut:
-        columns = {"prompt": prompts, "chosen": chosen, "rejected": rejected}
-        ds = datasets.Dataset.from_dict(columns, features=ds.features)
-    counts = {
-        "pairs": len(ds),
-        "over_max_length": sum(too_long),
-        "prompts_truncated": len(cut),
-        "answers_truncated": sum(n + a > config.max_length for n, a in zip(final_len, answer_len, strict=True)),
-        "longest_prompt": max(prompt_len),
-    }
-    return ds, counts
 
 
 def train(
@@ -253,7 +173,8 @@ def train(
 
     Raises:
         WowError: unknown trainer, invalid settings (:meth:`AlignConfig.check`), no training pairs,
-            ``reduce_lr_on_plateau`` without validation pairs, or a non-finite training loss.
+            ``reduce_lr_on_plateau`` without validation pairs, ``quantization: 4bit`` without a CUDA GPU or
+            bitsandbytes (:func:`wow.quantization.check_available`), or a non-finite training loss.
     """
     if trainer not in TRAINERS:
         raise WowError(f"unknown trainer {trainer!r}; valid: {', '.join(TRAINERS)}.")
@@ -275,19 +196,22 @@ def train(
             return done
         log.warning("%s was trained with other settings (%s); training again", output_dir, ", ".join(changed))
 
+    device = _device(config)
+    quantization.check_available(config.quantization, device)  # before any model is loaded
+
     import torch
 
-    from wow import models
-
+    settings = _settings(trainer, model_name, config)
+    resume = None if overwrite else checkpoints.resume_from(output_dir, settings)
     (output_dir / LOG_FILE).unlink(missing_ok=True)  # a run killed from here on leaves an incomplete folder
-    device = _device(config)
-    dtype = "float32" if device == "cpu" or not _bf16(config, device) else "bfloat16"
-    # Loaded on the CPU: the trainer moves it to its device (under `accelerate launch`, one GPU per process).
-    model, tokenizer = models.load(model_name, dtype=dtype, device="cpu", for_training=True)
-    model.config.use_cache = False
+    model, tokenizer = _load(model_name, config, device)
     train_ds, train_cut = _prepare(preferences_train, tokenizer, config, "train")
     val_ds, val_cut = _prepare(preferences_val, tokenizer, config, "validation")
-    args = _trl_config(trainer, config, output_dir, device)
+    if val_ds is None:
+        log.info("%s: no validation pairs, so no evaluation while training: the final weights are saved", output_dir)
+    args = _trl_config(trainer, config, output_dir, device, has_validation=val_ds is not None)
+    checkpoints.barrier()  # every process has chosen its checkpoint before the main one clears stale ones
+    checkpoints.start(output_dir, settings, resume)
     trl_trainer = _trainer_class(trainer)(
         model=model,
         args=args,
@@ -295,28 +219,33 @@ def train(
         eval_dataset=val_ds,
         processing_class=tokenizer,
         peft_config=_lora_config(config) if config.use_lora else None,
-        callbacks=[*(callbacks or []), _progress_file(output_dir)],
+        callbacks=[*(callbacks or []), checkpoints.log_at_saves(), checkpoints.progress_file(output_dir)],
     )
     log.info(
-        "training %s with %s on %d pairs (%d validation) on %s, bf16=%s",
+        "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",
         model_name,
         trainer,
         len(train_ds),
         0 if val_ds is None else len(val_ds),
         device,
         args.bf16,
+        config.quantization,
+        f", resuming from {resume}" if resume else "",
     )
     threads = torch.get_num_threads()
     if device == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     try:
         start = time.perf_counter()
-        out = trl_trainer.train()
+        out = trl_trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - start
-        val_loss = trl_trainer.evaluate().get("eval_loss") if val_ds is not None else None
+        best_step, val_loss = checkpoints.best(trl_trainer.state)
+        if val_ds is not None and val_loss is None:  # not reached: transformers evaluates the last step
+            val_loss = trl_trainer.evaluate().get("eval_loss")
     finally:
         torch.set_num_threads(threads)
-    train_loss = out.metrics.get("train_loss")
+    resumed_from = checkpoints.step_of(resume)
+    train_loss = _mean_train_loss(out, trl_trainer.state, resumed_from)
     if train_loss is None or not math.isfinite(train_loss):
         raise WowError(
             f"{trainer} training of {model_name} gave a non-finite loss ({train_loss}); lower the learning rate "
@@ -337,39 +266,62 @@ def train(
         n_val=0 if val_ds is None else len(val_ds),
         log_history=list(trl_trainer.state.log_history),
         truncated={"train": train_cut, "validation": val_cut},
+        best_step=best_step,
+        resumed_from=resumed_from,
     )
+    if best_step is not None:
+        log.info("%s: best checkpoint at step %d of %d, validation loss %.4f", output_dir, best_step, steps, val_loss)
     trl_trainer.save_model(str(output_dir))
+    checkpoints.barrier()  # the adapter is written before the run is marked complete and its checkpoints go
     if trl_trainer.is_world_process_zero():
-        _write_log(result, device, args.bf16)
+        _write_log(result, device, args.bf16, args.world_size)
+        checkpoints.finish(output_dir, config.keep_checkpoints)
     del trl_trainer, model
     _free_memory()
     return result
 
 
-def _progress_file(output_dir: Path):
-    """A callback that keeps ``progress.json`` (step, max_steps, epoch, last logged loss) current while training."""
-    from transformers import TrainerCallback
-
-    path = output_dir / PROGRESS_FILE
-
-    class ProgressFile(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                losses = [h["loss"] for h in state.log_history if "loss" in h]
-                io.write_json(
-                    path,
-                    {
-                        "step": state.global_step,
-                        "max_steps": state.max_steps,
-                        "epoch": state.epoch,
-                        "loss": losses[-1] if losses else None,
-                    },
-                )
-
-    return ProgressFile()
+def _settings(trainer: str, model_name: str, config: AlignConfig) -> dict:
+    """What a checkpoint depends on: a run resumes only from checkpoints trained with these."""
+    weights = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NEUTRAL_FIELDS}
+    return {"trainer": trainer, "model_name": model_name, "config": weights}
 
 
-def _write_log(result: TrainResult, device: str, bf16: bool) -> None:
+def _load(model_name: str, config: AlignConfig, device: str):
+    """The model to train and its tokenizer: on the CPU in float32 or bfloat16 (the trainer moves it to its device;
+    under ``accelerate launch`` one GPU per process), or in 4 bits straight onto this process's GPU."""
+    from wow import models
+
+    if config.quantization == "4bit":
+        gpu = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        model, tokenizer = models.load(
+            model_name, dtype="bfloat16", device=gpu, for_training=True, quantization_config=quantization.bnb_config()
+        )
+        model = quantization.prepare_for_training(model, config.gradient_checkpointing)
+    else:
+        dtype = "float32" if device == "cpu" or not _bf16(config, device) else "bfloat16"
+        model, tokenizer = models.load(model_name, dtype=dtype, device="cpu", for_training=True)
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def _mean_train_loss(out, state, resumed_from: int | None) -> float | None:
+    """Mean training loss per step over the whole run. transformers averages over the steps of this call only, so
+    a resumed run adds the logged losses of the steps before its checkpoint (each logged loss is the mean of the
+    steps since the previous one; :func:`wow.checkpoints.log_at_saves` logs at every checkpoint step)."""
+    loss = out.metrics.get("train_loss")
+    if not resumed_from or loss is None:
+        return loss
+    before, last = 0.0, 0
+    for h in state.log_history:
+        if "loss" in h and h["step"] <= resumed_from:
+            before += h["loss"] * (h["step"] - last)
+            last = h["step"]
+    total = state.global_step
+    return (before + loss * (total - resumed_from)) / total if total else loss
+
+
+def _write_log(result: TrainResult, device: str, bf16: bool, world_size: int = 1) -> None:
     import peft
     import torch
     import transformers
@@ -384,6 +336,7 @@ def _write_log(result: TrainResult, device: str, bf16: bool) -> None:
         **{f: getattr(result, f) for f in _LOGGED_FIELDS},
         "device": device,
         "bf16": bf16,
+        "world_size": world_size,  # processes of a data-parallel run (accelerate launch)
         "versions": {
             "trl": trl.__version__,
             "transformers": transformers.__version__,

@@ -332,3 +332,50 @@ class CachedEngine(Engine):
         """Close the wrapped engine and the cache file."""
         self.engine.close()
         self.cache.close()
+
+
+def read_calls(path: str | Path) -> list[dict]:
+    """Every call stored in a cache file, read without writing anything: one dict per call.
+
+    Each dict holds ``kind``, ``engine``, ``model``, ``created`` (unix time) and, for ``generate`` calls, the
+    ``prompt_tokens`` and ``completion_tokens`` of the stored completion (None for other kinds, which store no
+    tokens). A missing file gives no rows. A file that no process has open (no ``-wal`` file next to it) is read as
+    immutable, so no lock or side file is created; one a run is writing is opened read-only and read with its WAL.
+
+    Raises:
+        WowError: the file is not a wow cache, or cannot be read.
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    # no -wal file: no connection is open; one opened meanwhile writes to its WAL, not to this file (until a
+    # checkpoint, after about 1000 pages), so reading the file as immutable sees a consistent state
+    live = Path(f"{path}-wal").exists()
+    uri = f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=60)
+    except sqlite3.DatabaseError as e:
+        raise WowError(f"cache file {path} cannot be opened (SQLite: {e})") from None
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "calls" not in tables:
+            raise WowError(f"cache file {path} holds no table of calls: it is not a wow cache")
+        rows = db.execute(
+            "SELECT kind, engine, model, created, json_extract(value, '$.prompt_tokens'), "
+            "json_extract(value, '$.completion_tokens') FROM calls"
+        ).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise WowError(f"cache file {path} cannot be read (SQLite: {e})") from None
+    finally:
+        db.close()
+    return [
+        {
+            "kind": kind,
+            "engine": engine,
+            "model": model,
+            "created": float(created),
+            "prompt_tokens": int(prompt or 0) if kind == "generate" else None,
+            "completion_tokens": int(completion or 0) if kind == "generate" else None,
+        }
+        for kind, engine, model, created, prompt, completion in rows
+    ]

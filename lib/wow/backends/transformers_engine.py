@@ -4,32 +4,18 @@ Requests are rendered with the model's chat template (``add_generation_prompt=Tr
 the rendered prompt, so the model continues the assistant turn) and decoded by a small loop of our own over the KV
 cache. Design decisions:
 
-* **Per-sample seeds, batch-invariant.** Each row draws one uniform per step from its own ``torch.Generator``
-  seeded with :meth:`ChatRequest.sample_seed` and picks its token by inverse CDF, so the random stream of a sample
-  never depends on its batch. The arithmetic must not depend on it either, and on CPU it does in four ways
-  (measured on the default model): a row left-padded by a different amount rounds differently in attention (up
-  to 0.4 in a bf16 logit, enough to flip samples); GEMMs pick kernels by their number of rows; fp32 GEMMs tile
-  rows by 4 and round a row in a partial tile differently; SDPA's CPU flash kernel rounds a row differently by
-  its place in the batch (and its math kernel is slow). So, with ``fixed_shapes=True`` (the default):
-
-  - every prompt is left-padded to its own length rounded up to ``pad_multiple``;
-  - a prompt is read alone (identical prompts, such as the N samples of a question, once);
-  - decoding steps are always ``batch_size`` rows tall, a multiple of 8 (filler rows complete the last batch,
-    finished rows stay until the batch ends);
-  - on CPU, attention is :mod:`wow.backends.rowwise_attention`, and while decoding its
-    :class:`~wow.backends.rowwise_attention.GroupedKV`: the rows of one padded length and token budget form a
-    group with its own preallocated key/value buffers (written in place, no ``torch.cat`` per step), attended to
-    8 rows at a time over the group's own length, so rows of different padded lengths share a batch (no
-    part-filled batch per length) and every attention shape a row meets still depends on that row alone. On other
-    devices only prompts of one padded length and budget share a batch.
-
-  Then a given (messages, seed, sample_index) yields bitwise the same text and logprobs in any batch composition
-  (tested). A result still depends on ``batch_size``, ``pad_multiple``, dtype, device and library versions. On
-  GPU the attention kernels are left alone, so expect last-bit differences between batch compositions there;
-  ``fixed_shapes=False`` (one batched prompt pass over prompts of any lengths, sorted by length; finished rows
-  leave the batch) skips the filler and finished rows. A resumed run does not rely on any of this: behind the
-  call cache the engine decodes the batches :meth:`plan` cuts from the *whole* request list, each stored once
-  complete, so an interrupted and an uninterrupted run decode the same batches (:mod:`wow.backends.cache`).
+* **Per-sample seeds; the same bytes on a resumed run.** Each row draws one uniform per step from its own
+  ``torch.Generator`` seeded with :meth:`ChatRequest.sample_seed` and picks its token by inverse CDF, so the random
+  stream of a sample never depends on its batch. The arithmetic may (on CPU: padding amounts, GEMM kernels chosen
+  by row count, SDPA's per-row rounding), so behind the call cache the engine decodes the batches :meth:`plan`
+  cuts from the *whole* request list, each stored once complete: an interrupted and an uninterrupted run decode
+  the same batches and write the same bytes (:mod:`wow.backends.cache`), whatever the kernels do.
+* **Default mode: fast.** Prompts sorted by length share a batch; its prompt pass reads every shared prefix once
+  (:mod:`wow.backends.prefix_pass`: the N samples of a prompt, the question repeated by every judge prompt of it,
+  the first answer of pairwise prompts) and finished rows leave the batch. ``usage()`` reports the prompt tokens
+  requested and those computed.
+* **``fixed_shapes=True``: batch-invariant** (:mod:`wow.backends.fixed_shapes`): a given (messages, seed,
+  sample_index) yields bitwise the same text and logprobs in any batch composition (tested), at about half the speed.
 * **Logprobs** are the model's own distribution: ``log_softmax`` of the raw logits (temperature 1, no top-p) at
   each chosen token, as in the paper's code, read from the decoding step itself (no second forward pass). The end
   of sequence token is not part of the text and not part of the mean.
@@ -44,8 +30,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import inspect
 import logging
 from pathlib import Path
@@ -53,7 +37,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from wow import WowError, models
-from wow.backends import rowwise_attention
+from wow.backends import fixed_shapes, kv_buffers, prefix_pass, rowwise_attention, token_choice
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
 
 log = logging.getLogger(__name__)
@@ -61,8 +45,9 @@ log = logging.getLogger(__name__)
 #: With fixed shapes, decoding batches are a multiple of this many rows (CPU GEMM kernels tile rows by 4 or 8).
 ROW_TILE = 8
 #: Part of :meth:`TransformersEngine.identity` (so of every cache key): bumped when the same request may decode to
-#: other tokens or logprobs than before. 2: decoding attention in float32 over preallocated buffers (CPU).
-SAMPLER_VERSION = 2
+#: other tokens or logprobs than before. 2: decoding attention in float32 over preallocated buffers (CPU). 3: the
+#: default mode reads shared prompt prefixes once (:mod:`wow.backends.prefix_pass`); the mode is in the identity.
+SAMPLER_VERSION = 3
 
 
 class TransformersEngine(Engine):
@@ -75,9 +60,12 @@ class TransformersEngine(Engine):
         device: ``cpu``, ``cuda``...; default: cuda when available.
         adapter: a peft LoRA adapter folder applied on top of the model (its content hash is part of the cache key).
         pad_multiple: prompts are left-padded to a multiple of this many tokens (batch invariance, see above).
-        fixed_shapes: make every shape a row goes through independent of its batch (see above), so a sample never
-            depends on its batch. False: one batched prompt pass, small groups run small, finished rows leave the
-            batch (faster for few requests; samples may then differ between batch compositions).
+        fixed_shapes: the batch-invariant mode (see above); False (default): the fast mode (a sample may differ in
+            its last bits between batch compositions; a cached run still resumes to the same bytes).
+        base: a :class:`wow.models.SharedBase` of ``model`` (same dtype and device) to run on instead of loading the
+            model: the engines of several adapters then share one loaded model, each merging its adapter in when
+            it runs (the results are bitwise those of an engine with a model of its own, and so is the identity).
+            The base's owner frees the model; :meth:`close` only lets go of it.
     """
 
     name = "transformers"
@@ -92,7 +80,8 @@ class TransformersEngine(Engine):
         device: str | None = None,
         adapter: str | Path | None = None,
         pad_multiple: int = 32,
-        fixed_shapes: bool = True,
+        fixed_shapes: bool = False,
+        base: models.SharedBase | None = None,
     ):
         super().__init__(model)
         if dtype not in ("float32", "bfloat16", "float16"):
@@ -107,14 +96,16 @@ class TransformersEngine(Engine):
         self.adapter = Path(adapter).expanduser().resolve() if adapter else None
         if self.adapter is not None and not (self.adapter / "adapter_config.json").exists():
             raise WowError(f"{self.adapter} is not a peft adapter folder (no adapter_config.json).")
-        self._adapter_hash = _folder_hash(self.adapter) if self.adapter else None
-        self._model = None
-        self._tokenizer = None
-        self._keeps_logits = False
-        self._grouped = False
-        self.calls = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self._adapter_hash = models.adapter_hash(self.adapter) if self.adapter else None
+        if base is not None and (base.name, base.dtype, base.device) != (model, dtype, device):
+            raise WowError(
+                f"the shared base model is {base.name!r} ({base.dtype}, device {base.device}), not {model!r} ({dtype}, "
+                f"device {device}); build the engine with the base's model, dtype and device."
+            )
+        self.base = base
+        self._model = self._tokenizer = None
+        self._keeps_logits = self._plain_cache = self._grouped = False
+        self.calls = self.prompt_tokens = self.prompt_tokens_computed = self.completion_tokens = 0
 
     # -- identity and loading -------------------------------------------------------------------------------
     def identity(self) -> dict:
@@ -124,15 +115,18 @@ class TransformersEngine(Engine):
         its cached calls stay valid there.
         """
         ident = {"engine": self.name, "model": self.model, "dtype": self.dtype, "sampler": SAMPLER_VERSION}
+        if self.fixed_shapes:
+            ident["fixed_shapes"] = True
         if self.adapter is not None:
             ident["adapter_sha256"] = self._adapter_hash
         return ident
 
     def _load(self):
+        if self.base is not None:
+            self._load_shared()
+            return
         if self._model is not None:
             return
-        import torch
-
         model, tokenizer = models.load(self.model, dtype=self.dtype, device=self.device)
         self._device = next(model.parameters()).device
         if self.fixed_shapes and self._device.type == "cpu":
@@ -143,11 +137,35 @@ class TransformersEngine(Engine):
 
             # merged into the weights: sampling then costs what the base model costs (no extra LoRA matmuls)
             model = PeftModel.from_pretrained(model, str(self.adapter)).merge_and_unload().eval()
+        self._loaded(model, tokenizer)
+
+    def _load_shared(self):
+        """Run on the shared base: merge this engine's adapter in (nothing to do when it already is) and set this
+        engine's attention; called before every use, since another engine may have used the base in between."""
+        model, tokenizer = self.base.activate(self.adapter, self._adapter_hash)
+        device = next(model.parameters()).device
+        grouped = self.fixed_shapes and device.type == "cpu"
+        attention = rowwise_attention.register() if grouped else self.base.attn_implementation
+        if model.config._attn_implementation != attention:
+            model.set_attn_implementation(attention)
+        if self._model is not model:  # first use, or the base was loaded again
+            self._device, self._grouped = device, grouped
+            self._loaded(model, tokenizer)
+
+    def _loaded(self, model, tokenizer):
+        """Keep a loaded model (adapter merged in) and what decoding reads from it."""
+        import torch
+
         if getattr(tokenizer, "chat_template", None) is None:
             raise EngineError(f"model {self.model!r} has no chat template; the transformers engine needs one.")
         self._model, self._tokenizer = model, tokenizer
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        # shared prefixes are read once only over plain key/value layers (not sliding windows, not hybrid caches)
+        self._plain_cache = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
         ids = model.generation_config.eos_token_id if model.generation_config is not None else None
         ids = ids if isinstance(ids, list) else [ids]
         self._eos = {i for i in [*ids, tokenizer.eos_token_id] if i is not None}
@@ -166,16 +184,14 @@ class TransformersEngine(Engine):
         return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _batches(self, prompts: list[list[int]], budgets: list[int] | None = None) -> list[list[int]]:
-        """Indices grouped by padded prompt length (and token budget), then cut into batches of ``batch_size``.
+        """The request indices in batches of ``batch_size``, in decoding order.
 
-        With fixed shapes a batch's rows share a padded prompt length and a ``max_tokens`` (the size of the
-        preallocated KV cache, see :func:`_preallocate`, so every shape a row meets depends on that row alone).
-
-        Without fixed shapes any lengths may share a batch: the prompts are sorted by length (stable) and cut into
-        full batches, so a mix of lengths never runs as several part-filled batches.
+        Default mode: sorted by prompt tokens (prompts that share a prefix are neighbours, so a batch reads the
+        prefix once). Fixed shapes: grouped by padded prompt length and token budget (see
+        :mod:`wow.backends.fixed_shapes`).
         """
         if not self.fixed_shapes:
-            order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+            order = sorted(range(len(prompts)), key=lambda i: prompts[i])
             return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         if self._grouped:  # full batches of any padded lengths, each length's rows contiguous
             order = sorted(
@@ -270,17 +286,19 @@ class TransformersEngine(Engine):
                 grouped = isinstance(cache, rowwise_attention.GroupedKV)
                 if not grouped:
                     budget = max(requests[r].max_tokens for r in active)
-                    _preallocate(cache, budget)
+                    kv_buffers.preallocate(cache, budget)
                     full_mask = torch.cat([mask, mask.new_ones((len(rows), budget))], dim=1)
                     width = mask.shape[1]
                 while True:
                     real = [j for j, f in enumerate(filler) if not f]
-                    chosen, token_lp = self._choose(logits, reqs, generators, filler, real)
+                    chosen, token_lp = token_choice.choose(logits, reqs, generators, filler, real)
                     chosen_list = chosen.tolist()
                     for j, lp in zip(real, token_lp, strict=True):
                         r = rows[j]
                         if finish[r] is None:
-                            finish[r] = self._step(requests[r], tokens[r], logprobs[r], chosen_list[j], lp)
+                            finish[r] = token_choice.record(
+                                self._tokenizer, self._eos, requests[r], tokens[r], logprobs[r], chosen_list[j], lp
+                            )
                     keep = [j for j, r in enumerate(rows) if not filler[j] and finish[r] is None]
                     if not keep:
                         break
@@ -292,13 +310,13 @@ class TransformersEngine(Engine):
                         generators, filler = [generators[j] for j in keep], [filler[j] for j in keep]
                     positions = positions[:, -1:] + 1
                     if grouped:
-                        logits = self._grouped_forward(chosen[:, None], positions, cache)
+                        logits = fixed_shapes.grouped_forward(self, chosen[:, None], positions, cache)
                     else:
                         width += 1
                         logits = self._forward(chosen[:, None], full_mask[:, :width], positions, cache)
         out = []
         for r, req in enumerate(requests):
-            text, kept = self._finish_text(req, tokens[r])
+            text, kept = token_choice.finish_text(self._tokenizer, req, tokens[r])
             lps = logprobs[r][:kept] if req.logprobs else []
             self.prompt_tokens += len(prompts[r])
             self.completion_tokens += kept
@@ -308,168 +326,28 @@ class TransformersEngine(Engine):
     def _prompt_pass(self, prompts: list[list[int]], budgets: list[int] | None = None):
         """Read the prompts into a KV cache; returns ``(cache, mask, positions, next-token logits)``.
 
-        Without ``fixed_shapes``: one batched pass. With it, every computation a row goes through has a shape that
-        depends on that row alone: all prompt tokens but the last are read one distinct prompt at a time (identical
-        prompts, e.g. the N samples of a question, are read once), the caches are stacked and widened to
-        ``batch_size`` rows (filler copies of the first row, decoded greedily and discarded), and the last prompt
-        token is read as a ``batch_size``-row decoding step.
+        Default mode: shared prefixes read once (:mod:`wow.backends.prefix_pass`; a plain batched pass for models
+        with other cache layers). ``fixed_shapes``: :mod:`wow.backends.fixed_shapes`.
         """
-        torch = self._torch
         from transformers import DynamicCache
 
+        if self.fixed_shapes:
+            self.prompt_tokens_computed += sum(len(p) for p in {tuple(p) for p in prompts})
         if self._grouped:
-            return self._grouped_prompt_pass(prompts, budgets or [0] * len(prompts))
+            return fixed_shapes.grouped_prompt_pass(self, prompts, budgets or [0] * len(prompts))
         ids, mask = self._left_pad(prompts)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         if not self.fixed_shapes:
+            if self._plain_cache and min(len(p) for p in prompts) > 0:
+                cache, mask, positions, logits, computed = prefix_pass.shared_prefix_pass(
+                    self._forward, self._model.config, prompts, self._pad, self._device
+                )
+                self.prompt_tokens_computed += computed
+                return cache, mask, positions, logits
+            self.prompt_tokens_computed += int(mask.sum())
             cache = DynamicCache(config=self._model.config)
             return cache, mask, positions, self._forward(ids, mask, positions, cache)
-        rows = list(range(len(prompts))) + [0] * max(self.batch_size - len(prompts), 0)
-        sel = torch.tensor(rows, device=self._device)
-        ids, mask, positions = ids[sel], mask[sel], positions[sel]
-        distinct: dict[tuple, int] = {}
-        for r in range(len(prompts)):
-            distinct.setdefault(tuple(prompts[r]), r)
-        caches = {}
-        for r in distinct.values():
-            caches[r] = DynamicCache(config=self._model.config)
-            if ids.shape[1] > 1:
-                self._forward(ids[r : r + 1, :-1], mask[r : r + 1, :-1], positions[r : r + 1, :-1], caches[r])
-        source = [distinct[tuple(prompts[r])] for r in rows]
-        cache = _stack_caches([caches[r] for r in source]) if ids.shape[1] > 1 else caches[source[0]]
-        return cache, mask, positions, self._forward(ids[:, -1:], mask, positions[:, -1:], cache)
-
-    def _grouped_prompt_pass(self, prompts: list[list[int]], budgets: list[int]):
-        """The fixed-shapes prompt pass on CPU: returns ``(GroupedKV, None, positions, next-token logits)``.
-
-        Each distinct prompt (padded to its own length) is read alone but for its last token; the rows of one padded
-        length and token budget (contiguous: see :meth:`_batches`) form a group of
-        :class:`~wow.backends.rowwise_attention.GroupedKV` whose buffers hold the prompts' keys and values and room
-        for ``budget`` more positions; the last prompt tokens are then read as a ``batch_size``-row decoding step.
-        Rows beyond the prompts (filler) attend to nothing and are discarded.
-        """
-        torch = self._torch
-        from transformers import DynamicCache
-
-        chunk = rowwise_attention.CHUNK
-        config = self._model.config
-        n_layers = config.num_hidden_layers
-        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        n_rows = max(self.batch_size, len(prompts))
-        keys = [(self._padded_len(len(p)), max(int(b), 0)) for p, b in zip(prompts, budgets, strict=True)]
-        read: dict[tuple, tuple] = {}  # distinct prompt -> (cache or None, ids, mask, positions)
-        for p in prompts:
-            if tuple(p) in read:
-                continue
-            ids, mask = self._left_pad([p])
-            positions = (mask.cumsum(-1) - 1).clamp_min(0)
-            cache = None
-            if ids.shape[1] > 1:
-                cache = DynamicCache(config=config)
-                self._forward(ids[:, :-1], mask[:, :-1], positions[:, :-1], cache)
-            read[tuple(p)] = (cache, ids, mask, positions)
-        groups, start = [], 0
-        while start < len(prompts):
-            end = start
-            while end < len(prompts) and keys[end] == keys[start]:
-                end += 1
-            length, budget = keys[start]
-            if keys[start] in [keys[i] for i in range(start)]:
-                raise EngineError("internal: rows of one padded length are not contiguous in the batch.")
-            rounded = -(-(end - start) // chunk) * chunk
-            f32 = torch.float32
-            k_bufs = [torch.zeros((rounded, kv_heads, dim, length + budget), dtype=f32) for _ in range(n_layers)]
-            v_bufs = [torch.zeros((rounded, kv_heads, length + budget, dim), dtype=f32) for _ in range(n_layers)]
-            g_mask = torch.zeros((rounded, length + budget), dtype=torch.bool, device=self._device)
-            for j, r in enumerate(range(start, end)):
-                cache, _, mask, _ = read[tuple(prompts[r])]
-                g_mask[j, :length] = mask[0].bool()
-                g_mask[j, length:] = True
-                if cache is not None:
-                    for layer in range(n_layers):
-                        k_bufs[layer][j, :, :, : length - 1] = cache.layers[layer].keys[0].transpose(-1, -2)
-                        v_bufs[layer][j, :, : length - 1] = cache.layers[layer].values[0]
-            groups.append((start, end, k_bufs, v_bufs, g_mask, length - 1))
-            start = end
-        state = rowwise_attention.GroupedKV(n_rows, groups)
-        state.cache = _write_through_cache(state, config)
-        last = [read[tuple(p)][1][0, -1] for p in prompts]
-        pos = [read[tuple(p)][3][0, -1] for p in prompts]
-        ids = torch.stack(last + [last[0]] * (n_rows - len(prompts)))[:, None]
-        positions = torch.stack(pos + [pos[0]] * (n_rows - len(prompts)))[:, None]
-        return state, None, positions, self._grouped_forward(ids, positions, state)
-
-    def _grouped_forward(self, ids, positions, state):
-        """One decoding step of a :class:`~wow.backends.rowwise_attention.GroupedKV` batch (float32 logits)."""
-        rowwise_attention.active = state
-        try:
-            logits = self._forward(ids, None, positions, state.cache)
-        finally:
-            rowwise_attention.active = None
-        state.advance()
-        return logits
-
-    def _choose(self, logits, requests: list[ChatRequest], generators: list, filler: list[bool], real: list[int]):
-        """One token per row and the logprobs of the ``real`` rows' tokens (a list, in ``real``'s order).
-
-        Greedy at temperature 0 (and for filler rows), else inverse-CDF sampling: a sampling row draws exactly one
-        uniform per step from its own generator and walks the CDF in vocabulary order (``top_p == 1``) or in
-        descending probability over the nucleus (``top_p < 1``). Every row-wise computation (softmax, cumulative
-        sum, search, argmax, log-softmax) runs on the subset of rows that needs it; a row's result never depends on
-        the other rows of that subset, so its token never depends on its neighbours.
-        """
-        torch = self._torch
-        device = logits.device
-        sampled = [j for j, (r, f) in enumerate(zip(requests, filler, strict=True)) if not f and r.temperature > 0]
-        greedy = sorted(set(range(len(requests))) - set(sampled))
-        chosen = torch.empty(len(requests), dtype=torch.long, device=device)
-        if greedy:
-            sel = torch.tensor(greedy, device=device) if len(greedy) < len(requests) else None
-            chosen[sel if sel is not None else slice(None)] = (logits if sel is None else logits[sel]).argmax(dim=-1)
-        if sampled:
-            sel = torch.tensor(sampled, device=device)
-            rows = logits[sel].double()
-            u = [float(torch.rand((), generator=generators[j], dtype=torch.float64)) for j in sampled]
-            u = torch.tensor(u, dtype=torch.float64, device=device)[:, None]
-            temps = [requests[j].temperature for j in sampled]
-            if any(t != 1.0 for t in temps):
-                rows = rows / torch.tensor(temps, dtype=torch.float64, device=device)[:, None]
-            probs = torch.softmax(rows, -1)
-            pick = _inverse_cdf(probs, u)
-            top_p = [requests[j].top_p for j in sampled]
-            nuc = [i for i, p in enumerate(top_p) if p < 1.0]
-            if nuc:
-                nsel = torch.tensor(nuc, device=device)
-                ranked, order = torch.sort(probs[nsel], dim=-1, descending=True, stable=True)
-                p = torch.tensor([top_p[i] for i in nuc], dtype=torch.float64, device=device)[:, None]
-                ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= p, 0.0)  # the smallest prefix reaching p
-                pick[nsel] = order.gather(1, _inverse_cdf(ranked, u[nsel])[:, None])[:, 0]
-            chosen[sel] = pick
-        rsel = torch.tensor(real, device=device)
-        picked = chosen[rsel]
-        lp = torch.log_softmax(logits[rsel], dim=-1).gather(1, picked[:, None])[:, 0]
-        return chosen, lp.tolist()
-
-    def _step(self, req: ChatRequest, toks: list[int], lps: list[float], token: int, lp: float) -> str | None:
-        """Record one token; the finish reason once the row is done, else None."""
-        if token in self._eos:
-            return "stop"
-        toks.append(token)
-        lps.append(lp)
-        if req.stop and any(s in self._tokenizer.decode(toks, skip_special_tokens=True) for s in req.stop):
-            return "stop"
-        if len(toks) >= req.max_tokens:
-            return "length"
-        return None
-
-    def _finish_text(self, req: ChatRequest, toks: list[int]) -> tuple[str, int]:
-        """The text (cut before a stop string) and the number of tokens that produced it."""
-        text = self._tokenizer.decode(toks, skip_special_tokens=True)
-        if not req.stop:
-            return text, len(toks)
-        cuts = [text.find(s) for s in req.stop if s in text]
-        return (text[: min(cuts)], len(toks)) if cuts else (text, len(toks))
+        return fixed_shapes.fixed_prompt_pass(self, prompts, ids, mask, positions)
 
     # -- next-token distributions ---------------------------------------------------------------------------
     def _choice_logprobs(
@@ -505,138 +383,14 @@ class TransformersEngine(Engine):
 
     def usage(self) -> dict:
         """Requests decoded and tokens read / generated by this engine so far."""
-        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_tokens_computed": self.prompt_tokens_computed,
+            "completion_tokens": self.completion_tokens,
+        }
 
     def close(self) -> None:
         """Drop the model (frees its memory)."""
         self._model = None
         self._tokenizer = None
-
-
-_NOT_HASHED = {"train_log.json", "progress.json", "training_args.bin", "README.md"}
-
-
-def _folder_hash(folder: Path) -> str:
-    """sha256 over the names and bytes of the files of an adapter folder that shape its outputs (non-recursive, sorted).
-
-    Training logs, progress, the pickled training arguments and the model card are left out: they hold timings and
-    paths, and would make two identical adapters look different.
-    """
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in _NOT_HASHED):
-        h.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def _inverse_cdf(probs, u):
-    """Per row, the first index whose cumulative probability exceeds ``u`` times the row's total.
-
-    A binary search of the (non-decreasing) CDF: the number of entries ``<= u * total``.
-    """
-    import torch
-
-    cdf = probs.cumsum(-1)
-    target = (u * cdf[:, -1:]).contiguous()
-    return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)
-
-
-def _preallocate(cache, extra: int) -> None:
-    """Give every layer of ``cache`` room for ``extra`` more positions, written in place (no ``torch.cat``/step).
-
-    Each layer's keys and values move into buffers ``extra`` positions longer; :meth:`update` copies a step's keys
-    and values in and hands attention views of the filled part, so attention sees exactly the shapes a growing
-    cache would give it. The buffer's length is the row's prompt length plus its own ``max_tokens`` (a batch's rows
-    share both with fixed shapes), so the views' strides depend on the row alone too.
-    """
-    from transformers.cache_utils import DynamicLayer
-
-    for layer in cache.layers:
-        if type(layer) is not DynamicLayer or not layer.is_initialized:
-            continue
-        b, h, n, d = layer.keys.shape
-        kbuf = layer.keys.new_empty((b, h, n + extra, d))
-        vbuf = layer.values.new_empty((b, h, n + extra, d))
-        kbuf[:, :, :n] = layer.keys
-        vbuf[:, :, :n] = layer.values
-        kbuf[:, :, n:] = 0
-        vbuf[:, :, n:] = 0
-        layer.kbuf, layer.vbuf, layer.filled = kbuf, vbuf, n
-        layer.keys, layer.values = kbuf[:, :, :n], vbuf[:, :, :n]
-        layer.__class__ = _preallocated_class()
-
-
-def _prealloc_update(self, key_states, value_states, *args, **kwargs):
-    start, end = self.filled, self.filled + key_states.shape[-2]
-    if end > self.kbuf.shape[-2]:
-        raise EngineError("preallocated KV cache overflow (more steps than max_tokens).")
-    self.kbuf[:, :, start:end] = key_states
-    self.vbuf[:, :, start:end] = value_states
-    self.filled = end
-    self.keys, self.values = self.kbuf[:, :, :end], self.vbuf[:, :, :end]
-    return self.keys, self.values
-
-
-def _prealloc_select(self, indices) -> None:
-    self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
-    self.keys, self.values = self.kbuf[:, :, : self.filled], self.vbuf[:, :, : self.filled]
-
-
-def _write_through_cache(state, config):
-    """A ``DynamicCache`` whose layers hand a step's keys and values to ``state`` (a ``GroupedKV``) and keep none."""
-    import torch
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=config)
-    cls = _write_through_class()
-    for i, layer in enumerate(cache.layers):
-        layer.__class__ = cls
-        layer.state, layer.index = state, i
-        layer.keys = layer.values = torch.empty(0)
-        layer.is_initialized = True
-    return cache
-
-
-def _write_through_update(self, key_states, value_states, *args, **kwargs):
-    self.state.write(self.index, key_states, value_states)
-    return key_states, value_states
-
-
-@functools.cache
-def _write_through_class():
-    """A :class:`DynamicLayer` that writes into a ``GroupedKV`` (see :func:`_write_through_cache`)."""
-    from transformers.cache_utils import DynamicLayer
-
-    return type("WriteThroughLayer", (DynamicLayer,), {"update": _write_through_update})
-
-
-@functools.cache
-def _preallocated_class():
-    """A :class:`DynamicLayer` whose ``update`` writes into preallocated buffers (see :func:`_preallocate`)."""
-    from transformers.cache_utils import DynamicLayer
-
-    return type(
-        "PreallocatedLayer", (DynamicLayer,), {"update": _prealloc_update, "batch_select_indices": _prealloc_select}
-    )
-
-
-def _stack_caches(caches: list):
-    """One cache whose row i is row 0 of ``caches[i]`` (all of one length). Plain key/value layers only."""
-    import torch
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-    first = caches[0]
-    for layer in first.layers:
-        if type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer):
-            raise EngineError(
-                f"cache layer {type(layer).__name__} cannot be stacked; use fixed_shapes=False for this model."
-            )
-    stacked = [
-        (torch.cat([c.layers[i].keys for c in caches]), torch.cat([c.layers[i].values for c in caches]))
-        for i in range(len(first.layers))
-    ]
-    for layer, (keys, values) in zip(first.layers, stacked, strict=True):
-        layer.keys, layer.values = keys, values
-    return first

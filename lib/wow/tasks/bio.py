@@ -10,7 +10,7 @@ free-text (``free_text = True``, no extraction turn): ``parse_direct`` scores an
 * an answer with no atomic facts scores None and grades as unparsed.
 
 The answer's canonical ``extracted`` value is therefore its grade: self-consistency cannot count equal answers here
-(it would count equal labels), so :func:`wow.elicit.consistency` uses the token-logprob signal for free-text tasks, as
+(it would count equal labels), so :func:`wow.scorers.consistency` uses the token-logprob signal for free-text tasks, as
 the paper's code does.
 
 Scoring needs ``db=`` (the passage SQLite file) and ``engine=`` (a :class:`wow.backends.base.Engine` for the LLM

@@ -1,0 +1,105 @@
+"""The alignment table (``alignment.csv``): one row per aligned setting and evaluation task, the setting's
+description next to :func:`wow.eval_metrics.compare` of the original and the aligned model's test answers.
+
+Example::
+
+    from wow import alignment_csv
+    table = alignment_csv.alignment_table(entries, n_boot=1000, seed=0)
+    alignment_csv.write_alignment_csv(table, "outputs/demo/alignment.csv")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from wow import io
+from wow.eval_metrics import compare
+
+META_COLUMNS = ("setting", "task", "eval_task", "pref_type", "source", "trainer", "judge", "margin", "config")
+
+
+def alignment_row(
+    before_rows: Sequence[dict],
+    after_rows: Sequence[dict],
+    *,
+    setting: str,
+    task: str,
+    pref_type: str,
+    source: str,
+    trainer: str,
+    judge: str | None = None,
+    margin: float | None = None,
+    config: str | dict | None = None,
+    eval_task: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """One row of ``alignment.csv``: the setting's description plus :func:`compare` of before and after.
+
+    Args:
+        before_rows: answers of the original model on the test questions.
+        after_rows: answers of the aligned model (the grid's best configuration) on the same questions.
+        setting: setting name (:func:`wow.align.setting_name`).
+        task: task name.
+        pref_type: preference type.
+        source: ``self`` or ``mix``.
+        trainer: trainer name.
+        judge: judge of ``direct``/``score`` types.
+        margin: margin of ``score`` types.
+        config: the chosen configuration (its folder name, or a dict written as JSON).
+        eval_task: the task whose test questions were answered (None: ``task`` itself).
+        n_boot: bootstrap resamples.
+        seed: bootstrap seed.
+
+    Returns:
+        A flat dict.
+    """
+    meta = {
+        "setting": setting,
+        "task": task,
+        "eval_task": eval_task or task,
+        "pref_type": pref_type,
+        "source": source,
+        "trainer": trainer,
+        "judge": judge,
+        "margin": margin,
+        "config": json.dumps(config, sort_keys=True) if isinstance(config, dict) else config,
+    }
+    return meta | compare(before_rows, after_rows, n_boot=n_boot, seed=seed)
+
+
+def alignment_table(entries: Iterable[Mapping], n_boot: int = 1000, seed: int = 0):
+    """Rows of ``alignment.csv``, one per aligned setting.
+
+    Args:
+        entries: mappings with the keys of :func:`alignment_row`: ``before_rows``, ``after_rows`` and the setting
+            description (``setting, task, pref_type, source, trainer``, optional ``judge, margin, config``).
+        n_boot: bootstrap resamples.
+        seed: bootstrap seed.
+
+    Returns:
+        ``pandas.DataFrame``, description columns first.
+    """
+    import pandas as pd
+
+    rows = []
+    for e in entries:
+        meta = {k: e.get(k) for k in META_COLUMNS}
+        rows.append(alignment_row(e["before_rows"], e["after_rows"], **meta, n_boot=n_boot, seed=seed))
+    return pd.DataFrame(rows)
+
+
+def write_alignment_csv(table, path: str | os.PathLike) -> Path:
+    """Write the alignment table as CSV, atomically.
+
+    Args:
+        table: the ``DataFrame`` of :func:`alignment_table`.
+        path: e.g. ``outputs/<run>/alignment.csv``.
+
+    Returns:
+        The path.
+    """
+    return io.write_text(path, table.to_csv(index=False))

@@ -112,3 +112,38 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def answer(qid, s, label, extracted=1, correct=False, gen="g"):
+    """One graded answer row (the fields the pair rule and the metrics read)."""
+    return {
+        "answer_id": f"{qid}|{gen}|{s}",
+        "question_id": qid,
+        "task": "t",
+        "generator": gen,
+        "sample_index": s,
+        "extracted": extracted,
+        "raw_label": label,
+        "is_correct": correct,
+    }
+
+
+def oracle_answers(n_questions: int = 6, per_question: int = 3) -> list[dict]:
+    """Wrong shortest-path answers with distinct labels per question (training tests): each question gives
+    ``per_question * (per_question - 1) / 2`` oracle pairs."""
+    return [
+        {
+            "answer_id": f"q{q}|m|{i}",
+            "question_id": f"q{q}",
+            "split": "train",
+            "generator": "m",
+            "sample_index": i,
+            "prompt_messages": [{"role": "user", "content": f"What is the shortest path weight in graph {q}?"}],
+            "text": f"The total weight is {q + i + 3}.",
+            "extracted": q + i + 3,
+            "raw_label": -(i + 1),
+            "is_correct": False,
+        }
+        for q in range(n_questions)
+        for i in range(per_question)
+    ]

@@ -4,6 +4,7 @@ lengths and the command line."""
 import math
 
 import pytest
+from conftest import oracle_answers
 from transformers import TrainerCallback
 from wow import WowError, io
 from wow.align import (
@@ -23,22 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def prefs():
     """6 questions x 3 wrong answers with distinct labels -> 18 oracle pairs; 2 questions (6 pairs) validate."""
-    answers = [
-        {
-            "answer_id": f"q{q}|m|{i}",
-            "question_id": f"q{q}",
-            "split": "train",
-            "generator": "m",
-            "sample_index": i,
-            "prompt_messages": [{"role": "user", "content": f"What is the shortest path weight in graph {q}?"}],
-            "text": f"The total weight is {q + i + 3}.",
-            "extracted": q + i + 3,
-            "raw_label": -(i + 1),
-            "is_correct": False,
-        }
-        for q in range(6)
-        for i in range(3)
-    ]
+    answers = oracle_answers()
     return build_preferences(answers, "oracle", val_fraction=0.34, seed=0)
 
 

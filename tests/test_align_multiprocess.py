@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import oracle_answers
 from safetensors.torch import load_file
 from wow import io
 from wow.align import main
@@ -31,22 +32,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def prefs_folder(tmp_path_factory):
     """6 questions x 3 wrong answers -> 18 oracle pairs; 2 questions (6 pairs) validate."""
-    answers = [
-        {
-            "answer_id": f"q{q}|m|{i}",
-            "question_id": f"q{q}",
-            "split": "train",
-            "generator": "m",
-            "sample_index": i,
-            "prompt_messages": [{"role": "user", "content": f"What is the shortest path weight in graph {q}?"}],
-            "text": f"The total weight is {q + i + 3}.",
-            "extracted": q + i + 3,
-            "raw_label": -(i + 1),
-            "is_correct": False,
-        }
-        for q in range(6)
-        for i in range(3)
-    ]
+    answers = oracle_answers()
     prefs = build_preferences(answers, "oracle", val_fraction=0.34, seed=0)
     assert len(prefs["validation"]) == 6  # even: both processes evaluate 3
     return save_preferences(prefs, tmp_path_factory.mktemp("mp") / "prefs")

@@ -4,21 +4,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import answer
 from wow import WowError, acc_wow, bootstrap, metrics
 from wow.pairs import MARGINS, candidate_pairs, margin_keep, pair_id
-
-
-def answer(qid, s, label, extracted=1, correct=False, gen="g"):
-    return {
-        "answer_id": f"{qid}|{gen}|{s}",
-        "question_id": qid,
-        "task": "t",
-        "generator": gen,
-        "sample_index": s,
-        "extracted": extracted,
-        "raw_label": label,
-        "is_correct": correct,
-    }
 
 
 # -- Acc_WoW ------------------------------------------------------------------------------------------------------

@@ -4,21 +4,9 @@ Every expected value below was worked out by hand.
 """
 
 import pytest
+from conftest import answer
 from wow import WowError, elicit, pairs, schema, scorers
 from wow.preferences import build_preferences
-
-
-def answer(qid, s, label, extracted=1, correct=False, gen="g"):
-    return {
-        "answer_id": f"{qid}|{gen}|{s}",
-        "question_id": qid,
-        "task": "t",
-        "generator": gen,
-        "sample_index": s,
-        "extracted": extracted,
-        "raw_label": label,
-        "is_correct": correct,
-    }
 
 
 # -- candidate pairs ----------------------------------------------------------------------------------------------

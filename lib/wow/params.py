@@ -135,9 +135,7 @@ class RunParams(BaseModel):
     @field_validator("score_k")
     @classmethod
     def _score_k(cls, v: list[int]) -> list[int]:
-        bad = schema.unknown(v, schema.SCORE_KS)
-        if bad:
-            raise ValueError(f"score_k values must be among {', '.join(map(str, schema.SCORE_KS))}; got {bad}")
+        schema.check_among(v, schema.SCORE_KS, "score k")
         return v
 
     @field_validator("pref_types")
@@ -222,9 +220,7 @@ class RunParams(BaseModel):
     @field_validator("trainers")
     @classmethod
     def _trainers(cls, v: list[str]) -> list[str]:
-        unknown = schema.unknown(v, schema.TRAINERS)
-        if unknown:
-            raise ValueError(f"unknown trainer(s) {unknown}; valid: {', '.join(schema.TRAINERS)}")
+        schema.check_among(v, schema.TRAINERS, "trainer")
         return v
 
     @field_validator("lr_schedulers")
@@ -232,10 +228,8 @@ class RunParams(BaseModel):
     def _lr_schedulers(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("name at least one scheduler, e.g. [cosine]")
-        unknown = schema.unknown(v, schema.SCHEDULERS)
-        if unknown:
-            hint = " (cosine_with_restarts, with an s)" if "cosine_with_restart" in unknown else ""
-            raise ValueError(f"unknown scheduler(s) {unknown}{hint}; valid: {', '.join(schema.SCHEDULERS)}")
+        hint = " (cosine_with_restarts, with an s)" if "cosine_with_restart" in v else ""
+        schema.check_among(v, schema.SCHEDULERS, "scheduler", hint)
         return v
 
     @field_validator("weight_decays")

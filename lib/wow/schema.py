@@ -68,6 +68,13 @@ def unknown(values, valid) -> list:
     return [v for v in values if v not in valid]
 
 
+def check_among(values, valid, what: str, hint: str = "") -> None:
+    """Raise ``ValueError`` naming the ``values`` not among ``valid`` (``what``: e.g. ``trainer``) and the valid ones."""
+    bad = unknown(values, valid)
+    if bad:
+        raise ValueError(f"unknown {what}(s) {bad}{hint}; valid: {', '.join(map(str, valid))}")
+
+
 def parse_pref_type(spec: str) -> tuple[str, float | None]:
     """Split a preference-type spec like ``score@0.1`` into ``("score", 0.1)``; score types need a margin.
 

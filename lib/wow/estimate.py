@@ -294,7 +294,7 @@ def estimate(
         if _is_api(line.model):
             prices = models.API_MODELS.get(line.model.removeprefix("openai:"))
             if prices is not None:
-                cost = (line.prompt_tokens * prices[0] + line.completion_tokens * prices[1]) / 1e6
+                cost = models.token_cost(prices, line.prompt_tokens, line.completion_tokens)
                 line.cost_usd = cost / 2 if batch_api else cost
         else:
             kind = "train" if line.calls == 0 else "generate"

@@ -370,3 +370,9 @@ def adapter_hash(folder: Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def token_cost(prices: tuple[float, float], prompt_tokens: int, completion_tokens: int) -> float:
+    """USD of ``prompt_tokens`` and ``completion_tokens`` at ``prices`` (USD per million input, output tokens, as in
+    :data:`API_MODELS`)."""
+    return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6

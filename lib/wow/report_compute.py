@@ -41,7 +41,7 @@ def api_cost(engine: str, model: str, prompt_tokens: int, completion_tokens: int
     prices = models.API_MODELS.get(api_model) if engine == "openai" else None
     if prices is None:
         return None
-    return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
+    return models.token_cost(prices, prompt_tokens, completion_tokens)
 
 
 def _timestamp(value) -> float | None:

@@ -199,9 +199,7 @@ class OpenAIEngine(Engine):
             self._usage["prompt_tokens"] += prompt_tokens
             self._usage["completion_tokens"] += completion_tokens
             if self.prices:
-                self._cost += (
-                    price_factor * (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
-                )
+                self._cost += price_factor * models.token_cost(self.prices, prompt_tokens, completion_tokens)
 
     # -- live calls -----------------------------------------------------------------------------------------
     def _generate(

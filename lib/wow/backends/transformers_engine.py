@@ -335,15 +335,15 @@ class TransformersEngine(Engine):
             self.prompt_tokens_computed += sum(len(p) for p in {tuple(p) for p in prompts})
         if self._grouped:
             return fixed_shapes.grouped_prompt_pass(self, prompts, budgets or [0] * len(prompts))
-        ids, mask = self._left_pad(prompts)
+        if not self.fixed_shapes and self._plain_cache and min(len(p) for p in prompts) > 0:
+            cache, mask, positions, logits, computed = prefix_pass.shared_prefix_pass(
+                self._forward, self._model.config, prompts, self._pad, self._device
+            )
+            self.prompt_tokens_computed += computed
+            return cache, mask, positions, logits
+        ids, mask = self._left_pad(prompts)  # a plain left-padded batch (only when the shared-prefix pass is not used)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         if not self.fixed_shapes:
-            if self._plain_cache and min(len(p) for p in prompts) > 0:
-                cache, mask, positions, logits, computed = prefix_pass.shared_prefix_pass(
-                    self._forward, self._model.config, prompts, self._pad, self._device
-                )
-                self.prompt_tokens_computed += computed
-                return cache, mask, positions, logits
             self.prompt_tokens_computed += int(mask.sum())
             cache = DynamicCache(config=self._model.config)
             return cache, mask, positions, self._forward(ids, mask, positions, cache)

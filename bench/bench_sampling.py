@@ -19,7 +19,8 @@ repetitions. Ratios are against ``raw batched`` at the same batch size and again
 this machine (tokens per second of one large batched prompt pass, which is compute bound).
 
 Run: ``.venv/bin/python bench/bench_sampling.py [--params parameters/demo.yaml] [--max-tokens 64 160 1024]
-[--batch-sizes 20 40]`` (writes ``outputs/bench/sampling.json``).
+[--batch-sizes 20 40] [--name sampling]`` (writes ``outputs/bench/<name>.json``). ``make bench`` runs it on 4 of the
+demo's questions at the demo's budget and the notebooks' default (64 and 160 tokens), batch sizes 20 and 40.
 """
 
 from __future__ import annotations
@@ -160,8 +161,9 @@ def bench_sampling(
     reps: int = 2,
     one_by_one: bool = True,
     seed: int = 0,
+    name: str = "sampling",
 ) -> dict:
-    """Measure the methods on a parameter set's workload; returns the result dict (also written to sampling.json).
+    """Measure the methods on a parameter set's workload; returns the result dict (also written to ``<name>.json``).
 
     Args:
         params: the parameter set whose workload is measured (questions, samples, batch size, token budget).
@@ -171,6 +173,7 @@ def bench_sampling(
         reps: interleaved repetitions of the batched methods (median reported).
         one_by_one: also time the raw one-prompt-at-a-time loop (once, first budget, one prompt per question).
         seed: sampling seed.
+        name: the result's name (``outputs/bench/<name>.json``), e.g. ``sampling_1024`` for a separate run.
     """
     from wow.backends.transformers_engine import TransformersEngine
 
@@ -252,7 +255,7 @@ def bench_sampling(
             }
             print(markdown_table([r for r in rows if r["workload"] == wname], COLUMNS), flush=True)
     result = {
-        "name": "sampling",
+        "name": name,
         "model": MODEL,
         "dtype": "bfloat16",
         "params": work,
@@ -266,7 +269,7 @@ def bench_sampling(
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
     }
-    write_result("sampling", result)
+    write_result(name, result)
     return result
 
 
@@ -292,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--questions", type=int, help="questions (default: the parameter set's)")
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--no-one-by-one", action="store_true")
+    p.add_argument("--name", default="sampling", help="result name: writes outputs/bench/<name>.json")
     a = p.parse_args(argv)
-    res = bench_sampling(a.params, a.max_tokens, a.batch_sizes, a.questions, a.reps, not a.no_one_by_one)
+    res = bench_sampling(a.params, a.max_tokens, a.batch_sizes, a.questions, a.reps, not a.no_one_by_one, name=a.name)
     print(
         f"ceiling (batched prompt pass): {res['ceiling_tokens_per_s']:.0f} tok/s; load {res['loadavg_before']} -> "
         f"{res['loadavg_after']}"

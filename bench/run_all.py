@@ -24,7 +24,12 @@ from benchlib import BENCH_DIR, REPO, fmt, loadavg, machine, markdown_table, out
 
 #: benchmark name -> (script, extra arguments); in run order (cheap first, the pipeline runs last).
 BENCHES = {
-    "sampling": ("bench_sampling.py", []),
+    # the demo's prompts (4 questions x 10 samples) at its 64-token budget and the notebooks' default 160, at the
+    # demo's batch size 20 and at 40, side by side with raw generate (1024 tokens and other batch sizes: README)
+    "sampling": (
+        "bench_sampling.py",
+        ["--questions", "4", "--max-tokens", "64", "160", "--batch-sizes", "20", "40", "--reps", "1"],
+    ),
     "confidence": ("bench_confidence.py", []),
     "judging": ("bench_judging.py", []),
     "growth": ("bench_growth.py", []),

@@ -238,8 +238,8 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
         "t,g,train,length,,none,0.5,6,0.6667,0.3333,1.0,\n"
     )
     (d / "alignment.csv").write_text(
-        "setting,task,before_p_wrong,after_p_wrong,d_p_wrong,d_p_wrong_ci_low,d_p_wrong_ci_high,d_acc,neg_d_ece\n"
-        "self_oracle,t,0.25,0.3125,0.0625,-0.01,0.14,0.05,-0.02\n"
+        "setting,task,before_p_wrong,after_p_wrong,d_p_wrong,d_p_wrong_ci_low,d_p_wrong_ci_high,d_acc,neg_d_ece,d_p_wrong_mde\n"
+        "self_oracle,t,0.25,0.3125,0.0625,-0.01,0.14,0.05,-0.02,0.107\n"
     )
     (d / "usage.json").write_text(
         json.dumps({STAGES[1]: {"gpt-4o": {"calls": 7, "prompt_tokens": 1500, "cost_usd": 0.5}}})
@@ -253,6 +253,7 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
         "1.000 [1.000, 1.000]",  # the oracle
         "0.250 → 0.312",  # p_wrong before -> after
         "0.062 [-0.010, 0.140]",  # Δp_wrong with its CI
+        "0.107",  # the smallest Δp_wrong the test questions would detect
         "1,500",  # tokens of stage 02
         "$0.50",  # its API cost
         "train questions",  # the split Acc_WoW was computed on

@@ -70,7 +70,10 @@ def fig_alignment_vs_acc_wow(
     """Paper Fig 3: Acc_WoW of each preference set vs the gains after alignment on it, Self and Mix together.
 
     Colour = task, marker = preference method and source (``self`` / ``mix``); the black line is the regression over
-    all datasets, the green one over Bio Generation (:func:`fig3_lines`), as in the paper.
+    all datasets, the green one over Bio Generation (:func:`fig3_lines`), as in the paper. Where the table has them,
+    each point carries its paired bootstrap 95% CI (``<gain>_ci_low`` / ``_ci_high``) and a grey band around zero
+    spans the median detectable difference (``<gain>_mde``, :func:`wow.bootstrap.detectable_difference`): a point
+    inside it is a change the test questions cannot tell from none.
 
     Args:
         table: one row per aligned setting with columns task, method, source, acc_wow (oracle = 1.0) and the gains
@@ -88,7 +91,12 @@ def fig_alignment_vs_acc_wow(
         if df.empty or col not in df:
             empty_panel(ax, "no aligned settings")
             continue
-        sns.scatterplot(data=df, x="acc_wow", y=col, hue="task", style="preferences", s=70, ax=ax)
+        _detectable_band(ax, df, col)
+        if f"{col}_ci_low" in df and f"{col}_ci_high" in df:
+            ci = df.dropna(subset=[col, f"{col}_ci_low", f"{col}_ci_high"])
+            yerr = [ci[col] - ci[f"{col}_ci_low"], ci[f"{col}_ci_high"] - ci[col]]
+            ax.errorbar(ci["acc_wow"], ci[col], yerr=yerr, fmt="none", ecolor="0.55", elinewidth=0.9, capsize=2)
+        sns.scatterplot(data=df, x="acc_wow", y=col, hue="task", style="preferences", s=70, ax=ax, zorder=3)
         for line in lines[lines["gain"] == col].itertuples():
             xs = np.array([line.x_min, line.x_max])
             ax.plot(xs, line.intercept + line.slope * xs, color=line.color, lw=1.2, label=f"fit: {line.line}")
@@ -101,6 +109,17 @@ def fig_alignment_vs_acc_wow(
     fig.tight_layout()
     save(fig, path)
     return fig
+
+
+def _detectable_band(ax, df: pd.DataFrame, col: str) -> None:
+    """Shade ``±`` the median detectable difference of the gain ``col`` around zero, when the table has it."""
+    if f"{col}_mde" not in df:
+        return
+    mde = pd.to_numeric(df[f"{col}_mde"], errors="coerce").dropna()
+    if mde.empty:
+        return
+    half = float(mde.median())
+    ax.axhspan(-half, half, color="0.85", alpha=0.6, lw=0, zorder=0, label=f"detectable: ±{half:.3f}")
 
 
 #: Preference types of the paper's Fig 4 set-ups (pairwise with check, score M_50 and M_10; Self and Mix).

@@ -202,7 +202,7 @@ def preference_pairs(P: RunParams, task: str, kind: str, margin: float | None, s
         half = P.n_samples // 2
         per_question = half * (P.n_samples - half) + (per_question if kind != "row" else 0)
     pairs = split_sizes(P)["train"] * n_gen * per_question
-    if margin is not None:
+    if margin is not None and kind.endswith("score"):  # noisy@q keeps every oracle pair (it flips a share q)
         pairs = math.ceil(pairs * margin)
     return min(pairs, P.max_pairs)
 

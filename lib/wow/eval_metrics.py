@@ -116,10 +116,12 @@ def compare(
     Returns:
         ``n_questions, n_before, n_after``; for each metric ``m`` of :data:`METRICS`: ``before_m``, ``after_m``
         (each with ``_ci_low`` / ``_ci_high``); the differences ``d_mean_correctness``, ``d_p_wrong``
-        (after - before), ``d_acc`` (after - before) and ``neg_d_ece`` (before - after), each with CIs. Positive
-        differences are improvements.
+        (after - before), ``d_acc`` (after - before) and ``neg_d_ece`` (before - after), each with CIs and
+        ``<difference>_mde``, the smallest difference the comparison would detect with 80% power at the CI's
+        level (:func:`wow.bootstrap.detectable_difference`). Positive differences are improvements.
     """
     from wow import metrics
+    from wow.bootstrap import detectable_difference
 
     common = {r["question_id"] for r in before_rows} & {r["question_id"] for r in after_rows}
     if not common:
@@ -164,6 +166,10 @@ def compare(
             else:
                 lo = hi = None
             out[f"{key}_ci_low"], out[f"{key}_ci_high"] = lo, hi
+        delta_key = DELTA_NAMES[name]
+        out[f"{delta_key}_mde"] = detectable_difference(
+            out[f"{delta_key}_ci_low"], out[f"{delta_key}_ci_high"], alpha=alpha
+        )
     return out
 
 

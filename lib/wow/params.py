@@ -82,7 +82,8 @@ class RunParams(BaseModel):
     # -- 04 alignment ------------------------------------------------------------------------------------------
     policy_model: str = Field("smollm2-135m", description="the model that is aligned (a local model)")
     pref_types: list[str] = Field(
-        ["oracle"], description="oracle, direct, score@M, row, row_oracle, row_direct, row_score@M (M: margin)"
+        ["oracle"],
+        description="oracle, direct, score@M (M: margin), row, row_oracle, row_direct, row_score@M, noisy@q (q flipped), random",
     )
     pref_source: Literal["self", "mix"] | list[Literal["self", "mix"]] = Field(
         "self", description="self: policy's answers; mix: all generators; a list builds both"

@@ -98,6 +98,7 @@ def build_preference_sets(
                     scores=score_maps.get(column, {}) if column else None,
                     check=P.pref_check,
                     margin=spec.margin if spec.margin is not None else 0.5,
+                    flip=spec.margin if spec.pref_type == "noisy" else None,
                     cap=P.max_pairs,
                     seed=P.seed,
                     protocol=P.protocol,
@@ -305,13 +306,16 @@ def method_acc_wow(P: RunParams, acc_table: pd.DataFrame, alignment: pd.DataFram
     summed (the pooled pairs, not an unweighted mean of per-generator values). Oracle preferences count as
     Acc_WoW = 1.0; ``direct`` sets take the pairwise judge's Acc_WoW at M = 1.0 (with the both-orders check when
     ``pref_check``); ``score@M`` sets take the score judge's Acc_WoW at margin M, which scores exactly the pairs the
-    set trains on (:mod:`wow.pairs`). Sets with right-over-wrong pairs (``row*``) have no wrong-over-wrong accuracy
-    and are left out.
+    set trains on (:mod:`wow.pairs`). The controlled sets (``noisy@q``, ``random``) take the accuracy of their own
+    training pairs by the true labels (``1 - q`` by construction, to the rounding of ``q * n``), read from the saved
+    set. Sets with right-over-wrong pairs (``row*``) have no wrong-over-wrong accuracy and are left out.
 
     Returns:
         The alignment rows kept, plus ``method`` (e.g. ``score@0.1``), ``acc_wow`` and ``acc_wow_pairs`` (the pairs
         it is computed over; NaN for oracle).
     """
+    from wow import preference_examples, preferences
+
     mode = P.pref_judge_mode or (P.judge_modes[0] if P.judge_modes else None)
     out = []
     for _, row in alignment.iterrows():
@@ -322,6 +326,10 @@ def method_acc_wow(P: RunParams, acc_table: pd.DataFrame, alignment: pd.DataFram
         source = row["source"] if pd.notna(row.get("source")) else "self"
         if kind == "oracle":
             acc, n_pairs = 1.0, float("nan")
+        elif kind in schema.CONTROLLED_TYPES:
+            spec = PrefSpec(kind, margin, None, None, source)
+            train = preferences.load_preferences(P.layout.preferences(row["task"], spec.setting(P)))["train"]
+            acc, n_pairs = preference_examples.accuracy(train), float(len(train))
         elif kind in ("direct", "score") and pd.notna(row.get("judge")) and mode is not None:
             generators = PrefSpec(kind, margin, row["judge"], mode, source).generators(P)
             sel = acc_table[

@@ -128,6 +128,59 @@ def examples_from_pairs(
     return out
 
 
+def flip_examples(examples: list[dict], share: float, seed: int) -> list[dict]:
+    """The examples with ``round(share * n)`` of them flipped (chosen and rejected swapped, ``source_method``
+    ``oracle_flipped``), so that an oracle set's Acc_WoW becomes ``1 - round(share * n) / n`` by construction.
+
+    The flipped examples are the first of one seeded order of the examples, whatever the share, so a smaller share
+    flips a subset of a larger one's pairs (the sets of a study differ only in the flips). The order of the examples
+    is kept.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise WowError(f"the share of pairs to flip must lie in [0, 1], not {share}.")
+    order = list(range(len(examples)))
+    random.Random(f"{seed}/flip").shuffle(order)
+    flipped = set(order[: round(share * len(examples))])
+    out = []
+    for i, ex in enumerate(examples):
+        if i not in flipped:
+            out.append(ex)
+            continue
+        out.append(
+            ex
+            | {
+                "chosen": ex["rejected"],
+                "rejected": ex["chosen"],
+                "chosen_id": ex["rejected_id"],
+                "rejected_id": ex["chosen_id"],
+                "chosen_label": ex["rejected_label"],
+                "rejected_label": ex["chosen_label"],
+                "source_method": f"{ex['source_method']}_flipped",
+            }
+        )
+    return out
+
+
+def accuracy(examples) -> float:
+    """The Acc_WoW of a preference set's pairs by their true labels: the share whose chosen answer has the higher raw
+    label (1.0 for an oracle set, ``1 - q`` for ``noisy@q``); NaN without pairs.
+
+    Args:
+        examples: example dicts, or a ``datasets.Dataset`` of them.
+    """
+    chosen = (
+        list(examples["chosen_label"]) if hasattr(examples, "column_names") else [e["chosen_label"] for e in examples]
+    )
+    rejected = (
+        list(examples["rejected_label"])
+        if hasattr(examples, "column_names")
+        else [e["rejected_label"] for e in examples]
+    )
+    if not chosen:
+        return float("nan")
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(chosen)
+
+
 def split_by_question(examples: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Seeded split by question: every question's pairs go to one split; train keeps at least one question."""
     qids = sorted({ex["question_id"] for ex in examples})

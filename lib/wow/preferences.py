@@ -23,6 +23,9 @@ Types (see ``reference-method.md`` section 4 and ``DESIGN.md`` section 6):
   pairs with the largest score gap is kept by the one pair rule of :mod:`wow.pairs` (``floor(n * M)``, at least
   one: exactly the pairs Acc_WoW at that margin scores), then pairs with equal scores are dropped (a tie states no
   preference; Acc_WoW counts it as a miss).
+* ``noisy`` (``noisy@q``) and ``random``: exactly the pairs and splits of ``oracle``, with a seeded share ``q`` (0.5
+  for ``random``) of each split's pairs flipped (:func:`wow.preference_examples.flip_examples`), so that their
+  Acc_WoW is ``1 - q`` by construction and preference accuracy is the only thing that differs from ``oracle``.
 * ``row``: right over wrong: exactly one of the two answers correct, both parsed.
 * ``row_oracle``, ``row_direct``, ``row_score``: 50:50 mixes of ``row`` with the wrong-over-wrong type,
   ``n = min(cap // 2, |wow|, |row|)`` pairs of each.
@@ -57,7 +60,14 @@ from pathlib import Path
 from typing import Any
 
 from wow import WowError, io, schema
-from wow.preference_examples import example_features, examples_from_pairs, question_prompts, split_by_question
+from wow.preference_examples import (
+    accuracy,
+    example_features,
+    examples_from_pairs,
+    flip_examples,
+    question_prompts,
+    split_by_question,
+)
 from wow.preference_pairs import right_over_wrong_pairs, train_answer_pool, wrong_over_wrong_pairs
 from wow.protocol import is_paper
 
@@ -78,6 +88,7 @@ def build_preferences(
     scores: Mapping[str, float | None] | None = None,
     check: bool = True,
     margin: float = 0.5,
+    flip: float | None = None,
     cap: int | None = 4000,
     val_fraction: float = 0.1,
     seed: int = 42,
@@ -99,6 +110,7 @@ def build_preferences(
         check: ``direct`` only: keep only pairs judged the same way in both orders.
         margin: ``score`` only: share (0, 1] of pairs with the largest score gap kept per (task, generator)
             (:func:`wow.pairs.margin_pairs`).
+        flip: ``noisy`` only: the share of pairs flipped in each split (``random`` flips 0.5).
         cap: most pairs in the set (seeded sample); a ``row_*`` mix takes ``cap // 2`` of each kind. None: no cap.
         val_fraction: share of the set's questions whose pairs form the validation split.
         seed: seed of the cap sample, the mix shuffle and the validation split.
@@ -130,7 +142,9 @@ def build_preferences(
         raise WowError("drop_options=True needs `questions` (questions.jsonl rows) to know the option-free prompt.")
     rng = random.Random(seed)
 
+    share = schema.flip_share(pref_type, flip) if pref_type in ("noisy", "random") else None
     wow_kind = pref_type.removeprefix("row_") if pref_type.startswith("row_") else pref_type
+    wow_kind = "oracle" if share is not None else wow_kind
     if wow_kind == "row":
         pairs = examples_from_pairs(right_over_wrong_pairs(pool), pref_type, prompts, paper)
         pairs = rng.sample(pairs, min(cap, len(pairs))) if cap else rng.sample(pairs, len(pairs))
@@ -154,6 +168,14 @@ def build_preferences(
         else:
             pairs = rng.sample(wow, min(cap, len(wow))) if cap else rng.sample(wow, len(wow))
     train, val = split_by_question(pairs, val_fraction, seed)
+    if share is not None:
+        train, val = flip_examples(train, share, seed), flip_examples(val, share, seed)
+        log.info(
+            "%s: %.3f of the oracle pairs flipped; Acc_WoW of the training pairs %.3f",
+            pref_type,
+            share,
+            accuracy(train),
+        )
     log.info(
         "%s preferences (%s: %s): %d train / %d validation pairs from %d questions",
         pref_type,

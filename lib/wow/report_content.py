@@ -55,6 +55,7 @@ ALIGNMENT_HEADER = [
     "Δp_wrong [95% CI]",
     "ΔAcc [95% CI]",
     "−ΔECE [95% CI]",
+    "detectable |Δp_wrong|",
 ]
 
 
@@ -197,8 +198,14 @@ def alignment_section(df: pd.DataFrame) -> dict:
 
         before_after = f"{fmt.num(r.get('before_p_wrong'))} → {fmt.num(r.get('after_p_wrong'))}"
         cells = [fmt.text(r.get("setting")), fmt.text(r.get("task")), before_after]
-        rows.append([*cells, ci("d_p_wrong"), ci("d_acc"), ci("neg_d_ece")])
-    return {"header": ALIGNMENT_HEADER, "rows": rows, "note": "" if rows else "alignment.csv has no rows."}
+        rows.append([*cells, ci("d_p_wrong"), ci("d_acc"), ci("neg_d_ece"), fmt.num(r.get("d_p_wrong_mde"))])
+    note = (
+        "detectable |Δp_wrong|: the smallest change the test questions would show with 80% power at the 5% level, "
+        "from the spread of the paired bootstrap (a Δ inside it reads 'smaller than this', not 'no effect')."
+        if rows
+        else "alignment.csv has no rows."
+    )
+    return {"header": ALIGNMENT_HEADER, "rows": rows, "note": note}
 
 
 def figure_list(run_dir: Path) -> list[dict]:

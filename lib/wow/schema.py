@@ -25,8 +25,11 @@ PROTOCOLS = ("wow", "paper")
 JUDGE_MODES = ("text", "logprob")
 #: Answers per score-judge prompt (the paper's k).
 SCORE_KS = (1, 2, 5, 10)
-#: Preference-set types (``row*``: right over wrong).
-PREF_TYPES = ("oracle", "direct", "score", "row", "row_oracle", "row_direct", "row_score")
+#: Preference-set types (``row*``: right over wrong; ``noisy@q`` and ``random``: the oracle pairs with a seeded share
+#: q, or half, of them flipped, so that their Acc_WoW is known by construction).
+PREF_TYPES = ("oracle", "direct", "score", "row", "row_oracle", "row_direct", "row_score", "noisy", "random")
+#: Preference types built from the oracle pairs, whose Acc_WoW is set by construction (1 - the flipped share).
+CONTROLLED_TYPES = ("oracle", "noisy", "random")
 #: Where the answers of a preference set come from: the policy's own (``self``) or every generator's (``mix``).
 SOURCES = ("self", "mix")
 #: Scalar methods computed from the answers alone, in report order (``oracle`` is the true order; judge methods are
@@ -76,25 +79,41 @@ def check_among(values, valid, what: str, hint: str = "") -> None:
 
 
 def parse_pref_type(spec: str) -> tuple[str, float | None]:
-    """Split a preference-type spec like ``score@0.1`` into ``("score", 0.1)``; score types need a margin.
+    """Split a preference-type spec like ``score@0.1`` into ``("score", 0.1)``; score types need a margin, ``noisy``
+    the share of oracle pairs it flips (``noisy@0.25`` -> ``("noisy", 0.25)``).
 
     Raises:
-        ValueError: unknown type, or a margin missing, misplaced or outside (0, 1].
+        ValueError: unknown type, or a margin or share missing, misplaced or outside (0, 1].
     """
     kind, _, margin = spec.partition("@")
     if kind not in PREF_TYPES:
         raise ValueError(f"unknown preference type {kind!r}; valid: {', '.join(PREF_TYPES)}")
-    if kind.endswith("score"):
+    if kind.endswith("score") or kind == "noisy":
+        what = "a margin" if kind != "noisy" else "the share of oracle pairs to flip"
         try:
             m = float(margin)
         except ValueError:
-            raise ValueError(f"{spec!r}: score types need a margin, e.g. {kind}@0.5") from None
+            raise ValueError(f"{spec!r}: {kind} types need {what}, e.g. {kind}@0.25") from None
         if not 0 < m <= 1:
-            raise ValueError(f"{spec!r}: the margin must lie in (0, 1]")
+            raise ValueError(f"{spec!r}: {what} must lie in (0, 1]")
         return kind, m
     if margin:
-        raise ValueError(f"{spec!r}: only score types take a margin")
+        raise ValueError(f"{spec!r}: only score and noisy types take a number after @")
     return kind, None
+
+
+def flip_share(pref_type: str, margin: float | None) -> float | None:
+    """The share of oracle pairs a controlled preference type flips: ``oracle`` 0, ``noisy@q`` q, ``random`` 0.5;
+    None for the other types (their accuracy is measured, not set)."""
+    if pref_type == "oracle":
+        return 0.0
+    if pref_type == "noisy":
+        if margin is None:
+            raise WowError("noisy preferences need the share of pairs to flip (noisy@q).")
+        return float(margin)
+    if pref_type == "random":
+        return 0.5
+    return None
 
 
 def check_protocol(protocol: str) -> str:
@@ -166,7 +185,7 @@ def setting_name(
         pref_type: preference type.
         trainer: trainer name; None names the preference set alone (its folder under ``preferences/``).
         judge: judge of ``direct``/``score`` types.
-        margin: margin of ``score`` types.
+        margin: margin of ``score`` types; share of flipped pairs of ``noisy`` (``self_noisy_0.25_dpo``).
         check: ``direct`` types: built with the consistency check (``filtered``).
 
     Returns:
@@ -177,5 +196,7 @@ def setting_name(
         suffix = f"_filtered_{judge}" if check else f"_{judge}"
     elif pref_type.endswith("score"):
         suffix = f"_{margin:g}_{judge}"
+    elif pref_type == "noisy":
+        suffix = f"_{margin:g}"
     name = f"{source}_{pref_type}{suffix}"
     return f"{name}_{trainer}" if trainer else name

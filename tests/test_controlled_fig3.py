@@ -1,0 +1,203 @@
+"""Fig 3 with a controlled x-axis: preference sets of known accuracy (``noisy@q``, ``random``), the smallest
+detectable gain, and the figure that shows both. Every expected value was worked out by hand."""
+
+import math
+
+import matplotlib
+import pandas as pd
+import pytest
+from matplotlib.container import ErrorbarContainer
+from wow import WowError, alignment_figures, bootstrap, eval_metrics, params, pipeline, schema
+from wow.preference_examples import accuracy, flip_examples
+from wow.preferences import build_preferences, save_preferences
+
+matplotlib.use("Agg")
+
+
+def ans(qid, idx, label, correct=False, split="train"):
+    return {
+        "answer_id": f"{qid}|A|{idx}",
+        "question_id": qid,
+        "task": "shortest_path",
+        "split": split,
+        "generator": "A",
+        "sample_index": idx,
+        "prompt_messages": [{"role": "user", "content": f"What is the answer to {qid}?"}],
+        "text": f"A says {label} for {qid} (sample {idx})",
+        "extracted": 10 + label,
+        "raw_label": label,
+        "correctness": 1.0 if correct else 0.0,
+        "is_correct": correct,
+        "mean_logprob": -1.0,
+    }
+
+
+@pytest.fixture
+def answers():
+    """Train questions q1..q4, each with wrong answers labelled -1, -2, -3, -4 (all different): 6 oracle pairs per
+    question, 24 in all; one correct answer per question (no wrong-over-wrong pair with it)."""
+    rows = []
+    for q in ("q1", "q2", "q3", "q4"):
+        rows += [ans(q, i, -(i + 1)) for i in range(4)] + [ans(q, 4, 0, correct=True)]
+    return rows + [ans("q9", 0, -1, split="test"), ans("q9", 1, -2, split="test")]
+
+
+def unordered(ds, split):
+    return sorted(tuple(sorted((r["chosen_id"], r["rejected_id"]))) for r in ds[split])
+
+
+def flipped_ids(ds, split):
+    return {(r["chosen_id"], r["rejected_id"]) for r in ds[split] if r["source_method"] == "oracle_flipped"}
+
+
+# -- the knob -----------------------------------------------------------------------------------------------------
+def test_noisy_keeps_the_oracle_pairs_and_splits_and_flips_exactly_round_q_n_of_each_split(answers):
+    oracle = build_preferences(answers, "oracle", generators=["A"], val_fraction=0.25, seed=3)
+    noisy = build_preferences(answers, "noisy", flip=0.25, generators=["A"], val_fraction=0.25, seed=3)
+    for split in ("train", "validation"):
+        assert unordered(noisy, split) == unordered(oracle, split)  # the same pairs, the same count
+        assert [r["question_id"] for r in noisy[split]] == [r["question_id"] for r in oracle[split]]
+    # 4 questions, one in validation (6 pairs), three in train (18 pairs): round(0.25 * 18) = 4 (4.5 rounds to even)
+    assert len(noisy["train"]) == 18 and len(noisy["validation"]) == 6
+    n_train = sum(r["source_method"] == "oracle_flipped" for r in noisy["train"])
+    n_val = sum(r["source_method"] == "oracle_flipped" for r in noisy["validation"])
+    assert (n_train, n_val) == (round(0.25 * 18), round(0.25 * 6)) == (4, 2)
+    assert accuracy(noisy["train"]) == pytest.approx(14 / 18) and accuracy(oracle["train"]) == 1.0
+    text = {a["answer_id"]: a["text"] for a in answers}
+    for r in noisy["train"]:
+        flipped = r["source_method"] == "oracle_flipped"
+        assert (r["chosen_label"] < r["rejected_label"]) == flipped  # the flipped pairs prefer the more wrong answer
+        assert r["pref_type"] == "noisy"
+        assert (
+            r["chosen"][0]["content"] == text[r["chosen_id"]] and r["rejected"][0]["content"] == text[r["rejected_id"]]
+        )
+
+
+def test_random_flips_half_and_a_smaller_share_flips_a_subset_of_a_larger_ones(answers):
+    kw = {"generators": ["A"], "val_fraction": 0.0, "seed": 0}
+    random_set = build_preferences(answers, "random", **kw)
+    assert sum(r["source_method"] == "oracle_flipped" for r in random_set["train"]) == 12  # 0.5 x 24
+    assert accuracy(random_set["train"]) == 0.5
+    small = flipped_ids(build_preferences(answers, "noisy", flip=0.1, **kw), "train")
+    large = flipped_ids(build_preferences(answers, "noisy", flip=0.25, **kw), "train")
+    assert len(small) == 2 and len(large) == 6 and small < large  # round(2.4), round(6.0): nested
+    assert flipped_ids(build_preferences(answers, "noisy", flip=0.1, **kw), "train") == small  # seeded
+
+
+def test_flip_examples_swaps_every_field_of_the_pair():
+    ex = {"chosen": "c", "rejected": "r", "chosen_id": "1", "rejected_id": "2", "chosen_label": -1.0}
+    ex |= {"rejected_label": -3.0, "source_method": "oracle", "question_id": "q"}
+    (out,) = flip_examples([ex], 1.0, seed=0)
+    assert out == ex | {"chosen": "r", "rejected": "c", "chosen_id": "2", "rejected_id": "1"} | {
+        "chosen_label": -3.0,
+        "rejected_label": -1.0,
+        "source_method": "oracle_flipped",
+    }
+    assert flip_examples([ex], 0.0, seed=0) == [ex] and math.isnan(accuracy([]))
+    with pytest.raises(WowError, match=r"\[0, 1\]"):
+        flip_examples([ex], 1.5, seed=0)
+
+
+def test_pref_type_specs_and_setting_names():
+    assert schema.parse_pref_type("noisy@0.25") == ("noisy", 0.25)
+    assert schema.parse_pref_type("random") == ("random", None)
+    with pytest.raises(ValueError, match="share of oracle pairs to flip"):
+        schema.parse_pref_type("noisy")
+    with pytest.raises(ValueError, match="only score and noisy"):
+        schema.parse_pref_type("random@0.5")
+    assert [schema.flip_share(*schema.parse_pref_type(s)) for s in ("oracle", "noisy@0.1", "random", "direct")] == [
+        0.0,
+        0.1,
+        0.5,
+        None,
+    ]
+    assert schema.setting_name("self", "noisy", "dpo", margin=0.25) == "self_noisy_0.25_dpo"
+    assert schema.setting_name("self", "random", "dpo") == "self_random_dpo"
+    P = params.validate({"pref_types": ["oracle", "noisy@0.1", "noisy@0.25", "random"], "judges": []})
+    assert [s.setting(P, "dpo") for s in pipeline.pref_specs(P)] == [
+        "self_oracle_dpo",
+        "self_noisy_0.1_dpo",
+        "self_noisy_0.25_dpo",
+        "self_random_dpo",
+    ]
+
+
+def test_fig3_x_of_a_controlled_set_is_the_accuracy_of_its_saved_training_pairs(tmp_path, answers):
+    P = params.validate({"pref_types": ["oracle", "noisy@0.25", "random"], "judges": [], "output_root": str(tmp_path)})
+    for spec in pipeline.pref_specs(P):
+        ds = build_preferences(answers, spec.pref_type, flip=spec.margin, generators=["A"], val_fraction=0.25, seed=3)
+        save_preferences(ds, P.layout.preferences("shortest_path", spec.setting(P)))
+    alignment = pd.DataFrame(
+        [
+            {"setting": s, "task": "shortest_path", "pref_type": k, "source": "self", "trainer": "dpo", "margin": m}
+            | {"judge": None, "d_p_wrong": 0.0, "d_acc": 0.0, "neg_d_ece": 0.0}
+            for s, k, m in (
+                ("self_oracle_dpo", "oracle", None),
+                ("self_noisy_0.25_dpo", "noisy", 0.25),
+                ("self_random_dpo", "random", None),
+            )
+        ]
+    )
+    points = pipeline.method_acc_wow(P, pd.DataFrame(), alignment).set_index("setting")
+    assert points.loc["self_oracle_dpo", "acc_wow"] == 1.0
+    assert points.loc["self_noisy_0.25_dpo", "acc_wow"] == pytest.approx(14 / 18)  # 4 of 18 training pairs flipped
+    assert points.loc["self_random_dpo", "acc_wow"] == pytest.approx(9 / 18)
+    assert points.loc["self_noisy_0.25_dpo", "acc_wow_pairs"] == 18
+    assert list(points["method"]) == ["oracle", "noisy@0.25", "random"]
+
+
+# -- power ----------------------------------------------------------------------------------------------------------
+def test_detectable_difference_by_hand():
+    # 95% CI [-0.1, 0.1]: SE = 0.2 / (2 x 1.959964) = 0.0510214; (1.959964 + 0.841621) x SE = 0.1429413
+    assert bootstrap.detectable_difference(-0.1, 0.1) == pytest.approx(0.1429413, abs=1e-6)
+    assert bootstrap.detectable_difference(0.3, 0.5) == pytest.approx(0.1429413, abs=1e-6)  # the spread, not the place
+    # 90% power: z_0.9 = 1.281552 -> (1.959964 + 1.281552) x 0.0510214 = 0.1653866
+    assert bootstrap.detectable_difference(-0.1, 0.1, power=0.9) == pytest.approx(0.1653866, abs=1e-6)
+    assert math.isnan(bootstrap.detectable_difference(None, 0.1))
+    assert math.isnan(bootstrap.detectable_difference(float("nan"), 0.1))
+
+
+def test_compare_reports_the_detectable_difference_of_each_gain():
+    def row(q, c):
+        return {"question_id": q, "correctness": c, "is_correct": c == 1.0, "mean_logprob": -0.5, "extracted": 1}
+
+    before = [row(f"q{i}", c) for i, c in enumerate([0.2, 0.4, 0.1, 0.3, 0.5, 1.0])]
+    after = [row(f"q{i}", c) for i, c in enumerate([0.3, 0.4, 0.3, 0.3, 0.6, 1.0])]
+    out = eval_metrics.compare(before, after, n_boot=200, seed=1)
+    for gain in ("d_p_wrong", "d_acc", "neg_d_ece", "d_mean_correctness"):
+        assert out[f"{gain}_mde"] == pytest.approx(
+            bootstrap.detectable_difference(out[f"{gain}_ci_low"], out[f"{gain}_ci_high"])
+        )
+    assert out["d_p_wrong_mde"] > 0
+    assert math.isnan(eval_metrics.compare(before, after, n_boot=0)["d_p_wrong_mde"])
+
+
+# -- the figure -----------------------------------------------------------------------------------------------------
+def test_fig3_draws_each_points_ci_and_the_detectable_band():
+    points = pd.DataFrame(
+        {
+            "task": ["shortest_path"] * 3,
+            "method": ["oracle", "noisy@0.25", "random"],
+            "source": ["self"] * 3,
+            "acc_wow": [1.0, 0.75, 0.5],
+            "d_p_wrong": [0.10, 0.05, 0.0],
+            "d_p_wrong_ci_low": [0.02, -0.03, -0.08],
+            "d_p_wrong_ci_high": [0.18, 0.13, 0.08],
+            "d_p_wrong_mde": [0.11, 0.12, 0.13],
+            "d_acc": [0.0, 0.0, 0.0],
+            "neg_d_ece": [0.0, 0.0, 0.0],
+        }
+    )
+    fig = alignment_figures.fig_alignment_vs_acc_wow(points)
+    ax = fig.axes[0]
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    segments = sorted(seg.tolist() for seg in bars.lines[2][0].get_segments())
+    assert segments == [
+        [[0.5, -0.08], [0.5, 0.08]],
+        [[0.75, -0.03], [0.75, 0.13]],
+        [[1.0, pytest.approx(0.02)], [1.0, pytest.approx(0.18)]],
+    ]
+    (band,) = [p for p in ax.patches if p.get_label().startswith("detectable")]
+    low, high = band.get_bbox().y0, band.get_bbox().y1
+    assert low == pytest.approx(-0.12) and high == pytest.approx(0.12)  # the median of 0.11, 0.12, 0.13
+    assert not [c for c in fig.axes[1].containers if isinstance(c, ErrorbarContainer)]  # no CI columns for ΔAcc

@@ -197,7 +197,39 @@ def test_fig3_draws_each_points_ci_and_the_detectable_band():
         [[0.75, -0.03], [0.75, 0.13]],
         [[1.0, pytest.approx(0.02)], [1.0, pytest.approx(0.18)]],
     ]
-    (band,) = [p for p in ax.patches if p.get_label().startswith("detectable")]
+    (band,) = [p for p in ax.patches if p.get_gid() == "detectable"]
+    assert any("±0.120" in t.get_text() for t in ax.texts)
     low, high = band.get_bbox().y0, band.get_bbox().y1
     assert low == pytest.approx(-0.12) and high == pytest.approx(0.12)  # the median of 0.11, 0.12, 0.13
     assert not [c for c in fig.axes[1].containers if isinstance(c, ErrorbarContainer)]  # no CI columns for ΔAcc
+
+
+# -- the slope of Fig 3's line, with its CI ---------------------------------------------------------------------------
+def test_gain_slope_and_its_paired_bootstrap_by_hand():
+    """Two settings, two test questions, every answer wrong. Before: q1 0.2, q2 0.4 (p_wrong 0.3). After the set of
+    Acc_WoW 1.0: q1 0.5, q2 0.6 (Δ 0.25); after the set of 0.5: unchanged (Δ 0). Slope 0.25 / 0.5 = 0.5.
+    A resample draws {q1, q1} (Δ 0.3: slope 0.6), {q2, q2} (Δ 0.2: slope 0.4) or one of each (0.5), with
+    probabilities 1/4, 1/4, 1/2, so the 95% CI is [0.4, 0.6] and the detectable slope 0.7147 x 0.2."""
+    from wow import alignment_figures, gain_slope
+
+    def rows(c1, c2):
+        return [
+            {"question_id": q, "correctness": c, "is_correct": False, "mean_logprob": -1.0, "extracted": 1}
+            for q, c in (("q1", c1), ("q2", c2))
+        ]
+
+    points = pd.DataFrame(
+        {"setting": ["good", "coin"], "task": ["t", "t"], "acc_wow": [1.0, 0.5], "d_p_wrong": [0.25, 0.0]}
+    )
+    answers = {("t", "good"): (rows(0.2, 0.4), rows(0.5, 0.6)), ("t", "coin"): (rows(0.2, 0.4), rows(0.2, 0.4))}
+    table = gain_slope.gain_slopes(points, answers, n_boot=2000, seed=0).set_index("gain")
+    p = table.loc["d_p_wrong"]
+    assert (p.n_settings, p.n_questions) == (2, 2)
+    assert p.slope == pytest.approx(0.5)
+    assert (p.ci_low, p.ci_high) == (pytest.approx(0.4), pytest.approx(0.6))
+    assert p.mde == pytest.approx(bootstrap.detectable_difference(0.4, 0.6))
+    line = alignment_figures.fig3_lines(points).set_index(["gain", "line"]).loc[("d_p_wrong", "all datasets")]
+    assert line.slope == pytest.approx(p.slope)  # the same line as the figure's
+    assert table.loc["d_acc", "slope"] == 0 and table.loc["neg_d_ece", "slope"] == pytest.approx(0)
+    one = gain_slope.gain_slopes(points.iloc[:1], answers)
+    assert one.empty  # one point has no slope

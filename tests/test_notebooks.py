@@ -51,6 +51,8 @@ def test_smoke_run_writes_every_stage(smoke_run):
         "timings.json",
         "correlations.csv",
         "acc_wow_bins.csv",
+        "fig3_points.csv",
+        "fig3_slopes.csv",
     ]:
         assert (d / name).exists(), name
     for nb in NOTEBOOKS:
@@ -110,6 +112,33 @@ def test_smoke_alignment_reports_before_after_with_cis(smoke_run):
     assert row.d_p_wrong == pytest.approx(row.after_p_wrong - row.before_p_wrong)
     adapters = list((smoke_run / "models").rglob("adapter_model.safetensors"))
     assert adapters
+
+
+def test_smoke_fig3_points_recomputed_by_hand_from_the_run_folder(smoke_run):
+    """Fig 3's controlled point: x from the saved preference pairs, y from the saved test answers, by hand."""
+    import json
+
+    points = pd.read_csv(smoke_run / "fig3_points.csv").set_index("setting")
+    assert (
+        set(points.index) == {"self_oracle_dpo", "self_random_dpo"} and points.loc["self_oracle_dpo", "acc_wow"] == 1
+    )
+    train = (smoke_run / "preferences" / "shortest_path" / "self_random" / "train").glob("*.arrow")
+    from datasets import Dataset
+
+    pairs = [row for f in sorted(train) for row in Dataset.from_file(str(f))]
+    right = sum(p["chosen_label"] > p["rejected_label"] for p in pairs)
+    flipped = sum(p["source_method"] == "oracle_flipped" for p in pairs)
+    assert right + flipped == len(pairs) and flipped == round(0.5 * len(pairs))
+    assert points.loc["self_random_dpo", "acc_wow"] == pytest.approx(right / len(pairs))
+    assert points.loc["self_random_dpo", "acc_wow_pairs"] == len(pairs)
+
+    def p_wrong(name):  # mean graded correctness of the wrong answers, unparsed at 0
+        rows = [json.loads(line) for line in open(smoke_run / "eval" / "shortest_path" / f"{name}.jsonl")]
+        wrong = [r["correctness"] or 0.0 for r in rows if not r["is_correct"]]
+        return sum(wrong) / len(wrong)
+
+    d = p_wrong("self_random_dpo") - p_wrong("original")
+    assert points.loc["self_random_dpo", "d_p_wrong"] == pytest.approx(d, abs=1e-9)
 
 
 def test_rerun_of_a_stage_is_served_from_the_cache(smoke_run, tmp_path):

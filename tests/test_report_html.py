@@ -241,6 +241,9 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
         "setting,task,before_p_wrong,after_p_wrong,d_p_wrong,d_p_wrong_ci_low,d_p_wrong_ci_high,d_acc,neg_d_ece,d_p_wrong_mde\n"
         "self_oracle,t,0.25,0.3125,0.0625,-0.01,0.14,0.05,-0.02,0.107\n"
     )
+    (d / "fig3_slopes.csv").write_text(
+        "gain,n_settings,n_questions,slope,ci_low,ci_high,mde\nd_p_wrong,5,36,0.0412,-0.083,0.171,0.1817\n"
+    )
     (d / "usage.json").write_text(
         json.dumps({STAGES[1]: {"gpt-4o": {"calls": 7, "prompt_tokens": 1500, "cost_usd": 0.5}}})
     )
@@ -254,6 +257,9 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
         "0.250 → 0.312",  # p_wrong before -> after
         "0.062 [-0.010, 0.140]",  # Δp_wrong with its CI
         "0.107",  # the smallest Δp_wrong the test questions would detect
+        "0.041 [-0.083, 0.171]",  # Fig 3's slope with its CI
+        "0.182",  # the smallest slope the test questions would detect
+        "smaller than this",  # how to read a gain inside the detectable size
         "1,500",  # tokens of stage 02
         "$0.50",  # its API cost
         "train questions",  # the split Acc_WoW was computed on

@@ -57,6 +57,13 @@ class RunContext:
         """The artefact paths of the run folder."""
         return self.params.layout
 
+    def local_engine_options(self) -> dict:
+        """The options every local (transformers) engine of the run gets: the run's cache, dtype and batch size.
+        :meth:`engine` and stage 04's adapter engines (:class:`wow.evaluate.AdapterEngines`) both take them from
+        here, so their cache keys agree."""
+        P = self.params
+        return {"cache": P.cache_path, "dtype": P.dtype, "batch_size": P.batch_size}
+
     def engine(self, model: str, adapter: str | Path | None = None):
         """The engine of ``model`` (an API model gets the ``openai`` engine, a local one ``transformers``), built
         on first use and kept until :meth:`close`; with ``adapter``, the local model with that LoRA adapter."""
@@ -78,9 +85,7 @@ class RunContext:
                 for old in [k for k in self._engines if k[0] == model and k[1] is not None]:
                     self._engines.pop(old).close()
             kwargs = {"adapter": str(adapter)} if adapter else {}
-            engine = get_engine(
-                "transformers", model=model, cache=P.cache_path, dtype=P.dtype, batch_size=P.batch_size, **kwargs
-            )
+            engine = get_engine("transformers", model=model, **self.local_engine_options(), **kwargs)
         self._engines[key] = engine
         return engine
 

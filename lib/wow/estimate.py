@@ -64,10 +64,11 @@ EXTRACT_TOKENS = {"local": 8, "api": 32}
 FACTSCORE_CALLS = {"atomic": 8, "verify": 30}
 FACTSCORE_TOKENS = {"atomic": (450, 100), "verify": (900, 2)}
 
-#: Throughput measured on this project's machine (AMD EPYC, 2 CPU cores, shared), README "bench" table of
-#: 2026-11-29: ``bench/bench_sampling.py`` (wow sampling, mixed questions, fixed shapes: 40.3 tok/s) and
-#: ``bench/bench_dpo.py`` (6.3 s per DPO step of one pair of about 2 x 300 tokens: about 95 tok/s).
-MEASURED = {"smollm2-135m": {"generate": 40.3, "train": 95.0, "params_b": 0.135, "where": "2-core CPU"}}
+#: Throughput measured on this project's machine (Intel Xeon, 2 CPU cores, quiet), 2026-12-02, in the run of
+#: ``parameters/offline_fig3.yaml``: stage 01 generated 60,019 tokens (900 answers with their extraction turns, every
+#: prompt read) in 393 s, about 150 tok/s end to end; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about
+#: 2 x 320 tokens each) in about 300 s, its validation pass included: about 170 tok/s.
+MEASURED = {"smollm2-135m": {"generate": 150.0, "train": 170.0, "params_b": 0.135, "where": "2-core CPU"}}
 #: Parameters (billions) of local models, to scale the measured figure to a model that was not measured.
 PARAMS_B = {"llama-3-8b": 8.0, "llama-3": 8.0, "smollm2-135m": 0.135, "smollm2-360m": 0.36, "smollm2-1.7b": 1.7}
 

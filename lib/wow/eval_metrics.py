@@ -70,6 +70,19 @@ def _arrays(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return correctness, is_correct, _confidence(rows)
 
 
+def gain(name: str, before_rows: Sequence[dict], after_rows: Sequence[dict]) -> float:
+    """One metric's gain from the original model's rows to the aligned model's, positive = better: after - before,
+    before - after for ECE (the values :func:`compare` reports as ``d_p_wrong``, ``d_acc``, ``neg_d_ece``).
+
+    Args:
+        name: a metric of :data:`METRICS` (``p_wrong``, ``accuracy``, ``ece``, ``mean_correctness``).
+        before_rows: the original model's answer rows.
+        after_rows: the aligned model's.
+    """
+    before = _metric(name, *_arrays(before_rows))
+    return METRICS[name] * (_metric(name, *_arrays(after_rows)) - before)
+
+
 def summarize(rows: Sequence[dict]) -> dict:
     """Evaluation metrics of graded answer rows.
 
@@ -120,8 +133,7 @@ def compare(
         ``<difference>_mde``, the smallest difference the comparison would detect with 80% power at the CI's
         level (:func:`wow.bootstrap.detectable_difference`). Positive differences are improvements.
     """
-    from wow import metrics
-    from wow.bootstrap import detectable_difference
+    from wow.bootstrap import bootstrap_ci, detectable_difference
 
     common = {r["question_id"] for r in before_rows} & {r["question_id"] for r in after_rows}
     if not common:
@@ -162,7 +174,7 @@ def compare(
         for key, fn in stats.items():
             out[key] = fn(*arrays)
             if n_boot > 0:
-                lo, hi = metrics.bootstrap_ci(fn, *arrays, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups)
+                lo, hi = bootstrap_ci(fn, *arrays, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups)
             else:
                 lo = hi = None
             out[f"{key}_ci_low"], out[f"{key}_ci_high"] = lo, hi

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from wow import WowError, io, layout, models
-from wow.eval_metrics import METRICS, reliability, summarize
+from wow.eval_metrics import METRICS, summarize
 
 __all__ = [
     "AdapterEngines",
@@ -43,7 +43,6 @@ __all__ = [
     "evaluate_adapter",
     "evaluate_model",
     "make_select_fn",
-    "reliability",  # the per-model reading notebook 05 calls as evaluate.reliability
     "summarize",
 ]
 

@@ -178,3 +178,13 @@ class Layout:
     @property
     def summary(self) -> Path:
         return self.root / "summary.md"
+
+    @property
+    def fig3_points(self) -> Path:
+        """``fig3_points.csv``: Fig 3's points (each aligned setting's Acc_WoW beside its gains and their CIs)."""
+        return self.root / "fig3_points.csv"
+
+    @property
+    def fig3_slopes(self) -> Path:
+        """``fig3_slopes.csv``: the slope of each gain against Acc_WoW, its bootstrap CI and detectable size."""
+        return self.root / "fig3_slopes.csv"

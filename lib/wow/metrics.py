@@ -1,8 +1,7 @@
 """Evaluation metrics of a model's answers: p_wrong, accuracy, calibration (ECE, reliability bins), Pearson r.
 
 Pure numpy/pandas/scipy: no model, no files. Definitions follow DESIGN.md section 6. Acc_WoW lives in
-:mod:`wow.acc_wow`; the bootstrap CIs of these metrics come from :mod:`wow.bootstrap` (:func:`bootstrap_ci`, also
-reachable here, as the evaluation takes every metric from this module).
+:mod:`wow.acc_wow`; the bootstrap CIs of these metrics come from :mod:`wow.bootstrap`.
 
 Example::
 
@@ -23,7 +22,6 @@ from scipy import stats
 
 from wow import WowError
 from wow.arrays import floats
-from wow.bootstrap import bootstrap_ci  # noqa: F401 - the CI of every evaluation metric (wow.evaluate)
 
 log = logging.getLogger(__name__)
 

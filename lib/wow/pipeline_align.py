@@ -136,12 +136,11 @@ def _by_split(questions: list) -> dict[tuple[str, str], list]:
 
 def _eval_engines(run: RunContext):
     """The engines of the policy model and its adapters on one loaded copy of it (:class:`wow.evaluate.AdapterEngines`),
-    with the options and cache of the run's engines (:meth:`RunContext.engine`): same cache keys, so the original
-    model's test answers are those of stage 01's."""
+    with the options and cache of the run's engines (:meth:`RunContext.local_engine_options`): same cache keys, so the
+    original model's test answers are those of stage 01's."""
     from wow import evaluate
 
-    P = run.params
-    return evaluate.AdapterEngines(P.policy_model, cache=P.cache_path, dtype=P.dtype, batch_size=P.batch_size)
+    return evaluate.AdapterEngines(run.params.policy_model, **run.local_engine_options())
 
 
 def _eval_kwargs(run: RunContext, sets: dict, engines) -> dict:

@@ -54,6 +54,9 @@ def render_markdown(content: dict) -> str:
     lines += _table(acc["header"], acc["rows"], acc["note"])
     lines += ["## Alignment on the held-out test questions (positive = better)", ""]
     lines += _table(alignment["header"], alignment["rows"], alignment["note"])
+    slopes = content["slopes"]
+    lines += ["## Does the gain grow with the preferences' Acc_WoW? (Fig 3's slope)", ""]
+    lines += _table(slopes["header"], slopes["rows"], slopes["note"])
     lines += ["## Model calls, tokens and API cost per stage (whole run)", "", content["usage_note"], ""]
     total = content["total"]
     keys = ["name", "time", "compute", "calls", "tokens", "cost", "hits"]
@@ -72,12 +75,12 @@ def render_markdown(content: dict) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], note: str) -> list[str]:
-    """A Markdown table, or the note when there are no rows."""
+    """A Markdown table followed by its note, or the note alone when there are no rows."""
     if not rows:
         return [note or "No rows.", ""]
     out = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
-    return [*out, ""]
+    return [*out, "", *([note, ""] if note else [])]
 
 
 def _cell(value: str) -> str:

@@ -86,6 +86,7 @@ def gather_report(
     alignment_section_ = _section(
         alignment, run.alignment, alignment_section, "No alignment.csv yet: stage 04_dpo_training has not run."
     )
+    slopes = _section(None, run.fig3_slopes, slope_section, "No fig3_slopes.csv: stage 05 has not run.")
     for name, what in EXPECTED_FILES.items():
         given = (name == run.acc_wow.name and acc is not None) or (
             name == run.alignment.name and alignment is not None
@@ -107,6 +108,7 @@ def gather_report(
         "params": [(str(k), fmt.param_text(v)) for k, v in params.items()],
         "acc": acc_section,
         "alignment": alignment_section_,
+        "slopes": slopes,
         "stages": stages,
         "usage_rows": usage_rows,
         "total": total,
@@ -206,6 +208,35 @@ def alignment_section(df: pd.DataFrame) -> dict:
         else "alignment.csv has no rows."
     )
     return {"header": ALIGNMENT_HEADER, "rows": rows, "note": note}
+
+
+SLOPE_HEADER = ["gain", "settings", "test questions", "slope against Acc_WoW [95% CI]", "detectable |slope|"]
+
+
+def slope_section(df: pd.DataFrame) -> dict:
+    """Fig 3's question in one number per gain: the slope against the preferences' Acc_WoW (``fig3_slopes.csv``).
+
+    Returns:
+        ``{header, rows, note}``.
+    """
+    labels = dict(zip(("d_p_wrong", "d_acc", "neg_d_ece"), ALIGNMENT_HEADER[3:6], strict=True))
+    rows = [
+        [
+            labels.get(r["gain"], fmt.text(r["gain"])).removesuffix(" [95% CI]"),
+            fmt.text(r.get("n_settings")),
+            fmt.text(r.get("n_questions")),
+            fmt.with_ci(r.get("slope"), r.get("ci_low"), r.get("ci_high")),
+            fmt.num(r.get("mde")),
+        ]
+        for _, r in df.iterrows()
+    ]
+    note = (
+        "The gain per unit of preference accuracy (Fig 3's black line); its CI resamples the test questions, every "
+        "setting's gain recomputed on the same draw."
+        if rows
+        else "Fewer than two aligned settings with different Acc_WoW: no slope."
+    )
+    return {"header": SLOPE_HEADER, "rows": rows, "note": note}
 
 
 def figure_list(run_dir: Path) -> list[dict]:

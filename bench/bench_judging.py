@@ -27,10 +27,10 @@ def _count_batches(engine) -> dict:
     counts = {"batches": 0, "rows": 0}
     inner = engine._prompt_pass
 
-    def counted(prompts):
+    def counted(prompts, *args, **kwargs):  # generation passes the rows' token budgets too
         counts["batches"] += 1
         counts["rows"] += len(prompts)
-        return inner(prompts)
+        return inner(prompts, *args, **kwargs)
 
     engine._prompt_pass = counted
     return counts

@@ -77,10 +77,6 @@ def gain_slopes(
                 questions[key[0]].append(q)
     if not any(questions.values()):
         raise WowError("the settings' before and after answers share no test question.")
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        draws.append({t: [qs[i] for i in rng.integers(0, len(qs), size=len(qs))] for t, qs in questions.items()})
 
     def slope_of(y: np.ndarray) -> float:
         ok = np.isfinite(y)
@@ -88,19 +84,27 @@ def gain_slopes(
             return float("nan")
         return float(np.polyfit(x[ok], y[ok], 1)[0])
 
-    def gains(name: str, drawn: Mapping[str, list[str]]) -> np.ndarray:
-        """Every setting's gain on the drawn questions (a question drawn twice counts twice)."""
-        out = []
+    def gains(drawn: Mapping[str, list[str]]) -> dict[str, np.ndarray]:
+        """Every gain of every setting on the drawn questions (a question drawn twice counts twice); each setting's
+        rows are gathered once for all gains."""
+        out: dict[str, list[float]] = {column: [] for column in GAINS}
         for key in settings:
             before = [r for q in drawn[key[0]] for r in by_q[key].get(q, ([], []))[0]]
             after = [r for q in drawn[key[0]] for r in by_q[key].get(q, ([], []))[1]]
-            out.append(gain(name, before, after))
-        return np.array(out, dtype=float)
+            for column, name in GAINS.items():
+                out[column].append(gain(name, before, after))
+        return {column: np.array(v, dtype=float) for column, v in out.items()}
+
+    point = {column: slope_of(y) for column, y in gains(questions).items()}
+    rng = np.random.default_rng(seed)
+    boot: dict[str, list[float]] = {column: [] for column in GAINS}
+    for _ in range(n_boot):
+        draw = {t: [qs[i] for i in rng.integers(0, len(qs), size=len(qs))] for t, qs in questions.items()}
+        for column, y in gains(draw).items():
+            boot[column].append(slope_of(y))
 
     rows = []
-    for column, name in GAINS.items():
-        point = gains(name, questions)
-        slopes = [slope_of(gains(name, draw)) for draw in draws]
+    for column, slopes in boot.items():
         finite = np.array([v for v in slopes if np.isfinite(v)])
         lo, hi = (
             (float(np.quantile(finite, alpha / 2)), float(np.quantile(finite, 1 - alpha / 2)))
@@ -112,7 +116,7 @@ def gain_slopes(
                 "gain": column,
                 "n_settings": len(pts),
                 "n_questions": sum(len(v) for v in questions.values()),
-                "slope": slope_of(point),
+                "slope": point[column],
                 "ci_low": lo,
                 "ci_high": hi,
                 "mde": detectable_difference(lo, hi, alpha=alpha),

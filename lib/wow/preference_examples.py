@@ -168,17 +168,10 @@ def accuracy(examples) -> float:
     Args:
         examples: example dicts, or a ``datasets.Dataset`` of them.
     """
-    chosen = (
-        list(examples["chosen_label"]) if hasattr(examples, "column_names") else [e["chosen_label"] for e in examples]
-    )
-    rejected = (
-        list(examples["rejected_label"])
-        if hasattr(examples, "column_names")
-        else [e["rejected_label"] for e in examples]
-    )
-    if not chosen:
+    labels = [(e["chosen_label"], e["rejected_label"]) for e in examples]  # dicts, or the rows of a Dataset
+    if not labels:
         return float("nan")
-    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(chosen)
+    return sum(c > r for c, r in labels) / len(labels)
 
 
 def split_by_question(examples: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

@@ -29,7 +29,7 @@ LLAMA_REQ := $(shell grep -E '^llama-cpp-python' requirements-dev.txt)
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 LLAMA_STAMP := $(VENV)/.llama-$(shell printf '%s' '$(LLAMA_REQ) $(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
 
-.PHONY: install install-dev demo test lint format lab bench clean-outputs
+.PHONY: install install-dev stockfish demo test rehearse lint format lab bench clean-outputs
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,15 +68,29 @@ $(LAB_SETTINGS):
 	printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Markdown Preview"}},' \
 	  ' "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}' > $@
 
-install: $(VENV)/.runtime $(STOCKFISH)
+# Stockfish (Debian, needs root) only where a chess task runs: the tests, or `make stockfish` before a chess set.
+install: $(VENV)/.runtime
 
-install-dev: install $(VENV)/.dev $(CHROMEDRIVER)
+install-dev: install $(STOCKFISH) $(VENV)/.dev $(CHROMEDRIVER)
+
+stockfish: $(STOCKFISH)
 
 demo: install
 	$(VENV)/bin/wow run parameters/demo.yaml
 
 test: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=20
+
+# every paper set rehearsed offline (wow run SET --fast-dev-run --stand-ins: all settings, small sizes, stand-in
+# models and data; README "Rehearse a parameter set"), with the stages its "# Reproduce:" line runs; stops at the
+# first failure and prints each set's wall time
+rehearse: install-dev
+	@for set in parameters/paper/*.yaml; do \
+	  only=$$(grep -m1 '^# Reproduce:' $$set | grep -o -- '--only [0-9]*' | tr '\n' ' '); \
+	  echo "== rehearsing $$set $$only"; start=$$SECONDS; \
+	  HF_HUB_OFFLINE=1 $(VENV)/bin/wow run $$set --fast-dev-run --stand-ins $$only || exit 1; \
+	  echo "== $$set rehearsed in $$((SECONDS - start)) s"; \
+	done
 
 lint: install-dev
 	$(VENV)/bin/ruff check lib tests bench notebooks

@@ -69,6 +69,14 @@ def machine() -> dict:
     except ImportError:
         pass
     info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+    try:
+        from wow import precision
+
+        info["cpu_family"] = precision.cpu_family()
+        info["cpu_flags"] = precision.machine()["cpu_flags"]
+        info["auto_dtype"] = precision.resolve("auto")
+    except ImportError:
+        pass
     return info
 
 

@@ -30,6 +30,7 @@ BENCHES = {
         "bench_sampling.py",
         ["--questions", "4", "--max-tokens", "64", "160", "--batch-sizes", "20", "40", "--reps", "1"],
     ),
+    "precision": ("bench_precision.py", []),  # float32 vs bfloat16 on this CPU: is dtype auto's choice the faster?
     "confidence": ("bench_confidence.py", []),
     "judging": ("bench_judging.py", []),
     "growth": ("bench_growth.py", []),
@@ -90,6 +91,15 @@ def headline(results: dict) -> list[dict]:
             f"{fmt(v)}x ({fmt(row['tokens_per_s'])} tok/s)",
             ">= 1.0x" if row["method"].startswith("wow") else "",
             None if v is None or not row["method"].startswith("wow") else v >= 1.0,
+        )
+    r = results.get("precision", {})
+    for row in r.get("rows", []):
+        add(
+            0,
+            f"precision, {row['workload']}: bf16 / fp32 on this CPU ({r.get('cpu_family')}); dtype auto -> {row['auto']}",
+            f"{fmt(row['bf16 / fp32'])}x ({fmt(row['bfloat16'])} vs {fmt(row['float32'])})",
+            "auto is the faster",
+            row["auto is faster"] == "yes",
         )
     r = results.get("confidence", {})
     for row in r.get("rows", []):
@@ -198,7 +208,8 @@ def write_markdown(summary: dict) -> str:
     lines = [
         "# wow benchmarks",
         "",
-        f"Measured {summary['finished']} on {m['cpu_model']}, {m['cores']} CPU cores (torch "
+        f"Measured {summary['finished']} on {m['cpu_model']} ({m.get('cpu_family', 'CPU family unknown')}; flags "
+        f"{' '.join(m.get('cpu_flags', []))}; dtype auto -> {m.get('auto_dtype')}), {m['cores']} CPU cores (torch "
         f"{m['versions'].get('torch')}, transformers {m['versions'].get('transformers')}, trl "
         f"{m['versions'].get('trl')}); 1-minute load average {load_range(summary)} during the benchmarks; "
         f"{fmt(summary['total_seconds'] / 60)} min in all"
@@ -230,7 +241,8 @@ def update_readme(summary: dict) -> bool:
         return False
     m = summary["machine"]
     block = (
-        f"{README_START}\nMeasured {summary['finished'][:10]} on {m['cpu_model']}, {m['cores']} CPU cores, shared "
+        f"{README_START}\nMeasured {summary['finished'][:10]} on {m['cpu_model']} "
+        f"({m.get('cpu_family', 'CPU family unknown')}; dtype auto -> {m.get('auto_dtype')}), {m['cores']} CPU cores, shared "
         f"(1-minute load average {load_range(summary)} during the benchmarks); `make bench` took "
         f"{fmt(summary['total_seconds'] / 60)} min.\n\n"
         + markdown_table(summary["headline"], ["#", "measure", "value", "goal", "met"])

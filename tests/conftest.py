@@ -30,9 +30,9 @@ def default_model():
 
 @pytest.fixture(scope="session")
 def llama_server_process():
-    """The running llama.cpp server (:class:`llama_server.Server`), started once per test session on a free port of
-    127.0.0.1 and stopped at its end (tests/llama_server.py)."""
-    from llama_server import serve
+    """The running llama.cpp server (:class:`wow.llama_server.Server`), started once per test session on a free port
+    of 127.0.0.1 and stopped at its end."""
+    from wow.llama_server import serve
 
     with serve() as server:
         yield server
@@ -48,7 +48,7 @@ def llama_server(llama_server_process):
 def _llama_server_alive(request):
     """A test that uses the llama.cpp server fails at once when the server has died: with its exit status or signal
     and the tail of its log, checked before and after the test (a request sent after a crash gets the same
-    diagnosis as an HTTP 400, see tests/llama_server.py), instead of a minute of retries ending in "Connection
+    diagnosis as an HTTP 400, see wow.llama_server), instead of a minute of retries ending in "Connection
     error"."""
     if "llama_server_process" not in request.fixturenames:
         yield

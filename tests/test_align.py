@@ -174,7 +174,7 @@ def test_overlong_pairs_train_truncated_not_dropped(tiny_model, tmp_path, caplog
 
 def test_config_checks_lengths_and_scheduler_names():
     with pytest.raises(WowError, match="did you mean 'cosine_with_restarts'"):
-        AlignConfig(lr_scheduler="cosine_with_restart").check()  # the paper's grid_search.py spelling (W19)
+        AlignConfig(lr_scheduler="cosine_with_restart").check()  # the paper's grid_search.py spelling
     with pytest.raises(WowError, match="max_prompt_length .512. must be positive and below max_length .512."):
         AlignConfig(max_length=512).check()
     AlignConfig().check()

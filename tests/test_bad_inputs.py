@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wow import WowError, io, models, params, preferences, sampling, tasks
+from wow import WowError, io, models, params, preferences, sampling, stage_setup, tasks
 from wow.backends.cache import CallCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,9 +112,9 @@ def test_a_notebook_run_interactively_refuses_the_folder_of_a_different_run(tmp_
     first.run_dir.mkdir(parents=True)
     run.record_run(first, "first")
     cell = {**first.model_dump(), "n_samples": first.n_samples + 1}  # the parameters cell, edited
-    with pytest.raises(WowError, match="holds a run with different n_samples"):
-        params.from_globals(cell, source="01_data_prep parameters")
-    params.from_globals(first.model_dump())  # the same values are that run's: accepted
+    with pytest.raises(WowError, match=r"differ from the run's .* in n_samples \(n_samples: run 4, here 5\)"):
+        stage_setup.setup(cell, "01_data_prep")
+    stage_setup.setup(first.model_dump())  # the same values are that run's: accepted
 
 
 # -- data and files -------------------------------------------------------------------------------------------

@@ -47,6 +47,21 @@ def test_sampling_bench_takes_the_parameter_set_workload(bench_out):
     assert default["prompt_tokens_computed"] * 4 < default["prompt_tokens"]  # 10 samples of one prompt: read once
 
 
+@pytest.mark.slow
+def test_precision_bench_measures_both_precisions_and_names_the_cpu(bench_out, monkeypatch):
+    import bench_precision
+
+    monkeypatch.setattr(bench_precision, "sampling_tok_s", lambda dtype, n, reps: {"float32": 2.0}.get(dtype, 1.0))
+    res = bench_precision.bench_precision(n_questions=1, reps=1)
+    written = json.loads((bench_out / "precision.json").read_text())
+    assert [r["workload"] for r in written["rows"]][0].startswith("matmul")
+    for row in res["rows"]:
+        assert row["float32"] > 0 and row["bfloat16"] > 0 and row["auto"] in ("float32", "bfloat16")
+        fastest = "float32" if row["float32"] >= row["bfloat16"] else "bfloat16"
+        assert row["auto is faster"] == ("yes" if fastest == row["auto"] else "no")
+    assert written["machine"]["cpu"] and "auto_dtype" in written["machine"]
+
+
 def test_summary_reads_every_benchmark_result(bench_out):
     import run_all
 
@@ -99,9 +114,19 @@ def test_summary_reads_every_benchmark_result(bench_out):
             ],
         },
         "e2e": {"status": "ok", "demo_status": "not measured, run make demo", "rows": []},
-    }
+        "precision": {
+            "status": "ok",
+            "cpu_family": "no native bf16 (AVX2)",
+            "rows": [
+                {"workload": "matmul", "float32": 100.0, "bfloat16": 25.0, "bf16 / fp32": 0.25, "auto": "float32",
+                 "auto is faster": "yes"},
+            ],
+        },
+    }  # fmt: skip
     rows = run_all.headline(results)
-    assert {r["#"] for r in rows} == {1, 2, 3, 4, 5, 6, 7}
+    assert {r["#"] for r in rows} == {0, 1, 2, 3, 4, 5, 6, 7}
+    [precision] = [r for r in rows if r["#"] == 0]
+    assert "no native bf16 (AVX2)" in precision["measure"] and precision["met"] is True
     assert all(r["met"] is not False for r in rows)
     summary = {
         "machine": {"cpu_model": "cpu", "cores": 2, "versions": {}},

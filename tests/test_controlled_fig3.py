@@ -1,9 +1,11 @@
-"""Fig 3 with a controlled x-axis: preference sets of known accuracy (``noisy@q``, ``random``), the smallest
-detectable gain, and the figure that shows both. Every expected value was worked out by hand."""
+"""Fig 3 with a controlled x-axis: preference sets of known accuracy (``noisy@q``, ``random``), the design's minimum
+detectable gain and the equivalence bound of a null result, the figure, and the slope with its training seeds.
+Every expected value was worked out by hand."""
 
 import math
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
@@ -172,8 +174,31 @@ def test_compare_reports_the_detectable_difference_of_each_gain():
     assert math.isnan(eval_metrics.compare(before, after, n_boot=0)["d_p_wrong_mde"])
 
 
+def test_equivalence_bound_is_the_90_percent_intervals_far_end():
+    assert bootstrap.equivalence_bound(-0.02, 0.05) == 0.05
+    assert bootstrap.equivalence_bound(-0.07, 0.01) == 0.07
+    assert bootstrap.equivalence_bound(0.01, 0.03) == 0.03  # a significant gain is bounded too
+    assert math.isnan(bootstrap.equivalence_bound(None, 0.1))
+
+
+def test_compare_reports_the_equivalence_bound_of_each_gain_by_hand():
+    """Two questions. q1: before one of two answers correct, after both (ΔAcc 0.5); q2: none correct either way
+    (ΔAcc 0). A resample draws {q1, q1} (0.5), {q2, q2} (0) or one of each (0.25) with probabilities 1/4, 1/4, 1/2:
+    the 90% interval is [0, 0.5], so the data bound |ΔAcc| by 0.5, and the 95% CI [0, 0.5] holds 0."""
+
+    def row(q, correct):
+        return {"question_id": q, "correctness": float(correct), "is_correct": correct, "mean_logprob": -0.5}
+
+    before = [row("q1", True), row("q1", False), row("q2", False), row("q2", False)]
+    after = [row("q1", True), row("q1", True), row("q2", False), row("q2", False)]
+    out = eval_metrics.compare(before, after, n_boot=2000, seed=0)
+    assert (out["d_acc"], out["d_acc_ci_low"], out["d_acc_ci_high"]) == (0.25, 0.0, 0.5)
+    assert out["d_acc_equiv_bound"] == 0.5
+    assert math.isnan(eval_metrics.compare(before, after, n_boot=0)["d_acc_equiv_bound"])
+
+
 # -- the figure -----------------------------------------------------------------------------------------------------
-def test_fig3_draws_each_points_ci_and_the_detectable_band():
+def test_fig3_draws_each_points_own_ci_and_states_the_designs_power_in_words_not_as_a_band():
     points = pd.DataFrame(
         {
             "task": ["shortest_path"] * 3,
@@ -197,11 +222,11 @@ def test_fig3_draws_each_points_ci_and_the_detectable_band():
         [[0.75, -0.03], [0.75, 0.13]],
         [[1.0, pytest.approx(0.02)], [1.0, pytest.approx(0.18)]],
     ]
-    (band,) = [p for p in ax.patches if p.get_gid() == "detectable"]
-    assert any("±0.120" in t.get_text() for t in ax.texts)
-    low, high = band.get_bbox().y0, band.get_bbox().y1
-    assert low == pytest.approx(-0.12) and high == pytest.approx(0.12)  # the median of 0.11, 0.12, 0.13
+    assert not ax.patches  # no band to read the points against
+    (note,) = [t for t in ax.texts if t.get_gid() == "design_power"]
+    assert note.get_text() == "this design detects a true gain of ±0.120 with 80% power"  # the median of the three
     assert not [c for c in fig.axes[1].containers if isinstance(c, ErrorbarContainer)]  # no CI columns for ΔAcc
+    assert not [t for t in fig.axes[1].texts if t.get_gid() == "design_power"]  # nor a design note
 
 
 # -- the slope of Fig 3's line, with its CI ---------------------------------------------------------------------------
@@ -233,3 +258,65 @@ def test_gain_slope_and_its_paired_bootstrap_by_hand():
     assert table.loc["d_acc", "slope"] == 0 and table.loc["neg_d_ece", "slope"] == pytest.approx(0)
     one = gain_slope.gain_slopes(points.iloc[:1], answers)
     assert one.empty  # one point has no slope
+
+
+def one_question_rows(correctness):
+    return [
+        {"question_id": "q1", "correctness": correctness, "is_correct": False, "mean_logprob": -1.0, "extracted": 1}
+    ]
+
+
+def test_gain_slope_takes_the_spread_between_training_seeds_by_hand():
+    """One test question (its resampling changes nothing), two settings with two seeds each. Before: 0.2. The set of
+    Acc_WoW 1.0 gains 0.2 and 0.4 (seeds 0 and 1), the set of 0.5 gains 0 and 0: slope (0.3 - 0) / 0.5 = 0.6. The
+    spread between seeds: squares 0.01 + 0.01 + 0 + 0 = 0.02 over 2 degrees of freedom, 0.01 (no test-answer noise
+    to take out with one question); Sxx over the four rows is 4 x 0.25^2 = 0.25, so the slope's seed variance is
+    0.01 / 0.25 = 0.04 (SD 0.2), drawn as 0.2 x t(2): the 95% CI is 0.6 ± 4.303 x 0.2 = [-0.261, 1.461]."""
+    from wow import gain_slope
+
+    before = one_question_rows(0.2)
+    points = pd.DataFrame(
+        {
+            "setting": ["good", "good", "coin", "coin"],
+            "task": ["t"] * 4,
+            "train_seed": [0, 1, 0, 1],
+            "acc_wow": [1.0, 1.0, 0.5, 0.5],
+        }
+    )
+    answers = {
+        ("t", "good", 0): (before, one_question_rows(0.4)),
+        ("t", "good", 1): (before, one_question_rows(0.6)),
+        ("t", "coin", 0): (before, one_question_rows(0.2)),
+        ("t", "coin", 1): (before, one_question_rows(0.2)),
+    }
+    table = gain_slope.gain_slopes(points, answers, n_boot=20_000, seed=0).set_index("gain")
+    p = table.loc["d_p_wrong"]
+    assert (p.n_settings, p.n_runs, p.n_questions) == (2, 4, 1)
+    assert p.slope == pytest.approx(0.6)
+    assert p.seed_sd == pytest.approx(0.1)
+    assert p.ci_low == pytest.approx(0.6 - 4.303 * 0.2, abs=0.03) and p.ci_high == pytest.approx(
+        0.6 + 4.303 * 0.2, abs=0.03
+    )
+    assert "training seeds (2-2 per setting" in p.variance_included and "x held fixed" in p.variance_excluded
+
+    # the same four models as four settings of their own: nothing but the one question is resampled
+    alone = points.assign(setting=["good0", "good1", "coin0", "coin1"]).drop(columns="train_seed")
+    named = zip(alone.setting, points.setting, points.train_seed, strict=True)
+    flat = {("t", s): answers[("t", k, seed)] for s, k, seed in named}
+    q = gain_slope.gain_slopes(alone, flat, n_boot=200, seed=0).set_index("gain").loc["d_p_wrong"]
+    assert q.slope == pytest.approx(0.6) and q.ci_low == pytest.approx(0.6) and q.ci_high == pytest.approx(0.6)
+    assert math.isnan(q.seed_sd) and "training seed and the grid's choice" in q.variance_excluded
+
+
+def test_seed_variance_takes_out_the_test_answers_own_noise():
+    """Two seeds whose gains differ by 0.2 (squares 0.02) while their deviations vary by 0.0025 each across the
+    question resamples (summed 0.005): the seed variance is (0.02 - 0.005) / 1; noise larger than the spread gives
+    0."""
+    from wow import gain_slope
+
+    gains = np.array([0.1, 0.3])
+    resamples = np.array([[0.05, 0.35], [0.15, 0.25]])  # deviations ±0.15 and ±0.05: variance 0.0025 each
+    assert gain_slope.seed_variance(gains, resamples, [np.array([0, 1])]) == (pytest.approx(0.015), 1)
+    noisy = np.array([[-0.5, 0.9], [0.7, -0.3]])
+    assert gain_slope.seed_variance(gains, noisy, [np.array([0, 1])]) == (0.0, 1)
+    assert gain_slope.seed_variance(gains, resamples, [np.array([0]), np.array([1])]) == (0.0, 0)

@@ -121,6 +121,34 @@ def test_oracle_is_exactly_one_wherever_there_are_pairs():
     assert empty.acc_wow.isna().all() and (empty.note == "no candidate pairs").all()
 
 
+def test_acc_wow_table_resamples_whole_questions_unless_asked_for_pairs_and_says_which():
+    """Two questions of three pairs each: length orders q1's pairs all right and q2's all wrong (Acc_WoW 0.5).
+    Resampling questions draws q1 twice (1.0), q2 twice (0.0) or one of each (0.5): CI [0, 1]. Resampling the six
+    pairs as if independent: 6 coin flips, P(0 of 6) = 1/64 < 2.5% < P(at most 1) = 7/64, so CI [1/6, 5/6]."""
+    rows = []
+    for qid, lengths in (("q1", (30, 20, 10)), ("q2", (10, 20, 30))):
+        rows += [answer(i, -(i + 1.0), 5 + i, qid=qid, n_tokens=n) for i, n in enumerate(lengths)]
+    scores = scorers.score_answers(rows)
+    table = elicit.acc_wow_table(rows, scores, margins=(1.0,), n_boot=4000)
+    row = by_method(table, "length")
+    assert (row.acc_wow, row.ci_low, row.ci_high, row.ci_resample) == (0.5, 0.0, 1.0, "question")
+    pairs = by_method(elicit.acc_wow_table(rows, scores, margins=(1.0,), n_boot=4000, resample="pair"), "length")
+    assert (pairs.ci_low, pairs.ci_high, pairs.ci_resample) == (pytest.approx(1 / 6), pytest.approx(5 / 6), "pair")
+    assert by_method(elicit.acc_wow_table(rows, scores, n_boot=0), "length").ci_resample == ""
+    with pytest.raises(WowError, match="resampling unit 'answer'"):
+        elicit.acc_wow_table(rows, scores, resample="answer")
+
+
+def test_a_margins_interval_redoes_the_cut_in_every_resample():
+    """q1's two pairs have gaps 9 and 8 (both hits), q2's gaps 1 and 2 (both misses); M = 0.5 keeps the 2 largest
+    gaps: q1's (Acc_WoW 1). A resample of {q2, q2} keeps q2's pairs (0), {q1, q1} or one of each keeps q1's (1):
+    the CI is [0, 1], where the kept pairs alone (q1's) would give [1, 1]."""
+    from wow import acc_wow
+
+    res = acc_wow.acc_from_hits([1, 1, 0, 0], [9, 8, 1, 2], 0.5, n_boot=2000, seed=0, groups=["q1", "q1", "q2", "q2"])
+    assert (res.acc, res.n_pairs, res.ci_low, res.ci_high, res.ci_resample) == (1.0, 2, 0.0, 1.0, "question")
+
+
 class ScriptedJudge(Engine):
     name = "fake"
 

@@ -1,5 +1,6 @@
-"""The figures compute what the paper computes: Fig 3's x-axis per source, its two regression lines, Self and Mix in
-one run, Fig 4 over the six set-ups, and CIs that are CIs. Every expected value was worked out by hand."""
+"""The figures compute what the paper computes: Fig 3's x-axis from each set's own training pairs (the judge's Acc_WoW
+beside it per source), its two regression lines, Self and Mix in one run, Fig 4 over the six set-ups, and CIs that
+are CIs. Every expected value was worked out by hand."""
 
 from pathlib import Path
 
@@ -8,33 +9,35 @@ import pandas as pd
 import pytest
 from matplotlib.colors import same_color
 from matplotlib.container import ErrorbarContainer
-from wow import WowError, alignment_figures, params, pipeline, plots
+from wow import WowError, acc_wow, alignment_figures, params, pipeline, plots
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
 POLICY, OTHER, JUDGE = "smollm2-135m", "gpt-4o", "gpt-4o"
 
 
-def run_params(source):
-    return params.validate(
-        {
-            "generators": [POLICY, OTHER],
-            "policy_model": POLICY,
-            "judges": [JUDGE],
-            "judge_modes": ["text"],
-            "score_k": [5],
-            "pref_types": ["oracle", "direct", "score@0.5", "row"],
-            "pref_source": source,
-            "pref_score_k": 5,
-        }
-    )
+def run_params(source, tmp_path=None, **extra):
+    values = {
+        "generators": [POLICY, OTHER],
+        "policy_model": POLICY,
+        "judges": [JUDGE],
+        "judge_modes": ["text"],
+        "score_k": [5],
+        "pref_types": ["oracle", "direct", "score@0.5", "row"],
+        "pref_source": source,
+        "pref_score_k": 5,
+        "n_boot": 200,
+    }
+    if tmp_path is not None:
+        values["output_root"] = str(tmp_path)
+    return params.validate(values | extra)
 
 
-def acc_row(gen, method, check, margin, n_pairs, n_hits):
+def acc_row(gen, method, check, margin, n_pairs, n_hits, split="train"):
     return {
         "task": "t",
         "generator": gen,
-        "split": "train",
+        "split": split,
         "method": method,
         "judge": JUDGE,
         "check": check,
@@ -72,23 +75,145 @@ def alignment_rows(sources=("self", "mix")):
     return pd.DataFrame(rows)
 
 
-# -- item 1: Fig 3's x-axis is the Acc_WoW of the pairs the set was built from --------------------------------------
-def test_self_settings_take_the_policy_generators_acc_wow_and_mix_the_pooled_pairs():
-    points = pipeline.method_acc_wow(run_params(["self", "mix"]), ACC, alignment_rows()).set_index("setting")
+def save_set(P, kind, source, margin, train, validation=()):
+    """Save a preference set whose pairs are ``(question, right)`` (``right``: the chosen answer is the less wrong),
+    under the folder its spec names."""
+    from datasets import Dataset, DatasetDict
+    from wow.preference_examples import example_features
+    from wow.preferences import save_preferences
+
+    def example(i, question, right):
+        labels = (-1.0, -3.0) if right else (-3.0, -1.0)
+        message = [{"role": "assistant", "content": f"answer {i}"}]
+        return {"prompt": [{"role": "user", "content": question}], "chosen": message, "rejected": message} | {
+            "question_id": question,
+            "generator": POLICY,
+            "chosen_id": f"{question}|{i}|a",
+            "rejected_id": f"{question}|{i}|b",
+            "chosen_label": labels[0],
+            "rejected_label": labels[1],
+            "source_method": kind,
+            "pref_type": kind,
+            "same_prompt": True,
+        }
+
+    def dataset(pairs):
+        rows = [example(i, q, right) for i, (q, right) in enumerate(pairs)]
+        return (
+            Dataset.from_list(rows, features=example_features())
+            if rows
+            else Dataset.from_dict({k: [] for k in example_features()}, features=example_features())
+        )
+
+    spec = pipeline.PrefSpec(kind, margin, JUDGE if kind in ("direct", "score") else None, "text", source)
+    save_preferences(
+        DatasetDict({"train": dataset(train), "validation": dataset(validation)}),
+        P.layout.preferences("t", spec.setting(P)),
+    )
+
+
+#: Training pairs per set: (question, chosen is the less wrong answer). The validation pairs never count.
+SETS = {
+    ("self", "oracle", None): [("q1", True)] * 4,
+    ("self", "direct", None): [("q1", True), ("q1", False), ("q2", True), ("q2", True)],  # 3 / 4
+    ("self", "score", 0.5): [("q1", True), ("q2", False)],  # 1 / 2
+    ("mix", "oracle", None): [("q1", True)] * 6,
+    ("mix", "direct", None): [("q1", True)] * 4 + [("q2", False)],  # 4 / 5
+    ("mix", "score", 0.5): [("q3", False)] * 3 + [("q4", True)],  # 1 / 4
+}
+
+
+def saved_sets(P):
+    for (source, kind, margin), train in SETS.items():
+        save_set(P, kind, source, margin, train, validation=[("q9", False)] * 5)
+
+
+# -- item 1: Fig 3's x-axis is the accuracy of the very pairs each set trained on ----------------------------------
+def test_fig3_x_is_the_accuracy_of_each_sets_own_training_pairs(tmp_path):
+    P = run_params(["self", "mix"], tmp_path)
+    saved_sets(P)
+    points = pipeline.method_acc_wow(P, ACC, alignment_rows()).set_index("setting")
     assert "self_row" not in points.index and "mix_row" not in points.index  # right-over-wrong: no Acc_WoW
-    assert points.loc["self_oracle", "acc_wow"] == 1.0
-    assert points.loc["self_direct", "acc_wow"] == pytest.approx(0.50)  # not the mean over generators, 0.70
-    assert points.loc["mix_direct", "acc_wow"] == pytest.approx(32 / 40)  # (5 + 27) / (10 + 30), not 0.70
-    assert points.loc["self_score", "acc_wow"] == pytest.approx(3 / 4)
-    assert points.loc["mix_score", "acc_wow"] == pytest.approx(9 / 16)  # (3 + 6) / (4 + 12)
-    assert points.loc["mix_direct", "acc_wow_pairs"] == 40 and points.loc["self_score", "acc_wow_pairs"] == 4
+    assert points.loc["self_oracle", "acc_wow"] == 1.0 and points.loc["mix_oracle", "acc_wow_pairs"] == 6
+    assert points.loc["self_direct", "acc_wow"] == pytest.approx(3 / 4)  # the validation pairs (all wrong) left out
+    assert points.loc["mix_direct", "acc_wow"] == pytest.approx(4 / 5)
+    assert points.loc["self_score", "acc_wow"] == pytest.approx(1 / 2)
+    assert points.loc["mix_score", "acc_wow"] == pytest.approx(1 / 4)
+    assert points.loc["self_direct", "acc_wow_pairs"] == 4 and points.loc["self_direct", "acc_wow_questions"] == 2
     assert points.loc["mix_score", "method"] == "score@0.5"
+    # resampling the two questions of the direct set: q1 alone 1/2, q2 alone 1, one of each 3/4
+    assert (points.loc["self_direct", "acc_wow_ci_low"], points.loc["self_direct", "acc_wow_ci_high"]) == (0.5, 1.0)
 
 
-def test_the_direct_set_without_the_check_takes_the_unchecked_rows():
-    P = params.validate({**run_params("self").model_dump(), "pref_check": False})
-    points = pipeline.method_acc_wow(P, ACC, alignment_rows(["self"])).set_index("setting")
-    assert points.loc["self_direct", "acc_wow"] == pytest.approx(4 / 20)
+def test_the_judges_acc_wow_stands_beside_x_self_from_the_policys_rows_mix_pooled(tmp_path):
+    P = run_params(["self", "mix"], tmp_path)
+    saved_sets(P)
+    points = pipeline.method_acc_wow(P, ACC, alignment_rows()).set_index("setting")
+    assert points.loc["self_direct", "judge_acc_wow"] == pytest.approx(0.50)  # not the mean over generators, 0.70
+    assert points.loc["mix_direct", "judge_acc_wow"] == pytest.approx(32 / 40)  # (5 + 27) / (10 + 30), not 0.70
+    assert points.loc["self_score", "judge_acc_wow"] == pytest.approx(3 / 4)
+    assert points.loc["mix_score", "judge_acc_wow"] == pytest.approx(9 / 16)  # (3 + 6) / (4 + 12)
+    assert (
+        points.loc["mix_direct", "judge_acc_wow_pairs"] == 40 and points.loc["self_score", "judge_acc_wow_pairs"] == 4
+    )
+    assert pd.isna(points.loc["self_oracle", "judge_acc_wow"])
+
+
+def test_the_direct_set_without_the_check_takes_its_own_pairs_and_the_unchecked_rows(tmp_path):
+    P = run_params("self", tmp_path, pref_check=False)
+    save_set(P, "direct", "self", None, [("q1", True), ("q1", False), ("q1", False)])
+    points = pipeline.method_acc_wow(P, ACC, alignment_rows(["self"]).iloc[1:2]).set_index("setting")
+    assert points.loc["self_direct", "acc_wow"] == pytest.approx(1 / 3)
+    assert points.loc["self_direct", "judge_acc_wow"] == pytest.approx(4 / 20)
+
+
+def test_a_score_sets_x_counts_the_pairs_it_kept_while_acc_wow_counts_score_ties_as_misses(tmp_path):
+    """One train question, wrong answers labelled -1, -2, -3, -4 scored 3, 3, 1, 2: of the 6 pairs, (-1, -2) is a
+    score tie (a miss for Acc_WoW, left out of the set) and (-3, -4) is ordered wrong; the other 4 are hits. Acc_WoW
+    at M = 1 is 4 / 6; the set trains on 5 pairs, 4 of them right: x = 4 / 5."""
+    from conftest import answer
+    from wow.pairs import candidate_pairs
+    from wow.preferences import build_preferences, save_preferences
+
+    P = run_params("self", tmp_path, pref_types=["score@1.0"])
+    rows = [
+        answer("q1", i, label, gen=POLICY)
+        | {"split": "train", "text": f"answer {i}", "prompt_messages": [{"role": "user", "content": "q1?"}]}
+        for i, label in enumerate([-1, -2, -3, -4])
+    ]
+    scores = {r["answer_id"]: s for r, s in zip(rows, [3.0, 3.0, 1.0, 2.0], strict=True)}
+    judged = acc_wow.acc_wow_pairs(candidate_pairs(rows), scores, 1.0, n_boot=0)
+    assert (judged.n_pairs, judged.n_hits) == (6, 4)
+    ds = build_preferences(rows, "score", generators=[POLICY], scores=scores, margin=1.0, val_fraction=0.0)
+    spec = pipeline.PrefSpec("score", 1.0, JUDGE, "text", "self")
+    save_preferences(ds, P.layout.preferences("t", spec.setting(P)))
+    acc = pd.DataFrame([acc_row(POLICY, "score_k5", "none", 1.0, judged.n_pairs, judged.n_hits)])
+    alignment = pd.DataFrame(
+        [
+            {"setting": "self_score", "task": "t", "pref_type": "score", "source": "self", "trainer": "dpo"}
+            | {"judge": JUDGE, "margin": 1.0, "d_p_wrong": 0.0, "d_acc": 0.0, "neg_d_ece": 0.0}
+        ]
+    )
+    point = pipeline.method_acc_wow(P, acc, alignment).iloc[0]
+    assert (point.acc_wow, point.acc_wow_pairs) == (pytest.approx(4 / 5), 5)
+    assert point.judge_acc_wow == pytest.approx(4 / 6)
+
+
+def test_an_acc_wow_table_of_other_questions_than_the_sets_is_refused_naming_both(tmp_path):
+    P = run_params(["self", "mix"], tmp_path)
+    saved_sets(P)
+    both = pd.concat([ACC, ACC.assign(split="test")])  # a table that also holds the test split
+    with pytest.raises(WowError, match=r"acc_wow_split is 'train' and acc_wow.csv holds the split\(s\) test, train"):
+        pipeline.method_acc_wow(P, both, alignment_rows())
+    with pytest.raises(WowError, match="acc_wow_split 'all' scores other questions than the preference sets"):
+        run_params("self", acc_wow_split="all")
+    assert run_params("self", acc_wow_split="all", pref_types=["oracle", "noisy@0.5"]).acc_wow_split == "all"
+
+
+def test_a_set_that_was_not_saved_is_named(tmp_path):
+    P = run_params("self", tmp_path)
+    with pytest.raises(WowError, match="Fig 3's x of self_oracle is the accuracy of the pairs it trained on"):
+        pipeline.method_acc_wow(P, ACC, alignment_rows(["self"]).iloc[:1])
 
 
 # -- item 2: Self and Mix from one parameter set; the paper's two regression lines ---------------------------------

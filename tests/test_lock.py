@@ -1,6 +1,6 @@
 """One run folder, one writer: ``wow run`` and a notebook's set-up call lock the folder; a second writer is refused.
 
-A helper process holds a folder through the call every notebook makes in its second cell (``params.from_globals``),
+A helper process holds a folder through the call every notebook makes in its second cell (``stage_setup.setup``),
 as a kernel in JupyterLab does: ``wow run`` is refused at once with one line that names the holder, and writes
 nothing; ``wow report`` still works. After ``kill -9`` of the holder a ``wow run`` starts with no cleanup, its
 notebook's kernel works under its lock, and a second ``wow run`` started meanwhile is refused; the first ends as an
@@ -25,8 +25,8 @@ SMOKE = yaml.safe_load((ROOT / "parameters" / "smoke.yaml").read_text())
 
 HOLD = """
 import json, sys, time
-from wow import params
-P = params.from_globals(json.loads(sys.argv[1]), source="01_data_prep parameters")
+from wow import stage_setup
+P = stage_setup.setup(json.loads(sys.argv[1]), "01_data_prep")
 print("held", P.run_dir, flush=True)
 time.sleep(600)
 """
@@ -44,8 +44,11 @@ def _param_file(tmp_path: Path, **changes) -> tuple[Path, Path]:
 
 
 def _hold(run_dir: Path) -> subprocess.Popen:
-    """A process that holds ``run_dir`` through a notebook's set-up call, as a JupyterLab kernel would."""
+    """A process that holds ``run_dir`` through a notebook's set-up call, as a JupyterLab kernel would (with the
+    run's own parameters when the folder has a run.yaml: a stage with other values is refused before the lock)."""
     values = {"run_name": run_dir.name, "output_root": str(run_dir.parent), "seed": SMOKE["seed"]}
+    if (run_dir / "run.yaml").exists():
+        values = yaml.safe_load((run_dir / "run.yaml").read_text())
     proc = subprocess.Popen([sys.executable, "-c", HOLD, json.dumps(values)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("held"), "the helper did not take the lock"
     return proc
@@ -91,7 +94,7 @@ def test_a_folder_a_notebook_holds_refuses_wow_run_at_once_and_stays_as_it_was(t
         started = time.monotonic()
         line = _refusal(wow_cli("run", str(param_file), "--only", "01"))
         assert time.monotonic() - started < 120  # refused, not waiting for a holder that sleeps for 10 minutes
-        for needle in (str(run_dir), f"pid {holder.pid}", "from_globals", "started ", "one writer per run folder"):
+        for needle in (str(run_dir), f"pid {holder.pid}", "stage_setup", "started ", "one writer per run folder"):
             assert needle in line, (needle, line)
         assert _snapshot(run_dir) == before  # not even run.yaml: refused before anything is written
 
@@ -209,7 +212,6 @@ def test_a_failed_attempt_is_recorded_with_its_error(tmp_path, monkeypatch):
         raise RuntimeError("the kernel died")
 
     monkeypatch.setattr(papermill, "execute_notebook", broken)
-    monkeypatch.setattr(run, "notebook_parameters", lambda nb: [])
     param_file, run_dir = _param_file(tmp_path)
     with pytest.raises(RuntimeError, match="the kernel died"):
         run.run(param_file, only=["01"])
@@ -222,7 +224,7 @@ def test_a_failed_attempt_is_recorded_with_its_error(tmp_path, monkeypatch):
 def test_the_lock_is_reentrant_in_one_process_and_passes_to_its_kernels_only(tmp_path, monkeypatch):
     d = tmp_path / "run"
     with lock.hold(d):
-        assert lock.acquire(d) == "held"  # a notebook cell run twice, or run.run after from_globals
+        assert lock.acquire(d) == "held"  # a notebook cell run twice, or run.run after stage_setup.setup
         lock.release(d)
         assert lock.holds(d)
         env = lock.kernel_env(d)

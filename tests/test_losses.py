@@ -19,7 +19,7 @@ from wow.align import TRAINERS, AlignConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# The paper's settings (reference-method.md §5.2-5.3, TRL 0.9.6 defaults where finetune.py passes nothing).
+# The paper's settings (finetune.py's preference_optimization, TRL 0.9.6 defaults where it passes nothing).
 BETA = 0.1  # DPO/IPO/RSO/SPPO beta; CPO's and SimPO's beta; ORPO's lambda
 SIMPO_GAMMA = 0.5  # SimPO's target margin
 CPO_ALPHA = 1.0  # weight of CPO's NLL term; SimPO sets 0

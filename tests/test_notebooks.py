@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import papermill
 import pytest
-from wow import elicit, io, params, run
+from wow import WowError, elicit, io, params, run, stage_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -20,14 +20,21 @@ def test_there_are_five_numbered_notebooks():
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_parameter_cells_are_documented_literals_matching_the_schema(nb):
+def test_parameter_cells_name_the_run_set_and_nothing_that_would_shadow_it(nb):
+    """A notebook takes the run's whole set from ``param_file``: a parameter literal in the cell would replace the
+    set's value for this stage only, which is how a stage once trained without the set's quantization."""
     declared = papermill.inspect_notebook(str(nb))
-    assert declared, f"{nb.name} has no parameters cell"
-    for name, info in declared.items():
-        assert name in params.RunParams.model_fields, f"{nb.name}: {name} is not a known parameter"
-        assert info["help"], f"{nb.name}: parameter {name} has no comment"
-        default = params.RunParams.model_fields[name].default
-        assert eval(info["default"]) == default, f"{nb.name}: default of {name} differs from wow.params"  # noqa: S307
+    assert list(declared) == [stage_setup.PARAM_FILE], f"{nb.name} declares {list(declared)}"
+    assert declared[stage_setup.PARAM_FILE]["help"]
+    assert (ROOT / eval(declared[stage_setup.PARAM_FILE]["default"])).exists()  # noqa: S307 - a literal
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_records_the_parameters_it_used(nb):
+    setup = "".join(json.loads(nb.read_text())["cells"][2]["source"])
+    assert f'P = stage_setup.setup(globals(), "{nb.stem}")' in setup
+    last = "".join(json.loads(nb.read_text())["cells"][-1]["source"])
+    assert f'stage_setup.finish(P, "{nb.stem}")' in last
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -145,7 +152,7 @@ def test_rerun_of_a_stage_is_served_from_the_cache(smoke_run, tmp_path):
     """Seeded sampling gives the same bytes with or without a cache: what tells is that the rerun called no model
     (its stage's record in usage.json counts the rerun's kernel only)."""
     before = (smoke_run / "answers.jsonl").read_bytes()
-    run.run(ROOT / "parameters" / "smoke.yaml", only=["01"], output_root=str(smoke_run.parent))
+    run.run(ROOT / "parameters" / "smoke.yaml", only=["01"], output_root=str(smoke_run.parent), force=True)
     assert (smoke_run / "answers.jsonl").read_bytes() == before
     usage = json.loads((smoke_run / "usage.json").read_text())["01_data_prep"]
     assert usage, "the rerun recorded no model use"
@@ -162,9 +169,9 @@ def test_wow_run_refuses_an_unknown_parameter(tmp_path):
     assert "n_sampels" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_failing_notebook_names_itself_and_its_cell(tmp_path):
+def test_a_missing_data_file_is_refused_before_any_kernel_and_a_failing_notebook_names_its_cell(tmp_path):
     bad = tmp_path / "bad.yaml"
-    missing = tmp_path / "no_such_graphs.json"  # valid parameters; the stage finds the file missing
+    missing = tmp_path / "no_such_graphs.json"  # valid parameters; the data file is missing
     bad.write_text(
         f"run_name: broken\noutput_root: {tmp_path}\ntask_options: {{shortest_path: {{path: {missing}}}}}\n"
     )
@@ -172,4 +179,7 @@ def test_a_failing_notebook_names_itself_and_its_cell(tmp_path):
         [sys.executable, "-m", "wow.cli", "run", str(bad), "--only", "01"], capture_output=True, text=True
     )
     assert proc.returncode == 1
-    assert "01_data_prep failed in cell" in proc.stderr and "no_such_graphs.json" in proc.stderr
+    assert "cannot start here" in proc.stderr and "no_such_graphs.json" in proc.stderr
+    assert not (tmp_path / "broken").exists()  # the preflight refused it before any kernel started
+    with pytest.raises(WowError, match=r"01_data_prep failed in cell \d+: .*no_such_graphs\.json"):
+        run.run(bad, only=["01"], check=False)  # past the preflight, the stage fails and names its cell

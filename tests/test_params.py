@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wow import WowError, params
+from wow import WowError, params, stage_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,15 +55,15 @@ def test_missing_file_says_where_sets_are(tmp_path):
         params.load(tmp_path / "nope.yaml")
 
 
-def test_from_globals_catches_an_injected_typo(tmp_path):
+def test_stage_setup_catches_an_injected_typo(tmp_path):
     import math
 
     ns = {"run_name": "r", "output_root": str(tmp_path), "n_samples": 2, "math": math, "In": [], "_private": 1}
     ns["n_sample"] = 3
     with pytest.raises(WowError, match="'n_sample'"):
-        params.from_globals(ns)
+        stage_setup.setup(ns)
     del ns["n_sample"]
-    assert params.from_globals(ns).n_samples == 2
+    assert stage_setup.setup(ns).n_samples == 2
 
 
 def test_run_dir_is_under_the_repository_by_default():
@@ -131,15 +131,15 @@ def test_acc_wow_split_defaults_to_train():
         params.validate({"acc_wow_split": "dev"})
 
 
-def test_grid_schedulers_and_weight_decays_are_checked_and_paper_sets_train_the_81_point_grid():
+def test_grid_schedulers_and_weight_decays_are_checked_and_paper_sets_train_the_run_scripts_configuration():
     with pytest.raises(WowError, match=r"lr_schedulers.*'cosine_with_restart'.*with an s"):
-        params.validate({"lr_schedulers": ["cosine", "cosine_with_restart"]})  # the paper's misspelling (W19)
+        params.validate({"lr_schedulers": ["cosine", "cosine_with_restart"]})  # grid_search.py's misspelling
     with pytest.raises(WowError, match="weight_decays"):
         params.validate({"weight_decays": [-1e-5]})
     P = params.validate({})
     assert (P.lr_schedulers, P.weight_decays) == (["cosine"], [1e-5])  # AlignConfig's: earlier runs stay as they are
     for name in ("fig3_alignment", "fig4_trainers"):
         P = params.load(ROOT / "parameters" / "paper" / f"{name}.yaml")
-        assert P.learning_rates == [1e-4, 5e-5, 1e-5] and P.epochs == [1, 3, 5]
-        assert P.lr_schedulers == ["cosine", "cosine_with_restarts", "reduce_lr_on_plateau"]
-        assert P.weight_decays == [0.0, 1e-5, 1e-3]
+        # finetune.sh and po.sh train finetune.py's defaults (the 81-point grid is an option, docs/fidelity.md)
+        assert P.learning_rates == [5e-5] and P.epochs == [3]
+        assert (P.lr_schedulers, P.weight_decays) == (["cosine"], [1e-5])

@@ -1,6 +1,7 @@
 """``protocol: paper``: every switch of docs/fidelity.md on a small hand-made case, both behaviours side by side.
 
-Each test states the paper's value as worked out by hand from reference-method.md, next to wow's.
+Each test states the paper's value as worked out by hand from the paper's code (the file and function that
+docs/fidelity.md cites for its row), next to wow's.
 """
 
 import numpy as np
@@ -115,9 +116,47 @@ def test_graph_correctness_paper_divides_by_longest_minus_gold():
     assert (g.correctness, g.raw_label, g.is_correct) == (0.5, -1.0, False)
     # answer 3: the paper clips 1 - 3/2 to 0; wow keeps 1 - 3/6 = 0.5
     assert protocol.paper_grade(sp, q, 3).correctness == 0.0 and sp.grade(q, 3).correctness == 0.5
-    # longest == gold: the paper divides by zero; we keep wow's grade (documented in docs/fidelity.md)
-    flat = Question("sp/y", "shortest_path", "test", "p", 6, meta={"normaliser": 6})
-    assert protocol.paper_grade(sp, flat, 5).correctness == sp.grade(flat, 5).correctness
+    # max flow: the paper's normaliser is 2 * gold (gold 4: 1 - |e - 4| / 4), answer 1 -> 0.25 under both
+    mf = tasks.get("max_flow")
+    q4 = Question("mf/x", "max_flow", "test", "p", 4, meta={"normaliser": 8})
+    assert protocol.paper_grade(mf, q4, 1).correctness == 0.25 == mf.grade(q4, 1).correctness
+
+
+def _nlgraph_question(tmp_path, edges, gold):
+    import json
+
+    lines = ",\n".join(f"an edge between node {u} and node {v} with weight {w}" for u, v, w in edges)
+    record = {
+        "question": f"In an undirected graph, the nodes are numbered from 0 to 2, and the edges are:\n{lines}.\n"
+        "Q: Give the shortest path from node 0 to node 2.\nA:",
+        "answer": f"The shortest path from node 0 to node 2 is 0,1,2 with a total weight of {gold}",
+    }
+    path = tmp_path / "sp.json"
+    path.write_text(json.dumps({"0": record}))
+    sp = tasks.get("shortest_path", path=str(path))
+    return sp, sp.load_nlgraph(str(path))[0]
+
+
+def test_graph_correctness_paper_divides_by_the_true_longest_path_the_task_stores(tmp_path, caplog):
+    # a path 0 -2- 1 -4- 2 and a direct edge 0 -9- 2: gold 6, longest simple path 9 (stored as it is)
+    sp, q = _nlgraph_question(tmp_path, [(0, 1, 2), (1, 2, 4), (0, 2, 9)], 6)
+    assert (q.gold, q.meta["longest_path"], q.meta["normaliser"]) == (6, 9, 9)
+    # answer 5: the paper 1 - 1 / (9 - 6) = 2/3; wow 1 - 1 / max(9 - 6, 6) = 5/6
+    assert protocol.paper_grade(sp, q, 5).correctness == pytest.approx(2 / 3)
+    assert sp.grade(q, 5).correctness == pytest.approx(5 / 6)
+
+
+def test_graph_correctness_paper_on_a_single_path_graph_keeps_wow_and_logs_it(tmp_path, caplog):
+    # the graph 0 -2- 1 -4- 2 has one path: gold 6 = longest 6; the task's own normaliser is raised to 7
+    sp, q = _nlgraph_question(tmp_path, [(0, 1, 2), (1, 2, 4)], 6)
+    assert (q.meta["longest_path"], q.meta["normaliser"]) == (6, 7)
+    # the paper divides |5 - 6| by 6 - 6 = 0 (a ZeroDivisionError in evaluate.py's calculate_metrics): not
+    # reproducible, so the grade stays wow's 1 - 1 / max(7 - 6, 6) = 5/6 and a warning says so (dividing by the
+    # raised normaliser, 7 - 6 = 1, would give 0.0 silently)
+    with caplog.at_level("WARNING", logger="wow.protocol"):
+        g = protocol.paper_grade(sp, q, 5)
+    assert g.correctness == pytest.approx(5 / 6) == sp.grade(q, 5).correctness
+    assert "division by zero" in caplog.text and q.id in caplog.text
 
 
 def test_science_paper_truncates_the_gold_in_labels():
@@ -187,7 +226,12 @@ def test_training_prompts_paper_are_the_query_only():
     wow = build_preferences(answers, "oracle", cap=None, val_fraction=0.0)
     paper = build_preferences(answers, "oracle", cap=None, val_fraction=0.0, protocol="paper")
     assert wow["train"][0]["prompt"] == mc_messages([0, 1, 2, 3])
-    assert paper["train"][0]["prompt"] == [{"role": "user", "content": MC_QUERY}]
+    # the paper's oracle (and score, row) prompt is its whole query, which ends with the "Options:" header
+    assert paper["train"][0]["prompt"] == [{"role": "user", "content": MC_QUERY + "\nOptions:"}]
+    # its direct prompt is the pairwise file's query[:-9], without the header
+    judged = [{"answer_a": "q|g|0", "answer_b": "q|g|1", "forward": {"verdict": 1}, "reverse": {"verdict": 2}}]
+    direct = build_preferences(answers, "direct", judgements=judged, cap=None, val_fraction=0.0, protocol="paper")
+    assert direct["train"][0]["prompt"] == [{"role": "user", "content": MC_QUERY}]
 
 
 # -- judged pairs and evaluation samples -------------------------------------------------------------------------
@@ -281,6 +325,76 @@ def test_mc_extraction_paper_regex(reply, paper, wow):
     perm = [1, 0, 2, 3]
     assert protocol.paper_parse(mc, reply, q, perm) == paper
     assert mc.parse(reply, q, perm) == wow
+
+
+def test_mc_extraction_paper_asks_for_the_letter_alone():
+    mc = tasks.get("medmcqa")
+    q = Question("medmcqa/x", "medmcqa", "train", MC_QUERY + "\n", 0, options=MC_OPTIONS, option_labels=[1, 0, 0, 0])
+    perm = mc.permutation(q, 0, 0)
+    kw = dict(n_samples=1, max_tokens=16, progress=False)
+    # the paper's turn asks for the letter alone; wow's for "The answer is option X"
+    engine = ScriptedEngine(first="I pick B.", free="B")
+    paper = sample_answers(mc, [q], engine, "g", protocol="paper", **kw)[0]
+    (ask,) = [r for r in engine.requests if len(r.messages) > 1]
+    assert ask.messages[-1]["content"] == protocol.paper_extraction_instruction(mc)
+    assert "The answer is option" not in ask.messages[-1]["content"] and "letter" in ask.messages[-1]["content"]
+    assert paper["extracted"] == perm[1]  # "B" is the option shown second
+    engine = ScriptedEngine(first="I pick B.", free="B")
+    sample_answers(mc, [q], engine, "g", extraction="free", **kw)
+    assert "The answer is option" in engine.requests[-1].messages[-1]["content"]
+    # a reply in wow's form: the paper's end-anchored regex finds no letter in "option B) Liver"
+    reply = "The answer is option B) Liver"
+    assert sample_answers(mc, [q], ScriptedEngine(free=reply), "g", protocol="paper", **kw)[0]["extracted"] is None
+    assert sample_answers(mc, [q], ScriptedEngine(free=reply), "g", extraction="free", **kw)[0]["extracted"] == perm[1]
+    # graph tasks keep their instruction (it already asks for the paper's prefix)
+    sp = tasks.get("shortest_path")
+    assert protocol.paper_extraction_instruction(sp) == sp.extraction.instruction
+
+
+# -- which answers the judges see ------------------------------------------------------------------------------------
+def test_judges_see_the_splits_later_stages_use_and_the_paper_its_train_files(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from wow import estimate, judges, pipeline
+    from wow.context import RunContext
+
+    answers = []
+    for task in ("com2", "knowledge_crosswords"):
+        for split in ("train", "validation", "test"):
+            answers.append({**row(0, -1.0, task=task, qid=f"{task}/{split}"), "split": split})
+    seen = {}
+
+    def capture(kind):
+        def judge(engine, rows, *a, **k):
+            seen[kind] = sorted(r["question_id"] for r in rows)
+            return []
+
+        return judge
+
+    monkeypatch.setattr(RunContext, "engine", lambda run, m: SimpleNamespace(supports_prefill=False))
+    monkeypatch.setattr(judges, "judge_pairwise", capture("pair"))
+    monkeypatch.setattr(judges, "judge_scores", capture("score"))
+
+    def judged(**values):
+        P = params.validate({"output_root": str(tmp_path), "judge_modes": ["text"], "score_k": [5], **values})
+        pipeline.judge_all(RunContext(P), answers)
+        assert seen["pair"] == seen["score"]
+        return seen["pair"]
+
+    # wow: the train questions (preference sets, Acc_WoW), plus acc_wow_split's; the pair cap is drawn over these
+    assert judged() == ["com2/train", "knowledge_crosswords/train"]
+    assert judged(acc_wow_split="test") == ["com2/test", "com2/train", "knowledge_crosswords/test",
+                                            "knowledge_crosswords/train"]  # fmt: skip
+    assert len(judged(acc_wow_split="all")) == 6
+    # the paper: its train files; Knowledge Crosswords' (and NLGraph's) held every question after patch.merge()
+    assert judged(protocol="paper") == ["com2/train", "knowledge_crosswords/test", "knowledge_crosswords/train",
+                                        "knowledge_crosswords/validation"]  # fmt: skip
+    # wow estimate counts the same questions: 625 questions split 500 / 62 / 63
+    P = params.validate({"tasks": ["com2", "knowledge_crosswords"], "n_questions": 625,
+                         "split_fractions": [0.8, 0.1, 0.1]})  # fmt: skip
+    assert [estimate.judged_questions(P, t) for t in P.tasks] == [500, 500]
+    paper = P.model_copy(update={"protocol": "paper"})
+    assert [estimate.judged_questions(paper, t) for t in P.tasks] == [500, 625]
 
 
 # -- the cache -----------------------------------------------------------------------------------------------------

@@ -238,8 +238,9 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
         "t,g,train,length,,none,0.5,6,0.6667,0.3333,1.0,\n"
     )
     (d / "alignment.csv").write_text(
-        "setting,task,before_p_wrong,after_p_wrong,d_p_wrong,d_p_wrong_ci_low,d_p_wrong_ci_high,d_acc,neg_d_ece,d_p_wrong_mde\n"
-        "self_oracle,t,0.25,0.3125,0.0625,-0.01,0.14,0.05,-0.02,0.107\n"
+        "setting,task,before_p_wrong,after_p_wrong,d_p_wrong,d_p_wrong_ci_low,d_p_wrong_ci_high,d_acc,neg_d_ece,"
+        "d_p_wrong_mde,d_p_wrong_equiv_bound\n"
+        "self_oracle,t,0.25,0.3125,0.0625,-0.01,0.14,0.05,-0.02,0.107,0.121\n"
     )
     (d / "fig3_slopes.csv").write_text(
         "gain,n_settings,n_questions,slope,ci_low,ci_high,mde\nd_p_wrong,5,36,0.0412,-0.083,0.171,0.1817\n"
@@ -256,13 +257,16 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
         "1.000 [1.000, 1.000]",  # the oracle
         "0.250 → 0.312",  # p_wrong before -> after
         "0.062 [-0.010, 0.140]",  # Δp_wrong with its CI
-        "0.107",  # the smallest Δp_wrong the test questions would detect
+        "0.107",  # the true Δp_wrong the design detects with 80% power
+        "true Δp_wrong detected with 80% power (design)",  # a property of the design, named as one
+        "CI holds 0; Δ within ±0.121 (TOST, 5%)",  # a null result read by its own CI and equivalence bound
         "0.041 [-0.083, 0.171]",  # Fig 3's slope with its CI
-        "0.182",  # the smallest slope the test questions would detect
-        "smaller than this",  # how to read a gain inside the detectable size
+        "0.182",  # the true slope the design detects with 80% power
+        "Its 95% CI carries: test questions",  # which sources of variance the slope's CI holds
         "1,500",  # tokens of stage 02
         "$0.50",  # its API cost
         "train questions",  # the split Acc_WoW was computed on
+        "no ci_resample column",  # a table that does not say what its CIs resampled
         "fig_acc_wow",
     ]
     for text in numbers:

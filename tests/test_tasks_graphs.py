@@ -48,14 +48,88 @@ def test_shortest_path_gold_and_normaliser_match_brute_force():
         )
 
 
-def test_longest_path_falls_back_to_an_upper_bound_past_its_budget():
+def test_longest_path_past_the_exact_size_falls_back_to_an_upper_bound_past_its_budget():
     adj = {u: {v: u + v + 1 for v in range(6) if v != u} for u in range(6)}
     exact, ok = longest_simple_path(adj, 0, 5)
-    bound, cut = longest_simple_path(adj, 0, 5, budget=10)
-    assert ok and not cut
-    assert bound >= exact
+    searched, found = longest_simple_path(adj, 0, 5, max_exact_nodes=0)  # the search, within its budget
+    bound, cut = longest_simple_path(adj, 0, 5, budget=10, max_exact_nodes=0)
+    assert ok and found and not cut
+    assert searched == exact and bound >= exact
     heaviest = sorted({(min(a, b), max(a, b)): w for a in adj for b, w in adj[a].items()}.values())[-5:]
     assert bound == sum(heaviest)
+
+
+def _complete(n, weight):
+    return {u: {v: weight(u, v) for v in range(n) if v != u} for u in range(n)}
+
+
+@pytest.mark.parametrize("n", [17, 20])
+def test_longest_path_is_exact_on_complete_graphs_of_nlgraph_size(n):
+    """K_n with weight(u, v) = u + v: the heaviest 0-(n-1) path visits every node (inserting x between a and b adds
+    2x), so it weighs 2 * (0 + 1 + ... + n-1) - 0 - (n-1): 256 for n = 17, 361 for n = 20. A search with the old
+    200,000-step budget stops long before and returns a bound."""
+    adj = _complete(n, lambda u, v: u + v)
+    expected = 2 * sum(range(n)) - (n - 1)
+    assert expected == {17: 256, 20: 361}[n]
+    assert longest_simple_path(adj, 0, n - 1) == (expected, True)
+    bound, exact = longest_simple_path(adj, 0, n - 1, max_exact_nodes=0)
+    assert not exact and bound > expected
+
+
+def test_longest_path_matches_brute_force_on_random_graphs():
+    import random
+
+    from wow.tasks.graphs import random_pairs
+
+    rng = random.Random(11)
+    for _ in range(60):
+        n = rng.randint(2, 8)
+        weight = {}
+        for u, v in random_pairs(rng, n, rng.uniform(0.1, 0.8), False):
+            weight[u, v] = weight[v, u] = rng.randint(1, 9)
+        adj = {u: {} for u in range(n)}
+        for (u, v), w in weight.items():
+            adj[u][v] = w
+        s, t = rng.sample(range(n), 2)
+        assert longest_simple_path(adj, s, t) == (max(_simple_paths(n, weight, s, t)), True)
+
+
+def test_longest_path_ignores_parts_no_simple_path_can_visit():
+    """0 -1- 1 -2- 2, plus a heavy pendant 1 -100- 3 and a heavy triangle 2-4-5 past the target: only 0-1-2 counts."""
+    from wow.tasks.graphs import path_nodes
+
+    edges = {(0, 1): 1, (1, 2): 2, (1, 3): 100, (2, 4): 50, (4, 5): 50, (2, 5): 50}
+    adj = {u: {} for u in range(6)}
+    for (u, v), w in edges.items():
+        adj[u][v] = adj[v][u] = w
+    assert path_nodes(adj, 0, 2) == {0, 1, 2}
+    assert longest_simple_path(adj, 0, 2) == (3, True)
+    assert longest_simple_path(adj, 0, 5) == (103, True)  # 0-1-2-4-5: 1 + 2 + 50 + 50
+
+
+def _nlgraph_record(n, edges, s, t, gold):
+    lines = ",\n".join(f"an edge between node {u} and node {v} with weight {w}" for u, v, w in edges)
+    return {
+        "question": f"In an undirected graph, the nodes are numbered from 0 to {n - 1}, and the edges are:\n{lines}."
+        f"\nQ: Give the shortest path from node {s} to node {t}.\nA:",
+        "answer": f"The shortest path from node {s} to node {t} is {s},{t} with a total weight of {gold}",
+    }
+
+
+def test_nlgraph_20_node_normaliser_is_the_exact_longest_path_and_data_check_counts_inexact_ones(tmp_path):
+    from wow import datacheck, params
+
+    k20 = [(u, v, u + v) for u in range(20) for v in range(u + 1, 20)]
+    k22 = [(u, v, 1) for u in range(22) for v in range(u + 1, 22)]
+    path = tmp_path / "main.json"
+    path.write_text(json.dumps({"0": _nlgraph_record(20, k20, 0, 19, 19), "1": _nlgraph_record(22, k22, 0, 21, 1)}))
+    q20, q22 = wow.tasks.get("shortest_path", path=str(path)).load_nlgraph(str(path))
+    assert (q20.meta["longest_path"], q20.meta["normaliser"], q20.meta["normaliser_exact"]) == (361, 361, True)
+    # 22 nodes: past EXACT_MAX_NODES, the search runs out of budget; the bound is the 21 heaviest edges (all 1)
+    assert (q22.meta["longest_path"], q22.meta["normaliser_exact"]) == (21, False)
+    P = params.validate({"tasks": ["shortest_path"], "task_options": {"shortest_path": {"path": str(path)}}})
+    (result,) = datacheck.check(P)
+    assert result.ok and "1 of 2 normalisers are upper bounds" in result.message
 
 
 def _min_cut(n, cap, s, t):

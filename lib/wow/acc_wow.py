@@ -6,7 +6,9 @@ The pairs come from :mod:`wow.pairs` (the one pair rule: candidate pairs, margin
 scores a method that gives each answer a scalar (higher = predicted less wrong). A pair is a hit when the predicted
 order strictly agrees with the labels; a tie in the prediction is a miss. The margin M keeps the M share of pairs
 with the largest predicted gap (:func:`wow.pairs.margin_keep`: ``floor(n * M)``, at least one). The result carries
-the pair count and a percentile bootstrap 95% CI (:mod:`wow.bootstrap`); random guessing scores 0.5.
+the pair count and a percentile bootstrap 95% CI (:func:`acc_interval`) that resamples whole questions (the pairs of
+one question share answers and the judge's skill on that question, so they are not independent) and redoes the
+margin's cut in every resample; random guessing scores 0.5.
 :func:`acc_wow_by_bins` splits Acc_WoW by the label bins of the two answers of a pair.
 
 Example::
@@ -15,7 +17,7 @@ Example::
     from wow.pairs import candidate_pairs
     pairs = candidate_pairs(answers)
     res = acc_wow_pairs(pairs, {a["answer_id"]: a["n_tokens"] for a in answers}, margin=0.5)
-    res.acc, res.n_pairs, (res.ci_low, res.ci_high)
+    res.acc, res.n_pairs, (res.ci_low, res.ci_high), res.ci_resample   # ... "question"
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import pandas as pd
 
 from wow import WowError
 from wow.arrays import floats
-from wow.bootstrap import bootstrap_ci
+from wow.bootstrap import check_resample, cluster_index, percentile_interval, resample_counts
 from wow.pairs import check_margin, margin_keep
+from wow.protocol import is_paper
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class AccWow:
         n_missing: pairs dropped because a prediction was missing (null score, unparsed or inconsistent verdict).
         margin: the margin M applied.
         note: why ``acc`` is ``None`` (empty otherwise).
+        ci_resample: what the CI resampled: ``question`` (whole questions) or ``pair``; empty without a CI.
     """
 
     acc: float | None
@@ -56,6 +60,7 @@ class AccWow:
     n_missing: int = 0
     margin: float = 1.0
     note: str = ""
+    ci_resample: str = ""
 
     def to_dict(self) -> dict:
         """Plain dict (one row of ``acc_wow.csv``)."""
@@ -84,7 +89,8 @@ def acc_from_hits(
         n_boot: bootstrap resamples for the CI (0: no CI).
         seed: bootstrap seed.
         alpha: 1 - CI level.
-        groups: optional cluster id per pair (e.g. question id): the CI then resamples whole clusters.
+        groups: the question id of each pair: the CI resamples whole questions. Without it every pair is resampled
+            alone, as if the pairs were independent (too narrow where a question holds several pairs).
         n_candidates: pairs offered before drops (defaults to ``len(hits) + n_missing``).
         n_missing: pairs already dropped by the caller (reported, not used).
         protocol: ``paper`` cuts margins with the paper's arithmetic (:func:`wow.pairs.paper_margin_keep`).
@@ -110,12 +116,77 @@ def acc_from_hits(
     else:
         keep = np.arange(len(hits))
     kept = hits[keep]
-    kept_groups = None if groups is None else np.asarray(groups, dtype=object)[keep]
     acc = float(kept.mean())
     lo = hi = None
+    unit = ""
     if n_boot > 0:
-        lo, hi = bootstrap_ci(np.mean, kept, n_boot=n_boot, seed=seed, alpha=alpha, groups=kept_groups)
-    return AccWow(acc, len(kept), int(kept.sum()), lo, hi, n_candidates, n_missing, m, "")
+        lo, hi = acc_interval(hits, gaps, m, groups=groups, n_boot=n_boot, seed=seed, alpha=alpha, protocol=protocol)
+        unit = "pair" if groups is None else "question"
+    return AccWow(acc, len(kept), int(kept.sum()), lo, hi, n_candidates, n_missing, m, "", unit)
+
+
+def acc_interval(
+    hits: Sequence[bool] | np.ndarray,
+    gaps: Sequence[float] | np.ndarray | None,
+    margin: float = 1.0,
+    *,
+    groups: Sequence | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    protocol: str = "wow",
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of Acc_WoW at margin M, resampling whole questions (or pairs without ``groups``).
+
+    Every resample draws the questions with replacement, each with all its pairs, and applies the margin's cut to
+    the resampled pairs (the share M of the largest gaps; a question drawn twice brings its pairs twice), so the CI
+    also carries the uncertainty of where the cut falls. Vectorised: resamples are count matrices
+    (:func:`wow.bootstrap.resample_counts`).
+
+    Args:
+        hits: per pair, before the margin (missing predictions already dropped).
+        gaps: predicted gap per pair; needed when ``margin < 1``.
+        margin: share M in (0, 1].
+        groups: the question id of each pair (None: every pair is its own unit).
+        n_boot: resamples.
+        seed: RNG seed.
+        alpha: 1 - CI level.
+        protocol: ``paper`` cuts ``int(n * M)`` pairs, all of them when that is 0
+            (:func:`wow.pairs.paper_margin_keep`).
+
+    Returns:
+        ``(low, high)``.
+    """
+    h = np.asarray(hits, dtype=float).reshape(-1)
+    if groups is None:
+        units, n_units = np.arange(len(h)), len(h)
+    else:
+        units, n_units = cluster_index(groups, len(h))
+    rng = np.random.default_rng(seed)
+    values = []
+    if margin >= 1.0:
+        num = np.bincount(units, weights=h, minlength=n_units)
+        den = np.bincount(units, minlength=n_units).astype(float)
+        for counts in resample_counts(n_units, n_boot, rng):
+            values.append((counts @ num) / (counts @ den))
+    else:
+        order = np.argsort(-np.asarray(gaps, dtype=float).reshape(-1), kind="stable")
+        h_sorted, u_sorted = h[order], units[order]
+        for counts in resample_counts(n_units, n_boot, rng, row_size=len(h)):
+            w = counts.astype(float)[:, u_sorted]  # resample x pair (largest gap first): copies of each pair
+            k = _kept(w.sum(axis=1), margin, protocol)
+            kept = np.clip(k[:, None] - (np.cumsum(w, axis=1) - w), 0.0, w)
+            values.append((kept @ h_sorted) / k)
+    return percentile_interval(np.concatenate(values), alpha)
+
+
+def _kept(n: np.ndarray, margin: float, protocol: str) -> np.ndarray:
+    """How many of ``n`` (resampled) pairs a margin keeps, per resample (:func:`wow.pairs.margin_count`, or the
+    paper's ``int(n * M)`` with 0 meaning all)."""
+    if is_paper(protocol):
+        k = np.floor(n * margin)
+        return np.where(k == 0, n, k)
+    return np.maximum(1.0, np.floor(n * margin + 1e-9))
 
 
 def acc_wow(
@@ -208,7 +279,7 @@ def acc_wow_pairs(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    cluster_by_question: bool = False,
+    resample: str = "question",
 ) -> AccWow:
     """Acc_WoW of a score map over candidate pairs (:func:`acc_wow` on :func:`pair_arrays`).
 
@@ -216,9 +287,10 @@ def acc_wow_pairs(
         pairs: from :func:`wow.pairs.candidate_pairs`.
         scores: ``answer_id -> score`` (higher = predicted less wrong; None = missing).
         margin, n_boot, seed, alpha: see :func:`acc_wow`.
-        cluster_by_question: resample whole questions in the bootstrap (pairs of one question are not independent).
+        resample: what the CI resamples: ``question`` (whole questions; the pairs of one question are not
+            independent) or ``pair``.
     """
-    groups = [a["question_id"] for a, _ in pairs] if cluster_by_question else None
+    groups = [a["question_id"] for a, _ in pairs] if check_resample(resample) == "question" else None
     return acc_wow(*pair_arrays(pairs, scores), margin, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups)
 
 

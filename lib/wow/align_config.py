@@ -80,8 +80,9 @@ class AlignConfig:
         cpo_alpha: weight of CPO's behaviour-cloning term (``cpo`` only; SimPO always uses 0).
         simpo_gamma: SimPO's target reward margin (TRL's default 0.5).
         device: ``cpu``, ``cuda``; None: cuda when available. On CPU ``use_cpu`` is passed to the trainer.
-        bf16: bfloat16 autocast; None: on for CPU (about 1.7x faster than fp32 on this machine) and for GPUs that
-            support it. The weights stay fp32 on CPU.
+        bf16: bfloat16 autocast; None: on for CPUs that multiply bf16 natively (AMX, AVX512-BF16: about 1.7x
+            faster than fp32 there; emulated elsewhere, 4x slower, see :mod:`wow.precision`) and for GPUs that
+            support it. The weights stay fp32 on CPU. A run passes its resolved ``dtype``.
         cpu_threads: torch threads while training on CPU (restored afterwards); None keeps torch's default (one
             per core). On a machine shared with other busy processes use 1 (or start Python with
             ``OMP_WAIT_POLICY=PASSIVE``): OpenMP threads otherwise spin-wait for a descheduled sibling. Measured on
@@ -95,6 +96,14 @@ class AlignConfig:
             the paper: on). TRL's ``activation_checkpointing``.
         keep_checkpoints: keep ``checkpoints/`` (the trainer checkpoints) once the run is complete; by default it is
             removed then (for Llama-3-8B's adapter, about 0.5 GB a checkpoint with its optimiser state).
+        report_to: experiment trackers (TRL's ``report_to``: ``tensorboard``, ``wandb``); none by default. TensorBoard
+            logs land in the run's ``checkpoints/runs/``.
+        precompute_ref_log_probs: DPO-family trainers compute the reference model's log-probabilities of every
+            training and validation pair once, before the first step (TRL's ``precompute_ref_log_probs``), instead
+            of one extra forward pass per step and per validation; TRL caches them by the data set's fingerprint and
+            the model's hash, so the points of a grid on the same pairs compute them once. The reference is the
+            model as loaded (the LoRA adapters off), exactly as without precomputing. CPO, SimPO and ORPO have no
+            reference model.
     """
 
     learning_rate: float = 5e-5
@@ -125,6 +134,8 @@ class AlignConfig:
     quantization: str = "none"
     gradient_checkpointing: bool = False
     keep_checkpoints: bool = False
+    precompute_ref_log_probs: bool = True
+    report_to: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict) -> AlignConfig:
@@ -181,7 +192,9 @@ def _bf16(config: AlignConfig, device: str) -> bool:
     if config.quantization == "4bit":
         return True  # the compute dtype of the 4-bit layers
     if device == "cpu":
-        return True
+        from wow import precision
+
+        return precision.cpu_native_bf16()
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
@@ -212,7 +225,7 @@ def _trl_config(trainer: str, config: AlignConfig, output_dir: Path, device: str
         load_best_model_at_end=has_validation,
         metric_for_best_model="eval_loss" if has_validation else None,
         greater_is_better=False if has_validation else None,
-        report_to="none",
+        report_to=list(config.report_to) or "none",
         seed=config.seed,
         use_cpu=device == "cpu",
         bf16=_bf16(config, device),
@@ -224,7 +237,7 @@ def _trl_config(trainer: str, config: AlignConfig, output_dir: Path, device: str
     if family == "dpo":
         from trl import DPOConfig
 
-        return DPOConfig(**common, **method)
+        return DPOConfig(**common, **method, precompute_ref_log_probs=config.precompute_ref_log_probs)
     if family == "cpo":
         from trl.experimental.cpo import CPOConfig
 

@@ -1,25 +1,49 @@
 """Percentile bootstrap confidence intervals of any statistic, over rows or over whole clusters of rows.
 
-:func:`detectable_difference` turns the spread of such an interval into the smallest true difference a study of
-that size would have detected (its power), so that a null result reads "smaller than X", not "no effect".
+Answers, pairs and judgements of one question are not independent (an answer sits in up to 9 pairs, and a judge's
+skill varies by question), so the project's intervals resample whole questions (clusters). :func:`resample_counts`
+draws the resamples as count matrices (how often each cluster is drawn), so that statistics that are sums over
+clusters are computed for every resample at once (:mod:`wow.acc_wow`, :mod:`wow.eval_metrics`,
+:mod:`wow.gain_slope`); :func:`bootstrap_ci` takes any statistic and loops.
+
+Two numbers read off an interval, and what they mean:
+
+* :func:`detectable_difference` is the minimum detectable effect (MDE) of the design: the true difference the study
+  would find non-zero with 80% power. It is a property of the design (how many questions, how noisy), known before
+  looking at the estimate; it is not a threshold for an observed difference. An observed difference is
+  significant at 5% when its 95% CI excludes 0 (about 1.96 SE), while the MDE is about 2.8 SE, so a significant
+  difference can be smaller than the MDE.
+* :func:`equivalence_bound` is what a null result supports: the smallest bound ``d`` for which the data reject
+  ``|true difference| >= d`` (two one-sided tests at 5%, read off the 90% CI).
 
 Example::
 
     from wow.bootstrap import bootstrap_ci, detectable_difference
-    lo, hi = bootstrap_ci(np.mean, hits, n_boot=1000, seed=0)
-    mde = detectable_difference(lo, hi)  # 80% power, two-sided 5% level
+    lo, hi = bootstrap_ci(np.mean, hits, n_boot=1000, seed=0, groups=question_ids)
+    mde = detectable_difference(lo, hi)  # 80% power, two-sided 5% level: a property of the design
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from statistics import NormalDist
 
 import numpy as np
 
 from wow import WowError
 from wow.arrays import has_none
+
+#: What an Acc_WoW interval resamples (the ``ci_resample`` parameter): whole questions with all their pairs (the
+#: default), or single pairs as if independent (too narrow wherever a question holds several pairs).
+RESAMPLE_UNITS = ("question", "pair")
+
+
+def check_resample(unit: str) -> str:
+    """Validate a resampling unit of :data:`RESAMPLE_UNITS`; raises WowError naming the valid ones."""
+    if unit not in RESAMPLE_UNITS:
+        raise WowError(f"unknown resampling unit {unit!r}; use one of {', '.join(RESAMPLE_UNITS)}.")
+    return unit
 
 
 def bootstrap_ci(
@@ -64,23 +88,104 @@ def bootstrap_ci(
             idx = rng.integers(0, n, size=n)
             values[b] = fn(*(a[idx] for a in arrs))
     else:
-        g = np.asarray(groups, dtype=object)
-        if len(g) != n:
-            raise WowError(f"{len(g)} group ids for {n} rows.")
-        _, inverse = np.unique(g.astype(str), return_inverse=True)
-        members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+        inverse, n_groups = cluster_index(groups, n)
+        members = [np.flatnonzero(inverse == k) for k in range(n_groups)]
         for b in range(n_boot):
             pick = rng.integers(0, len(members), size=len(members))
             idx = np.concatenate([members[k] for k in pick])
             values[b] = fn(*(a[idx] for a in arrs))
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
+    return percentile_interval(values, alpha)
+
+
+def cluster_index(groups: Sequence, n: int | None = None) -> tuple[np.ndarray, int]:
+    """The cluster of each row as an integer, and the number of clusters.
+
+    Args:
+        groups: a cluster id per row (e.g. the question id of each pair); ids are compared as text.
+        n: the number of rows the ids must cover (checked when given).
+
+    Returns:
+        ``(index, n_clusters)``: ``index[i]`` in ``0 .. n_clusters - 1`` (clusters in sorted order of their ids).
+    """
+    g = np.asarray(groups, dtype=object).reshape(-1)
+    if n is not None and len(g) != n:
+        raise WowError(f"{len(g)} group ids for {n} rows.")
+    if len(g) == 0:
+        return np.zeros(0, dtype=int), 0
+    _, inverse = np.unique(g.astype(str), return_inverse=True)
+    return inverse.reshape(-1), int(inverse.max()) + 1
+
+
+def resample_counts(
+    n_units: int, n_boot: int, rng: np.random.Generator, row_size: int | None = None, max_cells: int = 2_000_000
+) -> Iterator[np.ndarray]:
+    """Bootstrap resamples as counts: how often each of ``n_units`` units (clusters) is drawn, ``n_units`` draws with
+    replacement per resample.
+
+    A statistic that is a ratio of sums over units is then ``(counts @ numerator) / (counts @ denominator)`` for
+    every resample at once. The resamples come in blocks of at most ``max_cells`` cells (memory stays flat).
+
+    Args:
+        n_units: units to draw from (questions, or pairs where pairs are the unit).
+        n_boot: resamples in all.
+        rng: the random generator (one per interval, seeded by the caller).
+        row_size: cells one resample occupies in the caller's arrays (default ``n_units``), to size the blocks.
+        max_cells: most cells in one block.
+
+    Yields:
+        Integer arrays of shape ``(block, n_units)``; the blocks' rows add up to ``n_boot`` resamples.
+    """
+    if n_units < 1:
+        raise WowError("a bootstrap needs at least one unit to resample.")
+    if n_boot < 1:
+        raise WowError(f"n_boot must be >= 1, got {n_boot}.")
+    block = max(1, max_cells // max(n_units, row_size or 0))
+    done = 0
+    while done < n_boot:
+        b = min(block, n_boot - done)
+        draws = rng.integers(0, n_units, size=(b, n_units))
+        flat = (np.arange(b)[:, None] * n_units + draws).reshape(-1)
+        yield np.bincount(flat, minlength=b * n_units).reshape(b, n_units)
+        done += b
+
+
+def percentile_interval(values: Sequence[float] | np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """The ``alpha / 2`` and ``1 - alpha / 2`` quantiles of bootstrap values; non-finite values (resamples where the
+    statistic is undefined) are left out, ``(nan, nan)`` when none is left."""
+    v = np.asarray(values, dtype=float).reshape(-1)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
         return float("nan"), float("nan")
-    return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
+    low, high = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def equivalence_bound(low_90: float | None, high_90: float | None) -> float:
+    """The equivalence bound a result supports: the end of its 90% CI farthest from zero.
+
+    For every ``d`` above it, two one-sided tests at the 5% level reject ``true difference <= -d`` and
+    ``true difference >= d`` (TOST): the data say the true difference lies within ``± bound``. This is how to report
+    a null result ("smaller than the bound"), where the MDE (:func:`detectable_difference`) only describes the design.
+
+    Args:
+        low_90: lower end of the 90% interval (``alpha = 0.10``).
+        high_90: upper end.
+
+    Returns:
+        ``max(|low_90|, |high_90|)``; NaN when either end is missing.
+    """
+    if low_90 is None or high_90 is None or not (math.isfinite(low_90) and math.isfinite(high_90)):
+        return float("nan")
+    return float(max(abs(low_90), abs(high_90)))
 
 
 def detectable_difference(ci_low: float, ci_high: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The minimum detectable difference of a study, from the spread of its bootstrap CI of the difference.
+    """The minimum detectable difference of a study's design, from the spread of its bootstrap CI of the difference.
+
+    What it says: "this study detects a true difference of this size with probability ``power``". It describes the
+    design, not the observed difference: an observed difference inside ``± MDE`` may still be significant (its CI
+    excludes 0), and one outside it need not be large. Judge an observed difference by its own CI, and a null
+    result by its :func:`equivalence_bound`.
 
     The standard error is read off the interval as ``SE = (high - low) / (2 z_{1-alpha/2})`` (exact for a normal
     bootstrap distribution); a true difference ``d`` is found non-zero by a two-sided test at level ``alpha`` with

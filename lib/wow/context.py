@@ -15,7 +15,7 @@ Example::
         questions = pipeline.make_questions(run)
         answers = pipeline.sample(run, questions)
 
-A notebook creates it in its set-up cell, right after :func:`wow.params.from_globals` (which takes the run
+A notebook creates it in its set-up cell, right after :func:`wow.stage_setup.setup` (which takes the run
 folder's lock), and closes it in its last cell.
 """
 

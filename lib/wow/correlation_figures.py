@@ -56,6 +56,10 @@ def figure_points(table: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str, p
     return out
 
 
+#: Fewer points than this draw no correlation (a line through two points says nothing).
+MIN_POINTS = 3
+
+
 def fig_correlation(points: pd.DataFrame, path: str | Path | None = None, title: str | None = None) -> plt.Figure:
     """Paper Figs 2 and 5: task accuracy and confidence vs Acc_WoW, one point per (task, generator).
 
@@ -70,8 +74,10 @@ def fig_correlation(points: pd.DataFrame, path: str | Path | None = None, title:
     for ax, (col, label) in zip(
         axes, [("accuracy", "task accuracy"), ("mean_confidence", "mean confidence")], strict=True
     ):
-        if df.empty:
-            empty_panel(ax, "no (task, generator) point has Acc_WoW")
+        if len(df) < MIN_POINTS:
+            empty_panel(
+                ax, f"{len(df)} (task, generator) point(s) with Acc_WoW: a correlation needs at least {MIN_POINTS}"
+            )
             continue
         sns.scatterplot(data=df, x=col, y="acc_wow", hue="task", style="generator", s=70, ax=ax)
         r, p, n = metrics.pearson(df[col].to_numpy(float), df["acc_wow"].to_numpy(float))

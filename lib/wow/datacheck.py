@@ -5,7 +5,7 @@ model, Stockfish or a labeler: COM2's rows are checked as its loader checks them
 against the passage database when the set names one. Hub datasets (``path: Rowan/hellaswag`` and the like) are
 downloaded by ``datasets`` on first use and are listed, not checked; a local ``data_files`` of a hub task is read and
 its fields checked. A file with fewer usable rows than ``n_questions`` passes with a note (the run then gets fewer
-questions). ``data/README.md`` says where each file comes from.
+questions); an NLGraph shortest-path file is noted with how many of its normalisers (longest paths) are inexact. ``data/README.md`` says where each file comes from.
 
 Example::
 
@@ -82,7 +82,8 @@ def _check_file(task: str, key: str, path: Path, opts: dict, root: Path, P: RunP
             raise WowError(f"{path}: the documents table is empty")
         return f"{n} passages"
     if task in ("shortest_path", "max_flow", "matching"):
-        return _rows_note(len(tasks.get(task, path=str(path)).load_nlgraph(str(path))), P, "questions parsed")
+        questions = tasks.get(task, path=str(path)).load_nlgraph(str(path))
+        return _rows_note(len(questions), P, "questions parsed") + _inexact_note(questions)
     if task == "knowledge_crosswords":
         return _rows_note(len(tasks.get(task, path=str(path)).load(str(path), P.seed)), P, "questions parsed")
     if task == "com2":
@@ -102,6 +103,20 @@ def _check_file(task: str, key: str, path: Path, opts: dict, root: Path, P: RunP
                 field(row, name, object)
         return _rows_note(len(rows), P, f"rows with {', '.join(HUB_FIELDS[task])}")
     raise WowError(f"no data check for task {task!r}")
+
+
+def _inexact_note(questions) -> str:
+    """How many graph normalisers are upper bounds instead of the exact longest path (``normaliser_exact``)."""
+    flagged = [q for q in questions if "normaliser_exact" in q.meta]
+    if not flagged:
+        return ""
+    inexact = sum(not q.meta["normaliser_exact"] for q in flagged)
+    if not inexact:
+        return "; every normaliser exact"
+    return (
+        f"; {inexact} of {len(flagged)} normalisers are upper bounds (graphs too large for the exact longest path: "
+        "their answers are graded on a wider scale)"
+    )
 
 
 def _com2_rows(path: Path) -> int:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from wow import WowError, judges, metrics, schema
 from wow.acc_wow import AccWow, acc_from_hits, acc_wow, acc_wow_by_bins, label_bin_edges, pair_arrays
+from wow.bootstrap import check_resample
 from wow.pairs import MARGINS, by_task_generator, candidate_pairs, check_margin, is_parsed
 from wow.scorers import judge_score_maps, method_score_maps, score_answers  # noqa: F401 - the notebooks' entry
 from wow.verdicts import pairwise_outcomes
@@ -52,6 +53,7 @@ TABLE_COLUMNS = [
     "acc_wow",
     "ci_low",
     "ci_high",
+    "ci_resample",
     "parse_fail_rate",
     "flip_rate",
     "note",
@@ -79,7 +81,7 @@ def acc_wow_table(
     split: str = "all",
     n_boot: int = 1000,
     seed: int = 0,
-    cluster_by_question: bool = False,
+    resample: str = "question",
     protocol: str = "wow",
 ) -> pd.DataFrame:
     """Acc_WoW of every method x margin x task x generator (x judge, x check for pairwise judges) on one split.
@@ -100,7 +102,10 @@ def acc_wow_table(
             the ``acc_wow_split`` default), ``validation``, ``test`` or ``all``; written in the ``split`` column.
         n_boot: bootstrap resamples for the CIs.
         seed: bootstrap seed.
-        cluster_by_question: bootstrap whole questions instead of pairs.
+        resample: what the CIs resample (the ``ci_resample`` parameter, written in the ``ci_resample`` column):
+            ``question`` (default: whole questions with all their pairs, the margin's cut redone in each resample,
+            :func:`wow.acc_wow.acc_interval`) or ``pair`` (each pair alone, as if independent: too narrow wherever
+            a question holds several pairs).
         protocol: ``paper`` cuts margins with the paper's ``int(n * M)`` (0 keeps all pairs,
             :func:`wow.pairs.paper_margin_keep`).
 
@@ -109,6 +114,7 @@ def acc_wow_table(
         ``note`` says why. ``parse_fail_rate`` and ``flip_rate`` are set for pairwise rows only (NaN elsewhere).
     """
     margins = [check_margin(m) for m in margins]
+    by_question = check_resample(resample) == "question"
     answers = split_answers(answers, split)
     qids_in_split = {a["question_id"] for a in answers}
     pairs_by_group = by_task_generator(candidate_pairs(answers))
@@ -131,7 +137,7 @@ def acc_wow_table(
                     m,
                     n_boot=n_boot,
                     seed=seed,
-                    groups=qids if cluster_by_question else None,
+                    groups=qids if by_question else None,
                     protocol=protocol,
                 )
                 out.append(_row(task, gen, split, method, judge, "none", res))
@@ -142,7 +148,7 @@ def acc_wow_table(
             for check in schema.CHECKS:
                 hits, gaps, rows_kept = pairwise_outcomes(rows, check)
                 n_missing = len(rows) - len(hits)
-                g = [r["question_id"] for r in rows_kept] if cluster_by_question else None
+                g = [r["question_id"] for r in rows_kept] if by_question else None
                 for m in margins:
                     if m < 1.0 and mode != "logprob":
                         continue
@@ -253,6 +259,7 @@ def _row(
         "acc_wow": res.acc,
         "ci_low": res.ci_low,
         "ci_high": res.ci_high,
+        "ci_resample": res.ci_resample,
         "parse_fail_rate": None if rates is None else rates["parse_fail_rate"],
         "flip_rate": None if rates is None else rates["flip_rate"],
         "note": res.note,

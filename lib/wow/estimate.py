@@ -5,9 +5,10 @@ Everything is computed from the parameters alone (no model call, no data file re
 * **01_data_prep**: per generator and task, ``questions x n_samples`` answers plus one extraction turn each
   (none for free-text tasks such as Bio); Bio's FActScore adds atomic-fact and verification calls of its engine.
 * **02_elicitation**: per judge and mode, the pairwise judge on ``2 x pairs`` prompts (both orders), where pairs per
-  (task, generator) are at most ``questions x C(n_samples, 2)`` (every answer wrong with a distinct label: an upper
-  bound) and at most the cap ``max_judge_pairs``; the score judge on ``questions x ceil(n_samples / k)`` prompts
-  per k. The logprob mode runs for local judges only (k = 1 for scores).
+  (task, generator) are at most ``judged questions x C(n_samples, 2)`` (every answer wrong with a distinct label:
+  an upper bound) and at most the cap ``max_judge_pairs``; the score judge on ``judged questions x
+  ceil(n_samples / k)`` prompts per k. The judged questions are those whose answers a later stage uses
+  (:func:`judged_questions`). The logprob mode runs for local judges only (k = 1 for scores).
 * **04_dpo_training**: per preference set, pairs after ``max_pairs`` (and the margin share of score sets), training
   steps per grid point (``ceil(pairs / train_batch_size) x epochs``, or ``max_steps``), validation sampling per grid
   point when the grid has more than one point, and test sampling of the original and every aligned model on every
@@ -32,7 +33,8 @@ import math
 from dataclasses import dataclass
 
 from wow import models
-from wow.params import RunParams, parse_pref_type
+from wow.params import RunParams
+from wow.schema import parse_pref_type
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,14 @@ def _pair_cap(P: RunParams, judge: str) -> int | None:
         return P.max_judge_pairs
 
 
+def judged_questions(P: RunParams, task: str) -> int:
+    """Questions of ``task`` whose answers the judges see (:func:`wow.protocol.judged_splits`)."""
+    from wow import protocol
+
+    splits = protocol.judged_splits(P.protocol, task, P.acc_wow_split)
+    return P.n_questions if splits is None else sum(split_sizes(P)[s] for s in splits)
+
+
 def _eval_samples(P: RunParams, task: str) -> int:
     try:
         from wow import protocol
@@ -171,7 +181,7 @@ def _stage02(P: RunParams) -> list[Line]:
                 cap = _pair_cap(P, judge)
                 calls = prompt = 0
                 for task, _g in groups:
-                    pairs = P.n_questions * math.comb(P.n_samples, 2)
+                    pairs = judged_questions(P, task) * math.comb(P.n_samples, 2)
                     pairs = min(pairs, cap) if cap is not None else pairs
                     calls += 2 * pairs
                     prompt += 2 * pairs * (PROMPT_TOKENS.get(task, 250) + 2 * _answer_tokens(P, task))
@@ -183,9 +193,10 @@ def _stage02(P: RunParams) -> list[Line]:
                     continue
                 calls = prompt = 0
                 for task, _g in groups:
-                    n = P.n_questions * math.ceil(P.n_samples / k)
+                    n_q = judged_questions(P, task)
+                    n = n_q * math.ceil(P.n_samples / k)
                     calls += n
-                    shown = P.n_questions * P.n_samples * _answer_tokens(P, task)  # every answer in one prompt
+                    shown = n_q * P.n_samples * _answer_tokens(P, task)  # every judged answer in one prompt
                     prompt += n * (PROMPT_TOKENS.get(task, 250) + JUDGE_OVERHEAD_TOKENS) + shown
                 reply = 1 if mode == "logprob" else min(P.score_reply_tokens, SCORE_REPLY_TOKENS_PER_ANSWER * k)
                 lines.append(

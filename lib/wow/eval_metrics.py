@@ -4,7 +4,10 @@ reliability-diagram data.
 * :func:`summarize` gives mean correctness, p_wrong, accuracy and ECE (10 bins, confidence = exp(mean token
   logprob)) of one model's answer rows.
 * :func:`compare` gives before/after values and Δp_wrong = after - before, ΔAcc = after - before,
-  -ΔECE = before - after (positive = better for all three), with paired bootstrap CIs that resample questions.
+  -ΔECE = before - after (positive = better for all three), with paired bootstrap CIs that resample questions, the
+  design's minimum detectable difference and the equivalence bound a null result supports.
+* :func:`question_totals` and :func:`weighted_metric`: every metric from per-question sums, for any weighting of the
+  questions at once (a bootstrap resample is a weighting by counts); :mod:`wow.gain_slope` resamples with them too.
 * :func:`reliability` gives reliability-diagram data per model.
 
 All metric definitions come from :mod:`wow.metrics` (DESIGN.md section 6); the answer rows come from
@@ -21,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,8 @@ DELTA_NAMES = {
     "accuracy": "d_acc",
     "ece": "neg_d_ece",
 }
+#: ECE bins of the before/after comparison (:func:`wow.metrics.ece`'s default).
+ECE_BINS = 10
 
 
 def _confidence(rows: Sequence[dict]) -> np.ndarray:
@@ -107,6 +113,108 @@ def summarize(rows: Sequence[dict]) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class QuestionTotals:
+    """Per-question sums of one model's answer rows: every metric of :data:`METRICS` follows from them for any
+    weighting of the questions (:func:`weighted_metric`). Arrays over the questions, in the order asked for.
+
+    Attributes:
+        n: answers.
+        correct: correct answers.
+        correctness: graded correctness summed (clipped to [0, 1], unparsed = 0).
+        n_wrong: wrong answers.
+        wrong_correctness: graded correctness of the wrong answers summed.
+        n_confidence: answers with a confidence (a logprob).
+        bin_gap: questions x ECE bins: ``confidence - is_correct`` summed over the answers in each bin.
+    """
+
+    n: np.ndarray
+    correct: np.ndarray
+    correctness: np.ndarray
+    n_wrong: np.ndarray
+    wrong_correctness: np.ndarray
+    n_confidence: np.ndarray
+    bin_gap: np.ndarray
+
+
+def question_totals(rows: Sequence[dict], questions: Sequence[str], n_bins: int = ECE_BINS) -> QuestionTotals:
+    """The per-question sums of ``rows`` over ``questions`` (a question without rows sums to 0; rows of other
+    questions are left out).
+
+    Args:
+        rows: answer rows (``question_id``, ``correctness``, ``is_correct``, ``mean_logprob``).
+        questions: the question ids, in the order of the arrays.
+        n_bins: ECE bins.
+
+    Returns:
+        :class:`QuestionTotals`.
+    """
+    from wow import metrics
+
+    pos = {q: i for i, q in enumerate(questions)}
+    n_q = len(questions)
+    index, correctness, correct, logprob = [], [], [], []
+    for r in rows:  # one pass: this runs for every model of a study
+        i = pos.get(r["question_id"])
+        if i is None:
+            continue
+        index.append(i)
+        c, lp = r.get("correctness"), r.get("mean_logprob")
+        correctness.append(np.nan if c is None else c)
+        correct.append(bool(r["is_correct"]))
+        logprob.append(np.nan if lp is None else lp)
+    q = np.array(index, dtype=int)
+    c = np.clip(np.nan_to_num(np.array(correctness, dtype=float), nan=0.0), 0.0, 1.0)
+    ok = np.array(correct, dtype=float)
+    confidence = np.exp(np.array(logprob, dtype=float))
+    has = np.isfinite(confidence)
+    bins = metrics.confidence_bin(confidence[has], n_bins)
+    gap = np.bincount(q[has] * n_bins + bins, weights=confidence[has] - ok[has], minlength=n_q * n_bins)
+    bin_gap = gap.reshape(n_q, n_bins)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(q, weights=values, minlength=n_q).astype(float)
+
+    return QuestionTotals(
+        n=total(np.ones(len(q))),
+        correct=total(ok),
+        correctness=total(c),
+        n_wrong=total(1.0 - ok),
+        wrong_correctness=total(c * (1.0 - ok)),
+        n_confidence=total(has.astype(float)),
+        bin_gap=bin_gap,
+    )
+
+
+def weighted_metric(name: str, totals: QuestionTotals, weights: np.ndarray) -> np.ndarray:
+    """A metric of :data:`METRICS` with question ``q`` counted ``weights[..., q]`` times (1: once; a bootstrap
+    resample: how often it was drawn), for every row of ``weights`` at once.
+
+    Equal to the metric of the rows (:func:`summarize`) when every weight is 1; ECE is
+    ``sum_bins |sum (confidence - correct)| / answers with a confidence``, the same as :func:`wow.metrics.ece`.
+
+    Args:
+        name: ``mean_correctness``, ``p_wrong``, ``accuracy`` or ``ece``.
+        totals: :func:`question_totals` of one model.
+        weights: ``(..., questions)`` array.
+
+    Returns:
+        One value per row of ``weights``; NaN where the metric is undefined (no wrong answer, no confidence).
+    """
+    w = np.asarray(weights, dtype=float)
+    if name == "ece":
+        num, den = np.abs(w @ totals.bin_gap).sum(axis=-1), w @ totals.n_confidence
+    else:
+        num, den = {
+            "mean_correctness": (totals.correctness, totals.n),
+            "p_wrong": (totals.wrong_correctness, totals.n_wrong),
+            "accuracy": (totals.correct, totals.n),
+        }[name]
+        num, den = w @ num, w @ den
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
 def compare(
     before_rows: Sequence[dict],
     after_rows: Sequence[dict],
@@ -117,7 +225,8 @@ def compare(
     """Before/after metrics and their differences, with paired bootstrap CIs over questions.
 
     Only questions answered by both models are compared. Every bootstrap resample draws questions with replacement
-    and takes all answers of a drawn question from both models, so the CIs of the differences are paired.
+    and takes all answers of a drawn question from both models, so the CIs of the differences are paired (and the
+    answers of one question, which are not independent, move together).
 
     Args:
         before_rows: answers of the original model.
@@ -129,11 +238,14 @@ def compare(
     Returns:
         ``n_questions, n_before, n_after``; for each metric ``m`` of :data:`METRICS`: ``before_m``, ``after_m``
         (each with ``_ci_low`` / ``_ci_high``); the differences ``d_mean_correctness``, ``d_p_wrong``
-        (after - before), ``d_acc`` (after - before) and ``neg_d_ece`` (before - after), each with CIs and
-        ``<difference>_mde``, the smallest difference the comparison would detect with 80% power at the CI's
-        level (:func:`wow.bootstrap.detectable_difference`). Positive differences are improvements.
+        (after - before), ``d_acc`` (after - before) and ``neg_d_ece`` (before - after), each with CIs,
+        ``<difference>_mde`` (the design's minimum detectable difference: the true difference these test questions
+        would find with 80% power at the CI's level, :func:`wow.bootstrap.detectable_difference`; a property of the
+        design, not a threshold for the observed difference) and ``<difference>_equiv_bound`` (the equivalence
+        bound the data support: the end of the 90% CI farthest from 0, :func:`wow.bootstrap.equivalence_bound`).
+        Positive differences are improvements.
     """
-    from wow.bootstrap import bootstrap_ci, detectable_difference
+    from wow.bootstrap import detectable_difference, equivalence_bound, percentile_interval
 
     common = {r["question_id"] for r in before_rows} & {r["question_id"] for r in after_rows}
     if not common:
@@ -142,47 +254,44 @@ def compare(
     after = [r for r in after_rows if r["question_id"] in common]
     if len(before) < len(before_rows) or len(after) < len(after_rows):
         log.warning("compare: only the %d questions answered by both models are compared", len(common))
-    rows = before + after
-    correctness, is_correct, confidence = _arrays(rows)
-    is_after = np.array([False] * len(before) + [True] * len(after))
-    groups = [r["question_id"] for r in rows]
-
-    def value(which: str, name: str) -> Callable[..., float]:
-        def fn(c, ok, conf, aft):
-            sel = aft if which == "after" else ~aft
-            if not sel.any():
-                return float("nan")
-            return _metric(name, c[sel], ok[sel], conf[sel])
-
-        return fn
-
-    def delta(name: str) -> Callable[..., float]:
-        def fn(c, ok, conf, aft):
-            b, a = value("before", name)(c, ok, conf, aft), value("after", name)(c, ok, conf, aft)
-            return METRICS[name] * (a - b)
-
-        return fn
-
-    arrays = (correctness, is_correct, confidence, is_after)
+    questions = sorted(common)
+    boot = _paired_resamples(question_totals(before, questions), question_totals(after, questions), n_boot, seed)
+    arrays = {"before": _arrays(before), "after": _arrays(after)}
     out: dict[str, Any] = {"n_questions": len(common), "n_before": len(before), "n_after": len(after)}
     for name in METRICS:
-        stats = {
-            f"before_{name}": value("before", name),
-            f"after_{name}": value("after", name),
-            DELTA_NAMES[name]: delta(name),
-        }
-        for key, fn in stats.items():
-            out[key] = fn(*arrays)
-            if n_boot > 0:
-                lo, hi = bootstrap_ci(fn, *arrays, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups)
-            else:
-                lo = hi = None
-            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = lo, hi
+        b, a = _metric(name, *arrays["before"]), _metric(name, *arrays["after"])
         delta_key = DELTA_NAMES[name]
+        for key, value in ((f"before_{name}", b), (f"after_{name}", a), (delta_key, METRICS[name] * (a - b))):
+            out[key] = value
+            lo, hi = percentile_interval(boot[key], alpha) if n_boot > 0 else (None, None)
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = lo, hi
         out[f"{delta_key}_mde"] = detectable_difference(
             out[f"{delta_key}_ci_low"], out[f"{delta_key}_ci_high"], alpha=alpha
         )
+        out[f"{delta_key}_equiv_bound"] = (
+            equivalence_bound(*percentile_interval(boot[delta_key], 0.10)) if n_boot > 0 else float("nan")
+        )
     return out
+
+
+def _paired_resamples(before: QuestionTotals, after: QuestionTotals, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Every value of :func:`compare` on ``n_boot`` resamples of the questions (the same draw for both models)."""
+    from wow.bootstrap import resample_counts
+
+    if n_boot <= 0:
+        return {}
+    parts: dict[str, list[np.ndarray]] = {}
+    for counts in resample_counts(len(before.n), n_boot, np.random.default_rng(seed)):
+        counts = counts.astype(float)
+        for name in METRICS:
+            b, a = weighted_metric(name, before, counts), weighted_metric(name, after, counts)
+            for key, value in (
+                (f"before_{name}", b),
+                (f"after_{name}", a),
+                (DELTA_NAMES[name], METRICS[name] * (a - b)),
+            ):
+                parts.setdefault(key, []).append(value)
+    return {key: np.concatenate(v) for key, v in parts.items()}
 
 
 def reliability(rows_by_model: Mapping[str, Sequence[dict]], n_bins: int = 10):

@@ -12,6 +12,9 @@ pass ``schedulers=PAPER_SCHEDULERS, weight_decays=PAPER_WEIGHT_DECAYS`` (``pytho
 all 81. Two quirks of the paper's grid carry over as they are: transformers' ``cosine_with_restarts`` with its
 default single cycle is the same curve as ``cosine`` (the paper passed no cycle count), and ``reduce_lr_on_plateau``
 has no warm-up and only lowers the rate after ``eval_steps``-step validations stop improving (constant otherwise).
+The paper's run scripts for Figures 3 and 4 and Tables 3 and 4 trained one configuration per setting (``finetune.py``'s
+defaults: lr 5e-5, cosine, weight decay 1e-5, 3 epochs), and only its proxy runs ran ``grid_search.py`` (9 points);
+``parameters/paper/`` does the same, with the 81 points as an option (docs/fidelity.md, row 34).
 
 Example::
 
@@ -37,8 +40,8 @@ from wow.align_config import AlignConfig
 log = logging.getLogger(__name__)
 
 PAPER_LEARNING_RATES = (1e-4, 5e-5, 1e-5)
-#: The paper's schedulers; its grid_search.py spells the second ``cosine_with_restart``, which transformers rejects
-#: (reference W19): its grid stopped after the first 9 runs (lr 1e-4, cosine). ``cosine_with_restarts`` is the HF name.
+#: The paper's schedulers; its grid_search.py spells the second ``cosine_with_restart``, which transformers rejects:
+#: its grid stopped after the first 9 runs (lr 1e-4, cosine). ``cosine_with_restarts`` is the HF name.
 PAPER_SCHEDULERS = ("cosine", "cosine_with_restarts", "reduce_lr_on_plateau")
 PAPER_WEIGHT_DECAYS = (0.0, 1e-5, 1e-3)
 PAPER_EPOCHS = (1, 3, 5)

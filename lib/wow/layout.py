@@ -81,6 +81,11 @@ class Layout:
         return self.root / "run.yaml"
 
     @property
+    def stage_params(self) -> Path:
+        """The parameters each stage validated and used: ``{stage: {"sha256", "values"}}``."""
+        return self.root / "stage_params.json"
+
+    @property
     def cache(self) -> Path:
         return self.root / "cache.sqlite"
 
@@ -103,6 +108,11 @@ class Layout:
     @property
     def usage(self) -> Path:
         return self.root / "usage.json"
+
+    @property
+    def rehearsal(self) -> Path:
+        """``rehearsal.json`` of a ``wow run --fast-dev-run`` folder: what was shrunk and what was substituted."""
+        return self.root / "rehearsal.json"
 
     @property
     def notebooks(self) -> Path:
@@ -186,5 +196,6 @@ class Layout:
 
     @property
     def fig3_slopes(self) -> Path:
-        """``fig3_slopes.csv``: the slope of each gain against Acc_WoW, its bootstrap CI and detectable size."""
+        """``fig3_slopes.csv``: the slope of each gain against Acc_WoW, its bootstrap CI, the sources of variance that
+        CI carries, and the true slope the design detects with 80% power."""
         return self.root / "fig3_slopes.csv"

@@ -1,6 +1,6 @@
 """One writer per run folder: an OS lock on ``outputs/<run>/.wow.lock``, held for the life of the process.
 
-``wow run`` and a notebook run by hand (its set-up call, :func:`wow.params.from_globals`) take the lock before they
+``wow run`` and a notebook run by hand (its set-up call, :func:`wow.stage_setup.setup`) take the lock before they
 write anything. A second writer is refused at once with a :class:`wow.WowError` that names the folder and the holder
 (pid, command, start time), which the holder writes into the lock file after taking it. The lock is ``flock`` on
 that file: the operating system releases it when the holder's process ends, also on ``kill -9``, so there is never a

@@ -83,7 +83,7 @@ def reliability_bins(confidence: Sequence[float], is_correct: Sequence[bool], n_
     if n_bins < 1:
         raise WowError(f"n_bins must be >= 1, got {n_bins}.")
     edges = np.arange(n_bins + 1) / n_bins
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    idx = confidence_bin(conf, n_bins)
     rows = []
     for k in range(n_bins):
         sel = idx == k
@@ -99,6 +99,13 @@ def reliability_bins(confidence: Sequence[float], is_correct: Sequence[bool], n_
             }
         )
     return pd.DataFrame(rows)
+
+
+def confidence_bin(confidence: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """The bin of each confidence (0 .. n_bins - 1) as :func:`reliability_bins` cuts them: ``(k/n, (k+1)/n]``, the
+    first bin also holding 0."""
+    edges = np.arange(n_bins + 1) / n_bins
+    return np.clip(np.searchsorted(edges, np.asarray(confidence, dtype=float), side="left") - 1, 0, n_bins - 1)
 
 
 def ece(confidence: Sequence[float], is_correct: Sequence[bool], n_bins: int = 10) -> float:

@@ -96,6 +96,16 @@ def check_name(name: str) -> None:
         )
 
 
+def resolve_kind(name: str) -> str:
+    """``"api"`` or ``"local"``: how ``name`` is served, without touching the hub or the disk (:func:`resolve` does).
+
+    Raises:
+        WowError: the name has no model name's form (:func:`check_name`).
+    """
+    check_name(name)
+    return "api" if name.startswith("openai:") or name in API_MODELS else "local"
+
+
 def resolve(name: str) -> ModelSpec:
     """Resolve a model name (see the module docstring) without loading anything heavy.
 
@@ -246,15 +256,17 @@ class SharedBase:
 
     Args:
         name: model name (:func:`resolve`).
-        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``auto`` (:func:`wow.precision.resolve`), ``float32``, ``bfloat16`` or ``float16``.
         device: ``cpu``, ``cuda``...; default: cuda when available.
 
     Attributes:
         loads: how many times the model was loaded (1 unless it was closed or an adapter failed to load).
     """
 
-    def __init__(self, name: str = DEFAULT_MODEL, dtype: str = "bfloat16", device: str | None = None):
-        self.name, self.dtype, self.device = name, dtype, device
+    def __init__(self, name: str = DEFAULT_MODEL, dtype: str = "auto", device: str | None = None):
+        from wow import precision
+
+        self.name, self.dtype, self.device = name, precision.resolve(dtype), device
         self.model = self.tokenizer = None
         self.attn_implementation: str | None = None
         self.loads = 0

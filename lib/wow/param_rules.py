@@ -13,6 +13,7 @@ from wow import WowError, models, schema, tasks
 def check(P) -> None:
     """Apply every rule to ``P`` (a :class:`wow.params.RunParams`)."""
     _preferences_have_their_judgements(P)
+    _acc_wow_split_of_judged_sets(P)
     _eval_tasks(P)
     _task_options(P)
 
@@ -63,6 +64,19 @@ def _preferences_have_their_judgements(P) -> None:
         raise ValueError(
             f"pref_score_k {P.pref_score_k} with {mode_key} logprob: next-token scores read one answer per "
             "prompt, so only pref_score_k 1 is scored; set pref_score_k: 1 or pref_judge_mode: text"
+        )
+
+
+def _acc_wow_split_of_judged_sets(P) -> None:
+    """Refuse an ``acc_wow_split`` other than ``train`` when the run trains judge-built sets: they are built from
+    train questions only, and Fig 3 sets the judge's Acc_WoW beside them
+    (:func:`wow.fig3_points.method_acc_wow`)."""
+    judged = [spec for spec in P.pref_types if schema.parse_pref_type(spec)[0] in ("direct", "score")]
+    if judged and P.acc_wow_split != "train":
+        raise ValueError(
+            f"acc_wow_split {P.acc_wow_split!r} scores other questions than the preference sets {judged} are built "
+            "from (train questions only), and Fig 3 sets the two side by side; set acc_wow_split: train, or score "
+            "the other split in a run without these sets"
         )
 
 

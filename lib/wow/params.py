@@ -1,8 +1,8 @@
 """Run parameters: one strict schema for every parameter set and every notebook.
 
 A parameter set (``parameters/*.yaml``) is a flat mapping whose keys are fields of :class:`RunParams`. Unknown keys
-and wrong types are errors that name the key. Notebooks keep literals in their ``parameters`` cell and validate
-them in the next cell with :func:`from_globals`, which also catches a mistyped name injected by papermill.
+and wrong types are errors that name the key. Every stage (notebook) validates the run's whole set in its set-up cell
+(:func:`wow.stage_setup.setup`), which also catches a mistyped name injected by papermill.
 
 Example::
 
@@ -13,26 +13,56 @@ Example::
 
 from __future__ import annotations
 
-import re
-import types
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from wow import WowError, layout, param_rules, run_folder, schema
+from wow import WowError, layout, param_rules, schema, secret_values
 
 REPO_ROOT = layout.REPO_ROOT
-SECRET_NAMES = ("api_key", "openai_api_key", "hf_token", "token", "password", "secret")
-#: Values that look like an API key or access token (OpenAI, Hugging Face, bearer tokens).
-SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|Bearer\s+\S{16,})")
 
 
 class RunParams(BaseModel):
-    """Every parameter of a run. Each notebook's ``parameters`` cell holds the subset it uses, as literals."""
+    """Every parameter of a run. Every stage sees the whole set (:func:`wow.stage_setup.setup`); a notebook's ``parameters``
+    cell names the set's file (``param_file``) and may replace single values, as literals."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: the fields read since :meth:`track_reads` (None: not tracking); what a stage's fingerprint depends on
+    _reads: set[str] | None = PrivateAttr(default=None)
+
+    def __getattribute__(self, name: str):
+        if name in _FIELDS:
+            private = object.__getattribute__(self, "__pydantic_private__")
+            if private and private.get("_reads") is not None:
+                private["_reads"].add(name)
+        return super().__getattribute__(name)
+
+    def track_reads(self) -> None:
+        """Record from now on which parameters are read (:meth:`reads`): a stage's set-up cell starts it, so that
+        ``wow run`` knows which parameters a stage depends on (:mod:`wow.fingerprint`)."""
+        self._reads = set()
+
+    def reads(self) -> list[str] | None:
+        """The parameters read since :meth:`track_reads` (all of them after a :meth:`model_dump`), sorted."""
+        return None if self._reads is None else sorted(self._reads)
+
+    def __eq__(self, other) -> bool:
+        """Equal parameters (what was read so far does not count)."""
+        return isinstance(other, RunParams) and self.model_dump_values() == other.model_dump_values()
+
+    __hash__ = None  # lists and dicts inside: not hashable
+
+    def model_dump_values(self) -> dict:
+        """The parameter values, without counting them as read."""
+        return dict(object.__getattribute__(self, "__dict__"))
+
+    def model_dump(self, **kwargs):
+        """As pydantic's; while reads are tracked, a dump counts as reading every parameter."""
+        if self._reads is not None:
+            self._reads.update(_FIELDS)
+        return super().model_dump(**kwargs)
 
     # -- the run --------------------------------------------------------------------------------------------
     run_name: str = Field("interactive", description="folder name under output_root (one folder per run)")
@@ -52,7 +82,12 @@ class RunParams(BaseModel):
     temperature: float = Field(1.0, ge=0, description="sampling temperature of the answers")
     max_new_tokens: int = Field(160, gt=0, description="most tokens per answer")
     batch_size: int = Field(16, gt=0, description="requests per forward batch of local engines")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16", description="local engine precision")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        validate_default=True,  # resolved also when the set leaves it out
+        description="local engine and training precision; auto: bfloat16 where the hardware has it natively, else "
+        "float32 (resolved once; run.yaml records the result)",
+    )
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint for API models (None: OpenAI)")
     api_concurrency: int = Field(8, gt=0, description="parallel requests to an API endpoint")
 
@@ -78,6 +113,11 @@ class RunParams(BaseModel):
         "train", description="questions whose pairs Acc_WoW scores (train: the pairs preference sets use)"
     )
     n_boot: int = Field(1000, gt=0, description="bootstrap resamples for 95% CIs")
+    ci_resample: Literal["question", "pair"] = Field(
+        "question",
+        description="what Acc_WoW's bootstrap CIs resample: question (whole questions with all their pairs) or pair "
+        "(each pair alone, as if independent: too narrow where a question holds several pairs)",
+    )
 
     # -- 04 alignment ------------------------------------------------------------------------------------------
     policy_model: str = Field("smollm2-135m", description="the model that is aligned (a local model)")
@@ -112,11 +152,21 @@ class RunParams(BaseModel):
         "none", description="4bit: the paper's QLoRA (NF4; a CUDA GPU and bitsandbytes); none: LoRA, any machine"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in training (less memory)")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        [], description="experiment trackers of the trainings (TRL's report_to; tensorboard writes models/.../runs)"
+    )
     eval_samples: int = Field(4, gt=0, description="answers per test question when evaluating models")
     n_bins: int = Field(10, gt=0, description="ECE bins")
     eval_tasks: dict[str, list[str]] = Field(
         {}, description="per aligned task: the tasks whose test questions evaluate it ({}: every task, on itself)"
     )
+
+    @field_validator("dtype")
+    @classmethod
+    def _resolve_dtype(cls, v: str) -> str:
+        from wow import precision
+
+        return precision.resolve(v)
 
     @field_validator("split_fractions")
     @classmethod
@@ -143,7 +193,7 @@ class RunParams(BaseModel):
     @classmethod
     def _pref_types(cls, v: list[str]) -> list[str]:
         for spec in v:
-            parse_pref_type(spec)
+            schema.parse_pref_type(spec)
         return v
 
     @field_validator("pref_source")
@@ -188,7 +238,7 @@ class RunParams(BaseModel):
     def _no_secrets(cls, v: dict) -> dict:
         for task, opts in v.items():
             for key in opts:
-                if key.lower() in SECRET_NAMES:
+                if key.lower() in secret_values.SECRET_NAMES:
                     raise ValueError(f"{task}.{key}: keys and tokens come from the environment, not parameters")
         return v
 
@@ -257,6 +307,9 @@ class RunParams(BaseModel):
         return self.layout.cache
 
 
+_FIELDS = frozenset(RunParams.model_fields)
+
+
 def _check_model(name: str) -> None:
     from wow import models
 
@@ -266,25 +319,24 @@ def _check_model(name: str) -> None:
         raise ValueError(str(e)) from None
 
 
-parse_pref_type = schema.parse_pref_type  # the parameters' name for it
-
-
-def field_names() -> list[str]:
-    """All parameter names."""
-    return list(RunParams.model_fields)
-
-
 def validate(values: dict, source: str = "parameters") -> RunParams:
     """Validate a mapping of parameters; errors name each bad key and say what is allowed.
 
     Raises:
         WowError: unknown key, wrong type or value out of range.
     """
-    _refuse_secret_values(values, source)
+    secret_values.refuse(values, source)
     unknown = sorted(set(values) - set(RunParams.model_fields))
     if unknown:
+        import difflib
+
+        hints = [
+            f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+            for name in unknown
+            for close in [difflib.get_close_matches(name, RunParams.model_fields, n=1)]
+        ]
         raise WowError(
-            f"{source}: unknown parameter(s) {', '.join(map(repr, unknown))}. Known parameters: "
+            f"{source}: unknown parameter(s) {', '.join(hints)}. Known parameters: "
             f"{', '.join(RunParams.model_fields)} (see `wow params` for what each does)."
         )
     try:
@@ -297,65 +349,42 @@ def validate(values: dict, source: str = "parameters") -> RunParams:
         raise WowError(f"{source}: {problems}") from None
 
 
-def load(path: str | Path, **overrides) -> RunParams:
-    """Load and validate a YAML parameter set; ``overrides`` replace keys of the file."""
-    path = Path(path)
+def resolve_set_path(path: str | Path) -> Path:
+    """A parameter file's path: as given when it exists from here, else relative to the repository root (so
+    ``parameters/demo.yaml`` works from ``notebooks/`` as from the root)."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return REPO_ROOT / path if (REPO_ROOT / path).exists() else path
+
+
+def read_set(path: str | Path) -> dict:
+    """The raw mapping of a YAML parameter set (not validated).
+
+    Raises:
+        WowError: the file is missing, a folder, empty, not YAML or not a mapping.
+    """
+    path = resolve_set_path(path)
+    if path.is_dir():
+        raise WowError(f"{path} is a folder; give a parameter file (e.g. parameters/demo.yaml).")
     if not path.exists():
         raise WowError(f"parameter file {path} does not exist; the sets shipped are in parameters/.")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise WowError(f"{path} is not valid YAML: {e}") from None
+    if values is None:
+        raise WowError(f"{path} is empty; a parameter set names at least run_name (see parameters/demo.yaml).")
     if not isinstance(values, dict):
         raise WowError(f"{path} must be a mapping of parameter names to values.")
+    return values
+
+
+def load(path: str | Path, **overrides) -> RunParams:
+    """Load and validate a YAML parameter set; ``overrides`` replace keys of the file."""
+    values = read_set(path)
     values.update(overrides)
     return validate(values, source=str(path))
-
-
-def _refuse_secret_values(values, source: str, where: str = "") -> None:
-    """Raise when a parameter value looks like an API key or token (it would land in run.yaml and notebooks)."""
-    if isinstance(values, dict):
-        for k, v in values.items():
-            _refuse_secret_values(v, source, f"{where}.{k}" if where else str(k))
-    elif isinstance(values, list | tuple):
-        for i, v in enumerate(values):
-            _refuse_secret_values(v, source, f"{where}[{i}]")
-    elif isinstance(values, str) and SECRET_VALUE.search(values):
-        raise WowError(
-            f"{source}: {where} looks like an API key or token; keys come from the environment only "
-            f"(OPENAI_API_KEY, HF_TOKEN), never from parameters. Remove it from the parameters."
-        )
-
-
-_NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-
-
-def from_globals(namespace: dict, source: str = "notebook parameters") -> RunParams:
-    """Validate the parameters defined in a notebook (its ``parameters`` cell plus any papermill injected).
-
-    Every public, non-module, non-callable global is treated as a parameter, so a mistyped name passed with
-    ``papermill -p`` is an error instead of a silent no-op. Call it in the cell right after ``parameters``. A run
-    folder that holds another run (:func:`wow.run_folder.check`) is refused, as ``wow run`` refuses it.
-
-    The notebook then writes the run folder, so this takes its write lock (:mod:`wow.lock`) for the life of the
-    kernel: a folder that ``wow run`` or another kernel is writing is refused. A notebook executed by ``wow run``
-    works under the lock of the ``wow run`` that started its kernel.
-    """
-    values = {
-        k: v
-        for k, v in namespace.items()
-        if not k.startswith("_")
-        and k not in _NOTEBOOK_NAMES
-        and not isinstance(v, types.ModuleType | types.FunctionType | type)
-        and not callable(v)
-    }
-    P = validate(values, source=source)
-    # a notebook run interactively must not mix its artefacts into another run's folder
-    run_folder.check(P, source, keys=values)
-    from wow import lock
-
-    lock.acquire(P.run_dir)  # held until the kernel ends (never released here: the notebook's cells write later)
-    return P
 
 
 def describe() -> str:

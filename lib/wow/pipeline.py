@@ -136,12 +136,18 @@ def write_metrics(P: RunParams, stage: str, values: dict) -> Path:
 def judge_all(run: RunContext, answers: list[dict]) -> tuple[list[dict], list[dict]]:
     """Run every judge in every mode: pairwise (both orders) and score-based; write ``judgements/``.
 
+    The judges see the answers a later stage uses (:func:`wow.protocol.judged_answers`: under ``wow`` the train
+    questions and those of ``acc_wow_split``), and the pair cap is drawn over their pairs.
+
     Returns:
         ``(pairwise rows, score rows)`` over all judges and modes.
     """
     from wow import judges, protocol
 
     P = run.params
+    judged = protocol.judged_answers(P.protocol, answers, P.acc_wow_split)
+    log.info("judges see %d of %d answers (protocol %s)", len(judged), len(answers), P.protocol)
+    answers = judged
     pairwise, scores = [], []
     for judge in P.judges:
         engine = run.engine(judge)

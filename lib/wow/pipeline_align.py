@@ -1,6 +1,8 @@
 """Stage glue of stages 04 and 05: the steps notebook 04 shows one by one (build the preference sets, train the
 grid and choose each setting's configuration on validation questions, evaluate on test questions, the Δ table),
-and the join of the gains with the Acc_WoW of the pairs trained on (Fig 3's points, notebook 05).
+and the join of the gains with the Acc_WoW of the pairs trained on (Fig 3's points, notebook 05), which lives in
+:mod:`wow.fig3_points` and is reachable here as :func:`method_acc_wow`. The preference sets a run asks for are
+:mod:`wow.pref_spec`'s.
 
 Steps that call models take the run context (:class:`wow.context.RunContext`); the others take the parameters.
 
@@ -26,50 +28,11 @@ import pandas as pd
 
 from wow import WowError, io, schema
 from wow.context import RunContext
+from wow.fig3_points import method_acc_wow  # noqa: F401 - stage 05's join, by the name notebook 05 uses
 from wow.params import RunParams
+from wow.pref_spec import PrefSpec, pref_specs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PrefSpec:
-    """One preference set to build: type, score margin, judge, source, and the setting name it trains."""
-
-    pref_type: str
-    margin: float | None
-    judge: str | None
-    mode: str | None
-    source: str = "self"
-
-    def setting(self, P: RunParams, trainer: str | None = None) -> str:
-        """Folder / row name of the setting (the paper's naming, source first: ``self_...`` and ``mix_...`` never
-        collide); without a trainer, the preference set's name."""
-        return schema.setting_name(
-            self.source,
-            self.pref_type,
-            trainer,
-            judge=self.judge if schema.needs_judge(self.pref_type) else None,
-            margin=self.margin,
-            check=P.pref_check,
-        )
-
-    def generators(self, P: RunParams) -> list[str]:
-        """The generators whose answers the set is built from: the policy (``self``) or every generator (``mix``)."""
-        return [P.policy_model] if self.source == "self" else list(P.generators)
-
-
-def pref_specs(P: RunParams) -> list[PrefSpec]:
-    """The preference sets the parameters ask for: every source of ``pref_source`` x every type of ``pref_types``."""
-    judge = P.pref_judge or (P.judges[0] if P.judges else None)
-    mode = P.pref_judge_mode or (P.judge_modes[0] if P.judge_modes else None)
-    specs = []
-    for source in P.pref_sources:
-        for spec in P.pref_types:
-            kind, margin = schema.parse_pref_type(spec)
-            if schema.needs_judge(kind) and judge is None:
-                raise WowError(f"preference type {spec!r} needs a judge: set judges or pref_judge.")
-            specs.append(PrefSpec(kind, margin, judge, mode, source))
-    return specs
 
 
 def build_preference_sets(
@@ -174,6 +137,8 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
         eval_steps=P.eval_steps,
         quantization=P.quantization,
         gradient_checkpointing=P.gradient_checkpointing,
+        bf16=None if P.quantization == "4bit" else P.dtype == "bfloat16",
+        report_to=list(P.report_to),
     )
     trained = []
     with _eval_engines(run) as engines:  # every configuration's adapter evaluated on one loaded policy model
@@ -295,61 +260,3 @@ def eval_answers(P: RunParams, row) -> tuple[str, str, list[dict], list[dict]]:
     before = io.read_jsonl(P.layout.eval_answers(target))
     after = io.read_jsonl(P.layout.eval_answers(target, row["setting"], row["task"]))
     return target, name, before, after
-
-
-def method_acc_wow(P: RunParams, acc_table: pd.DataFrame, alignment: pd.DataFrame) -> pd.DataFrame:
-    """Join each aligned setting with the Acc_WoW of the preferences it was trained on (paper Fig 3's x-axis).
-
-    The Acc_WoW is taken over the pairs the set was built from: a ``self`` set from the policy's rows of
-    ``acc_wow.csv`` only; a ``mix`` set from the rows of every generator it pooled, as hits summed over pairs
-    summed (the pooled pairs, not an unweighted mean of per-generator values). Oracle preferences count as
-    Acc_WoW = 1.0; ``direct`` sets take the pairwise judge's Acc_WoW at M = 1.0 (with the both-orders check when
-    ``pref_check``); ``score@M`` sets take the score judge's Acc_WoW at margin M, which scores exactly the pairs the
-    set trains on (:mod:`wow.pairs`). The controlled sets (``noisy@q``, ``random``) take the accuracy of their own
-    training pairs by the true labels (``1 - q`` by construction, to the rounding of ``q * n``), read from the saved
-    set. Sets with right-over-wrong pairs (``row*``) have no wrong-over-wrong accuracy and are left out.
-
-    Returns:
-        The alignment rows kept, plus ``method`` (e.g. ``score@0.1``), ``acc_wow`` and ``acc_wow_pairs`` (the pairs
-        it is computed over; NaN for oracle).
-    """
-    from wow import preference_examples, preferences
-
-    mode = P.pref_judge_mode or (P.judge_modes[0] if P.judge_modes else None)
-    out = []
-    for _, row in alignment.iterrows():
-        if pd.notna(row.get("eval_task")) and row["eval_task"] != row["task"]:
-            continue  # generalisation rows (eval_tasks): the preferences' Acc_WoW is about the training task
-        kind = row["pref_type"]
-        margin = row["margin"] if pd.notna(row["margin"]) else None
-        source = row["source"] if pd.notna(row.get("source")) else "self"
-        if kind == "oracle":
-            acc, n_pairs = 1.0, float("nan")
-        elif kind in schema.CONTROLLED_TYPES:
-            spec = PrefSpec(kind, margin, None, None, source)
-            train = preferences.load_preferences(P.layout.preferences(row["task"], spec.setting(P)))["train"]
-            acc, n_pairs = preference_examples.accuracy(train), float(len(train))
-        elif kind in ("direct", "score") and pd.notna(row.get("judge")) and mode is not None:
-            generators = PrefSpec(kind, margin, row["judge"], mode, source).generators(P)
-            sel = acc_table[
-                (acc_table["task"] == row["task"])
-                & (acc_table["judge"] == row["judge"])
-                & acc_table["generator"].isin(generators)
-            ]
-            if kind == "direct":
-                check = "both_orders" if P.pref_check else "none"
-                sel = sel[
-                    (sel["method"] == schema.pairwise_method(mode)) & (sel["check"] == check) & (sel["margin"] == 1.0)
-                ]
-            else:
-                method = schema.score_method(P.pref_score_k, mode)
-                sel = sel[(sel["method"] == method) & ((sel["margin"] - margin).abs() < 1e-9)]
-            n_pairs = float(sel["n_pairs"].sum())
-            acc = float(sel["n_hits"].sum()) / n_pairs if n_pairs else float("nan")
-        else:
-            continue
-        out.append(
-            {**row.to_dict(), "method": schema.pref_label(kind, margin), "acc_wow": acc, "acc_wow_pairs": n_pairs}
-        )
-    columns = [*alignment.columns, "method", "acc_wow", "acc_wow_pairs"]
-    return pd.DataFrame(out, columns=columns)

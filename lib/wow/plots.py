@@ -65,11 +65,16 @@ def fig_answer_labels(answers: list[dict], path: str | Path | None = None, title
     return fig
 
 
+#: Fewer pairs than this make a bootstrap CI that looks certain and is not (1-2 pairs give [1.0, 1.0]): hatched.
+FEW_PAIRS = 5
+
+
 def acc_wow_bars(table: pd.DataFrame) -> pd.DataFrame:
     """The bars of :func:`fig_acc_wow_methods`: one per row of ``acc_wow.csv`` with pairs, never an average.
 
-    A bar's CI is its row's own bootstrap CI over its own pairs; averaging CI bounds over tasks or generators gives
-    no CI, so every (task, generator) gets its own panel.
+    A bar's CI is its row's own bootstrap CI (over its own questions, as ``ci_resample`` says); averaging CI bounds
+    over tasks or generators gives no CI, so every (task, generator) gets its own panel. Rows without pairs are kept
+    (``n_pairs`` 0, ``acc_wow`` NaN): the figure writes "no pairs" there, never a bar at 0.
 
     Returns:
         Columns ``task, generator, label`` (method, ``+check``, judge), ``margin, acc_wow, ci_low, ci_high,
@@ -78,7 +83,7 @@ def acc_wow_bars(table: pd.DataFrame) -> pd.DataFrame:
     Raises:
         WowError: two rows of one panel share a label and margin (the table mixes runs or splits).
     """
-    df = table.dropna(subset=["acc_wow"]).copy()
+    df = table.copy()
     check = df["check"].fillna("none") if "check" in df else pd.Series("none", index=df.index)
     df["label"] = (
         df["method"]
@@ -128,7 +133,17 @@ def fig_acc_wow_methods(table: pd.DataFrame, path: str | Path | None = None, tit
             sub = panel[panel["margin"] == m].set_index("label").reindex(order)
             x = np.arange(len(order)) + (j - (len(margins) - 1) / 2) * width
             yerr = np.vstack([sub["acc_wow"] - sub["ci_low"], sub["ci_high"] - sub["acc_wow"]]).clip(min=0)
-            ax.bar(x, sub["acc_wow"], width, yerr=yerr, capsize=2, color=palette[j], label=f"M = {m:g}")
+            few = sub["n_pairs"].fillna(0).to_numpy() < FEW_PAIRS
+            bars_ = ax.bar(x, sub["acc_wow"].fillna(0), width, yerr=np.nan_to_num(yerr), capsize=2, color=palette[j],
+                           label=f"M = {m:g}")  # fmt: skip
+            for bar, xi, n, acc, is_few in zip(bars_, x, sub["n_pairs"], sub["acc_wow"], few, strict=True):
+                if pd.isna(n) or n == 0 or pd.isna(acc):
+                    bar.set_visible(False)
+                    ax.text(xi, 0.02, "no pairs", rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
+                    continue
+                if is_few:
+                    bar.set_hatch("///")
+                ax.text(xi, min(acc, 1.0) + 0.01, f"n={int(n)}", ha="center", va="bottom", fontsize=5, rotation=90)
         ax.set_xticks(np.arange(len(order)), order, fontsize=8, rotation=30, ha="right")
         ax.axhline(0.5, color="0.3", ls="--", lw=1, label="random")
         ax.set_ylim(0, 1.05)
@@ -137,7 +152,9 @@ def fig_acc_wow_methods(table: pd.DataFrame, path: str | Path | None = None, tit
         if (r, c) == (0, len(tasks) - 1):
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="margin", title_fontsize=8)
     fig.suptitle(
-        title or "Can the model tell which wrong answer is less wrong? Acc$_{WoW}$ by method and margin", fontsize=11
+        (title or "Can the model tell which wrong answer is less wrong? Acc$_{WoW}$ by method and margin")
+        + f"\n(n = pairs; hatched: fewer than {FEW_PAIRS} pairs, an unreliable CI; 'no pairs': nothing to score)",
+        fontsize=10,
     )
     fig.tight_layout()
     save(fig, path)

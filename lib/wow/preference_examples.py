@@ -67,8 +67,9 @@ def _example(pair: dict, pref_type: str, prompts: dict[str, str] | None, paper: 
     chosen, rejected = pair["chosen"], pair["rejected"]
     prompt = _messages(chosen["prompt_messages"])
     same = prompt == _messages(rejected["prompt_messages"])
-    if paper:
-        prompt, same = paper_prompt_messages(chosen), True
+    if paper:  # the paper's query; its oracle, score and row prompts keep the "Options:" header, direct ones not
+        header = not pair["method"].startswith("direct")
+        prompt, same = paper_prompt_messages(chosen, options_header=header), True
     elif prompts is not None:
         qid = chosen["question_id"]
         if qid not in prompts:

@@ -13,7 +13,7 @@ needs them pairwise judgements or judge scores, into a ``datasets.DatasetDict`` 
   false only for multiple-choice answers sampled with different option orders, where the chosen answer's prompt is
   used).
 
-Types (see ``reference-method.md`` section 4 and ``DESIGN.md`` section 6):
+Types (the paper's ``preference_optimization/finetune.py`` collectors; docs/fidelity.md rows 2, 6, 7, 15):
 
 * ``oracle``: both answers wrong and parsed, raw labels differ; chosen = higher raw label.
 * ``direct``: pairs from a pairwise judge (``judgements/pairwise_<judge>.jsonl``). With ``check=True`` only pairs

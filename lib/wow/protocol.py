@@ -7,12 +7,14 @@ the notebooks); this module holds the paper-side rules that several stages share
 
 * :func:`paper_query`: the prompt judges and training sets see (the question only: no options, no step-by-step
   instruction);
-* :func:`paper_parse`: the free 32-token extraction reply read with the paper's strict first-match regex (no
-  prefill, no tolerant pattern, no fallback to the reasoning answer);
+* :func:`paper_extraction_instruction`, :func:`paper_parse`: the free 32-token extraction reply (multiple choice:
+  asked for the letter alone) read with the paper's strict first-match regex (no prefill, no tolerant pattern, no
+  fallback to the reasoning answer);
 * :func:`paper_grade`: the graph correctness normaliser ``longest - gold`` and Science's integer truncation;
   :func:`paper_evaluation_rows`: Science's 5 % rule (strict) for the evaluation's accuracy;
 * :func:`answer_identity`: what self-consistency compares (the paper: the shown letter for multiple choice);
-* :func:`judge_pair_cap`: the 10,000-pair cap, for the GPT-4o judge only;
+* :func:`judge_pair_cap`: the 10,000-pair cap, for the GPT-4o judge only; :func:`judged_answers`: which answers the
+  judges see (wow: those of the splits later stages use; the paper: its "train" files);
 * :func:`eval_samples`: 3 evaluation samples for Bio;
 * :func:`allows_tied_pairs`: MedMCQA's tied wrong pairs in score preference sets.
 
@@ -44,11 +46,15 @@ PAPER_CAPPED_JUDGES = frozenset({"gpt-4o", "openai:gpt-4o"})
 PAPER_BIO_EVAL_SAMPLES = 3
 #: Tokens of the paper's extraction reply.
 PAPER_EXTRACT_MAX_TOKENS = 32
-#: The paper's extraction regexes (reference-method.md section 1.1), searched once (first match, no flags).
+#: The paper's extraction regexes (``preference_generation/dataset.py``, ``RawPreferenceDataset.process_answer``),
+#: searched once (first match, no flags).
 PAPER_MC_PATTERN = r"([A-Z])(\.|\. .+)?$"
 PAPER_SCIENCE_PATTERN = r"The final answer is ([-+]?\d+(?:,\d+)*(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 #: Tasks whose tied wrong pairs the paper's preference code admits (``is_same_label`` is always False there).
 PAPER_TIED_PAIR_TASKS = frozenset({"medmcqa"})
+#: Tasks whose questions the paper's judges read in full: ``patch.py``'s ``merge`` folded the test files of Knowledge
+#: Crosswords and the three NLGraph tasks into their train files.
+PAPER_MERGED_TASKS = frozenset({"knowledge_crosswords", "shortest_path", "max_flow", "matching"})
 
 
 def check(protocol: str) -> str:
@@ -64,12 +70,16 @@ def is_paper(protocol: str) -> bool:
 
 
 # -- prompts -----------------------------------------------------------------------------------------------------
-def paper_query(messages: Sequence[Mapping], permutation: Sequence[int] | None = None) -> str:
+def paper_query(
+    messages: Sequence[Mapping], permutation: Sequence[int] | None = None, options_header: bool = False
+) -> str:
     """The paper's ``query`` of a generation prompt: the question without the step-by-step instruction and, for a
     multiple-choice prompt (``permutation`` given), without the options block appended after it.
 
-    The paper's judges and training prompts see this text only (its pairwise/score judge slot is ``query[:-9]``,
-    the query less its trailing "Options:"), although the answers were generated with both.
+    The paper's judges and training prompts see this text only, although the answers were generated with both. Its
+    judge slot (and so its ``direct`` training prompts) is ``query[:-9]``, the query less its trailing "Options:"
+    header; its oracle, score and right-over-wrong training prompts are the whole query, which ends with that header
+    and no options (``options_header=True``).
 
     Example::
 
@@ -85,12 +95,15 @@ def paper_query(messages: Sequence[Mapping], permutation: Sequence[int] | None =
         cut = text.rfind("\nOptions:\n")
         if cut >= 0:
             text = text[:cut]
+        if options_header:
+            return text.strip() + "\nOptions:"
     return text.strip()
 
 
-def paper_prompt_messages(answer: Mapping) -> list[dict]:
+def paper_prompt_messages(answer: Mapping, options_header: bool = False) -> list[dict]:
     """The paper's single-turn prompt of an ``answers.jsonl`` row (:func:`paper_query` of its prompt)."""
-    return [{"role": "user", "content": paper_query(answer["prompt_messages"], answer.get("permutation"))}]
+    query = paper_query(answer["prompt_messages"], answer.get("permutation"), options_header)
+    return [{"role": "user", "content": query}]
 
 
 # -- extraction and grading --------------------------------------------------------------------------------------
@@ -106,6 +119,16 @@ def paper_pattern(task) -> str:
     if task.extraction is None:
         raise WowError(f"task {task.name!r} has no extraction turn (free-text answers are graded whole).")
     return re.escape(task.extraction.prefix) + r" (\d+)"
+
+
+def paper_extraction_instruction(task) -> str:
+    """The extraction turn under ``protocol: paper``: for multiple choice the letter alone (the paper's
+    ``multi_choice_extract.txt`` asks for a single letter, and its regex ``([A-Z])(\\.|\\. .+)?$`` reads a letter at
+    the end of the reply, not "The answer is option B) Liver"); other tasks keep theirs, which already ask for the
+    paper's answer prefix ("The total weight is", "The final answer is", ...)."""
+    from wow.tasks.extract import PAPER_MC_INSTRUCTION
+
+    return PAPER_MC_INSTRUCTION if task.multiple_choice else task.extraction.instruction
 
 
 def paper_parse(task, text: str | None, question, permutation: Sequence[int] | None = None) -> Any | None:
@@ -128,9 +151,11 @@ def paper_parse(task, text: str | None, question, permutation: Sequence[int] | N
 def paper_grade(task, question, extracted):
     """The paper's grade where it differs from ``task.grade``; other tasks are graded by the task itself.
 
-    * graph tasks: ``correctness = clip(1 - |e - gold| / (longest - gold), 0, 1)`` (the paper's evaluation
-      normaliser; ours divides by ``max(longest - gold, gold)``). Where ``longest == gold`` the paper divides by
-      zero; we keep the task's own correctness there and log it;
+    * graph tasks: ``correctness = clip(1 - |e - gold| / (longest - gold), 0, 1)`` with the paper's normaliser
+      (:meth:`~wow.tasks.graphs.GraphTask.paper_normaliser`: the true longest simple path for shortest path,
+      ``2 * gold`` for flow and matching; ours divides by ``max(normaliser - gold, gold)``). Where
+      ``longest == gold`` (a graph with a single s-t path) the paper divides by zero; we keep the task's own
+      correctness there and log it;
     * Science: ``raw_label = -|e - int(gold)|`` and ``is_correct = e == int(gold)`` (metric.py's truncated gold,
       which the elicitation stage uses), ``correctness`` 1.0 when ``|e - gold| < 0.05 |gold|`` else 0.0 (the
       boolean of the paper's evaluation).
@@ -143,9 +168,14 @@ def paper_grade(task, question, extracted):
     if extracted is None:
         return grade
     if isinstance(task, GraphTask):
-        gold, norm = question.gold, question.meta["normaliser"]
+        gold, norm = question.gold, task.paper_normaliser(question)
         if norm == gold:
-            log.warning("question %s: longest == gold, the paper's normaliser divides by zero", question.id)
+            log.warning(
+                "question %s: the paper's normaliser equals the gold %s (division by zero in the paper's code); "
+                "graded as under protocol wow",
+                question.id,
+                gold,
+            )
             return grade
         correctness = min(1.0, max(0.0, 1.0 - abs(extracted - gold) / (norm - gold)))
         return Grade(correctness=correctness, raw_label=grade.raw_label, is_correct=grade.is_correct)
@@ -193,6 +223,31 @@ def judge_pair_cap(protocol: str, judge: str, max_pairs: int | None) -> int | No
     if is_paper(protocol):
         return PAPER_JUDGE_CAP if judge in PAPER_CAPPED_JUDGES else None
     return max_pairs
+
+
+def judged_splits(protocol: str, task: str, acc_wow_split: str = "train") -> frozenset[str] | None:
+    """The splits whose answers the judges see for ``task`` (None: every split).
+
+    ``wow``: the answers a later stage uses: the ``train`` questions (preference sets are built from them only, and
+    Acc_WoW scores them by default) and those of ``acc_wow_split`` (every split for ``all``). Judging validation and
+    test answers nobody reads would spend about a fifth of the judge calls for nothing, and the pair cap would be
+    drawn over pairs no stage uses. ``paper``: the questions of the paper's "train" files, which its judges read
+    (``preference_generation/metric.py``): the train split, and every question for Knowledge Crosswords and the NLGraph
+    tasks, whose test files ``patch.py``'s ``merge`` folded into the train files.
+    """
+    if is_paper(protocol):
+        return None if task in PAPER_MERGED_TASKS else frozenset({"train"})
+    return None if acc_wow_split == "all" else frozenset({"train", acc_wow_split})
+
+
+def judged_answers(protocol: str, answers: Sequence[Mapping], acc_wow_split: str = "train") -> list[Mapping]:
+    """The answers the judges see (:func:`judged_splits` of each answer's task), in their order."""
+    out = []
+    for a in answers:
+        splits = judged_splits(protocol, a["task"], acc_wow_split)
+        if splits is None or a.get("split") in splits:
+            out.append(a)
+    return out
 
 
 def eval_samples(protocol: str, task: str, n_samples: int) -> int:

@@ -1,7 +1,7 @@
 """4-bit QLoRA, the paper's training regime: the base model loaded in bitsandbytes NF4 with double quantisation and
 bfloat16 compute, prepared with peft's ``prepare_model_for_kbit_training``, LoRA adapters trained on top. The
 reference model of the DPO-style trainers is then the 4-bit base with the adapters disabled (what TRL does with a
-peft model and no ``ref_model``), as in the paper (unsloth's 4-bit load; ref §5.1).
+peft model and no ``ref_model``), as in the paper (unsloth's 4-bit load in ``preference_optimization/finetune.py``, ``preference_optimization``).
 
 It needs a CUDA GPU and the ``bitsandbytes`` package; :func:`check_available` says so before any model is loaded.
 ``quantization: none`` (the default) trains LoRA on the unquantised model, on any machine.

@@ -27,6 +27,7 @@ STAGE_HEADER = [
     "tokens (prompt + completion)",
     "API cost",
     "cache hits (last invocation)",
+    "parameters used (hash)",
 ]
 
 
@@ -59,9 +60,9 @@ def render_markdown(content: dict) -> str:
     lines += _table(slopes["header"], slopes["rows"], slopes["note"])
     lines += ["## Model calls, tokens and API cost per stage (whole run)", "", content["usage_note"], ""]
     total = content["total"]
-    keys = ["name", "time", "compute", "calls", "tokens", "cost", "hits"]
+    keys = ["name", "time", "compute", "calls", "tokens", "cost", "hits", "params"]
     stage_rows = [[s[k] for k in keys] for s in content["stages"]]
-    stage_rows.append(["total", *(total[k] for k in keys[1:])])
+    stage_rows.append(["total", *(total.get(k, "") for k in keys[1:])])
     lines += _table(STAGE_HEADER, stage_rows, "")
     lines += ["## Figures", ""]
     if content["figures"]:

@@ -53,10 +53,13 @@ ALIGNMENT_HEADER = [
     "task",
     "p_wrong before → after",
     "Δp_wrong [95% CI]",
+    "Δp_wrong: what the CI says",
     "ΔAcc [95% CI]",
     "−ΔECE [95% CI]",
-    "detectable |Δp_wrong|",
+    "true Δp_wrong detected with 80% power (design)",
 ]
+#: Row labels of the three gains.
+GAIN_LABELS = {"d_p_wrong": "Δp_wrong", "d_acc": "ΔAcc", "neg_d_ece": "−ΔECE"}
 
 
 def gather_report(
@@ -182,8 +185,40 @@ def acc_wow_section(df: pd.DataFrame) -> dict:
             value = fmt.text(r.get("note")) or "no pairs"
         cells = [r.get("task"), r.get("generator"), r.get("method"), r.get("judge"), r.get("check")]
         rows.append([*map(fmt.text, cells), str(n_pairs), value])
-    note = "" if rows else "acc_wow.csv has no rows at margin 1.0."
+    note = resample_note(df) if rows else "acc_wow.csv has no rows at margin 1.0."
     return {"split": ", ".join(splits) or "all", "header": ACC_HEADER, "rows": rows, "note": note}
+
+
+def resample_note(df: pd.DataFrame) -> str:
+    """What the CIs of ``acc_wow.csv`` resampled, from its ``ci_resample`` column."""
+    units = set(map(str, df["ci_resample"].dropna())) - {""} if "ci_resample" in df else set()
+    if units == {"question"}:
+        return "95% CIs resample whole questions, each with all its pairs (ci_resample: question)."
+    if "pair" in units:
+        return (
+            "95% CIs resample single pairs as if independent (ci_resample: pair): too narrow wherever a question "
+            "holds several pairs."
+        )
+    return "The table does not say what its CIs resampled (no ci_resample column: tables before it resampled pairs)."
+
+
+def ci_reading(low, high, bound, above: str = "better", below: str = "worse", symbol: str = "Δ") -> str:
+    """What a 95% CI says: a change at the 5% level (``above`` / ``below`` zero), or, when it holds 0, the
+    equivalence bound the data support (:func:`wow.bootstrap.equivalence_bound`).
+
+    Args:
+        low, high: the 95% CI.
+        bound: the equivalence bound (the 90% CI's end farthest from 0).
+        above, below: what a CI above / below 0 means.
+        symbol: the quantity's name in the bound.
+    """
+    if fmt.is_missing(low) or fmt.is_missing(high):
+        return "n/a"
+    if low > 0:
+        return f"{above} (CI above 0)"
+    if high < 0:
+        return f"{below} (CI below 0)"
+    return "CI holds 0" + ("" if fmt.is_missing(bound) else f"; {symbol} within ±{fmt.num(bound)} (TOST, 5%)")
 
 
 def alignment_section(df: pd.DataFrame) -> dict:
@@ -199,18 +234,30 @@ def alignment_section(df: pd.DataFrame) -> dict:
             return fmt.with_ci(r.get(col), r.get(f"{col}_ci_low"), r.get(f"{col}_ci_high"))
 
         before_after = f"{fmt.num(r.get('before_p_wrong'))} → {fmt.num(r.get('after_p_wrong'))}"
-        cells = [fmt.text(r.get("setting")), fmt.text(r.get("task")), before_after]
-        rows.append([*cells, ci("d_p_wrong"), ci("d_acc"), ci("neg_d_ece"), fmt.num(r.get("d_p_wrong_mde"))])
+        cells = [fmt.text(r.get("setting")), fmt.text(r.get("task")), before_after, ci("d_p_wrong")]
+        reading = ci_reading(r.get("d_p_wrong_ci_low"), r.get("d_p_wrong_ci_high"), r.get("d_p_wrong_equiv_bound"))
+        rows.append([*cells, reading, ci("d_acc"), ci("neg_d_ece"), fmt.num(r.get("d_p_wrong_mde"))])
     note = (
-        "detectable |Δp_wrong|: the smallest change the test questions would show with 80% power at the 5% level, "
-        "from the spread of the paired bootstrap (a Δ inside it reads 'smaller than this', not 'no effect')."
+        "Each Δ is read by its own 95% CI (paired bootstrap over test questions): a CI that misses 0 is a change at "
+        "the 5% level; a CI that holds 0 shows none and bounds the change by the 90% CI's far end (two one-sided "
+        "tests at 5%). The last column describes the design, not the row's result: the true Δp_wrong these test "
+        "questions detect with 80% power at the 5% level (about 2.8 standard errors, where a CI misses 0 at about "
+        "1.96)."
         if rows
         else "alignment.csv has no rows."
     )
     return {"header": ALIGNMENT_HEADER, "rows": rows, "note": note}
 
 
-SLOPE_HEADER = ["gain", "settings", "test questions", "slope against Acc_WoW [95% CI]", "detectable |slope|"]
+SLOPE_HEADER = [
+    "gain",
+    "settings",
+    "trained models",
+    "test questions",
+    "slope against Acc_WoW [95% CI]",
+    "what the CI says",
+    "true slope detected with 80% power (design)",
+]
 
 
 def slope_section(df: pd.DataFrame) -> dict:
@@ -219,20 +266,25 @@ def slope_section(df: pd.DataFrame) -> dict:
     Returns:
         ``{header, rows, note}``.
     """
-    labels = dict(zip(("d_p_wrong", "d_acc", "neg_d_ece"), ALIGNMENT_HEADER[3:6], strict=True))
     rows = [
         [
-            labels.get(r["gain"], fmt.text(r["gain"])).removesuffix(" [95% CI]"),
+            GAIN_LABELS.get(r["gain"], fmt.text(r["gain"])),
             fmt.text(r.get("n_settings")),
+            fmt.text(r.get("n_runs", r.get("n_settings"))),
             fmt.text(r.get("n_questions")),
             fmt.with_ci(r.get("slope"), r.get("ci_low"), r.get("ci_high")),
+            ci_reading(r.get("ci_low"), r.get("ci_high"), r.get("equiv_bound"), "rises", "falls", "slope"),
             fmt.num(r.get("mde")),
         ]
         for _, r in df.iterrows()
     ]
+    first = df.iloc[0] if len(df) else {}
+    included = fmt.text(first.get("variance_included")) or "test questions (paired: one draw for every setting)"
+    excluded = fmt.text(first.get("variance_excluded")) or "x, the training seed and the grid's choice (held fixed)"
     note = (
-        "The gain per unit of preference accuracy (Fig 3's black line); its CI resamples the test questions, every "
-        "setting's gain recomputed on the same draw."
+        "The gain per unit of preference accuracy (Fig 3's black line). Its 95% CI carries: "
+        f"{included}. It leaves out: {excluded}. The last column describes the design: the true slope it detects "
+        "with 80% power."
         if rows
         else "Fewer than two aligned settings with different Acc_WoW: no slope."
     )

@@ -107,6 +107,7 @@ def stage_rows(run_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict
     holder = lock.holder(run_dir) if any(a.get("status") == "running" for a in attempts.values()) else None
     compute, note, from_cache = _whole_run(run_dir, every_attempt, usage, missing)
     stages, usage_rows = [], []
+    used = _params_used(run_dir)
     sums = {"time": 0.0, "compute": 0.0, "calls": 0, "tokens": 0, "hits": 0, "cost": None, "cost_unknown": False}
     names = _stage_names(run_dir)
     for name in names + sorted(set(compute) - set(names)):
@@ -137,6 +138,7 @@ def stage_rows(run_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict
                 "status_class": status_class,
                 "time": fmt.duration(seconds),
                 **row["text"],
+                "params": used.get(name, "not recorded"),
                 "notebook": ipynb is not None,
                 "ipynb": ipynb,
                 "html": None,
@@ -219,6 +221,24 @@ def _usage_sums(name: str, stage: dict | None, last: dict | None, usage_rows: li
         "hits": fmt.count(hits) if last else "",
     }
     return {"calls": calls, "tokens": tokens, "hits": hits, "cost": cost, "cost_unknown": cost_unknown, "text": text}
+
+
+def _params_used(run_dir: Path) -> dict[str, str]:
+    """Per stage, the parameters it used as the report shows them: their hash, and whether they equal ``run.yaml``
+    (``stage_params.json``, written by each stage's set-up cell; :mod:`wow.run_folder`)."""
+    from wow import run_folder
+
+    try:
+        records = run_folder.stage_records(run_dir)
+        run = run_folder.read_run_yaml(run_dir)
+    except (WowError, ValueError, OSError) as e:
+        log.warning("stage parameters unreadable in %s: %s", run_dir, e)
+        return {}
+    out = {}
+    for stage, rec in records.items():
+        same = run is not None and rec.get("sha256") == run_folder.params_sha(run)
+        out[stage] = f"{rec.get('sha256', '?')} ({'= run.yaml' if same else 'differs from run.yaml'})"
+    return out
 
 
 def read_json(path: Path) -> dict:

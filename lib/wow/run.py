@@ -1,7 +1,8 @@
 """``wow run``: execute the numbered notebooks in order with papermill, for one parameter set.
 
-Each notebook receives the parameters it declares (its ``parameters`` cell) from the set, runs with the project's
-Jupyter kernel, and is saved executed to ``outputs/<run>/notebooks/`` (papermill writes it to a unique temporary
+Each notebook receives the run's whole validated parameter set (every field, plus ``param_file``), checks in its
+set-up cell that it equals ``run.yaml`` and records what it used in ``stage_params.json``, which is checked here after
+the stage (:mod:`wow.run_folder`); it runs with the project's Jupyter kernel and is saved executed to ``outputs/<run>/notebooks/`` (papermill writes it to a unique temporary
 file while it runs, renamed into place when the stage ends, also when it fails). Model calls are cached on disk, so
 a rerun is fast and a run that died resumes. A failing notebook stops the run with the cell and the error; what
 earlier stages wrote stays. At the end (also after a failure) the run's HTML report is written to
@@ -23,11 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from wow import WowError, io, layout, lock, params, run_folder
+from wow import WowError, fingerprint, io, layout, lock, params, preflight, run_folder, stage_setup
 from wow.stages import end_attempt, latest_attempts, load_attempts, start_attempt  # noqa: F401 - wow.run names them
 
 log = logging.getLogger(__name__)
@@ -61,54 +65,127 @@ def kernel_name() -> str:
     return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def notebook_parameters(nb: Path) -> list[str]:
-    """Names declared in a notebook's ``parameters`` cell."""
-    import papermill
-
-    return list(papermill.inspect_notebook(str(nb)).keys())
+def notebook_parameters(P: params.RunParams, param_file: str | Path | None = None) -> dict:
+    """What every notebook of the run receives: the whole validated set (so no stage falls back on a default the
+    set overrides), and ``param_file`` for the record."""
+    values = P.model_dump(mode="json")
+    return {stage_setup.PARAM_FILE: str(Path(param_file).resolve()) if param_file else None, **values}
 
 
 def record_run(P: params.RunParams, source: str) -> None:
-    """Write ``run.yaml`` (the validated parameters) to the run folder; refuse a folder of a different run.
-
-    Raises:
-        WowError: the folder holds a run with other data parameters (:func:`wow.run_folder.check`).
-    """
-    import yaml
-
-    run_folder.check(P, source)
-    io.write_text(P.layout.run_yaml, yaml.safe_dump(P.model_dump(mode="json"), sort_keys=False))
+    """Write ``run.yaml`` (:func:`wow.run_folder.record`); refuse a folder of a different run."""
+    run_folder.record(P, source)
 
 
-def run(param_file: str | Path, only: list[str] | None = None, start: str | None = None, **overrides) -> Path:
+def run(
+    param_file: str | Path,
+    only: list[str] | None = None,
+    start: str | None = None,
+    check: bool = True,
+    force: bool = False,
+    confirm_cost=None,
+    fast_dev_run: bool = False,
+    stand_ins: bool = False,
+    **overrides,
+) -> Path:
     """Execute the selected notebooks for a parameter set; returns the run folder.
 
+    Args:
+        param_file: the parameter set (YAML).
+        only, start: which stages (see :func:`select`).
+        check: run the preflight (:mod:`wow.preflight`) before any kernel starts.
+        force: run every selected stage, also those whose inputs did not change (:mod:`wow.fingerprint`).
+        confirm_cost: called with the estimated API bill (USD) after the preflight when it is above zero; it raises
+            to stop the run (``wow run`` asks, or wants ``--yes``).
+        fast_dev_run: rehearse the set instead: every setting, small sizes, a folder of its own
+            (:mod:`wow.rehearsal`; ``rehearsal.json`` lists every change).
+        stand_ins: with ``fast_dev_run``, offline stand-ins for the set's models, hub data and online labelers.
+        overrides: parameters replacing the file's values.
+
     Raises:
-        WowError: invalid parameters, the folder is being written by another process (:mod:`wow.lock`), or a
-            notebook failed (names the notebook, cell and error).
+        WowError: invalid parameters, a preflight refusal, the folder is being written by another process
+            (:mod:`wow.lock`), or a notebook failed (names the notebook, cell and error).
     """
+    if fast_dev_run:
+        from wow import rehearsal
+
+        with rehearsal.prepared(param_file, stand_ins=stand_ins, **overrides) as values:
+            return run(
+                param_file, only=only, start=start, check=check, force=force, confirm_cost=confirm_cost, **values
+            )
+    if stand_ins:
+        raise WowError(
+            "stand-ins replace the set's models and data, so they run only in a rehearsal, in a folder of its own: "
+            "add --fast-dev-run"
+        )
+    param_file, overrides = resume_target(param_file, overrides)
     P = params.load(param_file, **overrides)
     selected = select(only, start)
+    if check:
+        preflight.check(P, [nb.name[:2] for nb in selected])
+    if confirm_cost is not None:
+        cost = preflight.api_cost(P, [nb.name[:2] for nb in selected])
+        if cost > 0:
+            confirm_cost(cost)
     run_folder.check(P, str(param_file))  # read-only: a refused run leaves the folder as it was
     with lock.hold(P.run_dir):  # refused here, before anything is written, while another process writes there
         record_run(P, str(param_file))
-        return _run_locked(P, selected)
+        return _run_locked(P, selected, param_file, force)
 
 
-def _run_locked(P: params.RunParams, selected: list[Path]) -> Path:
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+def resume_target(param_file: str | Path, overrides: dict) -> tuple[Path, dict]:
+    """``wow run <run folder>`` resumes that folder's run: its ``run.yaml`` is the set, the folder where it lies.
 
-    values = P.model_dump(mode="json")
+    Raises:
+        WowError: a folder without ``run.yaml``.
+    """
+    path = Path(param_file)
+    if not path.is_dir():
+        return path, overrides
+    if not (path / "run.yaml").is_file():
+        raise WowError(
+            f"{path} is a folder without run.yaml; give a parameter file (e.g. parameters/demo.yaml) or a run folder "
+            "written by wow run (e.g. outputs/demo) to resume it."
+        )
+    log.info("resuming the run in %s (its run.yaml)", path)
+    where = {"output_root": str(path.resolve().parent), "run_name": path.resolve().name}
+    return path / "run.yaml", {**where, **overrides}
+
+
+def _run_locked(
+    P: params.RunParams, selected: list[Path], param_file: str | Path | None = None, force: bool = False
+) -> Path:
+    nb_params = notebook_parameters(P, param_file)
     out_dir = P.layout.notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel = kernel_name()
-    manager = _local_kernel_manager(lock.kernel_env(P.run_dir))  # the kernels work under this process's lock
+    ipc_dir = Path(tempfile.mkdtemp(prefix="wow-kernel-"))  # the kernels' socket files, removed at the end
+    manager = _local_kernel_manager(lock.kernel_env(P.run_dir), ipc_dir)  # the kernels work under this lock
+    try:
+        return _run_stages(P, selected, nb_params, out_dir, kernel, manager, force)
+    finally:
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+
+
+def _run_stages(P, selected, nb_params, out_dir, kernel, manager, force) -> Path:
+    """Run (or skip, when unchanged) each selected stage in order; then the report."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     timings = _load_timings(P.run_dir)
     started = time.perf_counter()
+    ran = []
     for i, nb in enumerate(selected, 1):
-        declared = notebook_parameters(nb)
-        nb_params = {k: values[k] for k in declared if k in values}
+        if not force and fingerprint.unchanged(P, nb):
+            log.info(
+                "[%d/%d] %s unchanged (the parameters it read, its notebook, the library and the stages before it): "
+                "skipped; --force reruns it",
+                i,
+                len(selected),
+                nb.stem,
+            )
+            continue
+        ran.append(nb)
         out = out_dir / nb.name
         log.info("[%d/%d] %s ...", i, len(selected), nb.stem)
         attempt = start_attempt(P.run_dir, nb.stem)
@@ -116,7 +193,7 @@ def _run_locked(P: params.RunParams, selected: list[Path]) -> Path:
         failure = None
         try:
             # papermill saves the notebook as it runs: into a unique temporary file, renamed when the stage ends
-            with io.atomic_path(out) as tmp, warnings.catch_warnings():
+            with io.atomic_path(out) as tmp, warnings.catch_warnings(), _quiet_unknown_parameters():
                 warnings.filterwarnings("ignore", message=r"The specified file .* does not end in")
                 try:
                     papermill.execute_notebook(
@@ -127,6 +204,7 @@ def _run_locked(P: params.RunParams, selected: list[Path]) -> Path:
                         progress_bar=False,
                         cwd=str(NOTEBOOK_DIR),
                         kernel_manager_class=manager,
+                        stderr_file=StageEcho(nb.stem[:2]),  # the library's progress lines, in the terminal
                     )
                 except PapermillExecutionError as e:
                     failure = e  # the executed notebook, with the error, still takes its place
@@ -142,14 +220,30 @@ def _run_locked(P: params.RunParams, selected: list[Path]) -> Path:
                 f"{nb.stem} failed in cell {failure.exec_count}: {error} "
                 f"(executed notebook: {out}; outputs of earlier stages are kept)"
             )
+        try:
+            run_folder.check_stage(P.run_dir, nb.stem, type(P).model_fields)
+        except WowError as e:
+            end_attempt(P.run_dir, nb.stem, attempt, "failed", str(e), elapsed)
+            raise
         end_attempt(P.run_dir, nb.stem, attempt, "done", None, elapsed)
+        fingerprint.record(P, nb)
         timings[nb.stem] = round(elapsed, 2)
         io.write_json(P.layout.timings, timings)
         log.info("[%d/%d] %s done in %.1f s", i, len(selected), nb.stem, elapsed)
-    write_report(P.run_dir)
+    if ran or not (P.layout.report / "index.html").exists():
+        write_report(P.run_dir)
+    from wow import verdict
+
+    text = verdict.results_text(P.run_dir)
+    if text:
+        log.info("\n%s", text)
     wall = time.perf_counter() - started
     log.info(
-        "wall time %.1f min (%s)", wall / 60, ", ".join(f"{nb.stem[:2]} {timings[nb.stem]:.0f} s" for nb in selected)
+        "wall time %.1f min (%s)",
+        wall / 60,
+        ", ".join(
+            f"{nb.stem[:2]} {timings[nb.stem]:.0f} s" if nb in ran else f"{nb.stem[:2]} skipped" for nb in selected
+        ),
     )
     return P.run_dir
 
@@ -165,11 +259,12 @@ def write_report(run_dir: Path) -> Path | None:
         return None
 
 
-def _local_kernel_manager(extra_env: dict[str, str] | None = None) -> type:
+def _local_kernel_manager(extra_env: dict[str, str] | None = None, ipc_dir: Path | None = None) -> type:
     """A kernel manager that talks to its kernel over local IPC sockets (files only this user can reach) instead of
     unencrypted TCP ports on 127.0.0.1, which other local users could connect to (ipykernel warns about them).
 
-    Its kernels get this process's environment plus ``extra_env`` (the lock token of :func:`wow.lock.kernel_env`).
+    Its kernels get this process's environment plus ``extra_env`` (the lock token of :func:`wow.lock.kernel_env`);
+    their socket files go to ``ipc_dir`` (default: the working directory, where they would litter ``notebooks/``).
     """
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
@@ -178,10 +273,60 @@ def _local_kernel_manager(extra_env: dict[str, str] | None = None) -> type:
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
         async def start_kernel(self, **kw):
+            if ipc_dir is not None:
+                self.ip = str(ipc_dir / "kernel-ipc")
             env = {**(kw.pop("env", None) or os.environ), **(extra_env or {})}
             return await super().start_kernel(env=env, **kw)
 
     return LocalKernelManager
+
+
+class StageEcho:
+    """A file-like sink for a kernel's stderr that shows the library's progress lines in ``wow run``'s terminal.
+
+    The notebooks log ``INFO wow.<module>: ...`` lines (answers sampled, pairs judged, trainings started and their
+    validation loss, models evaluated); each is logged here as ``  [NN] <module>: ...``, a line repeated at once
+    only once. Warnings and errors of any logger pass too; progress bars and tables (widgets, text) do not.
+    """
+
+    _LINE = re.compile(r"^(INFO|WARNING|ERROR) (wow[\w.]*|[\w.]+): (.*)$")
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._buffer = ""
+        self._last = None
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = re.split(r"[\r\n]", self._buffer)
+        for line in lines:
+            m = self._LINE.match(line.strip())
+            if not m or (m.group(1) == "INFO" and not m.group(2).startswith("wow")) or line == self._last:
+                continue
+            self._last = line
+            name = m.group(2).removeprefix("wow.")
+            (log.info if m.group(1) == "INFO" else log.warning)("  [%s] %s: %s", self.stage, name, m.group(3))
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered but an unfinished line."""
+
+
+class _UnknownParameterFilter(logging.Filter):
+    """papermill warns for every parameter a notebook's ``parameters`` cell does not declare; the notebooks declare
+    only ``param_file`` and take the whole set, so those warnings say nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
+class _quiet_unknown_parameters:
+    def __enter__(self):
+        self._filter = _UnknownParameterFilter()
+        logging.getLogger("papermill").addFilter(self._filter)
+
+    def __exit__(self, *exc):
+        logging.getLogger("papermill").removeFilter(self._filter)
 
 
 def _load_timings(run_dir: Path) -> dict:

@@ -9,8 +9,9 @@ read in a second turn, as in the paper: the answer, then the task's extraction i
 * ``free`` (chat APIs): a free greedy reply of up to 32 tokens, parsed with the same tolerant pattern;
 * ``direct``: when the turn gives nothing, the task's regex on the answer itself (free-text tasks use only this).
 
-Under ``protocol="paper"`` every engine, local ones included, gets the free 32-token turn, read with the paper's
-strict first-match regex (:func:`wow.protocol.paper_parse`) and never with the direct fallback (no match: None);
+Under ``protocol="paper"`` every engine, local ones included, gets the free 32-token turn (multiple choice: asked
+for the option letter alone, :func:`wow.protocol.paper_extraction_instruction`), read with the paper's strict
+first-match regex (:func:`wow.protocol.paper_parse`) and never with the direct fallback (no match: None);
 graph and Science answers are graded the paper's way (:func:`wow.protocol.paper_grade`).
 
 Every answer is graded by ``task.grade``. All first turns go to the engine in one call (the engine batches them),
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 
 from wow import WowError, io
 from wow.backends.base import ChatRequest, Completion, Engine
-from wow.protocol import is_paper, paper_grade, paper_parse
+from wow.protocol import is_paper, paper_extraction_instruction, paper_grade, paper_parse
 from wow.tasks.base import Question, Task
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def sample_answers(
     extractions: list[Completion | None] = [None] * len(items)
     if method != "direct":
         second = [
-            _extraction_request(task, messages, a.text, method, extract_max_tokens, seed, k, version)
+            _extraction_request(task, messages, a.text, method, extract_max_tokens, seed, k, version, paper)
             for (_q, k, _p, messages), a in zip(items, answers, strict=True)
         ]
         extractions = _run(engine, second, f"extracting {generator}", progress)
@@ -149,11 +150,16 @@ def _method(task: Task, engine: Engine, extraction: str) -> str:
     return extraction
 
 
-def _extraction_request(task, messages, answer, method, extract_max_tokens, seed, k, version) -> ChatRequest:
+def _extraction_request(
+    task, messages, answer, method, extract_max_tokens, seed, k, version, paper: bool = False
+) -> ChatRequest:
+    """The second turn that asks for the final answer (under ``paper`` the paper's request,
+    :func:`wow.protocol.paper_extraction_instruction`)."""
+    instruction = paper_extraction_instruction(task) if paper else task.extraction.instruction
     turn = [
         *messages,
         {"role": "assistant", "content": answer},
-        {"role": "user", "content": task.extraction.instruction},
+        {"role": "user", "content": instruction},
     ]
     prefill = method == "prefill"
     return ChatRequest(

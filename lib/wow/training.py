@@ -134,7 +134,16 @@ def _result_from_log(folder: Path) -> TrainResult:
 
 
 #: AlignConfig fields that do not change the trained weights (a complete run with other values is reused).
-_NEUTRAL_FIELDS = ("logging_steps", "device", "cpu_threads", "progress", "gradient_checkpointing", "keep_checkpoints")
+_NEUTRAL_FIELDS = (
+    "logging_steps",
+    "device",
+    "cpu_threads",
+    "progress",
+    "gradient_checkpointing",
+    "keep_checkpoints",
+    "precompute_ref_log_probs",
+    "report_to",
+)
 
 
 def _changed_settings(done: TrainResult, trainer: str, model_name: str, config: AlignConfig) -> list[str]:

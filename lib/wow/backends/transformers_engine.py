@@ -36,7 +36,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from wow import WowError, models
+from wow import WowError, models, precision
 from wow.backends import fixed_shapes, kv_buffers, prefix_pass, rowwise_attention, token_choice
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
 
@@ -55,7 +55,8 @@ class TransformersEngine(Engine):
 
     Args:
         model: model name (:func:`wow.models.resolve`).
-        dtype: ``bfloat16`` (fast bulk sampling on CPU) or ``float32`` (exact logprob comparisons).
+        dtype: ``auto`` (bf16 where the hardware has it natively, else float32: :mod:`wow.precision`),
+            ``bfloat16`` (fast bulk sampling where native) or ``float32`` (exact logprob comparisons).
         batch_size: rows decoded together (with ``fixed_shapes``, rounded up to a multiple of 8).
         device: ``cpu``, ``cuda``...; default: cuda when available.
         adapter: a peft LoRA adapter folder applied on top of the model (its content hash is part of the cache key).
@@ -75,7 +76,7 @@ class TransformersEngine(Engine):
     def __init__(
         self,
         model: str = models.DEFAULT_MODEL,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         batch_size: int = 16,
         device: str | None = None,
         adapter: str | Path | None = None,
@@ -84,8 +85,9 @@ class TransformersEngine(Engine):
         base: models.SharedBase | None = None,
     ):
         super().__init__(model)
-        if dtype not in ("float32", "bfloat16", "float16"):
-            raise WowError(f"dtype {dtype!r} is not one of float32, bfloat16, float16.")
+        if dtype not in ("auto", *precision.DTYPES):
+            raise WowError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16.")
+        dtype = precision.resolve(dtype)
         if batch_size < 1 or pad_multiple < 1:
             raise WowError(f"batch_size ({batch_size}) and pad_multiple ({pad_multiple}) must be at least 1.")
         self.dtype = dtype

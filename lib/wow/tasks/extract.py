@@ -29,6 +29,12 @@ COT_INSTRUCTION = "Work through the following question step by step, explain you
 
 #: Prefix of the multiple-choice extraction turn.
 MC_PREFIX = "The answer is option"
+#: The multiple-choice extraction turn under ``protocol: paper`` (our wording of the paper's request,
+#: ``instruction/multi_choice_extract.txt``): the option letter alone, which the paper's end-anchored regex reads.
+PAPER_MC_INSTRUCTION = (
+    "Which option did you choose? Reply with nothing but the letter of that option. "
+    'If your answer picked no option, reply "None".'
+)
 
 # An option letter that stands alone: not the start of a word ("None", "Because"), not "I" opening a sentence.
 _LETTER = r"(?!I\s+[a-z])[A-Z](?![A-Za-z0-9'])"

@@ -1,6 +1,6 @@
 """FActScore-style scoring of biographies against a passage database the user supplies.
 
-The score of a text about ``topic`` (Min et al. 2023, the "retrieval + LLM" variant the paper uses):
+The score of a text about ``topic``, after FActScore's "retrieval + LLM" variant (Min et al. 2023):
 
 1. split the text into sentences and ask an LLM to break each sentence into atomic facts ("- fact" lines; a
    sentence the LLM returns no facts for counts as one fact);
@@ -12,6 +12,13 @@ The score of a text about ``topic`` (Min et al. 2023, the "retrieval + LLM" vari
 
 A text with no facts at all scores None (the caller grades it as unparsed), so scores always line up with texts.
 The LLM steps go through a :class:`wow.backends.base.Engine` (greedy, cached like every other call).
+
+This is not the paper's pipeline (its trimmed copy of FActScore, ``factscore/`` in the paper's repository;
+docs/fidelity.md): the paper ranks passages with GTR (``sentence-transformers/gtr-t5-large``,
+``Retrieval.get_gtr_passages``), not BM25; its decomposition prompt shows FActScore's own demonstrations (seven fixed
+and one chosen by BM25 per sentence, ``AtomicFactGenerator``), ours two fixed demonstrations of our own; and it
+post-processes the facts (``postprocess_atomic_facts``: merging one-word sentences, dropping facts covered by others,
+an entity check with spaCy), which we do not. Scores are comparable in kind, not equal.
 
 The passage database is FActScore's format: an SQLite file with a table ``documents(title PRIMARY KEY, text)``
 whose ``text`` holds the article's passages joined by :data:`SEPARATOR` (FActScore's ``enwiki-20230401.db`` works

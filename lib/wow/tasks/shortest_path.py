@@ -1,9 +1,10 @@
 """``shortest_path``: the weight of the shortest path between two nodes of a small weighted undirected graph.
 
 Generated (default) or loaded from NLGraph's ``shortest_path/main.json`` (``path=...``). The normaliser of the
-graded correctness is the weight of the longest simple path between the two nodes (exhaustive search; for graphs
-too large to search, an upper bound, flagged by ``meta["normaliser_exact"] = False``), raised to ``gold + 1`` when
-the graph has a single path, so it always exceeds the gold value.
+graded correctness is the weight of the longest simple path between the two nodes (``meta["longest_path"]``, exact
+up to :data:`wow.tasks.graphs.EXACT_MAX_NODES` nodes, which covers NLGraph's graphs; past that an upper bound,
+flagged by ``meta["normaliser_exact"] = False``), raised to ``gold + 1`` when the graph has a single path, so it
+always exceeds the gold value. The paper's grade (``protocol: paper``) divides by the true ``longest_path - gold``.
 
 Example::
 
@@ -111,6 +112,11 @@ class ShortestPath(GraphTask):
                 q.meta["oracle"],
             )
         return q
+
+    def paper_normaliser(self, question: Question) -> float:
+        """The paper's normaliser: the weight of the longest simple path itself (``evaluate.py``,
+        ``calculate_normalizer_for_shortest_path``), which equals the gold value when the graph has one path."""
+        return question.meta.get("longest_path", question.meta["normaliser"])
 
 
 def _graph(n: int, edges: list[tuple[int, int, int]]) -> nx.Graph:

@@ -1,0 +1,120 @@
+"""What a finished run found, in a few lines of plain text: the results table and a verdict ``wow run`` prints.
+
+It reads the run's artefacts only (``acc_wow.csv``, ``alignment.csv``, the trainings' ``train_log.json``): Acc_WoW
+at M = 1 of every method with its 95% CI and number of pairs, the alignment gains with their CIs, and a verdict in
+plain words: which signals beat chance (CI above 0.5), whether training moved the model (its mean training loss
+against ln 2, the loss of a model that cannot tell chosen from rejected), and whether any gain's CI excludes zero.
+
+Example::
+
+    from wow import verdict
+    print(verdict.results_text("outputs/demo"))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from wow import layout
+
+#: The DPO loss of a model that gives chosen and rejected the same reward margin: ln 2.
+CHANCE_LOSS = math.log(2)
+#: A mean training loss within this of ln 2 means the preferences did not move the model.
+MOVED_BY = 0.01
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _signed(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.3f}"
+
+
+def acc_wow_lines(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Lines of the Acc_WoW table at M = 1 and the names of the methods whose CI lies above chance."""
+    rows = table[(table["margin"] == 1.0) & (table["method"] != "oracle")]
+    lines, above = [], []
+    for _, r in rows.iterrows():
+        name = r["method"] + (f" [{r['judge']}]" if isinstance(r.get("judge"), str) and r["judge"] else "")
+        name += " +both orders" if r.get("check") == "both_orders" else ""
+        n = int(r["n_pairs"]) if pd.notna(r["n_pairs"]) else 0
+        if n == 0:
+            lines.append(f"  {r['task']:16} {name:46} no pairs")
+            continue
+        lines.append(
+            f"  {r['task']:16} {name:46} {_fmt(r['acc_wow'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] n={n}"
+        )
+        if pd.notna(r["ci_low"]) and r["ci_low"] > 0.5:
+            above.append(f"{name} on {r['task']}")
+    return lines, above
+
+
+def alignment_lines(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Lines of the gains per setting (Δp_wrong, ΔAcc, −ΔECE with CIs) and those whose CI excludes zero."""
+    lines, moved = [], []
+    gains = (("d_p_wrong", "Δp_wrong"), ("d_acc", "ΔAcc"), ("neg_d_ece", "-ΔECE"))
+    for _, r in table.iterrows():
+        parts = []
+        for col, label in gains:
+            if col not in r:
+                continue
+            lo, hi = r.get(f"{col}_ci_low"), r.get(f"{col}_ci_high")
+            parts.append(f"{label} {_signed(r[col])} [{_signed(lo)}, {_signed(hi)}]")
+            if pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0):
+                moved.append(f"{label} of {r['setting']} ({'up' if lo > 0 else 'down'})")
+        where = r["setting"] + (f" on {r['eval_task']}" if r.get("eval_task") not in (None, r.get("task")) else "")
+        lines.append(f"  {where:36} " + "; ".join(parts))
+    return lines, moved
+
+
+def training_losses(run_dir: Path) -> dict[str, float]:
+    """The mean training loss of each training run (``models/<task>/<setting>/<config>/train_log.json``)."""
+    out = {}
+    for path in sorted((Path(run_dir) / "models").rglob(layout.TRAIN_LOG_FILE)):
+        loss = json.loads(path.read_text()).get("train_loss")
+        if loss is not None:
+            out[str(path.parent.relative_to(Path(run_dir) / "models"))] = float(loss)
+    return out
+
+
+def results_text(run_dir: str | Path) -> str:
+    """The results table and the verdict of a run, as plain text ('' when the run has neither table yet)."""
+    run = layout.Layout(Path(run_dir))
+    out: list[str] = []
+    verdict: list[str] = []
+    if run.acc_wow.exists():
+        table = pd.read_csv(run.acc_wow)
+        lines, above = acc_wow_lines(table)
+        split = ", ".join(sorted(map(str, table["split"].dropna().unique()))) if "split" in table else "?"
+        out += [f"Acc_WoW at M = 1 ({split} questions; random = 0.5; 95% CI; n = pairs):", *lines]
+        verdict.append(
+            f"signals above chance (CI above 0.5): {', '.join(above)}"
+            if above
+            else "no signal is above chance (every Acc_WoW CI reaches 0.5 or below)"
+        )
+    if run.alignment.exists():
+        table = pd.read_csv(run.alignment)
+        lines, moved = alignment_lines(table)
+        out += ["", "Alignment on the held-out test questions (after - before; positive = better; 95% CI):", *lines]
+        losses = training_losses(run.root)
+        if losses:
+            flat = [k for k, v in losses.items() if abs(v - CHANCE_LOSS) < MOVED_BY]
+            verdict.append(
+                f"training: {len(flat)} of {len(losses)} trainings ended with a mean loss within {MOVED_BY} of "
+                f"ln 2 = {CHANCE_LOSS:.3f} (the preferences did not move them)"
+                if flat
+                else f"training: every training's mean loss moved away from ln 2 = {CHANCE_LOSS:.3f}"
+            )
+        verdict.append(
+            f"gains whose CI excludes 0: {', '.join(moved)}"
+            if moved
+            else "no gain's CI excludes 0: at this size the test questions show no change"
+        )
+    if not out:
+        return ""
+    return "\n".join([*out, "", "Verdict:", *(f"  - {v}" for v in verdict)])

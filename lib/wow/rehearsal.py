@@ -252,7 +252,12 @@ def shrink(values: dict) -> tuple[dict, list[Change]]:
     elif P.score_k and score_tokens > out.get("judge_max_tokens", P.judge_max_tokens):
         out["score_max_tokens"] = min(score_tokens, P.judge_max_tokens)
         changes.append(Change("score_max_tokens", None, out["score_max_tokens"], "room for one score line per answer"))
-    lower("max_judge_pairs", MAX_JUDGE_PAIRS, "a few judged pairs")
+    paper_cap = (
+        "; protocol paper caps GPT-4o alone, at 10,000: the few answers bound its pairs"
+        if P.protocol == "paper"
+        else ""
+    )
+    lower("max_judge_pairs", MAX_JUDGE_PAIRS, "a few judged pairs" + paper_cap)
     lower("max_pairs", MAX_PAIRS, "a few preference pairs per set")
     if P.max_steps < 0 or P.max_steps > MAX_STEPS:
         out["max_steps"] = MAX_STEPS

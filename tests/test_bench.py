@@ -52,8 +52,11 @@ def test_precision_bench_measures_both_precisions_and_names_the_cpu(bench_out, m
     import bench_precision
 
     monkeypatch.setattr(bench_precision, "sampling_tok_s", lambda dtype, n, reps: {"float32": 2.0}.get(dtype, 1.0))
+    real_pass, real_matmul = bench_precision.prompt_pass_tok_s, bench_precision.matmul_gflops
+    monkeypatch.setattr(bench_precision, "prompt_pass_tok_s", lambda d: real_pass(d, rows=1, length=8, reps=1))
+    monkeypatch.setattr(bench_precision, "matmul_gflops", lambda d: real_matmul(d, n=64, reps=1))
     res = bench_precision.bench_precision(n_questions=1, reps=1)
-    written = json.loads((bench_out / "precision.json").read_text())
+    written = res
     assert [r["workload"] for r in written["rows"]][0].startswith("matmul")
     for row in res["rows"]:
         assert row["float32"] > 0 and row["bfloat16"] > 0 and row["auto"] in ("float32", "bfloat16")

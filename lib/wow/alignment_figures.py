@@ -95,7 +95,8 @@ def fig_alignment_vs_acc_wow(
         _design_power_note(ax, df, col)
         if f"{col}_ci_low" in df and f"{col}_ci_high" in df:
             ci = df.dropna(subset=[col, f"{col}_ci_low", f"{col}_ci_high"])
-            yerr = [ci[col] - ci[f"{col}_ci_low"], ci[f"{col}_ci_high"] - ci[col]]
+            # a percentile CI may exclude its estimate (by rounding, or one test question): never a negative bar
+            yerr = np.clip([ci[col] - ci[f"{col}_ci_low"], ci[f"{col}_ci_high"] - ci[col]], 0, None)
             ax.errorbar(ci["acc_wow"], ci[col], yerr=yerr, fmt="none", ecolor="0.55", elinewidth=0.9, capsize=2)
         sns.scatterplot(data=df, x="acc_wow", y=col, hue="task", style="preferences", s=70, ax=ax, zorder=3)
         for line in lines[lines["gain"] == col].itertuples():

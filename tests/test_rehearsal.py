@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from wow import cli, datacheck, judge_prompts, params, rehearsal, verdicts
+from wow import cli, datacheck, judge_prompts, params, rehearsal, rehearsal_sizes, verdicts
 from wow.llama_server import reply_grammar, stand_in_request
 from wow.plots import safe_name
 from wow.rehearsal import Machine
@@ -48,8 +48,8 @@ def changed(plan) -> dict:
 # -- shrinking -------------------------------------------------------------------------------------------------
 def test_the_papers_81_point_grid_shrinks_to_its_first_two_points_and_every_setting_stays():
     plan = rehearsal.plan(FIG3, stand_ins=True, machine=CPU, **FULL_GRID)
-    assert rehearsal.grid_size({**params.read_set(FIG3), **FULL_GRID}) == 81
-    assert rehearsal.grid_size(plan.values) == 2
+    assert rehearsal_sizes.grid_size({**params.read_set(FIG3), **FULL_GRID}) == 81
+    assert rehearsal_sizes.grid_size(plan.values) == 2
     v = plan.values
     assert v["learning_rates"] == [1.0e-4, 5.0e-5]  # the first axis that varies keeps its first two values
     assert (v["lr_schedulers"], v["weight_decays"], v["epochs"]) == (["cosine"], [0.0], [1])
@@ -60,10 +60,10 @@ def test_the_papers_81_point_grid_shrinks_to_its_first_two_points_and_every_sett
 
 
 def test_a_grid_of_one_point_is_kept_and_a_grid_varying_late_keeps_two_points_of_that_axis():
-    assert rehearsal.grid_size(rehearsal.plan(FIG3, machine=CPU).values) == 1  # the set's single configuration
+    assert rehearsal_sizes.grid_size(rehearsal.plan(FIG3, machine=CPU).values) == 1  # the set's single configuration
     proxy = rehearsal.plan(PAPER / "proxy_runs.yaml", machine=CPU)  # 1 x 1 x 3 x 3
     assert (proxy.values["weight_decays"], proxy.values["epochs"]) == ([0.0, 1.0e-5], [1])
-    assert rehearsal.grid_size(proxy.values) == 2
+    assert rehearsal_sizes.grid_size(proxy.values) == 2
 
 
 def test_sizes_shrink_to_the_rehearsals_and_are_never_raised():
@@ -80,19 +80,19 @@ def test_sizes_shrink_to_the_rehearsals_and_are_never_raised():
 
 def test_least_questions_fills_every_split_as_the_tasks_split_them():
     # assign_splits rounds half to even: 0.1 * 5 = 0.5 -> 0, 0.8 * 7 = 5.6 -> 6 leaves no test question
-    assert rehearsal.least_questions([0.8, 0.1, 0.1]) == 8
-    assert rehearsal.least_questions([0.6, 0.2, 0.2]) == 4
-    assert rehearsal.least_questions([0.5, 0.1, 0.4]) == 6
-    assert rehearsal.least_questions([1.0, 0.0, 0.0]) == 1
-    assert rehearsal.train_questions(8, [0.8, 0.1, 0.1]) == 6
+    assert rehearsal_sizes.least_questions([0.8, 0.1, 0.1]) == 8
+    assert rehearsal_sizes.least_questions([0.6, 0.2, 0.2]) == 4
+    assert rehearsal_sizes.least_questions([0.5, 0.1, 0.4]) == 6
+    assert rehearsal_sizes.least_questions([1.0, 0.0, 0.0]) == 1
+    assert rehearsal_sizes.train_questions(8, [0.8, 0.1, 0.1]) == 6
 
 
 def test_least_samples_let_the_smallest_score_margin_keep_a_pair():
     # the paper's cut keeps round(pairs x M): 6 train questions x C(2, 2) = 6 pairs keep round(0.6) = 1 at M = 0.1
-    assert rehearsal.least_samples(6, ["oracle", "direct", "score@0.5", "score@0.1"]) == 2
-    assert rehearsal.least_samples(2, ["score@0.1"]) == 3  # 2 x 3 = 6 pairs; 2 x 1 = 2 keep round(0.2) = 0
-    assert rehearsal.least_samples(1, ["row_score@0.1"]) == 4  # C(4, 2) = 6; C(3, 2) = 3 keep round(0.3) = 0
-    assert rehearsal.least_samples(1, ["oracle", "noisy@0.1"]) == 2  # noisy flips a share, it cuts nothing
+    assert rehearsal_sizes.least_samples(6, ["oracle", "direct", "score@0.5", "score@0.1"]) == 2
+    assert rehearsal_sizes.least_samples(2, ["score@0.1"]) == 3  # 2 x 3 = 6 pairs; 2 x 1 = 2 keep round(0.2) = 0
+    assert rehearsal_sizes.least_samples(1, ["row_score@0.1"]) == 4  # C(4, 2) = 6; C(3, 2) = 3 keep round(0.3) = 0
+    assert rehearsal_sizes.least_samples(1, ["oracle", "noisy@0.1"]) == 2  # noisy flips a share, it cuts nothing
 
 
 # -- substitutions -----------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def rehearse(path: Path, tmp_path: Path, caplog) -> tuple[Path, object]:
     argv = ["run", str(path), "--fast-dev-run", "--stand-ins", "--set", f"output_root={tmp_path}", *FURTHER]
     assert cli.main(argv) == 0
     assert os.environ.get("OPENAI_API_KEY") == saved  # the placeholder key lived for the rehearsal only
-    run_dir = tmp_path / (params.read_set(path)["run_name"] + rehearsal.SUFFIX)
+    run_dir = tmp_path / (params.read_set(path)["run_name"] + rehearsal_sizes.SUFFIX)
     return run_dir, check_rehearsal(run_dir, caplog.text)
 
 

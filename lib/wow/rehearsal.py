@@ -1,10 +1,10 @@
 """``wow run SET --fast-dev-run``: a rehearsal of a parameter set, every stage and figure of it at small sizes.
 
 A rehearsal keeps every setting of the set (tasks, protocol, generators, judges and their modes, preference types
-and sources, trainers, grid axes, ``eval_tasks``, the training regime) and shrinks only sizes (:func:`shrink`): the
+and sources, trainers, grid axes, ``eval_tasks``, the training regime) and shrinks only sizes (:func:`wow.rehearsal_sizes.shrink`): the
 fewest questions that give every split of every task a question, 2 samples (more only where a set's score margin
 needs them to keep a pair), a few judged pairs, 2 training steps, short replies, 2 evaluation samples, a small
-bootstrap and 2 grid points (:func:`shrink_grid`). It writes its own run folder, ``<run_name>_fast_dev_run``, so it
+bootstrap and 2 grid points (:func:`wow.rehearsal_sizes.shrink_grid`). It writes its own run folder, ``<run_name>_fast_dev_run``, so it
 never mixes with the real run.
 
 What this machine cannot run as the set says is replaced (:func:`substitute`): ``quantization: 4bit`` without CUDA
@@ -30,20 +30,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-from wow import WowError, io, layout, models, params, schema
+from wow import io, layout, models, params
+from wow.rehearsal_sizes import Change, shrink
 
 log = logging.getLogger(__name__)
 
-#: Appended to the run name: a rehearsal has a folder of its own.
-SUFFIX = "_fast_dev_run"
 #: Where the sample data files live (relative to the repository root, as the sets name their files).
 SAMPLES = "data/samples"
 #: Per task: the sample files standing in for its data, by task option (data/README.md describes them).
@@ -64,44 +60,10 @@ _FILE_KEYS = ("path", "data_files", "db")
 #: Labelers that need a hub model or an API, and the offline one standing in for them.
 ONLINE_LABELERS = ("vera", "openai")
 OFFLINE_LABELER = "minilm"
-#: The sizes of a rehearsal (each only ever lowers the set's value). Two answers per question, or the fewest that let
-#: the smallest score margin of the set keep a pair (:func:`least_samples`); not ``max(score_k)``: a score group
-#: smaller than k is scored with a prompt of its own size (:func:`wow.pairs.score_groups`), while judged pairs grow as
-#: C(n, 2) and ``protocol: paper`` caps them for GPT-4o only (:func:`wow.protocol.judge_pair_cap`).
-SAMPLES_PER_QUESTION = 2
-MAX_NEW_TOKENS = 48
-JUDGE_REPLY_TOKENS = 64
-SCORE_LINE_TOKENS = 12  # one "Score for answer i: n" line
-MAX_JUDGE_PAIRS = 8
-MAX_PAIRS = 16
-MAX_STEPS = 2
-EVAL_SAMPLES = 2
-N_BOOT = 50
-GRID_POINTS = 2
-#: The grid axes in the order the grid runs them (:func:`wow.grid.grid_search`).
-GRID_AXES = ("learning_rates", "lr_schedulers", "weight_decays", "epochs")
 #: The stand-in server's port when it is free: a rerun then reaches the same base_url, which the call cache keys on.
 SERVER_PORT = 8642
 #: What the engines find in OPENAI_API_KEY while a stand-in server answers (never written anywhere).
 PLACEHOLDER_KEY = "placeholder-key-of-the-local-stand-in-server"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One value a rehearsal changed: the parameter (``task_options.com2.labeler``), old and new value, and why."""
-
-    key: str
-    old: Any
-    new: Any
-    why: str
-
-    def line(self) -> str:
-        """``key: old -> new (why)`` on one line."""
-        return f"{self.key}: {self.old!r} -> {self.new!r} ({self.why})"
-
-    def to_dict(self) -> dict:
-        """The change as ``rehearsal.json`` lists it."""
-        return {"key": self.key, "old": self.old, "new": self.new, "why": self.why}
 
 
 @dataclass(frozen=True)
@@ -160,114 +122,6 @@ class Plan:
             "shrunk": [c.to_dict() for c in self.shrunk],
             "substituted": [c.to_dict() for c in self.substituted],
         }
-
-
-# -- shrinking ---------------------------------------------------------------------------------------------------
-def least_questions(fractions: list[float]) -> int:
-    """The fewest questions that give every split with a positive share at least one question (the split sizes
-    of :func:`wow.tasks.base.assign_splits`: rounded train and validation shares, the rest for test)."""
-    from wow.tasks.base import assign_splits
-
-    wanted = {name for name, f in zip(("train", "validation", "test"), fractions, strict=True) if f > 0}
-    for n in range(1, 1000):
-        qs = assign_splits([SimpleNamespace(split=None) for _ in range(n)], 0, tuple(fractions))
-        if wanted <= {q.split for q in qs}:
-            return n
-    raise WowError(f"split_fractions {fractions}: no question count below 1000 fills every split")
-
-
-def least_samples(train_questions: int, pref_types: list[str]) -> int:
-    """The fewest answers per question (at least :data:`SAMPLES_PER_QUESTION`) from which every ``score@M`` set of
-    ``pref_types`` can keep a pair: of the ``train_questions x C(n, 2)`` pairs of a generator (at best: every answer
-    wrong, labels distinct) the paper's cut keeps ``round(pairs x M)`` (:func:`wow.pairs.paper_score_margin`; the
-    toolkit's keeps at least one). ``score@0.1``: 6 train questions need 2 answers (6 pairs keep 1), 2 need 3.
-    Only a best case: where answers are correct, unparsed or tied, a set can still have no pair (its stage says so)."""
-    margins = [m for kind, m in map(schema.parse_pref_type, pref_types) if kind.endswith("score") and m]
-    n = SAMPLES_PER_QUESTION
-    while margins and round(train_questions * math.comb(n, 2) * min(margins)) < 1 and n < 100:
-        n += 1
-    return n
-
-
-def train_questions(n_questions: int, fractions: list[float]) -> int:
-    """How many of ``n_questions`` questions :func:`wow.tasks.base.assign_splits` puts in the train split."""
-    from wow.tasks.base import assign_splits
-
-    qs = assign_splits([SimpleNamespace(split=None) for _ in range(n_questions)], 0, tuple(fractions))
-    return sum(q.split == "train" for q in qs)
-
-
-def grid_size(values: dict) -> int:
-    """Points of the training grid of a parameter mapping (learning rates x schedulers x weight decays x epochs)."""
-    defaults = params.RunParams.model_fields
-    return math.prod(len(values.get(axis, defaults[axis].default)) for axis in GRID_AXES)
-
-
-def shrink_grid(values: dict) -> list[Change]:
-    """Keep :data:`GRID_POINTS` points of the grid, changing ``values`` in place: the first value of every axis but
-    the first axis with more than one value, which keeps its first two (3x3x3x3 -> 2 points, learning rates
-    differing). A grid of fewer points is kept whole."""
-    defaults = params.RunParams.model_fields
-    changes = []
-    varied = False
-    for axis in GRID_AXES:
-        old = list(values.get(axis, defaults[axis].default))
-        keep = old[:GRID_POINTS] if len(old) > 1 and not varied else old[:1]
-        varied = varied or len(keep) > 1
-        if keep != old:
-            values[axis] = keep
-            changes.append(Change(axis, old, keep, f"{GRID_POINTS} grid points in all"))
-    return changes
-
-
-def shrink(values: dict) -> tuple[dict, list[Change]]:
-    """The set's values with sizes shrunk to a rehearsal's (:data:`SAMPLES_PER_QUESTION` and the others); every
-    setting kept. Returns ``(values, changes)``; the input is not changed."""
-    out = copy.deepcopy(values)
-    P = params.validate(out, source="the parameter set")  # defaults of what the set leaves out
-    changes: list[Change] = []
-
-    def lower(key: str, new, why: str) -> None:
-        old = out.get(key, getattr(P, key))
-        if new is not None and (old is None or new < old):
-            out[key] = new
-            changes.append(Change(key, old, new, why))
-
-    lower("n_questions", least_questions(P.split_fractions), "every split of every task gets a question")
-    n_train = train_questions(out.get("n_questions", P.n_questions), P.split_fractions)
-    samples = least_samples(n_train, P.pref_types)
-    why = "answers per question" + (
-        f": the smallest score margin keeps a pair of {n_train} train questions"
-        if samples > SAMPLES_PER_QUESTION
-        else ""
-    )
-    lower("n_samples", samples, why)
-    lower("max_new_tokens", MAX_NEW_TOKENS, "short answers")
-    lower("judge_max_tokens", JUDGE_REPLY_TOKENS, "short judge replies")
-    if P.pairwise_max_tokens is not None:
-        lower("pairwise_max_tokens", JUDGE_REPLY_TOKENS, "short judge replies")
-    score_tokens = max(JUDGE_REPLY_TOKENS, SCORE_LINE_TOKENS * max(P.score_k, default=1))
-    if P.score_max_tokens is not None:
-        lower("score_max_tokens", score_tokens, "room for one score line per answer")
-    elif P.score_k and score_tokens > out.get("judge_max_tokens", P.judge_max_tokens):
-        out["score_max_tokens"] = min(score_tokens, P.judge_max_tokens)
-        changes.append(Change("score_max_tokens", None, out["score_max_tokens"], "room for one score line per answer"))
-    paper_cap = (
-        "; protocol paper caps GPT-4o alone, at 10,000: the few answers bound its pairs"
-        if P.protocol == "paper"
-        else ""
-    )
-    lower("max_judge_pairs", MAX_JUDGE_PAIRS, "a few judged pairs" + paper_cap)
-    lower("max_pairs", MAX_PAIRS, "a few preference pairs per set")
-    if P.max_steps < 0 or P.max_steps > MAX_STEPS:
-        out["max_steps"] = MAX_STEPS
-        changes.append(Change("max_steps", P.max_steps, MAX_STEPS, "a few training steps"))
-    lower("eval_samples", EVAL_SAMPLES, "answers per test question")
-    lower("n_boot", N_BOOT, "a small bootstrap")
-    changes += shrink_grid(out)
-    out["run_name"] = P.run_name + SUFFIX
-    changes.append(Change("run_name", P.run_name, out["run_name"], "a folder of its own"))
-    return out, changes
 
 
 # -- substitutions -----------------------------------------------------------------------------------------------
@@ -412,7 +266,7 @@ def _substitute_models(out: dict) -> list[Change]:
 # -- the rehearsal -----------------------------------------------------------------------------------------------
 def plan(param_file: str | Path, stand_ins: bool = False, machine: Machine | None = None, **overrides) -> Plan:
     """The rehearsal of a parameter set: its values (``overrides`` replace the file's first), substituted
-    (:func:`substitute`) and shrunk (:func:`shrink`).
+    (:func:`substitute`) and shrunk (:func:`wow.rehearsal_sizes.shrink`).
 
     Raises:
         WowError: the set, or the rehearsal's values, are not valid.

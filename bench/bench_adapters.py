@@ -16,7 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchlib import Timer, loadavg, machine, markdown_table, ratio, write_result
+from benchlib import Timer, loadavg, machine, markdown_table, ratio, set_dtype, write_result
 
 MODEL = "smollm2-135m"
 
@@ -79,11 +79,11 @@ def bench_adapters(
     load_before = loadavg()
     task = tasks.get("shortest_path")
     questions = [q for q in task.questions(n_questions, seed=0) if q.split == "test"]
-    options = {"dtype": "bfloat16", "batch_size": batch_size}
+    options = {"dtype": set_dtype(), "batch_size": batch_size}
     kwargs = {"n_samples": n_samples, "max_tokens": max_tokens, "progress": False}
     with tempfile.TemporaryDirectory() as tmp:
         adapters = [None, *make_adapters(Path(tmp), k)]
-        models.load(MODEL, dtype="bfloat16")  # warm-up: both ways then read the weights from the page cache
+        models.load(MODEL, dtype=set_dtype())  # warm-up: both ways then read the weights from the page cache
         results, rows = {}, []
         for method in ("one load per adapter", "one shared load"):
             with LoadTimer() as loads, Timer() as total:

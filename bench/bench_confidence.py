@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchlib import loadavg, markdown_table, write_result
+from benchlib import loadavg, markdown_table, set_dtype, write_result
 
 MODEL = "smollm2-135m"
 
@@ -54,7 +54,7 @@ def bench_confidence(n_questions: int = 2, n_samples: int = 4, max_tokens: int =
     messages = [task.messages(q, task.permutation(q, k, 0)) for q in questions for k in range(n_samples)]
     rows = []
     for fixed in (True, False):
-        engine = TransformersEngine(MODEL, dtype="bfloat16", batch_size=batch_size, fixed_shapes=fixed)
+        engine = TransformersEngine(MODEL, dtype=set_dtype(), batch_size=batch_size, fixed_shapes=fixed)
         engine._load()
         counter = ForwardCounter(engine._model)
         answers = sample_answers(
@@ -97,7 +97,7 @@ def bench_confidence(n_questions: int = 2, n_samples: int = 4, max_tokens: int =
 
     from wow import models
 
-    model, tok = models.load(MODEL, dtype="bfloat16", device="cpu")
+    model, tok = models.load(MODEL, dtype=set_dtype(), device="cpu")
     counter = ForwardCounter(model)
     texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
     counts, tokens = {}, 0

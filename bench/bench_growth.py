@@ -26,6 +26,7 @@ from benchlib import (
     reset_peak_rss,
     rss_mb,
     run_child,
+    set_dtype,
     write_result,
 )
 
@@ -40,7 +41,7 @@ def child(n_questions: int, n_samples: int, max_tokens: int, batch_size: int) ->
 
     task = tasks.get("shortest_path")
     questions = task.questions(n_questions, seed=0, split_fractions=(1.0, 0.0, 0.0))
-    engine = TransformersEngine(MODEL, dtype="bfloat16", batch_size=batch_size)
+    engine = TransformersEngine(MODEL, dtype=set_dtype(), batch_size=batch_size)
     engine._load()
     peak_load = peak_rss_mb()
     rss_loaded = rss_mb()

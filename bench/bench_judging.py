@@ -17,7 +17,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchlib import Timer, loadavg, markdown_table, write_result
+from benchlib import Timer, loadavg, markdown_table, set_dtype, write_result
 
 MODEL = "smollm2-135m"
 
@@ -69,7 +69,7 @@ def bench_judging(
     load_before = loadavg()
     task = tasks.get("shortest_path")
     questions = task.questions(n_questions, seed=0, split_fractions=(1.0, 0.0, 0.0))
-    engine = TransformersEngine(MODEL, dtype="bfloat16", batch_size=batch_size)
+    engine = TransformersEngine(MODEL, dtype=set_dtype(), batch_size=batch_size)
     answers = sample_answers(
         task, questions, engine, MODEL, n_samples=n_samples, max_tokens=max_tokens, seed=0, progress=False
     )

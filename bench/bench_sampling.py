@@ -15,8 +15,9 @@ answer go through
 
 Sampled lengths differ between engines, so speed is compared in generated tokens per second (prompt tokens are
 reported apart); the batched methods are interleaved (A, B, C, B, C, A...) and each reports its median over
-repetitions. Ratios are against ``raw batched`` at the same batch size and against the model's compute ceiling on
-this machine (tokens per second of one large batched prompt pass, which is compute bound).
+repetitions. All run in the set's precision (``dtype``, ``auto`` resolved on this machine). Ratios are against
+``raw batched`` at the same batch size and against the model's compute ceiling on this machine (tokens per second of
+one large batched prompt pass, which is compute bound).
 
 Run: ``.venv/bin/python bench/bench_sampling.py [--params parameters/demo.yaml] [--max-tokens 64 160 1024]
 [--batch-sizes 20 40] [--name sampling]`` (writes ``outputs/bench/<name>.json``). ``make bench`` runs it on 4 of the
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchlib import REPO, Timer, loadavg, markdown_table, median, ratio, write_result
+from benchlib import REPO, Timer, loadavg, markdown_table, median, ratio, set_dtype, write_result
 
 MODEL = "smollm2-135m"
 DEFAULT_PARAMS = REPO / "parameters" / "demo.yaml"
@@ -44,6 +45,7 @@ def workload_from_params(path=DEFAULT_PARAMS) -> dict:
         "n_samples": int(values["n_samples"]),
         "batch_size": int(values["batch_size"]),
         "max_tokens": int(values["max_new_tokens"]),
+        "dtype": set_dtype(path),
     }
 
 
@@ -62,7 +64,7 @@ def _messages(task, questions, n_samples: int, seed: int) -> list[list[dict]]:
 class RawEngine:
     """The raw transformers engine: batched ``generate`` with ``output_scores`` and transition scores."""
 
-    def __init__(self, dtype: str = "bfloat16"):
+    def __init__(self, dtype: str):
         import torch
         from wow import models
 
@@ -162,6 +164,7 @@ def bench_sampling(
     one_by_one: bool = True,
     seed: int = 0,
     name: str = "sampling",
+    ceiling: dict | None = None,
 ) -> dict:
     """Measure the methods on a parameter set's workload; returns the result dict (also written to ``<name>.json``).
 
@@ -174,6 +177,7 @@ def bench_sampling(
         one_by_one: also time the raw one-prompt-at-a-time loop (once, first budget, one prompt per question).
         seed: sampling seed.
         name: the result's name (``outputs/bench/<name>.json``), e.g. ``sampling_1024`` for a separate run.
+        ceiling: options of :meth:`RawEngine.ceiling` (``rows``, ``length``, ``reps``; default 16 x 256, 3 reps).
     """
     from wow.backends.transformers_engine import TransformersEngine
 
@@ -183,15 +187,16 @@ def bench_sampling(
     sizes = batch_sizes or [work["batch_size"]]
     per_q = work["n_samples"]
     load_before = loadavg()
-    raw = RawEngine()
-    ceiling = raw.ceiling()
+    dtype = work["dtype"]
+    raw = RawEngine(dtype)
+    ceiling = raw.ceiling(**(ceiling or {}))
     task, questions = _questions(n_questions)
     messages = _messages(task, questions, per_q, seed)
     rows, details = [], {}
     for size in sizes:
         engines = {
-            "wow default": TransformersEngine(MODEL, dtype="bfloat16", batch_size=size),
-            "wow fixed_shapes": TransformersEngine(MODEL, dtype="bfloat16", batch_size=size, fixed_shapes=True),
+            "wow default": TransformersEngine(MODEL, dtype=dtype, batch_size=size),
+            "wow fixed_shapes": TransformersEngine(MODEL, dtype=dtype, batch_size=size, fixed_shapes=True),
         }
         for eng in engines.values():  # warm-up: load the models, run one short batch each (first calls are slow)
             _wow_run(eng, task, questions[:1], 1, 2, seed)
@@ -257,7 +262,7 @@ def bench_sampling(
     result = {
         "name": name,
         "model": MODEL,
-        "dtype": "bfloat16",
+        "dtype": dtype,
         "params": work,
         "batch_sizes": sizes,
         "max_tokens": budgets,

@@ -40,6 +40,17 @@ def out_dir() -> Path:
     return folder
 
 
+def set_dtype(params: str | Path | None = None) -> str:
+    """The precision a parameter set's runs use on this machine (its ``dtype``, default ``auto``, resolved by
+    :func:`wow.precision.resolve`): benchmarks measure the workload the sets run, so never a precision this CPU
+    only emulates unless the set asks for it."""
+    import yaml
+    from wow import precision
+
+    values = yaml.safe_load(Path(params or REPO / "parameters" / "demo.yaml").read_text(encoding="utf-8")) or {}
+    return precision.resolve(str(values.get("dtype", "auto")))
+
+
 def loadavg() -> list[float]:
     """The 1, 5 and 15 minute load averages (rounded)."""
     return [round(x, 2) for x in os.getloadavg()]

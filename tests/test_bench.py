@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from wow import precision
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -35,9 +36,12 @@ def test_sampling_bench_takes_the_parameter_set_workload(bench_out):
 
     work = workload_from_params()
     assert work["max_tokens"] == 64 and work["batch_size"] == 20  # the demo's
-    res = bench_sampling(max_tokens=[2], batch_sizes=[8], n_questions=1, reps=1, one_by_one=False)
+    res = bench_sampling(
+        max_tokens=[2], batch_sizes=[8], n_questions=1, reps=1, one_by_one=False, ceiling={"rows": 2, "length": 8}
+    )
     written = json.loads((bench_out / "sampling.json").read_text())
     assert written["max_tokens"] == [2] and written["ceiling_tokens_per_s"] > 0
+    assert written["dtype"] == work["dtype"] == precision.resolve("auto")  # the set's precision on this machine
     methods = {r["method"] for r in res["rows"]}
     assert methods == {"wow default", "wow fixed_shapes", "raw batched"}
     for row in res["rows"]:

@@ -198,9 +198,10 @@ def _smoke_notebook_copy(smoke_run: Path, folder: Path, runs: Path) -> Path:
     finally:
         db.close()
         copy.close()
-    nb = parameterize_notebook(
-        load_notebook_node(str(src)), {k: values[k] for k in papermill.inspect_notebook(str(src))}
-    )
+    param_file = runs / "set.yaml"
+    param_file.write_text(yaml.safe_dump(values))
+    assert set(papermill.inspect_notebook(str(src))) == {"param_file"}  # the one name a notebook declares
+    nb = parameterize_notebook(load_notebook_node(str(src)), {"param_file": str(param_file)})
     out = folder / src.name
     nbformat.write(nb, str(out))
     return out

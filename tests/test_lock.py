@@ -46,7 +46,7 @@ def _param_file(tmp_path: Path, **changes) -> tuple[Path, Path]:
 def _hold(run_dir: Path) -> subprocess.Popen:
     """A process that holds ``run_dir`` through a notebook's set-up call, as a JupyterLab kernel would (with the
     run's own parameters when the folder has a run.yaml: a stage with other values is refused before the lock)."""
-    values = {"run_name": run_dir.name, "output_root": str(run_dir.parent), "seed": SMOKE["seed"]}
+    values = {**SMOKE, "run_name": run_dir.name, "output_root": str(run_dir.parent)}  # a kernel of the run's set
     if (run_dir / "run.yaml").exists():
         values = yaml.safe_load((run_dir / "run.yaml").read_text())
     proc = subprocess.Popen([sys.executable, "-c", HOLD, json.dumps(values)], stdout=subprocess.PIPE, text=True)

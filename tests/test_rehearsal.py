@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 from wow import cli, datacheck, judge_prompts, params, rehearsal, rehearsal_sizes, verdicts
-from wow.llama_server import reply_grammar, stand_in_request
 from wow.plots import safe_name
 from wow.rehearsal import Machine
+from wow.stand_in import reply_grammar, stand_in_request
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The end-to-end rehearsals take 25-30 minutes each on 2 cores (stage 01 on the stand-in server): `make rehearse`

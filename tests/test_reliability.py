@@ -290,6 +290,8 @@ ALLOWED_WRITERS = {
     ("preferences.py", "save_to_disk"): "into a temporary folder of its own (.<name>.tmp<pid>), renamed over the set",
     ("lock.py", "ftruncate"): "the lock file is written in place: the lock lives on its inode",
     ("lock.py", "pwrite"): "the lock file is written in place: the lock lives on its inode",
+    ("llama_server.py", "open"): "the server process's log stream, into a fresh temporary file (mkstemp): no "
+    "artefact of a run",
 }
 
 

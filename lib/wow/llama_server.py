@@ -8,14 +8,9 @@ name a request gives is answered by that one model, so ``gpt-4o`` and ``openai:.
 and one sample per request; logprobs need ``top_logprobs`` >= 1 (the ``openai`` engine sends both that way).
 ``llama-cpp-python[server]`` is a dev dependency (requirements-dev.txt, built by ``make install-dev``).
 
-With ``stand_in=True`` (a rehearsal's server) each request is adjusted before the model sees it
-(:func:`stand_in_request`): its seed is offset by the model name it asks for, so two API models served by the one
-stand-in sample answers of their own instead of the same ones; and the replies of judge prompts
-(:mod:`wow.judge_prompts`) are shaped to the lines the prompt asks for (``Preferred output: 1|2``; one ``Score...: n``
-line per answer), those of FActScore (:mod:`wow.tasks.factscore`) to a few short ``- fact`` lines and
-``True``/``False``, with a llama.cpp grammar: a 135M stand-in model otherwise rarely ends its reply in the asked form
-(a rehearsal would build no judged preference set) and writes fact lists until its token budget ends. The model
-still picks the verdicts, scores and facts; only the form is fixed (:func:`reply_grammar`).
+With ``stand_in=True`` (a rehearsal's server) each chat request is adjusted before the model sees it
+(:mod:`wow.stand_in`): its seed offset by the model name it asks for, and judge and FActScore replies shaped to the
+form their prompts ask for.
 
 A server that dies is diagnosed at once, not after a minute of client retries ending in "Connection error": a
 watcher thread notices the exit and answers every later request on the same port with HTTP 400 whose message is the
@@ -38,7 +33,6 @@ import contextlib
 import http.server
 import importlib.util
 import json
-import re
 import signal
 import socket
 import subprocess
@@ -47,7 +41,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,7 +186,7 @@ def serve(threads: int = 1, n_ctx: int = 2048, stand_in: bool = False, port: int
     Args:
         threads: llama.cpp threads.
         n_ctx: context length in tokens (prompt and reply).
-        stand_in: adjust requests as a rehearsal's stand-in for API models (:func:`stand_in_request`).
+        stand_in: adjust requests as a rehearsal's stand-in for API models (:func:`wow.stand_in.stand_in_request`).
         port: the port to use when it is free (a rerun then reaches the same ``base_url``, which the call cache
             keys on); None or taken: any free port.
 
@@ -242,105 +235,14 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
     raise WowError(f"llama.cpp server did not answer within {STARTUP_TIMEOUT:.0f}s:\n{log.read_text()[-LOG_TAIL:]}")
 
 
-# -- reply formats -----------------------------------------------------------------------------------------------
-_SCORE_DIGIT = "[0-5]"
-_K_LINES = re.compile(r"end with (\d+) lines")
-#: FActScore's replies: at most this many atomic facts per sentence, each one short line.
-_MAX_FACTS = 3
-_FACT = '"- " [^\\n]{1,80} "\\n"'
-
-
-def reply_grammar(messages: list[dict]) -> str | None:
-    """The llama.cpp (GBNF) grammar of the reply a judge or FActScore prompt asks for, or None for any other prompt.
-
-    A pairwise prompt (``Preferred output: 1`` or ``2``) gets ``Preferred output: `` and one digit; a score prompt
-    for one answer ``Score: `` and a digit 0-5; a score prompt for k answers k lines ``Score for answer i: n``, or
-    ``Score: n`` when the prompt asks for that form (``protocol: paper``). FActScore's atomic-fact prompt
-    (:data:`wow.tasks.factscore.ATOMIC_PROMPT`) gets one to three short ``- fact`` lines, its verification prompt
-    ``True`` or ``False``.
-    """
-    from wow.tasks import factscore
-
-    users = [m for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
-    if not users:
-        return None
-    text = users[-1]["content"]
-    if text.startswith(factscore.ATOMIC_PROMPT.split("{sentence}")[0]):
-        return f"root ::= {_FACT}" + f" ({_FACT})?" * (_MAX_FACTS - 1)
-    if text.endswith(factscore.VERIFY_PROMPT.rsplit("{fact}", 1)[1]):
-        return 'root ::= "True" | "False"'
-    if '"Preferred output: 1"' in text and '"Preferred output: 2"' in text:
-        return 'root ::= "Preferred output: " [12]'
-    k_lines = _K_LINES.search(text)
-    if k_lines and '"Score for answer i: n"' in text:
-        lines = [f'"Score for answer {i}: " {_SCORE_DIGIT}' for i in range(1, int(k_lines.group(1)) + 1)]
-    elif k_lines and '"Score: n"' in text:
-        lines = [f'"Score: " {_SCORE_DIGIT}'] * int(k_lines.group(1))
-    elif 'one last line that reads exactly "Score: n"' in text:
-        lines = [f'"Score: " {_SCORE_DIGIT}']
-    else:
-        return None
-    return "root ::= " + ' "\\n" '.join(lines)
-
-
-class StandIn:
-    """ASGI middleware: every chat completion request is adjusted by :func:`stand_in_request`; other requests pass
-    unchanged."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
-            return await self.app(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        body = _stand_in_body(body)
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
-
-
-def stand_in_request(request: dict) -> dict:
-    """A chat completion request as the stand-in model answers it: the seed offset by the requested model's name
-    (answers differ between the API models one stand-in serves, and stay reproducible), and the grammar of the reply a
-    judge or FActScore prompt asks for (:func:`reply_grammar`) unless the request names one."""
-    out = dict(request)
-    if isinstance(out.get("seed"), int) and isinstance(out.get("model"), str):
-        out["seed"] = (out["seed"] + zlib.crc32(out["model"].encode())) % 2**31
-    if not out.get("grammar") and isinstance(out.get("messages"), list):
-        grammar = reply_grammar(out["messages"])
-        if grammar:
-            out["grammar"] = grammar
-    return out
-
-
-def _stand_in_body(body: bytes) -> bytes:
-    try:
-        request = json.loads(body)
-    except ValueError:
-        return body  # the server answers a malformed body itself
-    return json.dumps(stand_in_request(request)).encode() if isinstance(request, dict) else body
-
-
 def _serve_main(args: argparse.Namespace) -> None:
     """The server process: llama-cpp-python's app for one model (any model name reaches it), optionally with
-    :class:`StandIn`."""
+    (:class:`wow.stand_in.StandIn`)."""
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    from wow import stand_in
 
     app = create_app(
         server_settings=ServerSettings(host="127.0.0.1", port=args.port),
@@ -348,7 +250,7 @@ def _serve_main(args: argparse.Namespace) -> None:
             ModelSettings(model=args.model, logits_all=True, n_threads=args.threads, n_ctx=args.n_ctx, verbose=False)
         ],
     )
-    uvicorn.run(StandIn(app) if args.stand_in else app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(stand_in.StandIn(app) if args.stand_in else app, host="127.0.0.1", port=args.port, log_level="warning")
 
 
 # -- the build check ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning torch threads stall a shared 2-core machine
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -59,16 +60,36 @@ def _llama_server_alive(request):
     server.check()
 
 
+class _LinesHandler(logging.Handler):
+    """The ``wow`` log lines ``wow run`` prints in the terminal (INFO and above), kept in a list."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The folder of one whole pipeline run on parameters/smoke.yaml (a few minutes), shared by the session's tests."""
     from wow import run
 
-    saved = {k: os.environ.get(k) for k in SECRET_MARKERS}
+    saved = {k: os.environ.get(k) for k in [*SECRET_MARKERS, "WOW_PROGRESS_EVERY_S"]}
     os.environ.update(SECRET_MARKERS)  # a run must leave no trace of the keys it could see (tests/test_reliability.py)
+    os.environ["WOW_PROGRESS_EVERY_S"] = "0"  # every progress line in the terminal (the kernels read it at start)
+    runs = tmp_path_factory.mktemp("runs")
+    terminal, wow_log = _LinesHandler(), logging.getLogger("wow")
+    level = wow_log.level
+    wow_log.addHandler(terminal)
+    wow_log.setLevel(logging.INFO)  # as the command line sets it
     try:
-        return run.run(ROOT / "parameters" / "smoke.yaml", output_root=str(tmp_path_factory.mktemp("runs")))
+        return run.run(ROOT / "parameters" / "smoke.yaml", output_root=str(runs))
     finally:
+        wow_log.removeHandler(terminal)
+        wow_log.setLevel(level)
+        (runs / "terminal.log").write_text("\n".join(terminal.lines) + "\n")  # beside the run folder, not in it
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -170,7 +170,65 @@ def test_estimate_prices_api_calls_and_prints_every_paper_set(capsys):
     assert sum(x.cost_usd or 0 for x in half) == pytest.approx(sum(x.cost_usd or 0 for x in lines) / 2)
     for path in sorted(PAPER.glob("*.yaml")):
         assert cli.main(["estimate", str(path), "--tokens-per-second", "2000"]) == 0
-        assert "all              (total)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "all              (total)" in out and "GPU hours of llama-3-8b: 2,000 tok/s generation" in out
+
+
+def _summary_totals(out: str) -> dict[str, list[str]]:
+    """``wow estimate --summary``'s total lines: stage -> its columns after ``(total)``."""
+    rows = [line.split() for line in out.splitlines() if "(total)" in line]
+    return {row[0]: row[2:] for row in rows}
+
+
+@pytest.mark.parametrize("path", sorted(PAPER.glob("*.yaml")), ids=lambda p: p.stem)
+def test_each_paper_set_quotes_the_gpu_hours_and_cost_wow_estimate_prints(path, capsys):
+    """The header's "Cost" paragraph is what its own ``wow estimate`` command prints: API USD and GPU hours per stage
+    and in all, at the GPU throughput the estimate assumes by default and names (docs that agree with the tool)."""
+    import re
+
+    from wow import cli, estimate
+
+    header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+    command = re.search(r"`wow estimate ([^`]+)`", header).group(1).split()
+    assert command[0] == str(path.relative_to(ROOT))
+    assert cli.main(["estimate", str(ROOT / command[0]), *command[1:], "--summary"]) == 0
+    totals = _summary_totals(capsys.readouterr().out)
+    usd = re.search(r"API USD ([\d,]+) at list prices \(per stage ([^;]+);", header)
+    gpu = re.search(r"local GPU time ([\d,]+) h \(per stage ([^)]+)\)", header)
+    # columns after (total): calls, prompt tokens, output tokens, USD, GPU hours, CPU hours
+    assert round(float(totals["all"][3].replace(",", ""))) == int(usd.group(1).replace(",", ""))
+    assert round(float(totals["all"][4].replace(",", ""))) == int(gpu.group(1).replace(",", ""))
+    for quoted, column in ((usd.group(2), 3), (gpu.group(2), 4)):
+        for stage, value in (part.split(": ") for part in quoted.split(", ")):
+            [row] = [v for k, v in totals.items() if k.startswith(stage)]
+            printed = 0.0 if row[column] == "-" else float(row[column].replace(",", ""))
+            assert round(printed) == int(value.replace(",", "")), (path.name, stage, column, row)
+    # without a figure of the user's, the estimate's own assumption: the one the header names
+    assert estimate.ASSUMED_GPU["generate"] == 2500 and "assumed 2,500 tok/s of Llama-3-8B generation" in header
+    cli.main(["estimate", str(path), "--summary"])
+    default = capsys.readouterr().out
+    assert "GPU hours of llama-3-8b: 2,500 tok/s generation, 1,250 tok/s training (assumed" in default
+    assert _summary_totals(default)["all"][4] == totals["all"][4] or "--only" in command
+    # docs/scale.md's table quotes the same two totals
+    row = next(line for line in (ROOT / "docs" / "scale.md").read_text().splitlines() if f"| `{path.name}`" in line)
+    assert row.split("|")[2].strip() == usd.group(1) and row.split("|")[3].strip() == gpu.group(1), row
+
+
+@pytest.mark.parametrize("path", sorted(PAPER.glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_readmes_quote_each_paper_set_with_its_own_reproduce_command(path):
+    """Wherever a README names the command of a paper set, it is the set's ``# Reproduce:`` line (the stages of
+    Fig 2/5 are 01-03: a README that left out ``--only`` would run stages the set has no use for)."""
+    import re
+
+    reproduce = next(line for line in path.read_text().splitlines() if line.startswith("# Reproduce: "))
+    command = reproduce.removeprefix("# Reproduce: ").strip()
+    seen = 0
+    for readme in (ROOT / "README.md", PAPER / "README.md"):
+        for quoted in re.findall(r"`(wow run parameters/paper/[^`]+)`", readme.read_text()):
+            if quoted.split()[2] == f"parameters/paper/{path.name}" and "--fast-dev-run" not in quoted:
+                assert quoted == command, (readme.name, quoted, command)
+                seen += 1
+    assert seen >= 1 if path.stem == "acc_wow_mmlu_pro" else seen >= 2, (path.name, seen)
 
 
 # -- wow data check -----------------------------------------------------------------------------------------------

@@ -57,6 +57,12 @@ def test_a_paid_run_without_a_terminal_wants_yes(tmp_path):
     _refused_before_any_kernel(proc, tmp_path, "calls paid APIs for about USD", "Pass --yes")
 
 
+def test_a_missing_data_file_is_refused(tmp_path):
+    missing = tmp_path / "NLGraph_shortest_path.json"
+    proc = _wow_run(_set(tmp_path, task_options={"shortest_path": {"path": str(missing)}}))
+    _refused_before_any_kernel(proc, tmp_path, str(missing), "wow data check")
+
+
 def test_the_preflight_lists_every_problem_at_once(tmp_path):
     P = params.validate(
         {

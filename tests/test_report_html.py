@@ -272,6 +272,14 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
     for text in numbers:
         assert text in markdown and text in page, text
     assert "0.667" not in markdown and "0.667" not in page  # M = 0.5 rows are not shown
+    # the verdict the terminal prints, in both renderings: no gain's CI [-0.010, 0.140] excludes 0
+    from wow import verdict
+
+    assert content["verdict"] == verdict.verdict_lines(d) and content["verdict"][-1] in verdict.results_text(d)
+    assert content["verdict"][-1].endswith("excludes 0: at this size the test questions show no change")
+    for text in ("## Verdict", content["verdict"][-1]):
+        assert text in markdown
+    assert 'id="verdict"' in page and "excludes 0: at this size the test questions show no change" in page
     assert "Protocol `paper`" in markdown and "Protocol: <code>paper</code>" in page
     assert "Tasks t; 3 questions per task, 2 answers each from g" in markdown and "Tasks t; 3 questions" in page
 

@@ -4,6 +4,8 @@ results table with a verdict in plain words, computed from the run's artefacts."
 import json
 import logging
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from wow import verdict
@@ -65,7 +67,108 @@ def test_results_say_whether_training_moved_the_model_and_which_gains_exclude_ze
     assert "Δp_wrong +0.050 [+0.010, +0.090]" in text
     assert "gains whose CI excludes 0: Δp_wrong of self_oracle_dpo (up)" in text
     assert "1 of 2 trainings ended with a mean loss within 0.01 of ln 2 = 0.693" in text
+    assert "parse rate" not in text  # no evaluated answers in this folder
+
+    # parse rates of the test answers: 3 of 4 parsed after alignment (0.75 < 0.9) is flagged, the original is not
+    (tmp_path / "eval" / "sp").mkdir(parents=True)
+    for model, extracted in (("original", [1, 2, None, 4]), ("self_oracle_dpo", [1, None, 3, 4])):
+        with open(tmp_path / "eval" / "sp" / f"{model}.jsonl", "w") as f:
+            f.writelines(json.dumps({"extracted": e}) + "\n" for e in extracted)
+    text = verdict.results_text(tmp_path)
+    assert "parse rate of the test answers: sp/original 0.75, sp/self_oracle_dpo 0.75; below 0.9 after " in text
+    assert "alignment: sp/self_oracle_dpo (their p_wrong" in text and "sp/original (their" not in text
+
+    # one test question: its bootstrap CI is a point, shown but never read as a change
+    table = pd.read_csv(tmp_path / "alignment.csv").assign(n_questions=1)
+    table.to_csv(tmp_path / "alignment.csv", index=False)
+    text = verdict.results_text(tmp_path)
+    assert "(1 test question: no interval)" in text and "no gain's CI excludes 0" in text
 
 
 def test_no_artefacts_no_results(tmp_path):
     assert verdict.results_text(tmp_path) == ""
+
+
+def test_wow_params_lists_the_allowed_values_where_the_schema_checks_them(capsys):
+    from wow import cli, schema, tasks
+
+    assert cli.main(["params"]) == 0
+    out = capsys.readouterr().out.splitlines()
+
+    def allowed(name: str) -> str:
+        i = next(i for i, line in enumerate(out) if line.split()[0] == name)
+        return out[i + 1].split("allowed: ", 1)[1] if "allowed: " in out[i + 1] else ""
+
+    assert allowed("dtype") == "one of auto, float32, bfloat16, float16"
+    assert allowed("protocol") == "one of wow, paper"
+    assert allowed("judge_modes") == "one of text, logprob"  # inside list[Literal[...]]
+    assert allowed("trainers") == "one or more of " + ", ".join(schema.TRAINERS)
+    assert allowed("tasks") == "one or more of " + ", ".join(tasks.names())
+    assert allowed("policy_model").startswith("model names")
+    assert allowed("n_samples") == ""  # any int
+
+
+def test_limit_is_a_quick_try_of_the_set_in_a_folder_of_its_own(tmp_path):
+    """``wow run SET --limit N``: at most N questions per task, every other setting kept, in <run_name>_limitN (the
+    full run's folder untouched); below the fewest questions that fill every split, that many, said in one line."""
+    import subprocess
+    import sys
+
+    import yaml
+    from wow import io, params, run
+
+    smoke = Path(__file__).resolve().parents[1] / "parameters" / "smoke.yaml"
+    P = params.load(smoke, n_questions=10, output_root=str(tmp_path))
+    assert run.limited(P, 1, {}) == {"n_questions": 4, "run_name": "smoke_limit1"}  # 4 fill 0.6 / 0.2 / 0.2
+    assert run.limited(P, 50, {"run_name": "mine"}) == {"n_questions": 10, "run_name": "mine"}
+
+    cmd = [sys.executable, "-m", "wow.cli", "run", str(smoke), "--set", f"output_root={tmp_path}"]
+    cmd += ["--set", "n_questions=10", "--limit", "4", "--only", "01"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "--limit 4: n_questions 10 -> 4, in the run folder smoke_limit4" in proc.stdout
+    folder = tmp_path / "smoke_limit4"
+    recorded = yaml.safe_load((folder / "run.yaml").read_text())
+    assert recorded["n_questions"] == 4 and recorded["max_new_tokens"] == P.max_new_tokens  # the rest kept
+    answers = io.read_jsonl(folder / "answers.jsonl")
+    assert len({a["question_id"] for a in answers}) == 4 and len(answers) == 4 * P.n_samples
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_progress_lines_say_work_done_of_work_planned_and_the_time_left(caplog, monkeypatch):
+    from wow import progress
+
+    clock = iter([0.0, 10.0, 20.0, 40.0] + [40.0] * 9)  # start, one reading per update, then the close and after
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    with caplog.at_level(logging.INFO, logger="wow.progress"):
+        with progress.bar(4, "answer", "sampling", every=5.0) as bar:
+            bar.update(1)  # t = 10: 1 of 4 in 10 s -> 30 s left
+            bar.update(1)  # t = 20: 2 of 4 in 20 s -> 20 s left
+            bar.update(2)  # t = 40: done, no "left" line
+    assert [r.getMessage() for r in caplog.records] == [
+        "sampling: 1/4 answers (25%), about 30 s left",
+        "sampling: 2/4 answers (50%), about 20 s left",
+        "sampling: 4/4 answers in 40 s",
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wow.progress"):
+        with progress.bar(4, "answer", "quiet", disable=True, every=0.0) as bar:
+            bar.update(4)
+    assert not caplog.records  # a disabled bar shows and logs nothing
+
+
+def test_a_run_shows_progress_training_losses_and_ends_with_the_verdict(smoke_run):
+    """What ``wow run`` printed for the smoke run (its ``wow`` log lines; progress logged at every step here)."""
+    lines = (smoke_run.parent / "terminal.log").read_text().splitlines()
+    from wow import estimate, params
+
+    smoke = params.load(Path(__file__).resolve().parents[1] / "parameters" / "smoke.yaml")
+    assert estimate.plan_text(estimate.estimate(smoke)) in lines  # the plan before the first stage
+    sampling = [x for x in lines if x.startswith("  [01] progress: ") and "answers (" in x]
+    assert sampling and all(x.endswith(" left") for x in sampling), lines[:40]
+    losses = [x for x in lines if x.startswith("  [04] checkpoints: ") and ", loss " in x]
+    assert losses and all("(ln 2 = 0.6931: no preference learnt)" in x for x in losses), lines
+    assert any("step 2/2, loss" in x for x in losses)  # max_steps 2, the last step logged
+    results = next(x for x in lines if x.startswith("\nAcc_WoW at M = 1"))
+    assert "\nVerdict:\n  - " in results and "Alignment on the held-out test questions" in results
+    assert lines[-1].startswith("wall time ")

@@ -140,3 +140,37 @@ def progress_file(output_dir: Path):
                 )
 
     return ProgressFile()
+
+
+def loss_lines(name: str):
+    """A callback that logs each logged training loss with the step, the steps planned, ln 2 (the loss of a model
+    that cannot tell chosen from rejected: DPO's starting point) and the time left, so ``wow run``'s terminal shows a
+    training's progress and whether it learns (:class:`wow.run.StageEcho`)."""
+    import math
+    import time
+
+    from transformers import TrainerCallback
+
+    from wow.progress import duration
+
+    class LossLines(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.first_step = time.monotonic(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            done = state.global_step - getattr(self, "first_step", 0)
+            left = state.max_steps - state.global_step
+            eta = (time.monotonic() - self.start) / done * left if done and hasattr(self, "start") else None
+            log.info(
+                "%s: step %d/%d, loss %.4f (ln 2 = %.4f: no preference learnt)%s",
+                name,
+                state.global_step,
+                state.max_steps,
+                logs["loss"],
+                math.log(2),
+                f", about {duration(eta)} left" if eta is not None and left > 0 else "",
+            )
+
+    return LossLines()

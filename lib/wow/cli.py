@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--only", action="append", help="run only this notebook (e.g. 03); repeatable")
     p_run.add_argument("--from", dest="start", help="run from this notebook on (e.g. 02)")
     p_run.add_argument("--run-name", help="override run_name of the parameter set")
+    p_run.add_argument(
+        "--limit", type=int, metavar="N", help="a quick try: at most N questions per task, in <run_name>_limitN"
+    )
     p_run.add_argument("--yes", action="store_true", help="start without asking when the run calls paid APIs")
     p_run.add_argument(
         "--force", action="store_true", help="rerun every selected stage, also those that did not change"
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p_est.add_argument("--train-tokens-per-second", type=float, help="training tok/s (default: half of the above)")
     p_est.add_argument("--batch-api", action="store_true", help="price API calls at the Batch API's half price")
     p_est.add_argument("--only", action="append", help="count only this stage (e.g. 02), as wow run --only")
+    p_est.add_argument("--summary", action="store_true", help="the totals only: one line per stage")
     p_data = sub.add_parser("data", help="check the data files a parameter set names")
     p_data.add_argument("action", choices=["check"], help="check: every file exists, parses and has its fields")
     p_data.add_argument("param_file", help="a parameter set, e.g. parameters/paper/fig3_alignment.yaml")
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 confirm_cost=lambda cost: _ask_to_spend(cost, args.yes),
                 fast_dev_run=args.fast_dev_run,
                 stand_ins=args.stand_ins,
+                limit=args.limit,
                 **overrides,
             )
             logging.getLogger("wow").info("outputs in %s", run_dir)
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 only=args.only,
                 train_tokens_per_second=args.train_tokens_per_second,
             )
-            sys.stdout.write(estimate.format_table(rows, args.tokens_per_second, args.train_tokens_per_second) + "\n")
+            table = estimate.format_table(rows, args.tokens_per_second, args.train_tokens_per_second, args.summary)
+            sys.stdout.write(table + "\n")
         elif args.command == "data":
             from wow import datacheck, params
 
@@ -122,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "models":
             sys.stdout.write(_models_table() + "\n")
         elif args.command == "params":
-            from wow import params
+            from wow import param_table
 
-            sys.stdout.write(params.describe() + "\n")
+            sys.stdout.write(param_table.describe() + "\n")
     except WowError as e:
         sys.stderr.write(f"wow: error: {e}\n")
         return 1

@@ -15,9 +15,11 @@ Everything is computed from the parameters alone (no model call, no data file re
   evaluation task (``eval_tasks``).
 
 Token counts use :data:`PROMPT_TOKENS` and :data:`ANSWER_TOKENS` (typical sizes per task, approximate) capped by the
-budgets of the set; API cost uses the prices of :data:`wow.models.API_MODELS`; local time uses
-:data:`MEASURED` (throughput measured by ``bench/`` on this project's 2-core CPU machine) or a figure the user
-gives for their GPU. The pair counts are upper bounds, so the estimate errs high where answers are often correct.
+budgets of the set; API cost uses the prices of :data:`wow.models.API_MODELS`. Local time is in two columns: **CPU
+hours** for the offline model at the throughput :data:`MEASURED` on this project's 2-core CPU machine, and **GPU
+hours** for every other local model at :data:`ASSUMED_GPU` (Llama-3-8B on one A100-class GPU, an assumption named in
+the table, never measured here), or for every local model at the figure the user gives (``--tokens-per-second``).
+The pair counts are upper bounds, so the estimate errs high where answers are often correct.
 
 Example::
 
@@ -71,6 +73,10 @@ FACTSCORE_TOKENS = {"atomic": (450, 100), "verify": (900, 2)}
 #: prompt read) in 393 s, about 150 tok/s end to end; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about
 #: 2 x 320 tokens each) in about 300 s, its validation pass included: about 170 tok/s.
 MEASURED = {"smollm2-135m": {"generate": 150.0, "train": 170.0, "params_b": 0.135, "where": "2-core CPU"}}
+#: The GPU figure assumed for local models that were not measured (this project has no GPU): Llama-3-8B generation
+#: on one A100-class GPU, training at half that; other sizes scaled by parameter count. The paper sets' headers quote
+#: their GPU hours at this figure (``tests/test_paper_sets.py`` keeps them equal).
+ASSUMED_GPU = {"generate": 2500.0, "train": 1250.0, "params_b": 8.0, "where": "Llama-3-8B on one A100-class GPU"}
 #: Parameters (billions) of local models, to scale the measured figure to a model that was not measured.
 PARAMS_B = {"llama-3-8b": 8.0, "llama-3": 8.0, "smollm2-135m": 0.135, "smollm2-360m": 0.36, "smollm2-1.7b": 1.7}
 
@@ -87,6 +93,7 @@ class Line:
     completion_tokens: int
     cost_usd: float | None = None
     hours: float | None = None
+    device: str | None = None  # "GPU" or "CPU": where ``hours`` are spent (None for API calls)
 
 
 def _is_api(model: str) -> bool:
@@ -245,9 +252,10 @@ def _stage04(P: RunParams) -> list[Line]:
                     )
                     # chosen and rejected sequences, forward and backward: counted as tokens processed
                     tokens = steps * P.train_batch_size * 2 * seq
-                    what = f"training {source} {spec} {trainer}: {task} ({pairs} pairs, {steps} steps)"
-                    lines.append(Line("04_dpo_training", what, policy, 0, tokens, 0))
                     n_points = grid * len(P.epochs)
+                    shape = f"{n_points} grid points, {steps} steps in all" if n_points > 1 else f"{steps} steps"
+                    what = f"training {source} {spec} {trainer}: {task} ({pairs} pairs; {shape})"
+                    lines.append(Line("04_dpo_training", what, policy, 0, tokens, 0))
                     if n_points > 1 and sizes["validation"]:
                         n = n_points * sizes["validation"] * _eval_samples(P, task)
                         what = f"validation answers, {n_points} grid points, {source} {spec} {trainer}"
@@ -259,21 +267,29 @@ def _stage04(P: RunParams) -> list[Line]:
     return lines
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """Tokens per second of a local model for generation or training, where (``GPU``/``CPU``) and on what basis."""
+
+    tokens_per_second: float
+    device: str
+    basis: str  # "given", "measured, <where>", "assumed, <where>"
+
+
 def local_tokens_per_second(
     model: str, tokens_per_second: float | None, kind: str = "generate", train_tokens_per_second: float | None = None
-) -> tuple[float, str]:
-    """Throughput of a local model: the user's figure, else :data:`MEASURED`, else the measured CPU figure scaled
-    by parameter count (a CPU extrapolation: pass the GPU's own figure for a real plan). Training without its own
-    figure is taken at half the generation figure given."""
+) -> Throughput:
+    """Throughput of a local model: the user's figure (a GPU's), else :data:`MEASURED` (the offline model on this
+    project's CPU), else :data:`ASSUMED_GPU` scaled by parameter count. Training without its own figure is taken at
+    half the generation figure given."""
     if kind == "train" and train_tokens_per_second:
-        return train_tokens_per_second, "given"
+        return Throughput(train_tokens_per_second, "GPU", "given")
     if tokens_per_second:
-        return tokens_per_second * (1.0 if kind == "generate" else 0.5), "given"
+        return Throughput(tokens_per_second * (1.0 if kind == "generate" else 0.5), "GPU", "given")
     if model in MEASURED:
-        return MEASURED[model][kind], f"measured, {MEASURED[model]['where']}"
-    ref = MEASURED["smollm2-135m"]
-    scale = ref["params_b"] / PARAMS_B.get(model, 8.0)
-    return ref[kind] * scale, "scaled from the 2-core CPU measurement"
+        return Throughput(MEASURED[model][kind], "CPU", f"measured, {MEASURED[model]['where']}")
+    scale = ASSUMED_GPU["params_b"] / PARAMS_B.get(model, ASSUMED_GPU["params_b"])
+    return Throughput(ASSUMED_GPU[kind] * scale, "GPU", f"assumed, {ASSUMED_GPU['where']}, not measured here")
 
 
 def estimate(
@@ -310,25 +326,46 @@ def estimate(
                 line.cost_usd = cost / 2 if batch_api else cost
         else:
             kind = "train" if line.calls == 0 else "generate"
-            rate, _ = local_tokens_per_second(line.model, tokens_per_second, kind, train_tokens_per_second)
+            rate = local_tokens_per_second(line.model, tokens_per_second, kind, train_tokens_per_second)
             # generation: completion tokens at the measured rate; prompts read about 10x faster (one forward pass)
             work = line.prompt_tokens if kind == "train" else line.completion_tokens + line.prompt_tokens / 10
-            line.hours = work / rate / 3600
+            line.hours = work / rate.tokens_per_second / 3600
+            line.device = rate.device
     return lines
 
 
 def totals(lines: list[Line]) -> dict[str, dict]:
-    """Per stage: calls, tokens, API cost and local hours summed."""
+    """Per stage (in order) and ``all``: calls, tokens, API cost, GPU hours and CPU hours summed."""
     out: dict[str, dict] = {}
     for line in lines:
-        t = out.setdefault(line.stage, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0})
-        t.setdefault("hours", 0.0)
-        t["calls"] += line.calls
-        t["prompt_tokens"] += line.prompt_tokens
-        t["completion_tokens"] += line.completion_tokens
-        t["cost_usd"] += line.cost_usd or 0.0
-        t["hours"] += line.hours or 0.0
+        for key in (line.stage, "all"):
+            t = out.setdefault(key, dict.fromkeys(_SUMMED, 0))
+            t["calls"] += line.calls
+            t["prompt_tokens"] += line.prompt_tokens
+            t["completion_tokens"] += line.completion_tokens
+            t["cost_usd"] += line.cost_usd or 0.0
+            if line.device:
+                t[f"{line.device.lower()}_hours"] += line.hours or 0.0
+    if "all" in out:
+        out["all"] = out.pop("all")  # last
     return out
+
+
+_SUMMED = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "gpu_hours", "cpu_hours")
+
+
+def plan_text(lines: list[Line]) -> str:
+    """The estimate in one line, as ``wow run`` says it before the first stage: model calls, API cost, local time."""
+    from wow.progress import duration
+
+    t = totals(lines).get("all", dict.fromkeys(_SUMMED, 0))
+    parts = [f"{t['calls']:,} model calls"]
+    if t["cost_usd"]:
+        parts.append(f"API USD {t['cost_usd']:,.2f} at list prices")
+    for device in ("gpu", "cpu"):
+        if t[f"{device}_hours"]:
+            parts.append(f"about {duration(t[f'{device}_hours'] * 3600)} of {device.upper()} time")
+    return "plan (wow estimate, upper bounds): " + ", ".join(parts)
 
 
 def calls_by_stage_and_model(lines: list[Line]) -> dict[str, dict[str, int]]:
@@ -342,41 +379,54 @@ def calls_by_stage_and_model(lines: list[Line]) -> dict[str, dict[str, int]]:
 
 
 def format_table(
-    lines: list[Line], tokens_per_second: float | None = None, train_tokens_per_second: float | None = None
+    lines: list[Line],
+    tokens_per_second: float | None = None,
+    train_tokens_per_second: float | None = None,
+    summary: bool = False,
 ) -> str:
-    """The estimate as a plain-text table: one line per row, then per-stage and grand totals."""
+    """The estimate as a plain-text table: one line per row (unless ``summary``), then per-stage and grand totals,
+    then the throughput each local model's hours assume.
+
+    Args:
+        lines: :func:`estimate`'s rows.
+        tokens_per_second, train_tokens_per_second: the figures :func:`estimate` was given (named in the table).
+        summary: the totals only, one line per stage.
+    """
     head = (
-        f"{'stage':16} {'model':14} {'calls':>10} {'prompt tok':>13} {'output tok':>12} {'USD':>10} {'hours':>9}  what"
+        f"{'stage':16} {'model':14} {'calls':>10} {'prompt tok':>13} {'output tok':>12} {'USD':>10} "
+        f"{'GPU hours':>10} {'CPU hours':>10}  what"
     )
     out = [head, "-" * len(head)]
 
-    def fmt(stage, model, calls, p, c, usd, hours, what=""):
-        usd_s = f"{usd:10.2f}" if usd is not None else f"{'-':>10}"
-        hours_s = f"{hours:9.1f}" if hours is not None else f"{'-':>9}"
-        return f"{stage:16} {model:14} {calls:>10,} {p:>13,} {c:>12,} {usd_s} {hours_s}  {what}"
+    def num(value, width, digits):
+        return f"{value:{width},.{digits}f}" if value else f"{'-':>{width}}"
 
-    for line in lines:
-        out.append(
-            fmt(line.stage, line.model, line.calls, line.prompt_tokens, line.completion_tokens, line.cost_usd,
-                line.hours, line.what)
-        )  # fmt: skip
-    out.append("-" * len(head))
-    grand = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "hours": 0.0}
+    def fmt(stage, model, calls, p, c, usd, gpu, cpu, what=""):
+        return (
+            f"{stage:16} {model:14} {calls:>10,} {p:>13,} {c:>12,} {num(usd, 10, 2)} {num(gpu, 10, 2)} "
+            f"{num(cpu, 10, 2)}  {what}"
+        ).rstrip()
+
+    if not summary:
+        for line in lines:
+            gpu, cpu = (line.hours if line.device == d else None for d in ("GPU", "CPU"))
+            out.append(
+                fmt(line.stage, line.model, line.calls, line.prompt_tokens, line.completion_tokens, line.cost_usd,
+                    gpu, cpu, line.what)
+            )  # fmt: skip
+        out.append("-" * len(head))
     for stage, t in totals(lines).items():
         out.append(
-            fmt(stage, "(total)", t["calls"], t["prompt_tokens"], t["completion_tokens"], t["cost_usd"], t["hours"])
-        )
-        for k in grand:
-            grand[k] += t[k]
-    out.append(fmt("all", "(total)", grand["calls"], grand["prompt_tokens"], grand["completion_tokens"],
-                   grand["cost_usd"], grand["hours"]))  # fmt: skip
-    local = sorted({line.model for line in lines if line.hours is not None})
-    for model in local:
-        rate, how = local_tokens_per_second(model, tokens_per_second)
-        train, thow = local_tokens_per_second(model, tokens_per_second, "train", train_tokens_per_second)
+            fmt(stage, "(total)", t["calls"], t["prompt_tokens"], t["completion_tokens"], t["cost_usd"],
+                t["gpu_hours"], t["cpu_hours"], "every grid point of every setting" if stage == "all" else "")
+        )  # fmt: skip
+    for model in sorted({line.model for line in lines if line.device}):
+        rate = local_tokens_per_second(model, tokens_per_second)
+        train = local_tokens_per_second(model, tokens_per_second, "train", train_tokens_per_second)
         out.append(
-            f"local time of {model}: {rate:,.1f} tok/s generation ({how}; --tokens-per-second for yours), "
-            f"{train:,.1f} tok/s training ({thow}; --train-tokens-per-second)"
+            f"{rate.device} hours of {model}: {rate.tokens_per_second:,.0f} tok/s generation, "
+            f"{train.tokens_per_second:,.0f} tok/s training ({rate.basis}; --tokens-per-second and "
+            "--train-tokens-per-second for your hardware's)"
         )
     out.append("pairs are upper bounds (every answer wrong, labels distinct); tokens use typical sizes per task")
     return "\n".join(out)

@@ -93,7 +93,7 @@ def _ask(
         for m in messages
     ]
     if mode == "text":
-        return [read_text(i, c.text) for i, c in enumerate(engine.generate(requests))]
+        return [read_text(i, c.text) for i, c in enumerate(engine.generate(requests, progress=True))]
     lps = _choice_logprobs(engine, requests, choices)
     _check_mass(lps, choices, judge)
     return [read_logprobs(lp) for lp in lps]

@@ -385,12 +385,3 @@ def load(path: str | Path, **overrides) -> RunParams:
     values = read_set(path)
     values.update(overrides)
     return validate(values, source=str(path))
-
-
-def describe() -> str:
-    """A table of every parameter with its type, default and meaning (``wow params``)."""
-    lines = []
-    for name, f in RunParams.model_fields.items():
-        ann = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
-        lines.append(f"{name:18} {ann:28} {f.default!r:32} {f.description}")
-    return "\n".join(lines)

@@ -51,6 +51,8 @@ def render_markdown(content: dict) -> str:
     if content["description"]:
         lines += [content["description"], ""]
     lines += [f"Protocol `{content['protocol']}`: {content['protocol_note']} (see docs/fidelity.md).", ""]
+    if content["verdict"]:
+        lines += ["## Verdict", "", *(f"- {v}" for v in content["verdict"]), ""]
     lines += [f"## Acc_WoW ({acc['split']} questions, M = 1.0; random = 0.5, oracle = 1.0)", ""]
     lines += _table(acc["header"], acc["rows"], acc["note"])
     lines += ["## Alignment on the held-out test questions (positive = better)", ""]

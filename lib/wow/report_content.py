@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from wow import WowError, layout
+from wow import WowError, layout, verdict
 from wow import report_format as fmt
 from wow.report_stages import stage_rows
 
@@ -99,6 +99,8 @@ def gather_report(
     for section, name in ((acc_section, run.acc_wow.name), (alignment_section_, run.alignment.name)):
         if section.get("error"):
             missing.append(f"{name} could not be read: {section['error']}")
+    damaged = acc_section.get("error") or alignment_section_.get("error")  # said under "missing" instead
+    verdict_ = [] if damaged else verdict.verdict_lines(run_dir, acc, alignment)
     figures = figure_list(run_dir)
     if not figures:
         missing.append("figures: no PNG files in the run folder")
@@ -112,6 +114,7 @@ def gather_report(
         "acc": acc_section,
         "alignment": alignment_section_,
         "slopes": slopes,
+        "verdict": verdict_,
         "stages": stages,
         "usage_rows": usage_rows,
         "total": total,

@@ -86,6 +86,7 @@ def run(
     confirm_cost=None,
     fast_dev_run: bool = False,
     stand_ins: bool = False,
+    limit: int | None = None,
     **overrides,
 ) -> Path:
     """Execute the selected notebooks for a parameter set; returns the run folder.
@@ -100,12 +101,15 @@ def run(
         fast_dev_run: rehearse the set instead: every setting, small sizes, a folder of its own
             (:mod:`wow.rehearsal`; ``rehearsal.json`` lists every change).
         stand_ins: with ``fast_dev_run``, offline stand-ins for the set's models, hub data and online labelers.
+        limit: a quick try: at most this many questions per task (:func:`limited`), in a folder of its own.
         overrides: parameters replacing the file's values.
 
     Raises:
         WowError: invalid parameters, a preflight refusal, the folder is being written by another process
             (:mod:`wow.lock`), or a notebook failed (names the notebook, cell and error).
     """
+    if fast_dev_run and limit is not None:
+        raise WowError("--limit and --fast-dev-run both choose the sizes of a quick run: give one of them")
     if fast_dev_run:
         from wow import rehearsal
 
@@ -119,10 +123,15 @@ def run(
             "add --fast-dev-run"
         )
     param_file, overrides = resume_target(param_file, overrides)
+    if limit is not None:
+        overrides = limited(params.load(param_file, **overrides), limit, overrides)
     P = params.load(param_file, **overrides)
     selected = select(only, start)
     if check:
         preflight.check(P, [nb.name[:2] for nb in selected])
+        from wow import estimate
+
+        log.info("%s", estimate.plan_text(estimate.estimate(P, only=[nb.name[:2] for nb in selected])))
     if confirm_cost is not None:
         cost = preflight.api_cost(P, [nb.name[:2] for nb in selected])
         if cost > 0:
@@ -131,6 +140,26 @@ def run(
     with lock.hold(P.run_dir):  # refused here, before anything is written, while another process writes there
         record_run(P, str(param_file))
         return _run_locked(P, selected, param_file, force)
+
+
+def limited(P: params.RunParams, limit: int, overrides: dict) -> dict:
+    """``wow run SET --limit N`` (lm-eval-harness's name): the overrides of a quick try of ``P`` on at most ``N``
+    questions per task (at least the fewest that fill every split of ``split_fractions``), every other setting kept,
+    in the folder ``<run_name>_limit<N>`` (unless ``run_name`` is given), so the full run's folder is untouched.
+
+    Raises:
+        WowError: ``limit`` below 1.
+    """
+    from wow.rehearsal_sizes import least_questions
+
+    if limit < 1:
+        raise WowError(f"--limit {limit}: give at least 1 question per task")
+    n = min(P.n_questions, max(limit, least_questions(list(P.split_fractions))))
+    out = {**overrides, "n_questions": n}
+    out.setdefault("run_name", f"{P.run_name}_limit{limit}")
+    why = f" (the fewest that fill every split of {list(P.split_fractions)})" if n > limit else ""
+    log.info("--limit %d: n_questions %d -> %d%s, in the run folder %s", limit, P.n_questions, n, why, out["run_name"])
+    return out
 
 
 def resume_target(param_file: str | Path, overrides: dict) -> tuple[Path, dict]:

@@ -32,10 +32,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from wow import WowError, io
 from wow.backends.base import ChatRequest, Completion, Engine
+from wow.progress import bar as progress_bar
 from wow.protocol import is_paper, paper_extraction_instruction, paper_grade, paper_parse
 from wow.tasks.base import Question, Task
 
@@ -175,7 +174,7 @@ def _extraction_request(
 
 
 def _run(engine: Engine, requests: list[ChatRequest], desc: str, progress: bool) -> list[Completion]:
-    bar = tqdm(total=len(requests), unit="answer", desc=desc, disable=None if progress else True)
+    bar = progress_bar(len(requests), "answer", desc, disable=None if progress else True)
     try:
         return engine.generate(requests, on_result=lambda _i, _c: bar.update(1))
     finally:

@@ -228,7 +228,12 @@ def train(
         eval_dataset=val_ds,
         processing_class=tokenizer,
         peft_config=_lora_config(config) if config.use_lora else None,
-        callbacks=[*(callbacks or []), checkpoints.log_at_saves(), checkpoints.progress_file(output_dir)],
+        callbacks=[
+            *(callbacks or []),
+            checkpoints.log_at_saves(),
+            checkpoints.progress_file(output_dir),
+            checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:])),
+        ],
     )
     log.info(
         "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",

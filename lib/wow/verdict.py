@@ -3,7 +3,8 @@
 It reads the run's artefacts only (``acc_wow.csv``, ``alignment.csv``, the trainings' ``train_log.json``): Acc_WoW
 at M = 1 of every method with its 95% CI and number of pairs, the alignment gains with their CIs, and a verdict in
 plain words: which signals beat chance (CI above 0.5), whether training moved the model (its mean training loss
-against ln 2, the loss of a model that cannot tell chosen from rejected), and whether any gain's CI excludes zero.
+against ln 2, the loss of a model that cannot tell chosen from rejected), the parse rate of every model's test
+answers (an aligned model below :data:`LOW_PARSE_RATE` flagged), and whether any gain's CI excludes zero.
 
 Example::
 
@@ -25,6 +26,9 @@ from wow import layout
 CHANCE_LOSS = math.log(2)
 #: A mean training loss within this of ln 2 means the preferences did not move the model.
 MOVED_BY = 0.01
+#: A gain measured on fewer test questions has no interval worth the name (a bootstrap over one question is a
+#: point): its CI is shown but never read as excluding zero.
+MIN_QUESTIONS = 2
 
 
 def _fmt(x) -> str:
@@ -65,11 +69,32 @@ def alignment_lines(table: pd.DataFrame) -> tuple[list[str], list[str]]:
                 continue
             lo, hi = r.get(f"{col}_ci_low"), r.get(f"{col}_ci_high")
             parts.append(f"{label} {_signed(r[col])} [{_signed(lo)}, {_signed(hi)}]")
-            if pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0):
+            few = pd.notna(r.get("n_questions")) and r.get("n_questions") < MIN_QUESTIONS
+            if pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0) and not few:
                 moved.append(f"{label} of {r['setting']} ({'up' if lo > 0 else 'down'})")
         where = r["setting"] + (f" on {r['eval_task']}" if r.get("eval_task") not in (None, r.get("task")) else "")
-        lines.append(f"  {where:36} " + "; ".join(parts))
+        n = r.get("n_questions")
+        few = f" ({int(n)} test question: no interval)" if pd.notna(n) and n < MIN_QUESTIONS else ""
+        lines.append(f"  {where:36} " + "; ".join(parts) + few)
     return lines, moved
+
+
+#: An aligned model whose test answers parse less often than this is flagged: p_wrong counts an unparsed answer as a
+#: wrong one of correctness 0, so its gain then mixes the answer format with how wrong the answers are.
+LOW_PARSE_RATE = 0.9
+
+
+def parse_rates(run_dir: Path) -> dict[str, float]:
+    """The share of parsed test answers of the original model and each aligned one (``eval/<task>/<model>.jsonl``),
+    keyed ``<task>/<model>``."""
+    from wow import io
+
+    out = {}
+    for path in sorted((Path(run_dir) / "eval").glob("*/*.jsonl")):
+        rows = io.read_jsonl(path)
+        if rows:
+            out[f"{path.parent.name}/{path.stem}"] = sum(r.get("extracted") is not None for r in rows) / len(rows)
+    return out
 
 
 def training_losses(run_dir: Path) -> dict[str, float]:
@@ -82,25 +107,35 @@ def training_losses(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def results_text(run_dir: str | Path) -> str:
-    """The results table and the verdict of a run, as plain text ('' when the run has neither table yet)."""
+def _read(path: Path, given: pd.DataFrame | None) -> pd.DataFrame | None:
+    if given is not None:
+        return given
+    return pd.read_csv(path) if path.exists() else None
+
+
+def verdict_lines(
+    run_dir: str | Path, acc: pd.DataFrame | None = None, alignment: pd.DataFrame | None = None
+) -> list[str]:
+    """The verdict of a run in plain words, one line per finding ([] before stage 03): which signals beat chance,
+    whether training moved the model, whether any gain's CI excludes zero. ``summary.md``, the report and the
+    terminal (:func:`results_text`) say the same lines.
+
+    Args:
+        run_dir: the run folder (its ``train_log.json`` files; the tables when not given).
+        acc, alignment: ``acc_wow.csv`` and ``alignment.csv`` as DataFrames (default: read from the folder).
+    """
     run = layout.Layout(Path(run_dir))
-    out: list[str] = []
+    acc, alignment = _read(run.acc_wow, acc), _read(run.alignment, alignment)
     verdict: list[str] = []
-    if run.acc_wow.exists():
-        table = pd.read_csv(run.acc_wow)
-        lines, above = acc_wow_lines(table)
-        split = ", ".join(sorted(map(str, table["split"].dropna().unique()))) if "split" in table else "?"
-        out += [f"Acc_WoW at M = 1 ({split} questions; random = 0.5; 95% CI; n = pairs):", *lines]
+    if acc is not None:
+        _, above = acc_wow_lines(acc)
         verdict.append(
             f"signals above chance (CI above 0.5): {', '.join(above)}"
             if above
             else "no signal is above chance (every Acc_WoW CI reaches 0.5 or below)"
         )
-    if run.alignment.exists():
-        table = pd.read_csv(run.alignment)
-        lines, moved = alignment_lines(table)
-        out += ["", "Alignment on the held-out test questions (after - before; positive = better; 95% CI):", *lines]
+    if alignment is not None:
+        _, moved = alignment_lines(alignment)
         losses = training_losses(run.root)
         if losses:
             flat = [k for k, v in losses.items() if abs(v - CHANCE_LOSS) < MOVED_BY]
@@ -110,11 +145,40 @@ def results_text(run_dir: str | Path) -> str:
                 if flat
                 else f"training: every training's mean loss moved away from ln 2 = {CHANCE_LOSS:.3f}"
             )
+        rates = parse_rates(run.root)
+        if rates:
+            low = [k for k, v in rates.items() if v < LOW_PARSE_RATE and not k.endswith("/original")]
+            verdict.append(
+                "parse rate of the test answers: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in rates.items())
+                + (
+                    f"; below {LOW_PARSE_RATE} after alignment: {', '.join(low)} (their p_wrong counts each "
+                    "unparsed answer as correctness 0)"
+                    if low
+                    else ""
+                )
+            )
         verdict.append(
             f"gains whose CI excludes 0: {', '.join(moved)}"
             if moved
             else "no gain's CI excludes 0: at this size the test questions show no change"
         )
+    return verdict
+
+
+def results_text(run_dir: str | Path) -> str:
+    """The results table and the verdict of a run, as plain text ('' when the run has neither table yet)."""
+    run = layout.Layout(Path(run_dir))
+    out: list[str] = []
+    acc, alignment = _read(run.acc_wow, None), _read(run.alignment, None)
+    if acc is not None:
+        lines, _ = acc_wow_lines(acc)
+        split = ", ".join(sorted(map(str, acc["split"].dropna().unique()))) if "split" in acc else "?"
+        out += [f"Acc_WoW at M = 1 ({split} questions; random = 0.5; 95% CI; n = pairs):", *lines]
+    if alignment is not None:
+        lines, _ = alignment_lines(alignment)
+        out += ["", "Alignment on the held-out test questions (after - before; positive = better; 95% CI):", *lines]
     if not out:
         return ""
+    verdict = verdict_lines(run.root, acc, alignment)
     return "\n".join([*out, "", "Verdict:", *(f"  - {v}" for v in verdict)])

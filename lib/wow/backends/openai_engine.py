@@ -31,10 +31,9 @@ import threading
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 
-from tqdm.auto import tqdm
-
 from wow import WowError, models
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
+from wow.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +210,7 @@ class OpenAIEngine(Engine):
             return run_batch(self, requests, on_result)
         results: list[Completion | None] = [None] * len(requests)
         errors: list[tuple[int, EngineError]] = []
-        bar = tqdm(total=len(requests), unit="call", desc=self.api_model, disable=not progress)
+        bar = progress_bar(len(requests), "call", self.api_model, disable=not progress)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = {pool.submit(self._call, i, r): i for i, r in enumerate(requests)}
             for fut in as_completed(futures):

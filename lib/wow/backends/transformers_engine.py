@@ -34,11 +34,10 @@ import inspect
 import logging
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from wow import WowError, models, precision
 from wow.backends import fixed_shapes, kv_buffers, prefix_pass, rowwise_attention, token_choice
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
+from wow.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +250,7 @@ class TransformersEngine(Engine):
         results: list[Completion | None] = [None] * len(requests)
         if batches is None:
             batches = self._batches(prompts, [max(r.max_tokens, 0) for r in requests])
-        bar = tqdm(total=len(requests), unit="answer", desc=f"{self.model}", disable=not progress)
+        bar = progress_bar(len(requests), "answer", f"{self.model}", disable=not progress)
         try:
             for idx in batches:
                 done = self._decode([requests[i] for i in idx], [prompts[i] for i in idx])

@@ -186,3 +186,43 @@ def test_4bit_is_refused_before_loading_where_it_cannot_run(tiny_model, pairs, t
         AlignConfig(quantization="4bit", use_lora=False).check()
     with pytest.raises(WowError, match="unknown quantization '8bit'"):
         AlignConfig(quantization="8bit").check()
+
+
+def test_the_reference_is_precomputed_only_where_the_training_reads_every_pair(tiny_model, pairs, tmp_path):
+    """Precomputing the reference's log-probabilities pays where every pair is read; a run that max_steps stops
+    early (the demo reads 8 of 135 pairs) computes them per step instead, and train_log.json says which."""
+    import json
+
+    from wow.align_config import _trl_config, reads_every_pair
+
+    assert reads_every_pair(dataclasses.replace(FAST, max_steps=-1), 135)
+    assert not reads_every_pair(dataclasses.replace(FAST, max_steps=4, batch_size=2), 135)  # 8 of 135
+    assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, batch_size=2, grad_accumulation=2), 16)
+    assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, batch_size=2), 16, world_size=2)
+    assert reads_every_pair(dataclasses.replace(FAST, max_steps=1), None)
+    few = dataclasses.replace(FAST, max_steps=2)  # batch 1: 2 of the 4 training pairs
+    assert _trl_config("dpo", few, tmp_path, "cpu", n_train=4).precompute_ref_log_probs is False
+    assert _trl_config("dpo", few, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is True
+    off = dataclasses.replace(FAST, max_steps=-1, precompute_ref_log_probs=False)
+    assert _trl_config("dpo", off, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is False  # asked off
+
+    train_set, val_set = pairs
+    for name, cfg, expected in (("early", few, False), ("whole", dataclasses.replace(FAST, max_steps=4), True)):
+        res = train(train_set, val_set, tiny_model, "dpo", tmp_path / name, cfg)
+        record = json.loads((tmp_path / name / "train_log.json").read_text())
+        assert record["precomputed_ref_log_probs"] is expected and math.isfinite(res.train_loss)
+
+
+def test_max_eval_pairs_validates_on_a_seeded_subset(tiny_model, pairs, tmp_path):
+    from wow import WowError
+
+    train_set, val_set = pairs  # 2 validation pairs
+    cfg = dataclasses.replace(FAST, max_steps=1, max_eval_pairs=1)
+    res = train(train_set, val_set, tiny_model, "dpo", tmp_path / "one", cfg)
+    assert res.n_val == 1 and math.isfinite(res.val_loss)
+    again = train(train_set, val_set, tiny_model, "dpo", tmp_path / "again", cfg)
+    assert again.val_loss == res.val_loss  # the same pair: the subset is seeded
+    whole = train(train_set, val_set, tiny_model, "dpo", tmp_path / "all", dataclasses.replace(cfg, max_eval_pairs=5))
+    assert whole.n_val == 2
+    with pytest.raises(WowError, match="max_eval_pairs"):
+        dataclasses.replace(FAST, max_eval_pairs=0).check()

@@ -52,6 +52,18 @@ def test_compare_two_runs_by_hand(tmp_path, capsys):
         "-",
         "",
     ]
+    # per aligned setting: Δp_wrong beside the parse rate after alignment and the parsed-only Δp_wrong
+    header = "setting,task,eval_task,d_p_wrong,after_parse_rate,d_p_wrong_parsed,d_mean_length\n"
+    (a / "alignment.csv").write_text(header + "self_oracle_dpo,shortest_path,shortest_path,0.05,0.95,0.04,-2\n")
+    (b / "alignment.csv").write_text(header + "self_oracle_dpo,shortest_path,shortest_path,-0.3,0.25,0.1,30\n")
+    rows = compare.compare(a, b).set_index(["what", "task"])
+    assert rows.loc[("self_oracle_dpo: parse rate after alignment", "shortest_path")].tolist() == [
+        "0.950",
+        "0.250",
+        "-0.700",
+    ]
+    assert rows.loc[("self_oracle_dpo: Δp_wrong, parsed answers only", "shortest_path"), "delta"] == "+0.060"
+    assert rows.loc[("self_oracle_dpo: Δp_wrong", "shortest_path"), "delta"] == "-0.350"
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["what", "task", "wow_run", "paper_run", "B", "-", "A"]

@@ -197,6 +197,26 @@ def test_task_accuracy_confidence():
     assert row.mean_confidence == pytest.approx(expected)
 
 
+def test_task_accuracy_and_confidence_under_the_paper_protocol_are_sums_over_all_answers():
+    """Rows 36 and 41 of docs/fidelity.md: the paper's code divides by every answer (no logprob counts 0
+    confidence), and takes Bio's accuracy as the mean FActScore, not the share above 0.9."""
+    paper = elicit.task_accuracy_confidence(ANSWERS, "paper").iloc[0]
+    assert paper.accuracy == pytest.approx(0.2)  # a graded task: the share correct, as under wow
+    expected = (math.exp(-0.1) + math.exp(-0.5) + math.exp(-0.2) + math.exp(-1.0)) / 5  # 5 answers, 1 without
+    assert paper.mean_confidence == pytest.approx(expected)
+    bio = [
+        {"task": "bio_generation", "generator": "g", "question_id": f"b{i}", "answer_id": f"b{i}", "sample_index": 0,
+         "correctness": c, "is_correct": (c or 0) >= 0.9, "raw_label": c, "extracted": "text", "mean_logprob": -0.5}
+        for i, c in enumerate([0.95, 0.5, 0.2, None])
+    ]  # fmt: skip
+    wow_row = elicit.task_accuracy_confidence(bio).iloc[0]
+    paper_row = elicit.task_accuracy_confidence(bio, "paper").iloc[0]
+    assert wow_row.accuracy == pytest.approx(0.25)  # 1 of 4 with FActScore >= 0.9
+    assert paper_row.accuracy == pytest.approx((0.95 + 0.5 + 0.2 + 0.0) / 4)  # the mean FActScore, null as 0
+    with pytest.raises(WowError):
+        elicit.task_accuracy_confidence(bio, "papers")
+
+
 def test_acc_wow_correlations_across_task_generator_points():
     import pandas as pd
 

@@ -69,6 +69,43 @@ def test_compare_deltas_and_signs_by_hand():
     assert c["n_questions"] == 2 and c["n_before"] == c["n_after"] == 4
 
 
+def test_parse_rate_p_wrong_of_parsed_answers_and_length_by_hand():
+    """#31: what reads p_wrong, beside it. p_wrong counts an unparsed answer as a wrong one of correctness 0;
+    p_wrong_parsed leaves it out; lengths are the answers' tokens."""
+    from wow.eval_metrics import question_totals, weighted_metric
+
+    before = [
+        {**row("q1", 0.5, False, 0.5), "n_tokens": 10},
+        {**row("q1", 0.0, False, 0.5, 1, parsed=False), "n_tokens": 30},
+        {**row("q2", 1.0, True, 0.5), "n_tokens": 20},
+        {**row("q2", 0.3, False, 0.5, 1), "n_tokens": 40},
+    ]
+    after = [
+        {**row("q1", 0.0, False, 0.5, parsed=False), "n_tokens": 64},
+        {**row("q1", 0.0, False, 0.5, 1, parsed=False), "n_tokens": 64},
+        {**row("q2", 0.9, False, 0.5), "n_tokens": 12},
+        {**row("q2", 0.0, False, 0.5, 1, parsed=False), "n_tokens": 64},
+    ]
+    s = summarize(before)
+    assert s["parse_rate"] == pytest.approx(0.75)
+    assert s["p_wrong"] == pytest.approx((0.5 + 0.0 + 0.3) / 3)  # the unparsed one at 0
+    assert s["p_wrong_parsed"] == pytest.approx((0.5 + 0.3) / 2)
+    assert s["mean_length"] == pytest.approx(25.0)
+    c = compare(before, after, n_boot=200, seed=0)
+    assert c["after_parse_rate"] == pytest.approx(0.25) and c["d_parse_rate"] == pytest.approx(-0.5)
+    # p_wrong falls (0.225 from 0.267: three unparsed answers at 0) while the parsed answers got less wrong
+    assert c["after_p_wrong"] == pytest.approx(0.9 / 4) and c["d_p_wrong"] == pytest.approx(0.9 / 4 - 0.8 / 3)
+    assert c["after_p_wrong_parsed"] == pytest.approx(0.9) and c["d_p_wrong_parsed"] == pytest.approx(0.9 - 0.4)
+    assert c["d_mean_length"] == pytest.approx(51.0 - 25.0)
+    for key in ("d_parse_rate", "d_p_wrong_parsed", "d_mean_length"):
+        assert c[f"{key}_ci_low"] <= c[key] <= c[f"{key}_ci_high"] or math.isclose(c[key], c[f"{key}_ci_high"])
+    # the per-question sums give the same values for unit weights (the bootstrap's path)
+    totals = question_totals(after, ["q1", "q2"])
+    for name, value in (("parse_rate", 0.25), ("p_wrong_parsed", 0.9), ("mean_length", 51.0)):
+        assert weighted_metric(name, totals, [1.0, 1.0]) == pytest.approx(value)
+    assert math.isnan(weighted_metric("p_wrong_parsed", totals, [1.0, 0.0]))  # q1 alone: no parsed wrong answer
+
+
 def test_compare_identical_models_has_zero_deltas_and_zero_width_cis():
     c = compare(BEFORE, BEFORE, n_boot=100, seed=1)
     for key in ("d_p_wrong", "d_acc", "neg_d_ece", "d_mean_correctness"):

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BETA = 0.1  # DPO/IPO/RSO/SPPO beta; CPO's and SimPO's beta; ORPO's lambda
 SIMPO_GAMMA = 0.5  # SimPO's target margin
 CPO_ALPHA = 1.0  # weight of CPO's NLL term; SimPO sets 0
+RPO_ALPHA = 1.0  # weight of RPO's NLL term (Pang et al.), an anchored DPO this toolkit adds to the paper's seven
 
 #: Trainers built on TRL's experimental CPO/ORPO trainers, which tokenise the chat-template text themselves and
 #: append EOS when the answer does not end with it (SmolLM2's template ends a turn with "<|im_end|>\n").
@@ -121,6 +122,9 @@ def _by_hand(model, tokenizer, pairs, trainer: str) -> dict[str, float]:
         losses = torch.relu(1 - BETA * margin)
     elif trainer == "sppo":  # SPPO with hard probabilities: winner to +1/(2 beta), loser to -1/(2 beta)
         losses = (chosen_ratio - 0.5 / BETA) ** 2 + (rejected_ratio + 0.5 / BETA) ** 2
+    elif trainer == "rpo":  # Pang et al.: DPO + alpha * mean NLL of the chosen answers' tokens of the batch
+        out["nll"] = nll_answer[0] / nll_answer[1]
+        losses = -F.logsigmoid(BETA * margin) + RPO_ALPHA * out["nll"]
     elif trainer == "cpo":  # Xu et al.: -log sigmoid(beta (log pi_c - log pi_r)), no reference, + alpha * NLL
         out["nll"] = nll_answer[0] / nll_answer[1]
         losses = -F.logsigmoid(BETA * (pc - pr)) + CPO_ALPHA * out["nll"]
@@ -167,7 +171,7 @@ def test_reported_loss_is_the_papers_formula(trainer, tiny_model, tmp_path):
     expected = _by_hand(perturb.model, AutoTokenizer.from_pretrained(tiny_model), pairs, trainer)
     assert _close(logged["loss"], expected["loss"]), f"{trainer}: TRL {logged['loss']}, by hand {expected['loss']}"
     assert _close(logged["logps/chosen"], expected["policy_chosen"])  # the same answer tokens, the same model
-    if trainer in ("dpo", "ipo", "rso", "sppo"):
+    if trainer in ("dpo", "ipo", "rso", "sppo", "rpo"):
         # the reference is the base without the adapter
         assert _close(logged["rewards/chosen"], expected["reward_chosen"])
         assert abs(expected["reward_chosen"]) > 1e-3  # the adapter moved the policy away from the reference
@@ -191,3 +195,13 @@ def test_the_formulas_tell_the_trainers_apart(tiny_model):
     losses = {t: _by_hand(model, tokenizer, _pairs(), t)["loss"] for t in TRAINERS}
     values = sorted(losses.values())
     assert all(not _close(a, b) for a, b in zip(values, values[1:], strict=False)), losses
+
+
+def test_rpo_alpha_reaches_trls_loss_weights():
+    """The weight of RPO's NLL term is the run's ``rpo_alpha`` (TRL's ``loss_weights`` of sigmoid and sft)."""
+    from wow.align_config import _trl_config
+
+    args = _trl_config("rpo", AlignConfig(rpo_alpha=0.25, bf16=False), __import__("pathlib").Path("unused"), "cpu")
+    assert list(args.loss_type) == ["sigmoid", "sft"] and list(args.loss_weights) == [1.0, 0.25]
+    dpo = _trl_config("dpo", AlignConfig(rpo_alpha=0.25, bf16=False), __import__("pathlib").Path("unused"), "cpu")
+    assert list(dpo.loss_type) == ["sigmoid"] and dpo.loss_weights in (None, [1.0])

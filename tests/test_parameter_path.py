@@ -128,7 +128,13 @@ def test_the_smoke_run_recorded_one_set_for_every_stage_and_its_training_regime(
             True,
             "none",
         ), path
-        assert json.loads(path.read_text())["bf16"] == (run_yaml["dtype"] == "bfloat16")
+        record = json.loads(path.read_text())
+        assert record["bf16"] == (run_yaml["dtype"] == "bfloat16")
+        # max_eval_pairs: 4 of the set's 5 validation pairs; 2 steps of 2 pairs read 4 of 8 training pairs, so the
+        # reference is computed per step, not precomputed for pairs never read
+        assert config["max_eval_pairs"] == smoke["max_eval_pairs"] == record["n_val"] == 4, path
+        assert record["n_train"] > smoke["max_steps"] * smoke["train_batch_size"]
+        assert record["precomputed_ref_log_probs"] is False
 
 
 # -- reruns skip what did not change ------------------------------------------------------------------------------

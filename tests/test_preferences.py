@@ -244,3 +244,30 @@ def test_save_and_load_roundtrip(tmp_path, answers):
     assert question_ids([folder]) == {"q1", "q2"}
     with pytest.raises(WowError, match="not a saved preference set"):
         load_preferences(tmp_path / "missing")
+
+
+def test_pairs_per_question_keeps_the_largest_label_gaps_and_the_arms_flip_exactly_those():
+    """#31's label-bearing pairs: the k pairs of largest label gap of each train question (ties in sample order),
+    chosen before the flips, so oracle, noisy and random train on the same pairs."""
+    from wow import preference_pairs
+
+    def answer(q, i, c):
+        return {"question_id": q, "generator": "g", "answer_id": f"{q}|{i}", "sample_index": i, "raw_label": c}
+
+    pool = [answer("q", 0, 0.9), answer("q", 1, 0.1), answer("q", 2, 0.5), answer("q", 3, 0.5)]
+    pairs = [{"chosen": a, "rejected": b} for a, b in ((pool[0], pool[1]), (pool[2], pool[1]), (pool[3], pool[1]),
+                                                       (pool[0], pool[2]), (pool[0], pool[3]))]  # fmt: skip
+    # gaps 0.8, 0.4, 0.4, 0.4, 0.4: the 0.8 pair, then the first 0.4 pair in order
+    assert preference_pairs.largest_gap_pairs(pairs, 2) == pairs[:2]
+    assert preference_pairs.largest_gap_pairs(pairs, 9) == pairs
+    with pytest.raises(WowError, match="pairs_per_question"):
+        preference_pairs.largest_gap_pairs(pairs, 0)
+
+
+def test_pairs_per_question_reaches_the_oracle_arms_and_spares_judged_sets(answers):
+    # A/q2: labels -5, -1, -4: pairs (-1 over -5) gap 4, (-4 over -5) gap 1, (-1 over -4) gap 3 -> k = 1 keeps gap 4
+    one = build_preferences(answers, "oracle", generators=["A"], pairs_per_question=1, val_fraction=0.0)
+    assert {r["question_id"] for r in pairs(one)} == {"q1", "q2"} and len(pairs(one)) == 2
+    assert ("q2|A|1", "q2|A|0") in ids(one)
+    flipped = build_preferences(answers, "random", generators=["A"], pairs_per_question=1, val_fraction=0.0)
+    assert {frozenset(i) for i in ids(flipped)} == {frozenset(i) for i in ids(one)}  # the same pairs, some flipped

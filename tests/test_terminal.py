@@ -73,7 +73,10 @@ def test_results_say_whether_training_moved_the_model_and_which_gains_exclude_ze
     (tmp_path / "eval" / "sp").mkdir(parents=True)
     for model, extracted in (("original", [1, 2, None, 4]), ("self_oracle_dpo", [1, None, 3, 4])):
         with open(tmp_path / "eval" / "sp" / f"{model}.jsonl", "w") as f:
-            f.writelines(json.dumps({"extracted": e}) + "\n" for e in extracted)
+            f.writelines(
+                json.dumps({"question_id": "q", "extracted": e, "is_correct": False, "correctness": 0.0}) + "\n"
+                for e in extracted
+            )
     text = verdict.results_text(tmp_path)
     assert "parse rate of the test answers: sp/original 0.75, sp/self_oracle_dpo 0.75; below 0.9 after " in text
     assert "alignment: sp/self_oracle_dpo (their p_wrong" in text and "sp/original (their" not in text

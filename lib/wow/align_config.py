@@ -10,6 +10,7 @@ dpo      ``DPOTrainer``, ``loss_type="sigmoid"``                          DPO
 ipo      ``DPOTrainer``, ``loss_type="ipo"``                              IPO
 rso      ``DPOTrainer``, ``loss_type="hinge"``                            RSO's loss (no rejection sampling)
 sppo     ``DPOTrainer``, ``loss_type="sppo_hard"``                        SPPO
+rpo      ``DPOTrainer``, ``loss_type=["sigmoid", "sft"]``, weights 1, a   RPO: DPO anchored by the chosen NLL
 cpo      ``trl.experimental.cpo.CPOTrainer``, ``loss_type="sigmoid"``     CPO
 simpo    ``CPOTrainer``, ``loss_type="simpo"``, ``cpo_alpha=0``           SimPO
 orpo     ``trl.experimental.orpo.ORPOTrainer``                            ORPO
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +80,10 @@ class AlignConfig:
             ``reduce_lr_on_plateau`` steps on these evaluations.
         logging_steps: log the loss every this many steps (the first step is always logged).
         cpo_alpha: weight of CPO's behaviour-cloning term (``cpo`` only; SimPO always uses 0).
+        rpo_alpha: weight a of RPO's NLL term (``rpo`` only): the loss is DPO's plus a times the mean negative
+            log-likelihood of the chosen answers' tokens (Pang et al., 2024; TRL's ``loss_weights`` of ``sigmoid``
+            and ``sft``, since ``rpo_alpha`` left TRL). It anchors the chosen answers' likelihood, which plain DPO
+            lets fall (likelihood displacement).
         simpo_gamma: SimPO's target reward margin (TRL's default 0.5).
         device: ``cpu``, ``cuda``; None: cuda when available. On CPU ``use_cpu`` is passed to the trainer.
         bf16: bfloat16 autocast; None: on for CPUs that multiply bf16 natively (AMX, AVX512-BF16: about 1.7x
@@ -92,6 +98,9 @@ class AlignConfig:
         quantization: ``none`` (LoRA on the unquantised model, any machine) or ``4bit`` (the paper's QLoRA: NF4,
             double quantisation, bfloat16 compute; a CUDA GPU and ``bitsandbytes``; see :mod:`wow.quantization`).
             ``4bit`` needs ``use_lora``.
+        max_eval_pairs: the in-run validation reads at most this many validation pairs, a subset drawn with
+            ``seed`` (HF's ``max_eval_samples``); None reads them all. A short training (``max_steps``) would
+            otherwise spend more on its validation than on its steps (the demo: 39 pairs read after 8 trained).
         gradient_checkpointing: recompute activations in the backward pass (less memory, one more forward pass of time;
             the paper: on). TRL's ``activation_checkpointing``.
         keep_checkpoints: keep ``checkpoints/`` (the trainer checkpoints) once the run is complete; by default it is
@@ -102,8 +111,10 @@ class AlignConfig:
             training and validation pair once, before the first step (TRL's ``precompute_ref_log_probs``), instead
             of one extra forward pass per step and per validation; TRL caches them by the data set's fingerprint and
             the model's hash, so the points of a grid on the same pairs compute them once. The reference is the
-            model as loaded (the LoRA adapters off), exactly as without precomputing. CPO, SimPO and ORPO have no
-            reference model.
+            model as loaded (the LoRA adapters off), exactly as without precomputing. Only where the training reads
+            every training pair (:func:`reads_every_pair`): a run that ``max_steps`` stops earlier would precompute
+            pairs it never sees (the demo: 135 pairs for 8 read), so it computes the reference per step. CPO, SimPO
+            and ORPO have no reference model.
     """
 
     learning_rate: float = 5e-5
@@ -126,6 +137,7 @@ class AlignConfig:
     eval_steps: int = 1000
     logging_steps: int = 5
     cpo_alpha: float = 1.0
+    rpo_alpha: float = 1.0
     simpo_gamma: float = 0.5
     device: str | None = None
     bf16: bool | None = None
@@ -136,6 +148,7 @@ class AlignConfig:
     keep_checkpoints: bool = False
     precompute_ref_log_probs: bool = True
     report_to: list[str] = dataclasses.field(default_factory=list)
+    max_eval_pairs: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> AlignConfig:
@@ -167,6 +180,8 @@ class AlignConfig:
             raise WowError(f"weight_decay must be >= 0; got {self.weight_decay}.")
         if self.eval_steps < 1:
             raise WowError(f"eval_steps must be >= 1; got {self.eval_steps}.")
+        if self.max_eval_pairs is not None and self.max_eval_pairs < 1:
+            raise WowError(f"max_eval_pairs must be >= 1 or None (all); got {self.max_eval_pairs}.")
         if self.quantization not in QUANTIZATIONS:
             raise WowError(f"unknown quantization {self.quantization!r}; valid: {', '.join(QUANTIZATIONS)}.")
         if self.quantization != "none" and not self.use_lora:
@@ -198,10 +213,26 @@ def _bf16(config: AlignConfig, device: str) -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def _trl_config(trainer: str, config: AlignConfig, output_dir: Path, device: str, has_validation: bool = False):
+def reads_every_pair(config: AlignConfig, n_train: int | None, world_size: int = 1) -> bool:
+    """True when the training reads each of its ``n_train`` pairs at least once: no ``max_steps``, or enough steps
+    (``max_steps x batch_size x grad_accumulation x world_size >= n_train``); unknown ``n_train``: True."""
+    if config.max_steps <= 0 or n_train is None:
+        return True
+    return config.max_steps * config.batch_size * config.grad_accumulation * world_size >= n_train
+
+
+def _trl_config(
+    trainer: str,
+    config: AlignConfig,
+    output_dir: Path,
+    device: str,
+    has_validation: bool = False,
+    n_train: int | None = None,
+):
     """TRL's config of one run into ``output_dir`` (checkpoints in its ``checkpoints/``); with ``has_validation``
     the validation loss every ``eval_steps`` steps selects the checkpoint that is loaded at the end (the paper's
-    ``load_best_model_at_end`` on ``eval_loss``, lower is better)."""
+    ``load_best_model_at_end`` on ``eval_loss``, lower is better). ``n_train`` decides whether the reference's
+    log-probabilities are precomputed (:func:`reads_every_pair`)."""
     family, method = TRAINERS[trainer]
     common = dict(
         output_dir=str(checkpoints.folder(output_dir)),
@@ -237,7 +268,10 @@ def _trl_config(trainer: str, config: AlignConfig, output_dir: Path, device: str
     if family == "dpo":
         from trl import DPOConfig
 
-        return DPOConfig(**common, **method, precompute_ref_log_probs=config.precompute_ref_log_probs)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        precompute = config.precompute_ref_log_probs and reads_every_pair(config, n_train, world_size)
+        weights = {"loss_weights": [1.0, config.rpo_alpha]} if trainer == "rpo" else {}
+        return DPOConfig(**common, **method, **weights, precompute_ref_log_probs=precompute)
     if family == "cpo":
         from trl.experimental.cpo import CPOConfig
 

@@ -2,8 +2,9 @@
 
 Made for measuring a protocol switch (docs/fidelity.md): the same parameter set run once with ``protocol: wow`` and
 once with ``protocol: paper``. Per task (all generators pooled) the table shows the protocol, the answers' parse
-rate, the wrong-over-wrong candidate pairs and Acc_WoW at M = 1.0 of every method (with its pair count), side by
-side with the difference B - A. A value a run lacks (a stage it did not reach, a method it did not run) shows as
+rate, the wrong-over-wrong candidate pairs and Acc_WoW at M = 1.0 of every method (with its pair count), and per
+aligned setting (``alignment.csv``) Δp_wrong beside what reads it (the aligned model's parse rate, Δp_wrong over
+the parsed answers, the change of answer length), side by side with the difference B - A. A value a run lacks (a stage it did not reach, a method it did not run) shows as
 ``-``.
 
 Example::
@@ -56,7 +57,22 @@ def _run(run_dir: str | Path) -> dict:
                 n = int(m["n_pairs"].sum())
                 hits = float(m["n_hits"].sum())
                 out[(f"Acc_WoW M=1: {name}", task)] = (hits / n if n else math.nan, n)
+    if (d / "alignment.csv").is_file():
+        for _, r in pd.read_csv(d / "alignment.csv").iterrows():
+            where = str(r.get("eval_task") if isinstance(r.get("eval_task"), str) else r["task"])
+            for column, what in ALIGNMENT_COLUMNS.items():
+                if column in r and pd.notna(r[column]):
+                    out[(f"{r['setting']}: {what}", where)] = float(r[column])
     return out
+
+
+#: alignment.csv columns ``wow compare`` shows per aligned setting: Δp_wrong and what reads it.
+ALIGNMENT_COLUMNS = {
+    "d_p_wrong": "Δp_wrong",
+    "after_parse_rate": "parse rate after alignment",
+    "d_p_wrong_parsed": "Δp_wrong, parsed answers only",
+    "d_mean_length": "Δ answer length (tokens)",
+}
 
 
 def compare(run_a: str | Path, run_b: str | Path) -> pd.DataFrame:

@@ -267,15 +267,22 @@ def _row(
 
 
 # -- Figure 2/5 analysis -----------------------------------------------------------------------------------------
-def task_accuracy_confidence(answers: Sequence[dict]) -> pd.DataFrame:
+#: The task whose accuracy the paper's code takes as its mean graded correctness (FActScore) under ``protocol: paper``.
+PAPER_MEAN_SCORE_TASK = "bio_generation"
+
+
+def task_accuracy_confidence(answers: Sequence[dict], protocol: str = "wow") -> pd.DataFrame:
     """Task accuracy and mean confidence per (task, generator): the x-axes of the paper's Figures 2 and 5.
 
-    Accuracy is the share of correct answers over all answers (unparsed = wrong). Confidence is the mean of
-    ``exp(mean_logprob)`` over the answers that have logprobs (the paper's code kept the others in the denominator).
+    ``wow``: accuracy is the share of correct answers over all answers (unparsed = wrong), for every task; confidence
+    is the mean of ``exp(mean_logprob)`` over the answers that have logprobs. ``paper`` (docs/fidelity.md rows 36
+    and 41): both are sums over all answers divided by their number, so an answer without logprobs counts 0
+    confidence; Bio's accuracy is the mean FActScore (its ``correctness``), not the share with FActScore >= 0.9.
 
     Returns:
         DataFrame: ``task, generator, n_answers, accuracy, mean_confidence, n_confidence, n_wow_pairs``.
     """
+    schema.check_protocol(protocol)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for a in answers:
         groups[(a["task"], a["generator"])].append(a)
@@ -283,13 +290,24 @@ def task_accuracy_confidence(answers: Sequence[dict]) -> pd.DataFrame:
     rows = []
     for (task, gen), rows_g in sorted(groups.items()):
         conf = [math.exp(a["mean_logprob"]) for a in rows_g if a.get("mean_logprob") is not None]
+        if protocol == "paper":
+            graded = [a.get("correctness") or 0.0 for a in rows_g] if task == PAPER_MEAN_SCORE_TASK else None
+            accuracy = (
+                sum(graded) / len(rows_g)
+                if graded is not None
+                else metrics.accuracy([bool(a["is_correct"]) for a in rows_g])
+            )
+            confidence = sum(conf) / len(rows_g) if rows_g else None
+        else:
+            accuracy = metrics.accuracy([bool(a["is_correct"]) for a in rows_g])
+            confidence = sum(conf) / len(conf) if conf else None
         rows.append(
             {
                 "task": task,
                 "generator": gen,
                 "n_answers": len(rows_g),
-                "accuracy": metrics.accuracy([bool(a["is_correct"]) for a in rows_g]),
-                "mean_confidence": sum(conf) / len(conf) if conf else None,
+                "accuracy": accuracy,
+                "mean_confidence": confidence,
                 "n_confidence": len(conf),
                 "n_wow_pairs": n_pairs[(task, gen)],
             }

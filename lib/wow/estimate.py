@@ -217,6 +217,8 @@ def preference_pairs(P: RunParams, task: str, kind: str, margin: float | None, s
     types, half of them right), after the margin share and ``max_pairs``."""
     n_gen = 1 if source == "self" else len(P.generators)
     per_question = math.comb(P.n_samples, 2)
+    if P.pairs_per_question and kind in ("oracle", "noisy", "random"):
+        per_question = min(per_question, P.pairs_per_question)
     if kind.startswith("row"):
         half = P.n_samples // 2
         per_question = half * (P.n_samples - half) + (per_question if kind != "row" else 0)

@@ -34,15 +34,31 @@ from wow import WowError
 
 log = logging.getLogger(__name__)
 
-#: metric name -> sign of "after - before" that counts as better (ECE: lower is better).
-METRICS = {"mean_correctness": 1, "p_wrong": 1, "accuracy": 1, "ece": -1}
-#: delta column per metric (positive = better for all).
+#: metric name -> sign of "after - before" that counts as better (ECE: lower is better). Beside p_wrong, what reads
+#: it: the parse rate, p_wrong over the parsed answers only (p_wrong counts an unparsed answer as a wrong one of
+#: correctness 0, so a model that stops writing a parseable answer looks more wrong), and the mean answer length in
+#: tokens (its sign +1 only orders the difference: after - before, longer or shorter is neither better).
+METRICS = {
+    "mean_correctness": 1,
+    "p_wrong": 1,
+    "accuracy": 1,
+    "ece": -1,
+    "parse_rate": 1,
+    "p_wrong_parsed": 1,
+    "mean_length": 1,
+}
+#: delta column per metric (positive = better for all but ``d_mean_length``).
 DELTA_NAMES = {
     "mean_correctness": "d_mean_correctness",
     "p_wrong": "d_p_wrong",
     "accuracy": "d_acc",
     "ece": "neg_d_ece",
+    "parse_rate": "d_parse_rate",
+    "p_wrong_parsed": "d_p_wrong_parsed",
+    "mean_length": "d_mean_length",
 }
+#: A model whose test answers parse less often than this is flagged beside its gains (report, verdict).
+LOW_PARSE_RATE = 0.9
 #: ECE bins of the before/after comparison (:func:`wow.metrics.ece`'s default).
 ECE_BINS = 10
 
@@ -54,26 +70,54 @@ def _confidence(rows: Sequence[dict]) -> np.ndarray:
     )
 
 
-def _metric(name: str, correctness: np.ndarray, is_correct: np.ndarray, confidence: np.ndarray) -> float:
+@dataclass(frozen=True)
+class _Rows:
+    """One model's answer rows as arrays: graded correctness (NaN unparsed), correct, confidence (NaN without a
+    logprob), parsed, answer length in tokens (NaN unknown)."""
+
+    correctness: np.ndarray
+    is_correct: np.ndarray
+    confidence: np.ndarray
+    parsed: np.ndarray
+    length: np.ndarray
+
+
+def _metric(name: str, rows: _Rows) -> float:
     """One metric of :data:`METRICS` (ECE over the answers that have a confidence; NaN if none)."""
     from wow import metrics
 
+    correctness, is_correct, confidence = rows.correctness, rows.is_correct, rows.confidence
     if name == "mean_correctness":
         return metrics.mean_correctness(correctness)
     if name == "p_wrong":
         return metrics.p_wrong(correctness, is_correct) if not is_correct.all() else float("nan")
     if name == "accuracy":
         return metrics.accuracy(is_correct)
+    if name == "parse_rate":
+        return float(rows.parsed.mean())
+    if name == "p_wrong_parsed":
+        wrong = rows.parsed & ~is_correct
+        return float(np.clip(np.nan_to_num(correctness[wrong]), 0.0, 1.0).mean()) if wrong.any() else float("nan")
+    if name == "mean_length":
+        known = np.isfinite(rows.length)
+        return float(rows.length[known].mean()) if known.any() else float("nan")
     has_conf = np.isfinite(confidence)
     return metrics.ece(confidence[has_conf], is_correct[has_conf]) if has_conf.any() else float("nan")
 
 
-def _arrays(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _arrays(rows: Sequence[dict]) -> _Rows:
     if not rows:
         raise WowError("no answer rows to summarise; evaluate_model returned nothing.")
     correctness = np.array([np.nan if r.get("correctness") is None else r["correctness"] for r in rows], dtype=float)
     is_correct = np.array([bool(r["is_correct"]) for r in rows], dtype=bool)
-    return correctness, is_correct, _confidence(rows)
+    parsed = np.array([r.get("extracted") is not None for r in rows], dtype=bool)
+    length = np.array([np.nan if r.get("n_tokens") is None else r["n_tokens"] for r in rows], dtype=float)
+    return _Rows(correctness, is_correct, _confidence(rows), parsed, length)
+
+
+def metric(name: str, rows: Sequence[dict]) -> float:
+    """One metric of :data:`METRICS` of one model's answer rows (what :func:`summarize` reports under ``name``)."""
+    return _metric(name, _arrays(rows))
 
 
 def gain(name: str, before_rows: Sequence[dict], after_rows: Sequence[dict]) -> float:
@@ -85,8 +129,8 @@ def gain(name: str, before_rows: Sequence[dict], after_rows: Sequence[dict]) -> 
         before_rows: the original model's answer rows.
         after_rows: the aligned model's.
     """
-    before = _metric(name, *_arrays(before_rows))
-    return METRICS[name] * (_metric(name, *_arrays(after_rows)) - before)
+    before = _metric(name, _arrays(before_rows))
+    return METRICS[name] * (_metric(name, _arrays(after_rows)) - before)
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -97,19 +141,19 @@ def summarize(rows: Sequence[dict]) -> dict:
 
     Returns:
         ``n`` (answers), ``n_questions``, ``mean_correctness``, ``p_wrong`` (mean correctness of wrong answers,
-        unparsed at 0), ``accuracy``, ``ece`` (over the answers with a logprob; NaN if none), ``n_confidence``
-        (answers with a logprob) and ``parse_rate``.
+        unparsed at 0), ``accuracy``, ``ece`` (over the answers with a logprob; NaN if none), ``parse_rate``,
+        ``p_wrong_parsed`` (p_wrong over the parsed answers), ``mean_length`` (tokens) and ``n_confidence``
+        (answers with a logprob).
     """
-    correctness, is_correct, confidence = _arrays(rows)
-    n_conf = int(np.isfinite(confidence).sum())
+    arrays = _arrays(rows)
+    n_conf = int(np.isfinite(arrays.confidence).sum())
     if n_conf < len(rows):
         log.warning("ECE over %d of %d answers: the others have no logprobs", n_conf, len(rows))
     return {
         "n": len(rows),
         "n_questions": len({r["question_id"] for r in rows}),
-        **{name: _metric(name, correctness, is_correct, confidence) for name in METRICS},
+        **{name: _metric(name, arrays) for name in METRICS},
         "n_confidence": n_conf,
-        "parse_rate": float(np.mean([r.get("extracted") is not None for r in rows])),
     }
 
 
@@ -126,6 +170,11 @@ class QuestionTotals:
         wrong_correctness: graded correctness of the wrong answers summed.
         n_confidence: answers with a confidence (a logprob).
         bin_gap: questions x ECE bins: ``confidence - is_correct`` summed over the answers in each bin.
+        n_parsed: parsed answers.
+        n_parsed_wrong: parsed wrong answers.
+        parsed_wrong_correctness: graded correctness of the parsed wrong answers summed.
+        n_length: answers of known length.
+        length: their lengths (tokens) summed.
     """
 
     n: np.ndarray
@@ -135,6 +184,11 @@ class QuestionTotals:
     wrong_correctness: np.ndarray
     n_confidence: np.ndarray
     bin_gap: np.ndarray
+    n_parsed: np.ndarray
+    n_parsed_wrong: np.ndarray
+    parsed_wrong_correctness: np.ndarray
+    n_length: np.ndarray
+    length: np.ndarray
 
 
 def question_totals(rows: Sequence[dict], questions: Sequence[str], n_bins: int = ECE_BINS) -> QuestionTotals:
@@ -153,16 +207,18 @@ def question_totals(rows: Sequence[dict], questions: Sequence[str], n_bins: int 
 
     pos = {q: i for i, q in enumerate(questions)}
     n_q = len(questions)
-    index, correctness, correct, logprob = [], [], [], []
+    index, correctness, correct, logprob, parsed, length = [], [], [], [], [], []
     for r in rows:  # one pass: this runs for every model of a study
         i = pos.get(r["question_id"])
         if i is None:
             continue
         index.append(i)
-        c, lp = r.get("correctness"), r.get("mean_logprob")
+        c, lp, n_tokens = r.get("correctness"), r.get("mean_logprob"), r.get("n_tokens")
         correctness.append(np.nan if c is None else c)
         correct.append(bool(r["is_correct"]))
         logprob.append(np.nan if lp is None else lp)
+        parsed.append(r.get("extracted") is not None)
+        length.append(np.nan if n_tokens is None else n_tokens)
     q = np.array(index, dtype=int)
     c = np.clip(np.nan_to_num(np.array(correctness, dtype=float), nan=0.0), 0.0, 1.0)
     ok = np.array(correct, dtype=float)
@@ -175,6 +231,11 @@ def question_totals(rows: Sequence[dict], questions: Sequence[str], n_bins: int 
     def total(values: np.ndarray) -> np.ndarray:
         return np.bincount(q, weights=values, minlength=n_q).astype(float)
 
+    seen = np.array(parsed, dtype=float)
+    parsed_wrong = seen * (1.0 - ok)
+    tokens = np.array(length, dtype=float)
+    known = np.isfinite(tokens)
+
     return QuestionTotals(
         n=total(np.ones(len(q))),
         correct=total(ok),
@@ -183,6 +244,11 @@ def question_totals(rows: Sequence[dict], questions: Sequence[str], n_bins: int 
         wrong_correctness=total(c * (1.0 - ok)),
         n_confidence=total(has.astype(float)),
         bin_gap=bin_gap,
+        n_parsed=total(seen),
+        n_parsed_wrong=total(parsed_wrong),
+        parsed_wrong_correctness=total(c * parsed_wrong),
+        n_length=total(known.astype(float)),
+        length=total(np.nan_to_num(tokens)),
     )
 
 
@@ -209,6 +275,9 @@ def weighted_metric(name: str, totals: QuestionTotals, weights: np.ndarray) -> n
             "mean_correctness": (totals.correctness, totals.n),
             "p_wrong": (totals.wrong_correctness, totals.n_wrong),
             "accuracy": (totals.correct, totals.n),
+            "parse_rate": (totals.n_parsed, totals.n),
+            "p_wrong_parsed": (totals.parsed_wrong_correctness, totals.n_parsed_wrong),
+            "mean_length": (totals.length, totals.n_length),
         }[name]
         num, den = w @ num, w @ den
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -259,7 +328,7 @@ def compare(
     arrays = {"before": _arrays(before), "after": _arrays(after)}
     out: dict[str, Any] = {"n_questions": len(common), "n_before": len(before), "n_after": len(after)}
     for name in METRICS:
-        b, a = _metric(name, *arrays["before"]), _metric(name, *arrays["after"])
+        b, a = _metric(name, arrays["before"]), _metric(name, arrays["after"])
         delta_key = DELTA_NAMES[name]
         for key, value in ((f"before_{name}", b), (f"after_{name}", a), (delta_key, METRICS[name] * (a - b))):
             out[key] = value
@@ -311,9 +380,9 @@ def reliability(rows_by_model: Mapping[str, Sequence[dict]], n_bins: int = 10):
 
     tables = []
     for model, rows in rows_by_model.items():
-        _, is_correct, confidence = _arrays(rows)
-        ok = np.isfinite(confidence)
-        table = metrics.reliability_bins(confidence[ok], is_correct[ok], n_bins)
+        arrays = _arrays(rows)
+        ok = np.isfinite(arrays.confidence)
+        table = metrics.reliability_bins(arrays.confidence[ok], arrays.is_correct[ok], n_bins)
         table.insert(0, "model", model)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)

@@ -133,7 +133,11 @@ class RunParams(BaseModel):
     pref_check: bool = Field(True, description="direct sets: only pairs judged the same way in both orders")
     pref_score_k: int = Field(5, description="score sets: answers per score prompt (must be in score_k)")
     max_pairs: int = Field(4000, gt=0, description="cap on preference pairs per set")
-    trainers: list[str] = Field(["dpo"], description="dpo, ipo, rso, sppo, cpo, simpo, orpo")
+    pairs_per_question: int | None = Field(
+        None, gt=0, description="oracle, noisy@q, random: the k largest-gap pairs of each train question (None: all)"
+    )
+    trainers: list[str] = Field(["dpo"], description="dpo, ipo, rso, sppo, rpo (DPO + NLL), cpo, simpo, orpo")
+    rpo_alpha: float = Field(1.0, gt=0, description="rpo: weight of the chosen answers' NLL added to DPO's loss")
     learning_rates: list[float] = Field([5e-5], description="grid: learning rates")
     lr_schedulers: list[str] = Field(
         ["cosine"], description="grid: schedulers (paper: cosine, cosine_with_restarts, reduce_lr_on_plateau)"
@@ -147,6 +151,9 @@ class RunParams(BaseModel):
         1000,
         gt=0,
         description="validation loss and a checkpoint every this many steps and at the last; the best is kept",
+    )
+    max_eval_pairs: int | None = Field(
+        None, gt=0, description="in-run validation: at most this many validation pairs, seeded (None: all)"
     )
     quantization: Literal["none", "4bit"] = Field(
         "none", description="4bit: the paper's QLoRA (NF4; a CUDA GPU and bitsandbytes); none: LoRA, any machine"

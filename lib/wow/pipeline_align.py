@@ -65,6 +65,7 @@ def build_preference_sets(
                     cap=P.max_pairs,
                     seed=P.seed,
                     protocol=P.protocol,
+                    pairs_per_question=P.pairs_per_question,
                 )
             except WowError as e:
                 log.warning("no %s preference set for %s: %s", spec.setting(P), name, e)
@@ -131,10 +132,12 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
     by_split = _by_split(questions)
     config = align.AlignConfig(
         beta=P.beta,
+        rpo_alpha=P.rpo_alpha,
         batch_size=P.train_batch_size,
         max_steps=P.max_steps,
         seed=P.seed,
         eval_steps=P.eval_steps,
+        max_eval_pairs=P.max_eval_pairs,
         quantization=P.quantization,
         gradient_checkpointing=P.gradient_checkpointing,
         bf16=None if P.quantization == "4bit" else P.dtype == "bfloat16",

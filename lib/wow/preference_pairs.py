@@ -106,6 +106,22 @@ def _oracle_pairs(pool: dict[str, dict]) -> list[dict]:
     return pairs
 
 
+def largest_gap_pairs(pairs: list[dict], k: int) -> list[dict]:
+    """The ``k`` pairs of each question (and generator) whose labels differ most, the others dropped; pairs of one
+    gap keep their order (sample order, :func:`wow.pairs.candidate_pairs`). Labels only: for oracle pairs and the
+    sets flipped from them (``noisy@q``, ``random``), which then flip exactly these pairs."""
+    if k < 1:
+        raise WowError(f"pairs_per_question must be >= 1; got {k}.")
+    groups: dict[tuple, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        groups.setdefault((pair["chosen"]["question_id"], pair["chosen"]["generator"]), []).append(i)
+    keep = set()
+    for indices in groups.values():
+        indices.sort(key=lambda i: (-(label(pairs[i]["chosen"]) - label(pairs[i]["rejected"])), i))
+        keep.update(indices[:k])
+    return [pair for i, pair in enumerate(pairs) if i in keep]
+
+
 def right_over_wrong_pairs(pool: dict[str, dict]) -> list[dict]:
     """Right over wrong: the pairs of one correct and one wrong parsed answer of a question."""
     pairs = [_pair(right, wrong, "row") for right, wrong in row_pairs(pool.values())]

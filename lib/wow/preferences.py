@@ -68,7 +68,12 @@ from wow.preference_examples import (
     question_prompts,
     split_by_question,
 )
-from wow.preference_pairs import right_over_wrong_pairs, train_answer_pool, wrong_over_wrong_pairs
+from wow.preference_pairs import (
+    largest_gap_pairs,
+    right_over_wrong_pairs,
+    train_answer_pool,
+    wrong_over_wrong_pairs,
+)
 from wow.protocol import is_paper
 
 log = logging.getLogger(__name__)
@@ -95,6 +100,7 @@ def build_preferences(
     drop_options: bool = False,
     questions: Iterable | Mapping | None = None,
     protocol: str = "wow",
+    pairs_per_question: int | None = None,
 ):
     """Build a preference set (train and validation splits) from graded answers.
 
@@ -122,6 +128,10 @@ def build_preferences(
             :func:`wow.protocol.paper_prompt_messages`); ``score`` sets cut ``round(n * M)`` pairs per (task,
             generator) keeping ties with the later answer chosen (:func:`wow.pairs.paper_score_margin`), and
             MedMCQA's tied wrong pairs enter them (:func:`wow.protocol.allows_tied_pairs`).
+        pairs_per_question: ``oracle``, ``noisy@q``, ``random``: keep the k pairs of largest label gap of each
+            train question (:func:`wow.preference_pairs.largest_gap_pairs`) before the cap and the flips, so every
+            controlled arm trains on the same label-bearing pairs. None: every pair. Other types ignore it (their
+            pairs must not read the labels).
 
     Returns:
         ``datasets.DatasetDict`` with ``train`` and ``validation`` (the latter may be empty for one question).
@@ -149,12 +159,10 @@ def build_preferences(
         pairs = examples_from_pairs(right_over_wrong_pairs(pool), pref_type, prompts, paper)
         pairs = rng.sample(pairs, min(cap, len(pairs))) if cap else rng.sample(pairs, len(pairs))
     else:
-        wow = examples_from_pairs(
-            wrong_over_wrong_pairs(wow_kind, pool, judgements, scores, check, margin, protocol),
-            pref_type,
-            prompts,
-            paper,
-        )
+        found = wrong_over_wrong_pairs(wow_kind, pool, judgements, scores, check, margin, protocol)
+        if pairs_per_question is not None and wow_kind == "oracle":
+            found = largest_gap_pairs(found, pairs_per_question)
+        wow = examples_from_pairs(found, pref_type, prompts, paper)
         if pref_type.startswith("row_"):
             row = examples_from_pairs(right_over_wrong_pairs(pool), pref_type, prompts, paper)
             n = min(len(wow), len(row), cap // 2 if cap else len(wow))

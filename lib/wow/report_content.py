@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from wow import WowError, layout, verdict
+from wow import WowError, eval_metrics, layout, verdict
 from wow import report_format as fmt
 from wow.report_stages import stage_rows
 
@@ -57,6 +57,9 @@ ALIGNMENT_HEADER = [
     "ΔAcc [95% CI]",
     "−ΔECE [95% CI]",
     "true Δp_wrong detected with 80% power (design)",
+    "parse rate before → after",
+    "Δp_wrong, parsed answers only [95% CI]",
+    "Δ answer length, tokens [95% CI]",
 ]
 #: Row labels of the three gains.
 GAIN_LABELS = {"d_p_wrong": "Δp_wrong", "d_acc": "ΔAcc", "neg_d_ece": "−ΔECE"}
@@ -239,7 +242,23 @@ def alignment_section(df: pd.DataFrame) -> dict:
         before_after = f"{fmt.num(r.get('before_p_wrong'))} → {fmt.num(r.get('after_p_wrong'))}"
         cells = [fmt.text(r.get("setting")), fmt.text(r.get("task")), before_after, ci("d_p_wrong")]
         reading = ci_reading(r.get("d_p_wrong_ci_low"), r.get("d_p_wrong_ci_high"), r.get("d_p_wrong_equiv_bound"))
-        rows.append([*cells, reading, ci("d_acc"), ci("neg_d_ece"), fmt.num(r.get("d_p_wrong_mde"))])
+        after_parse = r.get("after_parse_rate")
+        low = not fmt.is_missing(after_parse) and float(after_parse) < eval_metrics.LOW_PARSE_RATE
+        parse = f"{fmt.num(r.get('before_parse_rate'))} → {fmt.num(after_parse)}" + (
+            f" (below {eval_metrics.LOW_PARSE_RATE}: p_wrong counts its unparsed answers as 0)" if low else ""
+        )
+        rows.append(
+            [
+                *cells,
+                reading,
+                ci("d_acc"),
+                ci("neg_d_ece"),
+                fmt.num(r.get("d_p_wrong_mde")),
+                parse,
+                ci("d_p_wrong_parsed"),
+                ci("d_mean_length"),
+            ]
+        )
     note = (
         "Each Δ is read by its own 95% CI (paired bootstrap over test questions): a CI that misses 0 is a change at "
         "the 5% level; a CI that holds 0 shows none and bounds the change by the 90% CI's far end (two one-sided "

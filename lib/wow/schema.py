@@ -47,6 +47,7 @@ TRAINERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ipo": ("dpo", {"loss_type": "ipo"}),
     "rso": ("dpo", {"loss_type": "hinge"}),
     "sppo": ("dpo", {"loss_type": "sppo_hard"}),
+    "rpo": ("dpo", {"loss_type": ["sigmoid", "sft"]}),  # DPO + rpo_alpha x NLL of the chosen answer (Pang et al.)
     "cpo": ("cpo", {"loss_type": "sigmoid"}),
     "simpo": ("cpo", {"loss_type": "simpo", "cpo_alpha": 0.0}),
     "orpo": ("orpo", {}),

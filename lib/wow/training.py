@@ -216,9 +216,12 @@ def train(
     model, tokenizer = _load(model_name, config, device)
     train_ds, train_cut = _prepare(preferences_train, tokenizer, config, "train")
     val_ds, val_cut = _prepare(preferences_val, tokenizer, config, "validation")
+    if val_ds is not None and config.max_eval_pairs is not None and len(val_ds) > config.max_eval_pairs:
+        log.info("%s: validating on %d of %d pairs (max_eval_pairs)", output_dir, config.max_eval_pairs, len(val_ds))
+        val_ds = val_ds.shuffle(seed=config.seed).select(range(config.max_eval_pairs))
     if val_ds is None:
         log.info("%s: no validation pairs, so no evaluation while training: the final weights are saved", output_dir)
-    args = _trl_config(trainer, config, output_dir, device, has_validation=val_ds is not None)
+    args = _trl_config(trainer, config, output_dir, device, has_validation=val_ds is not None, n_train=len(train_ds))
     checkpoints.barrier()  # every process has chosen its checkpoint before the main one clears stale ones
     checkpoints.start(output_dir, settings, resume)
     trl_trainer = _trainer_class(trainer)(
@@ -288,7 +291,7 @@ def train(
     trl_trainer.save_model(str(output_dir))
     checkpoints.barrier()  # the adapter is written before the run is marked complete and its checkpoints go
     if trl_trainer.is_world_process_zero():
-        _write_log(result, device, args.bf16, args.world_size)
+        _write_log(result, device, args.bf16, args.world_size, bool(getattr(args, "precompute_ref_log_probs", False)))
         checkpoints.finish(output_dir, config.keep_checkpoints)
     del trl_trainer, model
     _free_memory()
@@ -335,7 +338,7 @@ def _mean_train_loss(out, state, resumed_from: int | None) -> float | None:
     return (before + loss * (total - resumed_from)) / total if total else loss
 
 
-def _write_log(result: TrainResult, device: str, bf16: bool, world_size: int = 1) -> None:
+def _write_log(result: TrainResult, device: str, bf16: bool, world_size: int = 1, precomputed: bool = False) -> None:
     import peft
     import torch
     import transformers
@@ -351,6 +354,7 @@ def _write_log(result: TrainResult, device: str, bf16: bool, world_size: int = 1
         "device": device,
         "bf16": bf16,
         "world_size": world_size,  # processes of a data-parallel run (accelerate launch)
+        "precomputed_ref_log_probs": precomputed,  # the reference's log-probabilities before the first step
         "versions": {
             "trl": trl.__version__,
             "transformers": transformers.__version__,

@@ -4,7 +4,7 @@ It reads the run's artefacts only (``acc_wow.csv``, ``alignment.csv``, the train
 at M = 1 of every method with its 95% CI and number of pairs, the alignment gains with their CIs, and a verdict in
 plain words: which signals beat chance (CI above 0.5), whether training moved the model (its mean training loss
 against ln 2, the loss of a model that cannot tell chosen from rejected), the parse rate of every model's test
-answers (an aligned model below :data:`LOW_PARSE_RATE` flagged), and whether any gain's CI excludes zero.
+answers (an aligned model below :data:`wow.eval_metrics.LOW_PARSE_RATE` flagged), and whether any gain's CI excludes zero.
 
 Example::
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from wow import layout
+from wow import eval_metrics, layout
 
 #: The DPO loss of a model that gives chosen and rejected the same reward margin: ln 2.
 CHANCE_LOSS = math.log(2)
@@ -79,11 +79,6 @@ def alignment_lines(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     return lines, moved
 
 
-#: An aligned model whose test answers parse less often than this is flagged: p_wrong counts an unparsed answer as a
-#: wrong one of correctness 0, so its gain then mixes the answer format with how wrong the answers are.
-LOW_PARSE_RATE = 0.9
-
-
 def parse_rates(run_dir: Path) -> dict[str, float]:
     """The share of parsed test answers of the original model and each aligned one (``eval/<task>/<model>.jsonl``),
     keyed ``<task>/<model>``."""
@@ -93,7 +88,7 @@ def parse_rates(run_dir: Path) -> dict[str, float]:
     for path in sorted((Path(run_dir) / "eval").glob("*/*.jsonl")):
         rows = io.read_jsonl(path)
         if rows:
-            out[f"{path.parent.name}/{path.stem}"] = sum(r.get("extracted") is not None for r in rows) / len(rows)
+            out[f"{path.parent.name}/{path.stem}"] = eval_metrics.metric("parse_rate", rows)
     return out
 
 
@@ -147,12 +142,12 @@ def verdict_lines(
             )
         rates = parse_rates(run.root)
         if rates:
-            low = [k for k, v in rates.items() if v < LOW_PARSE_RATE and not k.endswith("/original")]
+            low = [k for k, v in rates.items() if v < eval_metrics.LOW_PARSE_RATE and not k.endswith("/original")]
             verdict.append(
                 "parse rate of the test answers: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in rates.items())
                 + (
-                    f"; below {LOW_PARSE_RATE} after alignment: {', '.join(low)} (their p_wrong counts each "
+                    f"; below {eval_metrics.LOW_PARSE_RATE} after alignment: {', '.join(low)} (their p_wrong counts each "
                     "unparsed answer as correctness 0)"
                     if low
                     else ""

@@ -364,13 +364,15 @@ class TransformersEngine(Engine):
         texts = [self._prompt_text(r) for r in requests]
         prompts = [self._encode(t) for t in texts]
         out: list[dict[str, float] | None] = [None] * len(requests)
-        for idx in self._batches(prompts) if batches is None else batches:
-            self.calls += len(idx)
-            with torch.inference_mode():
-                logp = torch.log_softmax(self._prompt_pass([prompts[i] for i in idx])[3], dim=-1).cpu()
-            for j, i in enumerate(idx):
-                self.prompt_tokens += len(prompts[i])
-                out[i] = {c: float(logp[j, self._choice_token(texts[i], prompts[i], c)]) for c in choices}
+        with progress_bar(len(requests), "prompt", f"{self.model} next-token choices") as bar:
+            for idx in self._batches(prompts) if batches is None else batches:
+                self.calls += len(idx)
+                with torch.inference_mode():
+                    logp = torch.log_softmax(self._prompt_pass([prompts[i] for i in idx])[3], dim=-1).cpu()
+                for j, i in enumerate(idx):
+                    self.prompt_tokens += len(prompts[i])
+                    out[i] = {c: float(logp[j, self._choice_token(texts[i], prompts[i], c)]) for c in choices}
+                bar.update(len(idx))
         return out
 
     def _choice_token(self, text: str, prompt: list[int], choice: str) -> int:

@@ -81,11 +81,14 @@ def test_results_say_whether_training_moved_the_model_and_which_gains_exclude_ze
     assert "parse rate of the test answers: sp/original 0.75, sp/self_oracle_dpo 0.75; below 0.9 after " in text
     assert "alignment: sp/self_oracle_dpo (their p_wrong" in text and "sp/original (their" not in text
 
-    # one test question: its bootstrap CI is a point, shown but never read as a change
-    table = pd.read_csv(tmp_path / "alignment.csv").assign(n_questions=1)
-    table.to_csv(tmp_path / "alignment.csv", index=False)
-    text = verdict.results_text(tmp_path)
-    assert "(1 test question: no interval)" in text and "no gain's CI excludes 0" in text
+    # fewer than 5 test questions: a bootstrap over them has a handful of distinct draws; shown, never read
+    for n, words in ((1, "1 test question"), (4, "4 test questions")):
+        table = pd.read_csv(tmp_path / "alignment.csv").assign(n_questions=n)
+        table.to_csv(tmp_path / "alignment.csv", index=False)
+        text = verdict.results_text(tmp_path)
+        assert f"({words}: too few for a 95% interval)" in text and "no gain's CI excludes 0" in text
+    table.assign(n_questions=5).to_csv(tmp_path / "alignment.csv", index=False)
+    assert "gains whose CI excludes 0: Δp_wrong of self_oracle_dpo (up)" in verdict.results_text(tmp_path)
 
 
 def test_no_artefacts_no_results(tmp_path):

@@ -26,9 +26,10 @@ from wow import eval_metrics, layout
 CHANCE_LOSS = math.log(2)
 #: A mean training loss within this of ln 2 means the preferences did not move the model.
 MOVED_BY = 0.01
-#: A gain measured on fewer test questions has no interval worth the name (a bootstrap over one question is a
-#: point): its CI is shown but never read as excluding zero.
-MIN_QUESTIONS = 2
+#: A gain measured on fewer test questions has no interval worth the name: a bootstrap over n questions has few
+#: distinct draws (one for n = 1, three for n = 2), so its percentile CI cannot hold 95%; it is shown but never read
+#: as excluding zero.
+MIN_QUESTIONS = 5
 
 
 def _fmt(x) -> str:
@@ -74,7 +75,11 @@ def alignment_lines(table: pd.DataFrame) -> tuple[list[str], list[str]]:
                 moved.append(f"{label} of {r['setting']} ({'up' if lo > 0 else 'down'})")
         where = r["setting"] + (f" on {r['eval_task']}" if r.get("eval_task") not in (None, r.get("task")) else "")
         n = r.get("n_questions")
-        few = f" ({int(n)} test question: no interval)" if pd.notna(n) and n < MIN_QUESTIONS else ""
+        few = (
+            f" ({int(n)} test question{'s' if n != 1 else ''}: too few for a 95% interval)"
+            if pd.notna(n) and n < MIN_QUESTIONS
+            else ""
+        )
         lines.append(f"  {where:36} " + "; ".join(parts) + few)
     return lines, moved
 

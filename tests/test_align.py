@@ -93,7 +93,7 @@ def test_full_fine_tuning_without_lora(tiny_model, prefs, tmp_path):
 
 
 def test_unknown_trainer_lists_the_valid_ones(prefs, tmp_path):
-    with pytest.raises(WowError, match="dpo, ipo, rso, sppo, cpo, simpo, orpo"):
+    with pytest.raises(WowError, match="dpo, ipo, rso, sppo, rpo, cpo, simpo, orpo"):
         train(prefs["train"], None, "smollm2-135m", "kto", tmp_path, FAST)
 
 

@@ -366,3 +366,27 @@ def test_acc_wow_bins_table_hand_computed():
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["length", "consistency", "logprob"]
     texts = [t.get_text() for t in fig.axes[2].texts]
     assert "0.50\nn=2" in texts and "1.00\nn=1" in texts
+
+
+def test_acc_wow_bins_under_the_paper_protocol_holds_its_three_margins():
+    """Row 49: the paper printed the per-bin matrix at M = 1, 0.5 and 0.1, cutting int(n * M) pairs (0: all).
+    logprob gaps of the 6 pairs: (0,3) 0.9, (2,3) 0.8, (1,3) 0.5, (0,1) 0.4, (1,2) 0.3, (0,2) 0.1."""
+    rows = [
+        answer(0, 0.0, 4, correct=True, lp=-0.1),
+        answer(1, -2.0, 5, lp=-0.5),
+        answer(2, -6.0, 7, lp=-0.2),
+        answer(3, -8.0, 8, lp=-1.0),
+    ]
+    scores = scorers.score_answers(rows)
+    assert set(elicit.acc_wow_bins_tables(rows, scores, d=4).margin) == {1.0}  # wow: M = 1 only
+    bins = elicit.acc_wow_bins_tables(rows, scores, d=4, protocol="paper")
+    assert list(bins.columns) == elicit.BINS_COLUMNS and set(bins.margin) == {1.0, 0.5, 0.1}
+
+    def cells(margin):
+        lp = bins[(bins.method == "logprob") & (bins.margin == margin)]
+        return {(r.bin_i, r.bin_j): (r.n_pairs, r.acc) for r in lp.itertuples() if r.n_pairs}
+
+    # M = 0.5: int(3.0) = 3 pairs, (0,3) in cell (0,3), (2,3) in (0,1), (1,3) in (0,3): all hits
+    assert cells(0.5) == {(0, 1): (1, 1.0), (0, 3): (2, 1.0)}
+    # M = 0.1: int(0.6) = 0, which the paper's code reads as every pair: the M = 1 matrix
+    assert cells(0.1) == cells(1.0) == {(0, 1): (1, 1.0), (0, 3): (2, 1.0), (1, 3): (2, 0.5), (3, 3): (1, 1.0)}

@@ -320,6 +320,7 @@ def acc_wow_by_bins(
     d: int = 4,
     margin: float = 1.0,
     edges: Sequence[float] | None = None,
+    protocol: str = "wow",
 ) -> pd.DataFrame:
     """Acc_WoW per pair of label bins: does the method separate answers that are far apart better than close ones?
 
@@ -333,6 +334,7 @@ def acc_wow_by_bins(
         d: number of label bins.
         margin: share M in (0, 1].
         edges: ``d + 1`` bin edges (overrides ``d``).
+        protocol: ``paper`` cuts the margin with the paper's arithmetic, as :func:`acc_wow` does.
 
     Returns:
         Long DataFrame, one row per cell ``i <= j`` (empty cells included): ``bin_i, bin_j, lo_i, hi_i, lo_j,
@@ -346,7 +348,7 @@ def acc_wow_by_bins(
     d = len(edges) - 1
     ok = np.isfinite(pa) & np.isfinite(pb)
     pa, pb, la, lb = pa[ok], pb[ok], la[ok], lb[ok]
-    keep = margin_keep(np.abs(pa - pb), margin) if len(pa) else np.array([], dtype=int)
+    keep = margin_keep(np.abs(pa - pb), margin, protocol) if len(pa) else np.array([], dtype=int)
     hits = ((pa - pb) * (la - lb) > 0)[keep]
     ba, bb = label_bin(la[keep], edges), label_bin(lb[keep], edges)
     lo_bin, hi_bin = np.minimum(ba, bb), np.maximum(ba, bb)

@@ -189,7 +189,13 @@ BINS_COLUMNS = [
 
 
 def acc_wow_bins_table(
-    answers: Sequence[dict], scores: Sequence[dict], d: int = 4, margin: float = 1.0, *, split: str = "all"
+    answers: Sequence[dict],
+    scores: Sequence[dict],
+    d: int = 4,
+    margin: float = 1.0,
+    *,
+    split: str = "all",
+    protocol: str = "wow",
 ) -> pd.DataFrame:
     """The paper's per-bin Acc_WoW matrix for every (task, generator) with graded labels (``acc_wow_bins.csv``).
 
@@ -207,6 +213,7 @@ def acc_wow_bins_table(
         d: label bins.
         margin: share M of pairs kept before binning (1.0 in the paper).
         split: the questions that count (:func:`split_answers`).
+        protocol: ``paper`` cuts the margin with the paper's arithmetic (:func:`wow.acc_wow.acc_wow_by_bins`).
 
     Returns:
         DataFrame with :data:`BINS_COLUMNS`, one row per (task, generator, method, judge) and cell ``i <= j``
@@ -227,11 +234,30 @@ def acc_wow_bins_table(
         for (method, judge), smap in score_maps.items():
             if method == "oracle":
                 continue
-            df = acc_wow_by_bins(*pair_arrays(pairs, smap), margin=margin, edges=edges)
+            df = acc_wow_by_bins(*pair_arrays(pairs, smap), margin=margin, edges=edges, protocol=protocol)
             frames.append(df.assign(task=task, generator=gen, split=split, method=method, judge=judge, margin=margin))
     if not frames:
         return pd.DataFrame(columns=BINS_COLUMNS)
     return pd.concat(frames, ignore_index=True)[BINS_COLUMNS]
+
+
+#: The margins of the per-bin matrix under each protocol: the paper's analysis printed it at three (row 49).
+BINS_MARGINS = {"wow": (1.0,), "paper": (1.0, 0.5, 0.1)}
+
+
+def acc_wow_bins_tables(
+    answers: Sequence[dict], scores: Sequence[dict], d: int = 4, *, split: str = "all", protocol: str = "wow"
+) -> pd.DataFrame:
+    """:func:`acc_wow_bins_table` at every margin of :data:`BINS_MARGINS` of ``protocol`` (``acc_wow_bins.csv``;
+    its ``margin`` column tells them apart): M = 1 under ``wow``; 1, 0.5 and 0.1 under ``paper``, as the paper's
+    ``analysis_kc`` printed (docs/fidelity.md row 49)."""
+    schema.check_protocol(protocol)
+    tables = [
+        acc_wow_bins_table(answers, scores, d, margin, split=split, protocol=protocol)
+        for margin in BINS_MARGINS[protocol]
+    ]
+    tables = [t for t in tables if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=BINS_COLUMNS)
 
 
 def _row(

@@ -102,6 +102,10 @@ class Layout:
         return self.root / "timings.json"
 
     @property
+    def signal_audit(self) -> Path:
+        return self.root / "signal_audit.json"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

@@ -225,6 +225,32 @@ def evaluate_on_test(run: RunContext, trained: list[Trained], sets: dict, questi
     return entries
 
 
+def audit_signal(P: RunParams, answers: list[dict]) -> dict:
+    """The signal audit of the policy's train answers per aligned task (:mod:`wow.signal_audit`), before training:
+    written to ``signal_audit.json`` with the verdict of :data:`wow.signal_audit.RULES`; a failed rule is logged as a
+    warning (training still runs: the audit informs, the study's rules decide).
+
+    Returns:
+        ``{task: {**audit, "passes": bool, "reasons": [...]}}``.
+    """
+    from wow import signal_audit
+
+    out = {}
+    for name in P.aligned_tasks:
+        rows = [a for a in answers if a["task"] == name and a["generator"] == P.policy_model]
+        try:
+            result = signal_audit.audit(rows)
+        except WowError as e:
+            log.warning("signal audit of %s: %s", name, e)
+            continue
+        passes, reasons = signal_audit.decide(result)
+        out[name] = {**result, "passes": passes, "reasons": reasons}
+        if not passes:
+            log.warning("signal audit of %s: %s", name, "; ".join(reasons))
+    io.write_json(P.layout.signal_audit, out)
+    return out
+
+
 def alignment_table(P: RunParams, entries: list[dict]) -> pd.DataFrame:
     """Before, after and the gains (Δ, paired bootstrap 95% CIs) per setting and evaluation task; writes
     ``alignment.csv``."""

@@ -178,3 +178,17 @@ def test_a_run_shows_progress_training_losses_and_ends_with_the_verdict(smoke_ru
     results = next(x for x in lines if x.startswith("\nAcc_WoW at M = 1"))
     assert "\nVerdict:\n  - " in results and "Alignment on the held-out test questions" in results
     assert lines[-1].startswith("wall time ")
+
+
+def test_every_command_has_a_description_and_an_example(capsys):
+    import pytest
+    from wow import cli
+
+    for name in cli.COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            cli.main([name, "--help"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out
+        description, example = cli.COMMANDS[name]
+        assert description.split(":")[0] in " ".join(out.split()) and f"example:\n  {example}" in out
+        assert example.startswith(f"wow {name}")

@@ -12,6 +12,31 @@ import sys
 
 from wow import WowError
 
+#: Each command's description and an example (``wow <command> --help``).
+COMMANDS = {
+    "run": (
+        "Execute the five notebooks on a parameter set into outputs/<run_name>/: a preflight and a plan first, "
+        "progress while it runs, the results and a verdict at the end. Unchanged stages are skipped.",
+        "wow run parameters/demo.yaml --limit 4",
+    ),
+    "report": ("Write a run folder's HTML report from its artefacts (no model call).", "wow report outputs/demo"),
+    "params": ("Every parameter of a set: type, default, meaning and allowed values.", "wow params"),
+    "tasks": ("The tasks a set can name, what each grades and where its data comes from.", "wow tasks"),
+    "models": ("The model names a set can use: the offline default, aliases and API models.", "wow models"),
+    "compare": (
+        "What changes between two run folders: parse rate, pairs, Acc_WoW at M = 1 and the alignment gains.",
+        "wow compare outputs/demo outputs/paper_protocol_demo",
+    ),
+    "estimate": (
+        "Model calls, tokens, API cost (list prices) and GPU or CPU hours of a set, from its parameters alone.",
+        "wow estimate parameters/paper/fig3_alignment.yaml --summary",
+    ),
+    "data": (
+        "Check that the data files a set names exist, parse and carry their fields.",
+        "wow data check parameters/paper/fig3_alignment.yaml",
+    ),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wow`` command."""
@@ -68,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     p_data.add_argument("action", choices=["check"], help="check: every file exists, parses and has its fields")
     p_data.add_argument("param_file", help="a parameter set, e.g. parameters/paper/fig3_alignment.yaml")
     p_data.add_argument("--root", help="resolve relative data paths against this folder (default: the repository)")
+    for name, sub_parser in sub.choices.items():  # what each command does, and one line to copy
+        description, example = COMMANDS[name]
+        sub_parser.description, sub_parser.epilog = description, f"example:\n  {example}"
+        sub_parser.formatter_class = argparse.RawDescriptionHelpFormatter
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for noisy in ("papermill", "httpx", "urllib3", "traitlets", "blib2to3"):

@@ -166,10 +166,10 @@ def test_progress_lines_say_work_done_of_work_planned_and_the_time_left(caplog, 
 def test_a_run_shows_progress_training_losses_and_ends_with_the_verdict(smoke_run):
     """What ``wow run`` printed for the smoke run (its ``wow`` log lines; progress logged at every step here)."""
     lines = (smoke_run.parent / "terminal.log").read_text().splitlines()
-    from wow import estimate, params
+    from wow import estimate, estimate_table, params
 
     smoke = params.load(Path(__file__).resolve().parents[1] / "parameters" / "smoke.yaml")
-    assert estimate.plan_text(estimate.estimate(smoke)) in lines  # the plan before the first stage
+    assert estimate_table.plan_text(estimate.estimate(smoke)) in lines  # the plan before the first stage
     sampling = [x for x in lines if x.startswith("  [01] progress: ") and "answers (" in x]
     assert sampling and all(x.endswith(" left") for x in sampling), lines[:40]
     losses = [x for x in lines if x.startswith("  [04] checkpoints: ") and ", loss " in x]

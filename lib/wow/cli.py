@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
             html_report.write_report(args.run_dir)
         elif args.command == "estimate":
-            from wow import estimate, params
+            from wow import estimate, estimate_table, params
 
             P = params.load(args.param_file)
             rows = estimate.estimate(
@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                 only=args.only,
                 train_tokens_per_second=args.train_tokens_per_second,
             )
-            table = estimate.format_table(rows, args.tokens_per_second, args.train_tokens_per_second, args.summary)
+            table = estimate_table.format_table(
+                rows, args.tokens_per_second, args.train_tokens_per_second, args.summary
+            )
             sys.stdout.write(table + "\n")
         elif args.command == "data":
             from wow import datacheck, params

@@ -129,9 +129,9 @@ def run(
     selected = select(only, start)
     if check:
         preflight.check(P, [nb.name[:2] for nb in selected])
-        from wow import estimate
+        from wow import estimate, estimate_table
 
-        log.info("%s", estimate.plan_text(estimate.estimate(P, only=[nb.name[:2] for nb in selected])))
+        log.info("%s", estimate_table.plan_text(estimate.estimate(P, only=[nb.name[:2] for nb in selected])))
     if confirm_cost is not None:
         cost = preflight.api_cost(P, [nb.name[:2] for nb in selected])
         if cost > 0:

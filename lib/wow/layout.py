@@ -106,6 +106,10 @@ class Layout:
         return self.root / "signal_audit.json"
 
     @property
+    def mechanism(self) -> Path:
+        return self.root / "mechanism.csv"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

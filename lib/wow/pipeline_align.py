@@ -251,6 +251,25 @@ def audit_signal(P: RunParams, answers: list[dict]) -> dict:
     return out
 
 
+def mechanism_endpoint(P: RunParams, trained: list[Trained], entries: list[dict]) -> pd.DataFrame:
+    """What each chosen adapter learnt, read on the original model's test answers of its own task with forward passes
+    only (:mod:`wow.mechanism`: held-out implicit-reward ranking accuracy, importance-weighted p_wrong with its
+    effective sample size, KL to the base); writes ``mechanism.csv``, one row per (task, setting)."""
+    from wow import mechanism
+
+    tables = []
+    for task in dict.fromkeys(t.task for t in trained):
+        base = next((e["before_rows"] for e in entries if e["eval_task"] == task), None)
+        adapters = {t.setting: t.grid.best["output_dir"] for t in trained if t.task == task}
+        if not base or not adapters:
+            continue
+        table = mechanism.mechanism_table(base, adapters, P.policy_model, dtype=P.dtype, batch_size=P.batch_size)
+        tables.append(table.assign(task=task)[["task", *mechanism.COLUMNS]])
+    out = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["task", *mechanism.COLUMNS])
+    io.write_text(P.layout.mechanism, out.to_csv(index=False))
+    return out
+
+
 def alignment_table(P: RunParams, entries: list[dict]) -> pd.DataFrame:
     """Before, after and the gains (Δ, paired bootstrap 95% CIs) per setting and evaluation task; writes
     ``alignment.csv``."""

@@ -1,0 +1,137 @@
+"""A mechanism endpoint that needs no sampling: what each aligned model learnt, read on the base model's own test
+answers with forward passes only.
+
+Every answer the original model wrote on the test questions (``eval/<task>/original.jsonl``) is scored under the
+reference (the base model) and under each adapter: its implicit reward is ``r = log pi_theta(y|x) - log
+pi_ref(y|x)``, the sum over the answer's tokens (prompt and answer rendered by the chat template, as training does).
+Per aligned model:
+
+* ``ranking_accuracy``: over the test questions' wrong-over-wrong pairs (:func:`wow.pairs.candidate_pairs`), the
+  share where the less wrong answer gets the higher reward (ties are misses): does the preference generalise to new
+  questions, before any sampling noise?
+* ``iw_p_wrong``: p_wrong of the aligned model estimated from the base answers by self-normalised importance weights
+  ``w = exp(r)`` over the wrong answers, with ``ess`` (``(sum w)^2 / sum w^2``, the answers that effectively count),
+  and ``d_iw_p_wrong`` against the base answers' own p_wrong;
+* ``kl_ref_policy``: ``KL(pi_ref || pi_theta)`` estimated on the base answers, ``mean(-r)``: how far the model moved.
+
+Example::
+
+    from wow import io, mechanism
+    base = io.read_jsonl("outputs/demo/eval/shortest_path/original.jsonl")
+    table = mechanism.mechanism_table(base, {"self_oracle_dpo": "outputs/demo/models/.../lr=5.0e-05_epochs=1"})
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from wow import WowError
+from wow.pairs import candidate_pairs, label
+
+COLUMNS = [
+    "setting",
+    "n_answers",
+    "n_pairs",
+    "ranking_accuracy",
+    "iw_p_wrong",
+    "d_iw_p_wrong",
+    "ess",
+    "n_wrong",
+    "kl_ref_policy",
+]
+
+
+def answer_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8) -> np.ndarray:
+    """The sum of the token log-probabilities of each row's answer (``text``) after its prompt
+    (``prompt_messages``), rendered as one chat turn each; one forward pass per batch of rows.
+
+    Raises:
+        WowError: a row whose rendered prompt is not a prefix of prompt + answer (a chat template that rewrites
+            earlier turns).
+    """
+    import torch
+
+    sequences = []
+    for r in rows:
+        prompt = tokenizer.apply_chat_template(r["prompt_messages"], add_generation_prompt=True, return_dict=False)
+        turn = [*r["prompt_messages"], {"role": "assistant", "content": r["text"]}]
+        full = tokenizer.apply_chat_template(turn, return_dict=False)
+        if list(full[: len(prompt)]) != list(prompt):
+            raise WowError(f"answer {r.get('answer_id')}: the rendered prompt is not a prefix of prompt + answer.")
+        sequences.append((list(full), len(prompt)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = np.zeros(len(rows))
+    device = next(model.parameters()).device
+    for start in range(0, len(sequences), batch_size):
+        batch = sequences[start : start + batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s, _ in batch], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in batch], device=device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        for j, (s, n_prompt) in enumerate(batch):
+            out[start + j] = float(logp[j, n_prompt - 1 : len(s) - 1].sum())
+    return out
+
+
+def arm_metrics(rows: Sequence[dict], rewards: np.ndarray) -> dict:
+    """The endpoint of one aligned model from its rewards ``r`` of the base answers ``rows`` (see the module)."""
+    if len(rows) != len(rewards):
+        raise WowError(f"{len(rows)} answers but {len(rewards)} rewards.")
+    reward = {id(r): float(x) for r, x in zip(rows, rewards, strict=True)}
+    pairs = candidate_pairs(rows)
+    hits = sum((reward[id(a)] - reward[id(b)]) * (label(a) - label(b)) > 0 for a, b in pairs)
+    wrong = [i for i, r in enumerate(rows) if not r.get("is_correct")]
+    c = np.array([np.clip(rows[i].get("correctness") or 0.0, 0.0, 1.0) for i in wrong], dtype=float)
+    r = np.asarray(rewards, dtype=float)[wrong]
+    if len(wrong):
+        w = np.exp(r - r.max())
+        iw, ess, base = float((w * c).sum() / w.sum()), float(w.sum() ** 2 / (w**2).sum()), float(c.mean())
+    else:
+        iw = ess = base = math.nan
+    return {
+        "n_answers": len(rows),
+        "n_pairs": len(pairs),
+        "ranking_accuracy": hits / len(pairs) if pairs else math.nan,
+        "iw_p_wrong": iw,
+        "d_iw_p_wrong": iw - base,
+        "ess": ess,
+        "n_wrong": len(wrong),
+        "kl_ref_policy": float(-np.mean(rewards)) if len(rewards) else math.nan,
+    }
+
+
+def mechanism_table(
+    base_rows: Sequence[dict],
+    adapters: Mapping[str, str],
+    model: str = "smollm2-135m",
+    dtype: str = "auto",
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """The endpoint of every aligned model (``{setting: adapter folder}``) on the base model's answers: the reference
+    scores them once, each adapter once, on one loaded base model (:class:`wow.models.SharedBase`).
+
+    Returns:
+        DataFrame with :data:`COLUMNS`, one row per setting.
+    """
+    from wow.models import SharedBase
+
+    if not base_rows:
+        raise WowError("no base answers to score: evaluate the original model on the test questions first.")
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in base_rows:
+        groups[r["question_id"]].append(r)
+    rows = [r for q in sorted(groups) for r in groups[q]]  # one question's answers in one batch where they fit
+    with SharedBase(model, dtype=dtype) as shared:
+        reference = answer_logprobs(*shared.activate(None), rows, batch_size)
+        table = []
+        for setting, folder in adapters.items():
+            policy = answer_logprobs(*shared.activate(folder), rows, batch_size)
+            table.append({"setting": setting, **arm_metrics(rows, policy - reference)})
+    return pd.DataFrame(table, columns=COLUMNS)

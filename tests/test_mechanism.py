@@ -1,0 +1,100 @@
+"""The mechanism endpoint (#31): implicit rewards of the base answers under each adapter, by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from wow import WowError, mechanism
+
+
+def row(q, i, correctness, label, correct=False, text=None):
+    return {
+        "answer_id": f"{q}|{i}",
+        "question_id": q,
+        "generator": "g",
+        "sample_index": i,
+        "prompt_messages": [{"role": "user", "content": f"Question {q}: the weight?"}],
+        "text": text or f"The weight is {10 + label}.",
+        "extracted": 10 + label,
+        "raw_label": label,
+        "correctness": correctness,
+        "is_correct": correct,
+    }
+
+
+ROWS = [
+    row("q1", 0, 0.8, -2),
+    row("q1", 1, 0.4, -6),
+    row("q1", 2, 1.0, 0, correct=True),
+    row("q2", 0, 0.5, -5),
+    row("q2", 1, 0.9, -1),
+]
+
+
+def test_arm_metrics_by_hand():
+    rewards = np.array([1.0, 0.0, 5.0, 0.0, -1.0])
+    m = mechanism.arm_metrics(ROWS, rewards)
+    # pairs: q1 (0.8 vs 0.4): reward 1 > 0, hit; q2 (0.5 vs 0.9): reward 0 > -1 but label -5 < -1, miss
+    assert m["n_pairs"] == 2 and m["ranking_accuracy"] == 0.5
+    # wrong answers 0.8, 0.4, 0.5, 0.9 with weights e^1, e^0, e^0, e^-1 (self-normalised)
+    w = np.exp([1.0, 0.0, 0.0, -1.0])
+    c = np.array([0.8, 0.4, 0.5, 0.9])
+    assert m["iw_p_wrong"] == pytest.approx((w * c).sum() / w.sum())
+    assert m["d_iw_p_wrong"] == pytest.approx((w * c).sum() / w.sum() - c.mean())
+    assert m["ess"] == pytest.approx(w.sum() ** 2 / (w**2).sum()) and m["n_wrong"] == 4
+    assert m["kl_ref_policy"] == pytest.approx(-rewards.mean())
+    same = mechanism.arm_metrics(ROWS, np.zeros(5))  # an adapter that changes nothing
+    assert same["ranking_accuracy"] == 0.0 and same["d_iw_p_wrong"] == pytest.approx(0.0)
+    assert same["ess"] == pytest.approx(4.0) and same["kl_ref_policy"] == 0.0
+    with pytest.raises(WowError, match="rewards"):
+        mechanism.arm_metrics(ROWS, np.zeros(3))
+
+
+@pytest.fixture
+def adapter(tiny_model, tmp_path):
+    """A LoRA adapter of the tiny model with seeded random B matrices (it changes the model), saved to a folder."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=4, target_modules="all-linear")
+    )
+    gen = torch.Generator().manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data = torch.randn(p.shape, generator=gen) * 0.5
+    model.save_pretrained(tmp_path / "adapter")
+    return model, tmp_path / "adapter"
+
+
+def test_rewards_are_the_adapters_log_ratios_of_the_answer_tokens(tiny_model, adapter):
+    from transformers import AutoTokenizer
+
+    peft_model, folder = adapter
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    peft_model.eval()
+    by_hand = []
+    for r in ROWS:  # the answer's tokens after the prompt, with the adapter on and off, one sequence at a time
+        prompt = tok.apply_chat_template(r["prompt_messages"], add_generation_prompt=True, return_dict=False)
+        full = tok.apply_chat_template([*r["prompt_messages"], {"role": "assistant", "content": r["text"]}],
+                                       return_dict=False)  # fmt: skip
+        ids, n_prompt = torch.tensor([full]), len(prompt)
+
+        def total(m, ids=ids, n=n_prompt):
+            with torch.no_grad():
+                logp = m(input_ids=ids).logits[0, :-1].double().log_softmax(-1)
+            return logp.gather(-1, ids[0, 1:, None])[:, 0][n - 1 :].sum().item()
+
+        policy = total(peft_model)
+        with peft_model.disable_adapter():
+            reference = total(peft_model)
+        by_hand.append(policy - reference)
+    table = mechanism.mechanism_table(ROWS, {"perturbed": str(folder)}, model=str(tiny_model), dtype="float32")
+    [arm] = table.to_dict("records")
+    expected = mechanism.arm_metrics(ROWS, np.array(by_hand))  # ROWS are in question order, as the table scores
+    assert arm["setting"] == "perturbed" and list(table.columns) == mechanism.COLUMNS
+    assert abs(arm["kl_ref_policy"]) > 1e-3  # the adapter moved the model
+    for key in ("kl_ref_policy", "iw_p_wrong", "ess"):
+        assert math.isclose(arm[key], expected[key], rel_tol=1e-4, abs_tol=1e-4), key
+    assert arm["ranking_accuracy"] == expected["ranking_accuracy"]

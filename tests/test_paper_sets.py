@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from wow import WowError, params, pipeline
+from wow import WowError, io, params, pipeline
 from wow.context import RunContext
 from wow.tasks.base import Question
 
@@ -378,3 +378,56 @@ def test_nlgraph_main_json_loads_as_published(tmp_path, task, records, golds):
     assert all(q.meta["normaliser"] > q.gold for q in qs)
     P = params.validate({"tasks": [task], "task_options": {task: {"path": str(path)}}, "n_questions": 2})
     assert [r.ok for r in datacheck.check(P)] == [True]
+
+
+def test_train_seeds_train_each_setting_once_per_seed_into_folders_of_their_own(monkeypatch, tmp_path):
+    """#31's seeds: every setting trained once per seed (config seed = that seed, models/<task>/<setting>/seed<k>/),
+    evaluated into eval/<task>/<setting>__seed<k>.jsonl, told apart in alignment.csv by train_seed and in Fig 3's
+    answers by (task, setting, train_seed); without train_seeds one training with the run's seed, as before."""
+    from wow import align, alignment_csv, evaluate, pipeline_align
+
+    seen = []
+    monkeypatch.setattr(evaluate, "make_select_fn", lambda *a, **k: None)
+    monkeypatch.setattr(
+        align, "grid_search", lambda *a, **k: seen.append((a[4], a[5].seed)) or SimpleNamespace(best={})
+    )
+    spec = pipeline.PrefSpec("oracle", None, None, None, "self")
+    sets = {("shortest_path", spec): {"train": [], "validation": []}}
+    P = params.validate({"output_root": str(tmp_path), "seed": 9, "train_seeds": [3, 4]})
+    trained = pipeline_align.train_grids(RunContext(P), sets, [])
+    setting = spec.setting(P, "dpo")
+    folder = P.layout.models("shortest_path", setting)
+    assert seen == [(folder / "seed3", 3), (folder / "seed4", 4)]
+    assert [t.train_seed for t in trained] == [3, 4]
+    seen.clear()
+    one = params.validate({"output_root": str(tmp_path), "seed": 9})
+    assert [t.train_seed for t in pipeline_align.train_grids(RunContext(one), sets, [])] == [None]
+    assert seen == [(folder, 9)]
+
+    # the evaluated answers, the table and Fig 3's keys
+    before = [{"question_id": "q", "correctness": 0.2, "is_correct": False, "extracted": 1, "n_tokens": 5}]
+    after = {3: [{**before[0], "correctness": 0.6}], 4: [{**before[0], "correctness": 0.4}]}
+    io.write_jsonl(P.layout.eval_answers("shortest_path"), before)
+    entries = []
+    for seed, rows in after.items():
+        path = P.layout.eval_answers("shortest_path", setting, "shortest_path", seed)
+        assert path.name == f"{setting}__seed{seed}.jsonl"
+        io.write_jsonl(path, rows)
+        entries.append({"before_rows": before, "after_rows": rows, "train_seed": seed, "setting": setting,
+                        "task": "shortest_path", "eval_task": "shortest_path", "pref_type": "oracle",
+                        "source": "self", "trainer": "dpo"})  # fmt: skip
+    table = alignment_csv.alignment_table(entries, n_boot=0)
+    assert table["train_seed"].tolist() == [3, 4] and table["d_p_wrong"].round(3).tolist() == [0.4, 0.2]
+    answers = pipeline_align.point_answers(P, table)
+    assert sorted(answers) == [("shortest_path", setting, 3), ("shortest_path", setting, 4)]
+    assert answers[("shortest_path", setting, 4)][1][0]["correctness"] == 0.4
+    assert "train_seed" not in alignment_csv.alignment_table([{**entries[0], "train_seed": None}], n_boot=0)
+
+    from wow import estimate  # two seeds: twice the training steps and the aligned models' test answers
+
+    def stage04(values):
+        lines = estimate.estimate(params.validate({"output_root": str(tmp_path), **values}), only=["04"])
+        return sum(x.prompt_tokens for x in lines if x.calls == 0), sum(x.calls for x in lines if "dpo" in x.what)
+
+    train_one, tested_one = stage04({})
+    assert stage04({"train_seeds": [3, 4]}) == (2 * train_one, 2 * tested_one) and train_one > 0

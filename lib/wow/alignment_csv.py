@@ -18,7 +18,18 @@ from pathlib import Path
 from wow import io
 from wow.eval_metrics import compare
 
-META_COLUMNS = ("setting", "task", "eval_task", "pref_type", "source", "trainer", "judge", "margin", "config")
+META_COLUMNS = (
+    "setting",
+    "task",
+    "eval_task",
+    "pref_type",
+    "source",
+    "trainer",
+    "judge",
+    "margin",
+    "config",
+    "train_seed",
+)
 
 
 def alignment_row(
@@ -34,6 +45,7 @@ def alignment_row(
     margin: float | None = None,
     config: str | dict | None = None,
     eval_task: str | None = None,
+    train_seed: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict:
@@ -51,6 +63,7 @@ def alignment_row(
         margin: margin of ``score`` types.
         config: the chosen configuration (its folder name, or a dict written as JSON).
         eval_task: the task whose test questions were answered (None: ``task`` itself).
+        train_seed: the training seed, for one of several (``train_seeds``); None: no ``train_seed`` column.
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
 
@@ -68,6 +81,8 @@ def alignment_row(
         "margin": margin,
         "config": json.dumps(config, sort_keys=True) if isinstance(config, dict) else config,
     }
+    if train_seed is not None:
+        meta["train_seed"] = train_seed
     return meta | compare(before_rows, after_rows, n_boot=n_boot, seed=seed)
 
 

@@ -60,9 +60,10 @@ def _run(run_dir: str | Path) -> dict:
     if (d / "alignment.csv").is_file():
         for _, r in pd.read_csv(d / "alignment.csv").iterrows():
             where = str(r.get("eval_task") if isinstance(r.get("eval_task"), str) else r["task"])
+            name = r["setting"] + (f" seed {int(r['train_seed'])}" if pd.notna(r.get("train_seed", None)) else "")
             for column, what in ALIGNMENT_COLUMNS.items():
                 if column in r and pd.notna(r[column]):
-                    out[(f"{r['setting']}: {what}", where)] = float(r[column])
+                    out[(f"{name}: {what}", where)] = float(r[column])
     return out
 
 

@@ -231,6 +231,7 @@ def preference_pairs(P: RunParams, task: str, kind: str, margin: float | None, s
 def _stage04(P: RunParams) -> list[Line]:
     sizes = split_sizes(P)
     grid = len(P.learning_rates) * len(P.lr_schedulers) * len(P.weight_decays)
+    seeds = len(P.train_seeds or [None])  # each setting trained (and evaluated) once per training seed
     lines = []
     policy = P.policy_model
     evaluated_base = set()
@@ -248,7 +249,7 @@ def _stage04(P: RunParams) -> list[Line]:
                 train_pairs = pairs - round(0.1 * pairs)  # the set's validation share (preferences.val_fraction)
                 steps_per_epoch = math.ceil(train_pairs / P.train_batch_size)
                 for trainer in P.trainers:
-                    steps = sum(
+                    steps = seeds * sum(
                         (min(P.max_steps, steps_per_epoch * e) if P.max_steps > 0 else steps_per_epoch * e) * grid
                         for e in P.epochs
                     )
@@ -256,14 +257,15 @@ def _stage04(P: RunParams) -> list[Line]:
                     tokens = steps * P.train_batch_size * 2 * seq
                     n_points = grid * len(P.epochs)
                     shape = f"{n_points} grid points, {steps} steps in all" if n_points > 1 else f"{steps} steps"
+                    shape += f" over {seeds} training seeds" if seeds > 1 else ""
                     what = f"training {source} {spec} {trainer}: {task} ({pairs} pairs; {shape})"
                     lines.append(Line("04_dpo_training", what, policy, 0, tokens, 0))
                     if n_points > 1 and sizes["validation"]:
-                        n = n_points * sizes["validation"] * _eval_samples(P, task)
+                        n = seeds * n_points * sizes["validation"] * _eval_samples(P, task)
                         what = f"validation answers, {n_points} grid points, {source} {spec} {trainer}"
                         lines += _sampling_lines(P, "04_dpo_training", what, policy, task, n)
                     for target in P.eval_targets(task):
-                        n = sizes["test"] * _eval_samples(P, target)
+                        n = seeds * sizes["test"] * _eval_samples(P, target)
                         what = f"test answers, {source} {spec} {trainer}"
                         lines += _sampling_lines(P, "04_dpo_training", what, policy, target, n)
     return lines

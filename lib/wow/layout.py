@@ -177,15 +177,20 @@ class Layout:
         """``models/<task>/<setting>/``: the grid of one setting; each configuration in a sub-folder."""
         return self.root / "models" / task / setting
 
-    def eval_answers(self, eval_task: str, setting: str | None = None, task: str | None = None) -> Path:
+    def eval_answers(
+        self, eval_task: str, setting: str | None = None, task: str | None = None, train_seed: int | None = None
+    ) -> Path:
         """``eval/<eval task>/``: ``original.jsonl`` (``setting`` None), ``<setting>.jsonl``, or, for a model
-        aligned on another ``task``, ``<task>__<setting>.jsonl``."""
+        aligned on another ``task``, ``<task>__<setting>.jsonl``; ``__seed<k>`` appended for one of several
+        training seeds (``train_seeds``)."""
         if setting is None:
             name = "original"
         elif task is None or task == eval_task:
             name = setting
         else:
             name = f"{task}__{setting}"
+        if setting is not None and train_seed is not None:
+            name += f"__seed{train_seed}"
         return self.root / "eval" / eval_task / f"{name}.jsonl"
 
     @property

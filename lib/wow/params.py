@@ -152,6 +152,9 @@ class RunParams(BaseModel):
         gt=0,
         description="validation loss and a checkpoint every this many steps and at the last; the best is kept",
     )
+    train_seeds: list[int] | None = Field(
+        None, description="train every setting once per seed (None: once, with seed); Fig 3's CI then carries seeds"
+    )
     max_eval_pairs: int | None = Field(
         None, gt=0, description="in-run validation: at most this many validation pairs, seeded (None: all)"
     )

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class Trained:
     trainer: str
     setting: str
     grid: object  # wow.align.GridResult: every configuration and the one chosen on validation questions
+    train_seed: int | None = None  # one of train_seeds; None: the run's seed, the only training of the setting
 
 
 def _by_split(questions: list) -> dict[tuple[str, str], list]:
@@ -151,20 +153,22 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
             select = evaluate.make_select_fn(run.task(name), val_qs, P.policy_model, **kwargs) if val_qs else None
             for trainer in P.trainers:
                 setting = spec.setting(P, trainer)
-                grid = align.grid_search(
-                    ds["train"],
-                    ds["validation"],
-                    P.policy_model,
-                    trainer,
-                    P.layout.models(name, setting),
-                    config,
-                    learning_rates=P.learning_rates,
-                    epochs=P.epochs,
-                    schedulers=P.lr_schedulers,
-                    weight_decays=P.weight_decays,
-                    select_fn=select,
-                )
-                trained.append(Trained(name, spec, trainer, setting, grid))
+                for seed in P.train_seeds or [None]:  # several seeds: models/<task>/<setting>/seed<k>/
+                    folder = P.layout.models(name, setting)
+                    grid = align.grid_search(
+                        ds["train"],
+                        ds["validation"],
+                        P.policy_model,
+                        trainer,
+                        folder if seed is None else folder / f"seed{seed}",
+                        config if seed is None else dataclasses.replace(config, seed=seed),
+                        learning_rates=P.learning_rates,
+                        epochs=P.epochs,
+                        schedulers=P.lr_schedulers,
+                        weight_decays=P.weight_decays,
+                        select_fn=select,
+                    )
+                    trained.append(Trained(name, spec, trainer, setting, grid, seed))
     return trained
 
 
@@ -206,11 +210,12 @@ def evaluate_on_test(run: RunContext, trained: list[Trained], sets: dict, questi
                     io.write_jsonl(P.layout.eval_answers(target), base[target])
                 adapter = t.grid.best["output_dir"]
                 after = evaluate.evaluate_adapter(run.task(target), test_qs, P.policy_model, adapter, **kwargs)
-                io.write_jsonl(P.layout.eval_answers(target, t.setting, t.task), after)
+                io.write_jsonl(P.layout.eval_answers(target, t.setting, t.task, t.train_seed), after)
                 entries.append(
                     {
                         "before_rows": base[target],
                         "after_rows": after,
+                        "train_seed": t.train_seed,
                         "setting": t.setting,
                         "task": t.task,
                         "eval_task": target,
@@ -260,7 +265,11 @@ def mechanism_endpoint(P: RunParams, trained: list[Trained], entries: list[dict]
     tables = []
     for task in dict.fromkeys(t.task for t in trained):
         base = next((e["before_rows"] for e in entries if e["eval_task"] == task), None)
-        adapters = {t.setting: t.grid.best["output_dir"] for t in trained if t.task == task}
+        adapters = {
+            t.setting if t.train_seed is None else f"{t.setting}__seed{t.train_seed}": t.grid.best["output_dir"]
+            for t in trained
+            if t.task == task
+        }
         if not base or not adapters:
             continue
         table = mechanism.mechanism_table(base, adapters, P.policy_model, dtype=P.dtype, batch_size=P.batch_size)
@@ -286,12 +295,14 @@ def align_and_evaluate(run: RunContext, sets: dict, questions: list) -> tuple[pd
 
     Returns:
         ``(alignment table, {(task, setting): {"before": rows, "after": rows}})``, plus keys
-        ``(task, setting, eval task)`` for evaluations on another task.
+        ``(task, setting, eval task)`` for evaluations on another task; ``"seed<k>"`` appended for one of several
+        training seeds.
     """
     trained = train_grids(run, sets, questions)
     entries = evaluate_on_test(run, trained, sets, questions)
     rows = {
-        (e["task"], e["setting"]) if e["eval_task"] == e["task"] else (e["task"], e["setting"], e["eval_task"]): {
+        ((e["task"], e["setting"]) if e["eval_task"] == e["task"] else (e["task"], e["setting"], e["eval_task"]))
+        + (() if e.get("train_seed") is None else (f"seed{e['train_seed']}",)): {
             "before": e["before_rows"],
             "after": e["after_rows"],
         }
@@ -304,7 +315,25 @@ def eval_answers(P: RunParams, row) -> tuple[str, str, list[dict], list[dict]]:
     """The test answers behind one row of ``alignment.csv``: ``(eval task, name, before, after)``, ``name`` being
     the setting, or ``<task>__<setting>`` for a model evaluated on another task."""
     target = row["eval_task"] if isinstance(row.get("eval_task"), str) else row["task"]
+    seed = _train_seed(row)
     name = row["setting"] if target == row["task"] else f"{row['task']}__{row['setting']}"
+    name += "" if seed is None else f"__seed{seed}"
     before = io.read_jsonl(P.layout.eval_answers(target))
-    after = io.read_jsonl(P.layout.eval_answers(target, row["setting"], row["task"]))
+    after = io.read_jsonl(P.layout.eval_answers(target, row["setting"], row["task"], seed))
     return target, name, before, after
+
+
+def _train_seed(row) -> int | None:
+    seed = row.get("train_seed") if hasattr(row, "get") else None
+    return None if seed is None or pd.isna(seed) else int(seed)
+
+
+def point_answers(P: RunParams, points: pd.DataFrame) -> dict[tuple, tuple[list[dict], list[dict]]]:
+    """The test answers behind each of Fig 3's points, keyed as :func:`wow.gain_slope.gain_slopes` reads them:
+    ``(task, setting)``, or ``(task, setting, train_seed)`` for one of several training seeds."""
+    out = {}
+    for _, row in points.iterrows():
+        seed = _train_seed(row)
+        key = (row["task"], row["setting"]) if seed is None else (row["task"], row["setting"], seed)
+        out[key] = eval_answers(P, row)[2:]
+    return out

@@ -240,7 +240,8 @@ def alignment_section(df: pd.DataFrame) -> dict:
             return fmt.with_ci(r.get(col), r.get(f"{col}_ci_low"), r.get(f"{col}_ci_high"))
 
         before_after = f"{fmt.num(r.get('before_p_wrong'))} → {fmt.num(r.get('after_p_wrong'))}"
-        cells = [fmt.text(r.get("setting")), fmt.text(r.get("task")), before_after, ci("d_p_wrong")]
+        seed = f" (seed {int(r['train_seed'])})" if not fmt.is_missing(r.get("train_seed")) else ""
+        cells = [fmt.text(r.get("setting")) + seed, fmt.text(r.get("task")), before_after, ci("d_p_wrong")]
         reading = ci_reading(r.get("d_p_wrong_ci_low"), r.get("d_p_wrong_ci_high"), r.get("d_p_wrong_equiv_bound"))
         after_parse = r.get("after_parse_rate")
         low = not fmt.is_missing(after_parse) and float(after_parse) < eval_metrics.LOW_PARSE_RATE

@@ -74,6 +74,7 @@ def alignment_lines(table: pd.DataFrame) -> tuple[list[str], list[str]]:
             if pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0) and not few:
                 moved.append(f"{label} of {r['setting']} ({'up' if lo > 0 else 'down'})")
         where = r["setting"] + (f" on {r['eval_task']}" if r.get("eval_task") not in (None, r.get("task")) else "")
+        where += f" seed {int(r['train_seed'])}" if pd.notna(r.get("train_seed", None)) else ""
         n = r.get("n_questions")
         few = (
             f" ({int(n)} test question{'s' if n != 1 else ''}: too few for a 95% interval)"

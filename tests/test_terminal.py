@@ -175,8 +175,10 @@ def test_a_run_shows_progress_training_losses_and_ends_with_the_verdict(smoke_ru
     losses = [x for x in lines if x.startswith("  [04] checkpoints: ") and ", loss " in x]
     assert losses and all("(ln 2 = 0.6931: no preference learnt)" in x for x in losses), lines
     assert any("step 2/2, loss" in x for x in losses)  # max_steps 2, the last step logged
-    results = next(x for x in lines if x.startswith("\nAcc_WoW at M = 1"))
-    assert "\nVerdict:\n  - " in results and "Alignment on the held-out test questions" in results
+    text = "\n".join(lines)  # the results are one multi-line message, after the last stage
+    start = text.index("\nAcc_WoW at M = 1")
+    assert "Alignment on the held-out test questions" in text[start:] and "\nVerdict:\n  - " in text[start:]
+    assert "[5/5] 05_correlation_plots done" in text[:start]
     assert lines[-1].startswith("wall time ")
 
 

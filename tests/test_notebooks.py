@@ -58,6 +58,8 @@ def test_smoke_run_writes_every_stage(smoke_run):
         "timings.json",
         "correlations.csv",
         "acc_wow_bins.csv",
+        "signal_audit.json",
+        "mechanism.csv",
         "fig3_points.csv",
         "fig3_slopes.csv",
     ]:

@@ -324,7 +324,7 @@ def eval_answers(P: RunParams, row) -> tuple[str, str, list[dict], list[dict]]:
 
 
 def _train_seed(row) -> int | None:
-    seed = row.get("train_seed") if hasattr(row, "get") else None
+    seed = row.get("train_seed")  # a dict or a pandas row
     return None if seed is None or pd.isna(seed) else int(seed)
 
 

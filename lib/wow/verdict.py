@@ -64,23 +64,19 @@ def alignment_lines(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     lines, moved = [], []
     gains = (("d_p_wrong", "Δp_wrong"), ("d_acc", "ΔAcc"), ("neg_d_ece", "-ΔECE"))
     for _, r in table.iterrows():
+        n = r.get("n_questions")
+        too_few = pd.notna(n) and n < MIN_QUESTIONS  # a CI from so few questions is shown, never read
         parts = []
         for col, label in gains:
             if col not in r:
                 continue
             lo, hi = r.get(f"{col}_ci_low"), r.get(f"{col}_ci_high")
             parts.append(f"{label} {_signed(r[col])} [{_signed(lo)}, {_signed(hi)}]")
-            few = pd.notna(r.get("n_questions")) and r.get("n_questions") < MIN_QUESTIONS
-            if pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0) and not few:
+            if pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0) and not too_few:
                 moved.append(f"{label} of {r['setting']} ({'up' if lo > 0 else 'down'})")
         where = r["setting"] + (f" on {r['eval_task']}" if r.get("eval_task") not in (None, r.get("task")) else "")
         where += f" seed {int(r['train_seed'])}" if pd.notna(r.get("train_seed", None)) else ""
-        n = r.get("n_questions")
-        few = (
-            f" ({int(n)} test question{'s' if n != 1 else ''}: too few for a 95% interval)"
-            if pd.notna(n) and n < MIN_QUESTIONS
-            else ""
-        )
+        few = f" ({int(n)} test question{'s' if n != 1 else ''}: too few for a 95% interval)" if too_few else ""
         lines.append(f"  {where:36} " + "; ".join(parts) + few)
     return lines, moved
 

@@ -40,7 +40,7 @@ def test_setup_takes_the_whole_set_from_param_file(tmp_path):
     P = stage_setup.setup(ns, "03_acc_wow")
     expected = params.load(SMOKE, output_root=str(tmp_path), n_boot=50)
     assert P == expected
-    assert P.train_batch_size == 2 and P.max_steps == 2  # values only the set holds, not the notebook
+    assert P.train_batch_size == 1 and P.max_steps == 2  # values only the set holds, not the notebook
     record = run_folder.stage_records(P.run_dir)["03_acc_wow"]
     assert record["values"] == yaml.safe_load((P.run_dir / "run.yaml").read_text())  # the first stage made it
 
@@ -130,9 +130,9 @@ def test_the_smoke_run_recorded_one_set_for_every_stage_and_its_training_regime(
         ), path
         record = json.loads(path.read_text())
         assert record["bf16"] == (run_yaml["dtype"] == "bfloat16")
-        # max_eval_pairs: 4 of the set's 5 validation pairs; 2 steps of 2 pairs read 4 of 8 training pairs, so the
+        # max_eval_pairs: 2 of the set's 5 validation pairs; 2 steps of 1 pair read 2 of 8 training pairs, so the
         # reference is computed per step, not precomputed for pairs never read
-        assert config["max_eval_pairs"] == smoke["max_eval_pairs"] == record["n_val"] == 4, path
+        assert config["max_eval_pairs"] == smoke["max_eval_pairs"] == record["n_val"] == 2, path
         assert record["n_train"] > smoke["max_steps"] * smoke["train_batch_size"]
         assert record["precomputed_ref_log_probs"] is False
 

@@ -2,10 +2,10 @@
 
 Stage 04 samples the original model and each adapter on the test (and validation) questions. With an engine per
 adapter (``evaluate_adapter(..., engine_options=...)``) every evaluation loads the base model again; with
-:class:`wow.evaluate.AdapterEngines` the base model is loaded once and each adapter is merged into it in turn
-(:class:`wow.models.SharedBase`). Both run here side by side in one process, on the offline default model with K
-random LoRA adapters (all linear layers, as :mod:`wow.training` trains them), over the same shortest-path test
-questions; the rows of both must be identical. Load time is the time spent in :func:`wow.models.load`.
+:class:`wow.align.evaluate.AdapterEngines` the base model is loaded once and each adapter is merged into it in turn
+(:class:`wow.backends.models.SharedBase`). Both run here side by side in one process, on the offline default model with K
+random LoRA adapters (all linear layers, as :mod:`wow.align.training` trains them), over the same shortest-path test
+questions; the rows of both must be identical. Load time is the time spent in :func:`wow.backends.models.load_model`.
 
 Run: ``.venv/bin/python bench/bench_adapters.py`` (writes ``outputs/bench/adapters.json``).
 """
@@ -25,11 +25,11 @@ def make_adapters(folder: Path, k: int) -> list[Path]:
     """``k`` saved LoRA adapters of the default model with random (non-zero) weights, seeds 1..k."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from wow import models
+    from wow.backends import models
 
     out = []
     for seed in range(1, k + 1):
-        model, _ = models.load(MODEL, device="cpu")
+        model, _ = models.load_model(MODEL, device="cpu")
         torch.manual_seed(seed)
         config = LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False)
         get_peft_model(model, config).save_pretrained(folder / f"lora_{seed}")
@@ -38,12 +38,12 @@ def make_adapters(folder: Path, k: int) -> list[Path]:
 
 
 class LoadTimer:
-    """Counts and times the calls of :func:`wow.models.load` (patched in place while it is active)."""
+    """Counts and times the calls of :func:`wow.backends.models.load_model` (patched in place while it is active)."""
 
     def __init__(self):
-        from wow import models
+        from wow.backends import models
 
-        self.models, self.real = models, models.load
+        self.models, self.real = models, models.load_model
         self.calls, self.seconds = 0, 0.0
 
     def __enter__(self) -> LoadTimer:
@@ -73,8 +73,9 @@ def bench_adapters(
         max_tokens: most tokens per answer.
         batch_size: rows per batch.
     """
-    from wow import models, tasks
-    from wow.evaluate import AdapterEngines, evaluate_adapter
+    from wow import tasks
+    from wow.align.evaluate import AdapterEngines, evaluate_adapter
+    from wow.backends import models
 
     load_before = loadavg()
     task = tasks.get("shortest_path")
@@ -83,7 +84,7 @@ def bench_adapters(
     kwargs = {"n_samples": n_samples, "max_tokens": max_tokens, "progress": False}
     with tempfile.TemporaryDirectory() as tmp:
         adapters = [None, *make_adapters(Path(tmp), k)]
-        models.load(MODEL, dtype=set_dtype())  # warm-up: both ways then read the weights from the page cache
+        models.load_model(MODEL, dtype=set_dtype())  # warm-up: both ways then read the weights from the page cache
         results, rows = {}, []
         for method in ("one load per adapter", "one shared load"):
             with LoadTimer() as loads, Timer() as total:

@@ -1,6 +1,6 @@
 """The cache: a warm rerun of the smoke pipeline against its cold run (time, stage times, model calls).
 
-``wow.run.run("parameters/smoke.yaml")`` executes the five notebooks into ``outputs/bench/pipeline/smoke`` from an
+``wow.cli.run.run("parameters/smoke.yaml")`` executes the five notebooks into ``outputs/bench/pipeline/smoke`` from an
 empty folder (cold), then again (warm). Model calls of the warm run are counted as the rows it adds to the run's
 call cache (every computed result is stored, so a warm run that adds none made no model call) and, where the run
 writes ``usage.json``, as the calls its engines counted in every stage. The executed
@@ -70,7 +70,8 @@ def notebook_report(folder: Path) -> dict:
 
 def _run(param_file: str, output_root: Path) -> dict:
     """Execute the pipeline; returns wall seconds, stage seconds, cache rows added and the notebooks' report."""
-    from wow import params, run
+    from wow import params
+    from wow.cli import run
 
     P = params.load(REPO / param_file, output_root=str(output_root))
     before = cache_rows(P.cache_path)

@@ -1,7 +1,7 @@
 """Confidence costs no extra forward pass: model forward calls per answer, with and without per-token logprobs.
 
 A forward pre-hook on the model counts every forward call. The same requests (the shortest-path task's first
-turns) are generated with ``logprobs=True`` (what :func:`wow.sampling.sample_answers` asks for: the confidence is
+turns) are generated with ``logprobs=True`` (what :func:`wow.elicit.sampling.sample_answers` asks for: the confidence is
 ``exp(mean token logprob)``) and with ``logprobs=False``; the difference is the cost of confidence. For reference the
 raw engine (``model.generate``) is counted with and without ``output_scores``, and the count is set against the
 decoding steps (one forward per generated token position of a batch, plus the prompt passes).
@@ -45,8 +45,8 @@ def bench_confidence(n_questions: int = 2, n_samples: int = 4, max_tokens: int =
     import torch
     from wow import tasks
     from wow.backends.base import ChatRequest
-    from wow.backends.transformers_engine import TransformersEngine
-    from wow.sampling import sample_answers
+    from wow.backends.local.transformers_engine import TransformersEngine
+    from wow.elicit.sampling import sample_answers
 
     load_before = loadavg()
     task = tasks.get("shortest_path")
@@ -95,9 +95,9 @@ def bench_confidence(n_questions: int = 2, n_samples: int = 4, max_tokens: int =
         )
         engine.close()
 
-    from wow import models
+    from wow.backends import models
 
-    model, tok = models.load(MODEL, dtype=set_dtype(), device="cpu")
+    model, tok = models.load_model(MODEL, dtype=set_dtype(), device="cpu")
     counter = ForwardCounter(model)
     texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
     counts, tokens = {}, 0

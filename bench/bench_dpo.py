@@ -68,17 +68,17 @@ def _step_timer():
 def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
     """One training run in this process (``wow`` or ``trl``); returns step times and memory."""
     import torch
-    from wow import align
+    from wow.align import align_config, training
 
     torch.manual_seed(0)
     ds = preference_pairs(n_pairs)
-    config = align.AlignConfig(batch_size=batch_size, max_steps=steps, progress=False, logging_steps=1)
+    config = align_config.AlignConfig(batch_size=batch_size, max_steps=steps, progress=False, logging_steps=1)
     timer = _step_timer()
     rss_start = rss_mb()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if which == "wow":
-            res = align.train(ds, None, MODEL, "dpo", Path(tmp) / "run", config, callbacks=[timer])
+            res = training.train(ds, None, MODEL, "dpo", Path(tmp) / "run", config, callbacks=[timer])
             loss = res.train_loss
         else:
             loss = _bare_trl(ds, config, Path(tmp) / "run", timer)
@@ -102,7 +102,7 @@ def _bare_trl(ds, config, output_dir: Path, timer) -> float:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-    from wow import models
+    from wow.backends import models
 
     folder = models.resolve(MODEL).source
     tokenizer = AutoTokenizer.from_pretrained(folder)

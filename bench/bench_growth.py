@@ -3,7 +3,7 @@
 Each size runs in its own process (peak memory is the process's ``VmHWM``, reset after the model is loaded so that
 it is the peak of the work; torch allocations escape tracemalloc):
 load the default model, sample and extract ``n_samples`` answers per shortest-path question
-(:func:`wow.sampling.sample_answers`, prefilled extraction), then elicit (:func:`wow.elicit.score_answers`, the
+(:func:`wow.elicit.sampling.sample_answers`, prefilled extraction), then elicit (:func:`wow.analysis.scorers.score_answers`, the
 pairwise judge in both orders and the k=1 score judge, both read from next-token probabilities). Goal: time grows
 linearly with the questions (seconds per question flat or falling), memory stays flat.
 
@@ -35,9 +35,10 @@ MODEL = "smollm2-135m"
 
 def child(n_questions: int, n_samples: int, max_tokens: int, batch_size: int) -> dict:
     """One size in this process: sampling, then elicitation; times and memory."""
-    from wow import elicit, judges, pairs, tasks
-    from wow.backends.transformers_engine import TransformersEngine
-    from wow.sampling import sample_answers
+    from wow import pairs, tasks
+    from wow.backends.local.transformers_engine import TransformersEngine
+    from wow.elicit import judges, scorers
+    from wow.elicit.sampling import sample_answers
 
     task = tasks.get("shortest_path")
     questions = task.questions(n_questions, seed=0, split_fractions=(1.0, 0.0, 0.0))
@@ -54,7 +55,7 @@ def child(n_questions: int, n_samples: int, max_tokens: int, batch_size: int) ->
     with Timer() as te:
         pairwise = judges.judge_pairwise(engine, answers, MODEL, "logprob")
         scores = judges.judge_scores(engine, answers, MODEL, 1, "logprob")
-        elicit.score_answers(answers, elicit.judge_score_maps(scores))
+        scorers.score_answers(answers, scorers.judge_score_maps(scores))
     return {
         "questions": len(questions),
         "answers": len(answers),

@@ -1,7 +1,7 @@
 """Judging cost: model calls and tokens per pair (pairwise, both orders) and per question (score-based, k = 1-10).
 
 A small answer set (shortest-path questions x 10 sampled answers, extracted and graded as the pipeline does) is
-judged by the default model through :mod:`wow.judges`, in both modes: ``text`` (a free greedy reply, parsed) and
+judged by the default model through :mod:`wow.elicit.judges`, in both modes: ``text`` (a free greedy reply, parsed) and
 ``logprob`` (the verdict read from the next-token distribution after a prefill). Calls and tokens come from the
 engine's own usage counters (``calls``, ``prompt_tokens``, ``completion_tokens``), read before and after each
 judge; ``batch_fill`` is the share of the engine's batch rows that held a request (with fixed shapes, only prompts of
@@ -60,11 +60,12 @@ def bench_judging(
         ks: answers per score prompt.
         batch_size: engine batch size.
     """
-    from wow import judges, tasks
+    from wow import tasks
     from wow.backends import CachedEngine, CallCache
-    from wow.backends.transformers_engine import TransformersEngine
+    from wow.backends.local.transformers_engine import TransformersEngine
+    from wow.elicit import judges
+    from wow.elicit.sampling import sample_answers
     from wow.pairs import candidate_pairs, subsample_pairs
-    from wow.sampling import sample_answers
 
     load_before = loadavg()
     task = tasks.get("shortest_path")

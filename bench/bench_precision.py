@@ -4,13 +4,13 @@ Measured side by side in one process, on the workloads the parameter sets run:
 
 * ``matmul``: one thread, a 1024 x 1024 x 1024 matrix product, GFLOP/s (the raw arithmetic; bf16 is emulated on CPUs
   without AMX/AVX512-BF16);
-* ``sampling``: :func:`wow.sampling.sample_answers` on the demo's questions at its samples per question, batch size
+* ``sampling``: :func:`wow.elicit.sampling.sample_answers` on the demo's questions at its samples per question, batch size
   and token budget (``parameters/demo.yaml``), generated tokens per second;
 * ``prompt pass``: one batched forward pass over 16 judge-sized prompts (the shape of stage 02's logprob judges),
   prompt tokens per second.
 
 The table states the CPU model, its bf16-relevant flags, the CPU family and what ``auto`` resolves to
-(:mod:`wow.precision`); ``auto is faster`` says whether the resolved precision is the faster one on each workload.
+(:mod:`wow.backends.precision`); ``auto is faster`` says whether the resolved precision is the faster one on each workload.
 
 Run: ``.venv/bin/python bench/bench_precision.py [--questions 2] [--reps 2]`` (writes
 ``outputs/bench/precision.json``).
@@ -50,8 +50,8 @@ def sampling_tok_s(dtype: str, n_questions: int, reps: int) -> float:
     """Generated tokens per second of the demo's sampling workload (its samples, batch size and token budget)."""
     import yaml
     from wow import tasks
-    from wow.backends.transformers_engine import TransformersEngine
-    from wow.sampling import sample_answers
+    from wow.backends.local.transformers_engine import TransformersEngine
+    from wow.elicit.sampling import sample_answers
 
     demo = yaml.safe_load((REPO / "parameters" / "demo.yaml").read_text())
     task = tasks.get(demo["tasks"][0], **demo.get("task_options", {}).get(demo["tasks"][0], {}))
@@ -81,9 +81,9 @@ def sampling_tok_s(dtype: str, n_questions: int, reps: int) -> float:
 def prompt_pass_tok_s(dtype: str, rows: int = 16, length: int = 384, reps: int = 2) -> float:
     """Prompt tokens per second of one batched forward pass (``rows`` judge-sized prompts of ``length`` tokens)."""
     import torch
-    from wow import models
+    from wow.backends import models
 
-    model, _ = models.load(MODEL, dtype=dtype, device="cpu")
+    model, _ = models.load_model(MODEL, dtype=dtype, device="cpu")
     ids = torch.randint(100, 10000, (rows, length))
     seconds = []
     with torch.inference_mode():
@@ -96,7 +96,7 @@ def prompt_pass_tok_s(dtype: str, rows: int = 16, length: int = 384, reps: int =
 
 def bench_precision(n_questions: int = 2, reps: int = 2) -> dict:
     """Every workload at both precisions; returns the rows, the machine's facts and the load average."""
-    from wow import precision
+    from wow.backends import precision
 
     load_before = loadavg()
     measures = {
@@ -104,7 +104,7 @@ def bench_precision(n_questions: int = 2, reps: int = 2) -> dict:
         "sampling (tok/s, demo workload)": lambda d: sampling_tok_s(d, n_questions, reps),
         "prompt pass (tok/s, 16 x 384)": lambda d: prompt_pass_tok_s(d),
     }
-    auto = precision.resolve("auto")
+    auto = precision.resolve_dtype("auto")
     rows = []
     for name, fn in measures.items():
         values = {d: fn(d) for d in DTYPES}

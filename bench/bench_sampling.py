@@ -1,11 +1,11 @@
-"""Sampling with per-token logprobs: ``wow.sampling`` against the raw transformers engine doing the same work.
+"""Sampling with per-token logprobs: ``wow.elicit.sampling`` against the raw transformers engine doing the same work.
 
 The workload is a parameter set's (default ``parameters/demo.yaml``): its number of questions, samples per question,
 ``batch_size`` and ``max_new_tokens``, on the shortest-path task's prompts as the pipeline builds them; other token
 budgets (the paper's 160 and 1024) and batch sizes are options. The same prompts, batch size and most tokens per
 answer go through
 
-* ``wow default``: :func:`wow.sampling.sample_answers` (first turn only, ``extraction="direct"``) on the
+* ``wow default``: :func:`wow.elicit.sampling.sample_answers` (first turn only, ``extraction="direct"``) on the
   transformers engine in its default mode (shared prompt prefixes read once, finished rows leave the batch);
 * ``wow fixed_shapes``: the same in the batch-invariant mode (``fixed_shapes=True``);
 * ``raw batched``: ``model.generate`` in batches of the same size (left-padded, ``do_sample``, temperature 1, no
@@ -66,10 +66,10 @@ class RawEngine:
 
     def __init__(self, dtype: str):
         import torch
-        from wow import models
+        from wow.backends import models
 
         self.torch = torch
-        self.model, self.tok = models.load(MODEL, dtype=dtype, device="cpu")
+        self.model, self.tok = models.load_model(MODEL, dtype=dtype, device="cpu")
         self.tok.padding_side = "left"
 
     def run(self, messages: list[list[dict]], batch_size: int, max_tokens: int, seed: int = 0) -> dict:
@@ -123,7 +123,7 @@ class RawEngine:
 
 
 def _wow_run(engine, task, questions, n_samples: int, max_tokens: int, seed: int) -> dict:
-    from wow.sampling import sample_answers
+    from wow.elicit.sampling import sample_answers
 
     before, computed_before = engine.prompt_tokens, engine.prompt_tokens_computed
     rows = sample_answers(
@@ -179,7 +179,7 @@ def bench_sampling(
         name: the result's name (``outputs/bench/<name>.json``), e.g. ``sampling_1024`` for a separate run.
         ceiling: options of :meth:`RawEngine.ceiling` (``rows``, ``length``, ``reps``; default 16 x 256, 3 reps).
     """
-    from wow.backends.transformers_engine import TransformersEngine
+    from wow.backends.local.transformers_engine import TransformersEngine
 
     work = workload_from_params(params)
     n_questions = n_questions or work["n_questions"]

@@ -42,13 +42,13 @@ def out_dir() -> Path:
 
 def set_dtype(params: str | Path | None = None) -> str:
     """The precision a parameter set's runs use on this machine (its ``dtype``, default ``auto``, resolved by
-    :func:`wow.precision.resolve`): benchmarks measure the workload the sets run, so never a precision this CPU
+    :func:`wow.backends.precision.resolve_dtype`): benchmarks measure the workload the sets run, so never a precision this CPU
     only emulates unless the set asks for it."""
     import yaml
-    from wow import precision
+    from wow.backends import precision
 
     values = yaml.safe_load(Path(params or REPO / "parameters" / "demo.yaml").read_text(encoding="utf-8")) or {}
-    return precision.resolve(str(values.get("dtype", "auto")))
+    return precision.resolve_dtype(str(values.get("dtype", "auto")))
 
 
 def loadavg() -> list[float]:
@@ -81,11 +81,11 @@ def machine() -> dict:
         pass
     info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     try:
-        from wow import precision
+        from wow.backends import precision
 
         info["cpu_family"] = precision.cpu_family()
         info["cpu_flags"] = precision.machine()["cpu_flags"]
-        info["auto_dtype"] = precision.resolve("auto")
+        info["auto_dtype"] = precision.resolve_dtype("auto")
     except ImportError:
         pass
     return info

@@ -24,16 +24,16 @@ SECRET_MARKERS = {
 @pytest.fixture(scope="session")
 def default_model():
     """The offline default model and tokenizer, loaded once per test session (fp32)."""
-    from wow import models
+    from wow.backends import models
 
-    return models.load(models.DEFAULT_MODEL)
+    return models.load_model(models.DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")
 def llama_server_process():
-    """The running llama.cpp server (:class:`wow.llama_server.Server`), started once per test session on a free port
+    """The running llama.cpp server (:class:`wow.cli.llama_server.Server`), started once per test session on a free port
     of 127.0.0.1 and stopped at its end."""
-    from wow.llama_server import serve
+    from wow.cli.llama_server import serve
 
     with serve() as server:
         yield server
@@ -49,7 +49,7 @@ def llama_server(llama_server_process):
 def _llama_server_alive(request):
     """A test that uses the llama.cpp server fails at once when the server has died: with its exit status or signal
     and the tail of its log, checked before and after the test (a request sent after a crash gets the same
-    diagnosis as an HTTP 400, see wow.llama_server), instead of a minute of retries ending in "Connection
+    diagnosis as an HTTP 400, see wow.cli.llama_server), instead of a minute of retries ending in "Connection
     error"."""
     if "llama_server_process" not in request.fixturenames:
         yield
@@ -74,7 +74,7 @@ class _LinesHandler(logging.Handler):
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The folder of one whole pipeline run on parameters/smoke.yaml (a few minutes), shared by the session's tests."""
-    from wow import run
+    from wow.cli import run
 
     saved = {k: os.environ.get(k) for k in [*SECRET_MARKERS, "WOW_PROGRESS_EVERY_S"]}
     os.environ.update(SECRET_MARKERS)  # a run must leave no trace of the keys it could see (tests/test_reliability.py)
@@ -102,7 +102,7 @@ def tiny_model(tmp_path_factory):
     """A 2-layer, hidden-32 random Llama with the offline default model's tokenizer, saved to a folder (training
     tests: tests/test_align.py, tests/test_losses.py)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from wow import models
+    from wow.backends import models
 
     tok = AutoTokenizer.from_pretrained(models.default_model_path())
     config = LlamaConfig(

@@ -1,4 +1,4 @@
-"""The tests' llama.cpp server: :mod:`wow.llama_server` (a real OpenAI-compatible server serving the offline default
+"""The tests' llama.cpp server: :mod:`wow.cli.llama_server` (a real OpenAI-compatible server serving the offline default
 model's GGUF file), under the names the tests import.
 
 ``python tests/llama_server.py --check`` decodes a multi-token prompt in a child process and reports a crash of the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from wow.llama_server import Server, ServerDied, decode_check, exit_description, free_port, gguf_path, serve
+from wow.cli.llama_server import Server, ServerDied, decode_check, exit_description, free_port, gguf_path, serve
 
 __all__ = ["Server", "ServerDied", "decode_check", "exit_description", "free_port", "gguf_path", "serve"]
 

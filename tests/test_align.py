@@ -7,16 +7,12 @@ import pytest
 from conftest import oracle_answers
 from transformers import TrainerCallback
 from wow import WowError, io
-from wow.align import (
-    TRAINERS,
-    AlignConfig,
-    grid_search,
-    is_complete,
-    main,
-    setting_name,
-    train,
-)
+from wow.align.align_config import AlignConfig
+from wow.align.command import main
+from wow.align.grid import grid_search
+from wow.align.training import is_complete, train
 from wow.preferences import build_preferences, save_preferences
+from wow.schema import TRAINERS, setting_name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -129,14 +125,14 @@ def _rendered(tok, prompt):
 def test_overlong_prompts_keep_their_end_like_trl_0_9(tiny_model):
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from wow.truncation import _prepare
+    from wow.align.truncation import prepare_examples
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     pairs = _long_pairs()
     lengths = [len(_rendered(tok, p["prompt"])) for p in pairs]
     assert lengths[0] > 200 and 64 < lengths[1] < 100 and lengths[2] < 64 and lengths[3] < 64  # the set-up
     cfg = AlignConfig(max_length=128, max_prompt_length=64)
-    ds, counts = _prepare(Dataset.from_list(pairs), tok, cfg, "train")
+    ds, counts = prepare_examples(Dataset.from_list(pairs), tok, cfg, "train")
     expected = {"pairs": 4, "over_max_length": 2, "prompts_truncated": 1, "answers_truncated": 1}
     assert counts == {**expected, "longest_prompt": lengths[0]}
     cut = ds[0]["prompt"]
@@ -147,10 +143,10 @@ def test_overlong_prompts_keep_their_end_like_trl_0_9(tiny_model):
     assert [ds[i] for i in (1, 2, 3)] == pairs[1:]  # the others are untouched (the second fits with its answers)
     assert ds[0]["chosen"] == pairs[0]["chosen"] and ds[0]["rejected"] == pairs[0]["rejected"]
 
-    untouched, counts = _prepare(Dataset.from_list(pairs[1:]), tok, cfg, "validation")
+    untouched, counts = prepare_examples(Dataset.from_list(pairs[1:]), tok, cfg, "validation")
     assert counts["prompts_truncated"] == 0 and untouched.to_list() == pairs[1:]
     with pytest.raises(WowError, match="chat template alone takes more than max_prompt_length=5"):
-        _prepare(Dataset.from_list(pairs), tok, AlignConfig(max_length=128, max_prompt_length=5), "train")
+        prepare_examples(Dataset.from_list(pairs), tok, AlignConfig(max_length=128, max_prompt_length=5), "train")
 
 
 def test_overlong_pairs_train_truncated_not_dropped(tiny_model, tmp_path, caplog):
@@ -162,7 +158,7 @@ def test_overlong_pairs_train_truncated_not_dropped(tiny_model, tmp_path, caplog
 
     seen = FirstBatch()
     cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 1, "max_length": 128, "max_prompt_length": 64})
-    with caplog.at_level("INFO", logger="wow.truncation"):
+    with caplog.at_level("INFO", logger="wow.align.truncation"):
         res = train(Dataset.from_list(_long_pairs()), None, tiny_model, "dpo", tmp_path / "run", cfg, callbacks=[seen])
     assert res.n_train == 4 and len(seen.prompt_lengths) == 4  # nothing dropped, by us or by TRL
     assert seen.prompt_lengths[0] <= 64 < seen.prompt_lengths[1]  # cut; kept whole: it fits with its answers
@@ -183,12 +179,13 @@ def test_config_checks_lengths_and_scheduler_names():
 
 def test_scheduler_names_are_those_of_transformers(tmp_path):
     from transformers.trainer_utils import SchedulerType
-    from wow.align import PAPER_SCHEDULERS, SCHEDULERS
-    from wow.align_config import _trl_config
+    from wow.align.align_config import trl_config
+    from wow.align.grid import PAPER_SCHEDULERS
+    from wow.schema import SCHEDULERS
 
     assert set(SCHEDULERS) <= {s.value for s in SchedulerType} and set(PAPER_SCHEDULERS) <= set(SCHEDULERS)
     for name in PAPER_SCHEDULERS:  # TRL's configs accept each; all evaluate while training when they can
-        args = _trl_config("dpo", AlignConfig(lr_scheduler=name, bf16=False), tmp_path, "cpu", has_validation=True)
+        args = trl_config("dpo", AlignConfig(lr_scheduler=name, bf16=False), tmp_path, "cpu", has_validation=True)
         assert args.lr_scheduler_type.value == name
         assert (args.eval_strategy.value, args.eval_steps) == ("steps", 1000)
 
@@ -220,16 +217,16 @@ def test_grid_search_picks_best_and_resumes(tiny_model, prefs, tmp_path):
 def test_paper_grid_is_81_points_in_the_papers_order(tmp_path, monkeypatch):
     import itertools
 
-    from wow import align, training
+    from wow.align import grid, training
 
     trained = []
 
     def fake_train(train_set, val_set, model_name, trainer, output_dir, config, callbacks=None):
         trained.append(config)
-        return align.TrainResult(output_dir, trainer, model_name, config, 1.0, 1 / len(trained), 1, 0.1, 0.1, 4, 2)
+        return training.TrainResult(output_dir, trainer, model_name, config, 1.0, 1 / len(trained), 1, 0.1, 0.1, 4, 2)
 
     monkeypatch.setattr(training, "train", fake_train)  # the one training run the grid calls
-    paper = dict(schedulers=align.PAPER_SCHEDULERS, weight_decays=align.PAPER_WEIGHT_DECAYS)
+    paper = dict(schedulers=grid.PAPER_SCHEDULERS, weight_decays=grid.PAPER_WEIGHT_DECAYS)
     result = grid_search([1], [1], "m", "dpo", tmp_path, AlignConfig(), **paper)
     assert len(result.runs) == 81 and len({r["name"] for r in result.runs}) == 81
     axes = ("learning_rate", "lr_scheduler", "weight_decay", "epochs")
@@ -288,8 +285,8 @@ def test_grid_over_schedulers_trains_each_and_plateau_evaluates(tiny_model, pref
 
 def test_grid_search_with_the_evaluation_selector(tiny_model, prefs, tmp_path):
     from wow import tasks
-    from wow.eval_metrics import compare
-    from wow.evaluate import evaluate_adapter, make_select_fn
+    from wow.align.evaluate import evaluate_adapter, make_select_fn
+    from wow.analysis.eval_metrics import compare_before_after
 
     task = tasks.get("shortest_path")
     questions = task.questions(10, seed=0)
@@ -318,7 +315,7 @@ def test_grid_search_with_the_evaluation_selector(tiny_model, prefs, tmp_path):
     assert (
         after[0]["generator"] == f"{tiny_model}@setting/{result.best['name']}" and before[0]["generator"] == tiny_model
     )
-    assert compare(before, after, n_boot=20)["n_questions"] == len(test)
+    assert compare_before_after(before, after, n_boot=20)["n_questions"] == len(test)
 
 
 def test_command_line_trains_a_saved_preference_set(tiny_model, prefs, tmp_path):

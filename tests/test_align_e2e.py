@@ -3,7 +3,8 @@
 import math
 
 import pytest
-from wow.align import AlignConfig, train
+from wow.align.align_config import AlignConfig
+from wow.align.training import train
 from wow.preferences import build_preferences
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -14,7 +15,7 @@ def test_dpo_lora_on_the_default_model_saves_a_loadable_adapter(tmp_path):
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file
-    from wow import models
+    from wow.backends import models
 
     # 4 train questions x 3 wrong answers -> 3 oracle pairs each; 12 pairs, one question's 3 go to validation
     answers = [
@@ -54,7 +55,7 @@ def test_dpo_lora_on_the_default_model_saves_a_loadable_adapter(tmp_path):
 
     saved = load_file(out / "adapter_model.safetensors")
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items())  # B starts at 0: it trained
-    base, tok = models.load("smollm2-135m")
+    base, tok = models.load_model("smollm2-135m")
     model = PeftModel.from_pretrained(base, out)
     loaded = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     some_key = next(k for k in saved if "lora_B" in k)

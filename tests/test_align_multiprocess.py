@@ -12,7 +12,7 @@ import pytest
 from conftest import oracle_answers
 from safetensors.torch import load_file
 from wow import io
-from wow.align import main
+from wow.align.command import main
 from wow.preferences import build_preferences, save_preferences
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,8 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
-from wow import WowError, io, quantization
-from wow.align import AlignConfig, train
+from wow import WowError, io
+from wow.align import quantization
+from wow.align.align_config import AlignConfig
+from wow.align.training import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,7 +76,7 @@ def test_the_adapter_saved_is_the_checkpoint_of_the_lowest_validation_loss(tiny_
 def test_without_validation_pairs_the_final_weights_are_saved(tiny_model, pairs, tmp_path, caplog):
     train_set, _ = pairs
     cfg = dataclasses.replace(FAST, max_steps=2, eval_steps=1)
-    with caplog.at_level("INFO", logger="wow.training"):
+    with caplog.at_level("INFO", logger="wow.align.training"):
         res = train(train_set, None, tiny_model, "dpo", tmp_path / "run", cfg)
     assert (res.best_step, res.val_loss, res.steps) == (None, None, 2)
     assert not [h for h in res.log_history if "eval_loss" in h]
@@ -95,7 +97,7 @@ class StopAt(TrainerCallback):
 
 @pytest.mark.parametrize("killed_at", [2, 4])  # a checkpoint in the middle; the last one, before the adapter is saved
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(killed_at, tiny_model, pairs, tmp_path):
-    from wow.training import is_complete
+    from wow.align.training import is_complete
 
     train_set, val_set = pairs
     # checkpoints at steps 2 and 4; losses logged at 1 and 3 (and, for the resumed mean, at every checkpoint)
@@ -137,7 +139,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_model, pairs, tmp_pa
 
 
 def test_gradient_checkpointing_reaches_the_model_and_trains(tiny_model, pairs, tmp_path):
-    from wow.align_config import _trl_config
+    from wow.align.align_config import trl_config
 
     class Seen(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -149,8 +151,8 @@ def test_gradient_checkpointing_reaches_the_model_and_trains(tiny_model, pairs, 
 
     train_set, val_set = pairs
     cfg = dataclasses.replace(FAST, max_steps=2, gradient_checkpointing=True)
-    assert _trl_config("dpo", cfg, tmp_path, "cpu").activation_checkpointing is True
-    assert _trl_config("dpo", FAST, tmp_path, "cpu").activation_checkpointing is False
+    assert trl_config("dpo", cfg, tmp_path, "cpu").activation_checkpointing is True
+    assert trl_config("dpo", FAST, tmp_path, "cpu").activation_checkpointing is False
     seen = Seen()
     res = train(train_set, val_set, tiny_model, "dpo", tmp_path / "run", cfg, callbacks=[seen])
     assert seen.on is True  # the model recomputes activations in the backward pass
@@ -166,12 +168,12 @@ def test_4bit_config_is_the_papers_qlora():
 
 
 def test_4bit_is_refused_before_loading_where_it_cannot_run(tiny_model, pairs, tmp_path, monkeypatch):
-    from wow import models
+    from wow.backends import models
 
     def no_load(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(models, "load", no_load)
+    monkeypatch.setattr(models, "load_model", no_load)
     train_set, val_set = pairs
     cfg = dataclasses.replace(FAST, max_steps=1, quantization="4bit", device="cpu")
     with pytest.raises(WowError, match=r"4bit needs a CUDA GPU.*set quantization: none, or run on a CUDA GPU"):
@@ -193,7 +195,7 @@ def test_the_reference_is_precomputed_only_where_the_training_reads_every_pair(t
     early (the demo reads 8 of 135 pairs) computes them per step instead, and train_log.json says which."""
     import json
 
-    from wow.align_config import _trl_config, reads_every_pair
+    from wow.align.align_config import reads_every_pair, trl_config
 
     assert reads_every_pair(dataclasses.replace(FAST, max_steps=-1), 135)
     assert not reads_every_pair(dataclasses.replace(FAST, max_steps=4, batch_size=2), 135)  # 8 of 135
@@ -201,10 +203,10 @@ def test_the_reference_is_precomputed_only_where_the_training_reads_every_pair(t
     assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, batch_size=2), 16, world_size=2)
     assert reads_every_pair(dataclasses.replace(FAST, max_steps=1), None)
     few = dataclasses.replace(FAST, max_steps=2)  # batch 1: 2 of the 4 training pairs
-    assert _trl_config("dpo", few, tmp_path, "cpu", n_train=4).precompute_ref_log_probs is False
-    assert _trl_config("dpo", few, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is True
+    assert trl_config("dpo", few, tmp_path, "cpu", n_train=4).precompute_ref_log_probs is False
+    assert trl_config("dpo", few, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is True
     off = dataclasses.replace(FAST, max_steps=-1, precompute_ref_log_probs=False)
-    assert _trl_config("dpo", off, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is False  # asked off
+    assert trl_config("dpo", off, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is False  # asked off
 
     train_set, val_set = pairs
     for name, cfg, expected in (("early", few, False), ("whole", dataclasses.replace(FAST, max_steps=4), True)):

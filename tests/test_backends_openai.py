@@ -7,7 +7,7 @@ import pytest
 from fault_proxy import FAULTS, FaultProxy
 from wow import WowError
 from wow.backends import CachedEngine, ChatRequest, EngineError, get_engine
-from wow.backends.openai_engine import OpenAIEngine
+from wow.backends.api.openai_engine import OpenAIEngine
 
 WORDS = ["cats", "dogs", "rain", "sun", "trees", "cars", "bread", "ice"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from wow import WowError
 from wow.backends import ChatRequest, get_engine
-from wow.backends.transformers_engine import TransformersEngine
+from wow.backends.local.transformers_engine import TransformersEngine
 
 PROMPTS = [
     "What is 2+3?",
@@ -154,7 +154,7 @@ def test_adapter_changes_the_model_and_the_identity(engine, tmp_path, default_mo
 
 
 def test_radix_tree_reads_each_long_shared_prefix_once():
-    from wow.backends.prefix_pass import radix_tree
+    from wow.backends.local.prefix_pass import radix_tree
 
     q = list(range(100, 140))  # a 40-token "question" shared by three prompts
     seqs = [q + [1] * 20, q + [1] * 20 + [2] * 30, q + [3] * 5, [7, 8, 9], q + [1] * 20]
@@ -228,7 +228,7 @@ def make_lora(model_dir, folder, seed, targets=("q_proj", "v_proj", "down_proj")
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_adapters_on_a_shared_base_are_bitwise_those_of_a_model_each(tiny_model, tmp_path, monkeypatch, dtype):
-    from wow import models
+    from wow.backends import models
 
     adapters = [make_lora(tiny_model, tmp_path / f"lora{seed}", seed) for seed in (1, 2)]
     adapters.append(make_lora(tiny_model, tmp_path / "lora3", 3, targets=("o_proj", "up_proj")))  # other layers
@@ -252,8 +252,8 @@ def test_adapters_on_a_shared_base_are_bitwise_those_of_a_model_each(tiny_model,
     assert all(own[a][2]["adapter_sha256"] for a in adapters) and "adapter_sha256" not in own[None][2]
 
     loads = []
-    real_load = models.load
-    monkeypatch.setattr(models, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     with models.SharedBase(tiny_model, dtype=dtype) as base:
         shared = {
             a: TransformersEngine(tiny_model, dtype=dtype, batch_size=8, adapter=a, base=base)
@@ -268,7 +268,7 @@ def test_adapters_on_a_shared_base_are_bitwise_those_of_a_model_each(tiny_model,
 
 
 def test_shared_base_refuses_an_engine_of_another_model_or_dtype(tiny_model):
-    from wow import models
+    from wow.backends import models
 
     base = models.SharedBase(tiny_model, dtype="float32")
     with pytest.raises(WowError, match="shared base model"):

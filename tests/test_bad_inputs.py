@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wow import WowError, io, models, params, preferences, sampling, stage_setup, tasks
+from wow import WowError, io, params, preferences, tasks
+from wow.backends import models
 from wow.backends.cache import CallCache
+from wow.elicit import sampling
+from wow.run_folder import stage_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
@@ -95,7 +98,7 @@ def test_unknown_notebook_prefix(tmp_path):
 def test_outputs_folder_of_a_different_run_is_refused_and_left_alone(tmp_path):
     first = params.load(param_file(tmp_path))
     first.run_dir.mkdir(parents=True)
-    from wow import run
+    from wow.cli import run
 
     run.record_run(first, "first")
     (first.run_dir / "answers.jsonl").write_text('{"answer_id": "kept"}\n')
@@ -106,7 +109,7 @@ def test_outputs_folder_of_a_different_run_is_refused_and_left_alone(tmp_path):
 
 
 def test_a_notebook_run_interactively_refuses_the_folder_of_a_different_run(tmp_path):
-    from wow import run
+    from wow.cli import run
 
     first = params.load(param_file(tmp_path))
     first.run_dir.mkdir(parents=True)
@@ -126,7 +129,7 @@ def test_missing_dataset_file():
 def test_malformed_jsonl_row_names_file_and_line(tmp_path):
     bad = tmp_path / "answers.jsonl"
     bad.write_text('{"answer_id": "a"}\n{"answer_id": "b",\n')
-    with pytest.raises(WowError, match=r"answers\.jsonl:2 is not valid JSON"):
+    with pytest.raises(WowError, match=r"answers\.jsonl:2: not valid JSON"):
         io.read_jsonl(bad)
 
 
@@ -147,10 +150,10 @@ def test_empty_dataset(tmp_path):
 
 def test_stage_whose_input_is_missing_says_which_stage_to_run(tmp_path):
     P = params.load(param_file(tmp_path))
-    from wow import pipeline
+    from wow.steps import data_prep
 
     with pytest.raises(WowError, match=r"answers\.jsonl does not exist: run the stage that writes it first"):
-        pipeline.load_answers(P)
+        data_prep.load_answers(P)
 
 
 # -- model replies ------------------------------------------------------------------------------------------------
@@ -177,7 +180,7 @@ def test_question_with_no_parsable_answer_is_reported_not_fatal(caplog):
 
 def test_judge_reply_with_no_verdict_is_counted_and_kept_with_its_text():
     from test_judges import ANSWERS, FakeEngine
-    from wow import judges
+    from wow.elicit import judges
 
     engine = FakeEngine(reply=lambda r: "Both answers look equally plausible to me.")
     rows = judges.judge_pairwise(engine, ANSWERS, mode="text")
@@ -190,7 +193,7 @@ def test_judge_reply_with_no_verdict_is_counted_and_kept_with_its_text():
 
 
 def test_score_reply_with_too_few_scores_is_a_parse_failure():
-    from wow import judges
+    from wow.elicit import judges
 
     scores, problem = judges.parse_scores("Answer 1: 3", k=2)
     assert scores is None and problem
@@ -250,9 +253,9 @@ def test_zero_pair_preference_set_says_why():
 
 def test_training_on_an_empty_preference_set_is_refused(tmp_path):
     import datasets
-    from wow import align
+    from wow.align import training
 
     empty = datasets.Dataset.from_dict({"prompt": [], "chosen": [], "rejected": []})
     with pytest.raises(WowError, match="non-empty preference set"):
-        align.train(empty, None, models.DEFAULT_MODEL, "dpo", tmp_path / "out")
+        training.train(empty, None, models.DEFAULT_MODEL, "dpo", tmp_path / "out")
     assert not (tmp_path / "out" / "train_log.json").exists()

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from wow import precision
+from wow.backends import precision
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -41,7 +41,7 @@ def test_sampling_bench_takes_the_parameter_set_workload(bench_out):
     )
     written = json.loads((bench_out / "sampling.json").read_text())
     assert written["max_tokens"] == [2] and written["ceiling_tokens_per_s"] > 0
-    assert written["dtype"] == work["dtype"] == precision.resolve("auto")  # the set's precision on this machine
+    assert written["dtype"] == work["dtype"] == precision.resolve_dtype("auto")  # the set's precision on this machine
     methods = {r["method"] for r in res["rows"]}
     assert methods == {"wow default", "wow fixed_shapes", "raw batched"}
     for row in res["rows"]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from wow import layout
 
 pytestmark = pytest.mark.slow
 
@@ -186,9 +187,8 @@ def _smoke_notebook_copy(smoke_run: Path, folder: Path, runs: Path) -> Path:
     import papermill
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
-    from wow import run
 
-    src = run.NOTEBOOK_DIR / "01_data_prep.ipynb"
+    src = layout.NOTEBOOK_DIR / "01_data_prep.ipynb"
     values = yaml.safe_load((smoke_run / "run.yaml").read_text())
     values["output_root"] = str(runs)
     (runs / smoke_run.name).mkdir(parents=True)

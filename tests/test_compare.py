@@ -1,8 +1,9 @@
 """``wow compare``: one small table of what changes between two runs, on two hand-made run folders."""
 
 import pytest
-from wow import WowError, compare, io
-from wow.cli import main
+from wow import WowError, io
+from wow.cli import compare
+from wow.cli.commands import main
 
 ACC_HEADER = "task,generator,split,method,judge,check,margin,n_candidates,n_missing,n_pairs,n_hits,acc_wow\n"
 

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
-from wow import WowError, alignment_figures, bootstrap, eval_metrics, params, pipeline, schema
-from wow.preference_examples import accuracy, flip_examples
-from wow.preferences import build_preferences, save_preferences
+from wow import WowError, params, schema
+from wow.analysis import bootstrap, eval_metrics, fig3_points
+from wow.figures import alignment_figures
+from wow.preferences import build_preferences, pref_spec, save_preferences
+from wow.preferences.preference_examples import flip_examples, true_acc_wow
 
 matplotlib.use("Agg")
 
@@ -64,7 +66,7 @@ def test_noisy_keeps_the_oracle_pairs_and_splits_and_flips_exactly_round_q_n_of_
     n_train = sum(r["source_method"] == "oracle_flipped" for r in noisy["train"])
     n_val = sum(r["source_method"] == "oracle_flipped" for r in noisy["validation"])
     assert (n_train, n_val) == (round(0.25 * 18), round(0.25 * 6)) == (4, 2)
-    assert accuracy(noisy["train"]) == pytest.approx(14 / 18) and accuracy(oracle["train"]) == 1.0
+    assert true_acc_wow(noisy["train"]) == pytest.approx(14 / 18) and true_acc_wow(oracle["train"]) == 1.0
     text = {a["answer_id"]: a["text"] for a in answers}
     for r in noisy["train"]:
         flipped = r["source_method"] == "oracle_flipped"
@@ -79,7 +81,7 @@ def test_random_flips_half_and_a_smaller_share_flips_a_subset_of_a_larger_ones(a
     kw = {"generators": ["A"], "val_fraction": 0.0, "seed": 0}
     random_set = build_preferences(answers, "random", **kw)
     assert sum(r["source_method"] == "oracle_flipped" for r in random_set["train"]) == 12  # 0.5 x 24
-    assert accuracy(random_set["train"]) == 0.5
+    assert true_acc_wow(random_set["train"]) == 0.5
     small = flipped_ids(build_preferences(answers, "noisy", flip=0.1, **kw), "train")
     large = flipped_ids(build_preferences(answers, "noisy", flip=0.25, **kw), "train")
     assert len(small) == 2 and len(large) == 6 and small < large  # round(2.4), round(6.0): nested
@@ -95,7 +97,7 @@ def test_flip_examples_swaps_every_field_of_the_pair():
         "rejected_label": -1.0,
         "source_method": "oracle_flipped",
     }
-    assert flip_examples([ex], 0.0, seed=0) == [ex] and math.isnan(accuracy([]))
+    assert flip_examples([ex], 0.0, seed=0) == [ex] and math.isnan(true_acc_wow([]))
     with pytest.raises(WowError, match=r"\[0, 1\]"):
         flip_examples([ex], 1.5, seed=0)
 
@@ -116,7 +118,7 @@ def test_pref_type_specs_and_setting_names():
     assert schema.setting_name("self", "noisy", "dpo", margin=0.25) == "self_noisy_0.25_dpo"
     assert schema.setting_name("self", "random", "dpo") == "self_random_dpo"
     P = params.validate({"pref_types": ["oracle", "noisy@0.1", "noisy@0.25", "random"], "judges": []})
-    assert [s.setting(P, "dpo") for s in pipeline.pref_specs(P)] == [
+    assert [s.setting(P, "dpo") for s in pref_spec.pref_specs(P)] == [
         "self_oracle_dpo",
         "self_noisy_0.1_dpo",
         "self_noisy_0.25_dpo",
@@ -126,7 +128,7 @@ def test_pref_type_specs_and_setting_names():
 
 def test_fig3_x_of_a_controlled_set_is_the_accuracy_of_its_saved_training_pairs(tmp_path, answers):
     P = params.validate({"pref_types": ["oracle", "noisy@0.25", "random"], "judges": [], "output_root": str(tmp_path)})
-    for spec in pipeline.pref_specs(P):
+    for spec in pref_spec.pref_specs(P):
         ds = build_preferences(answers, spec.pref_type, flip=spec.margin, generators=["A"], val_fraction=0.25, seed=3)
         save_preferences(ds, P.layout.preferences("shortest_path", spec.setting(P)))
     alignment = pd.DataFrame(
@@ -140,7 +142,7 @@ def test_fig3_x_of_a_controlled_set_is_the_accuracy_of_its_saved_training_pairs(
             )
         ]
     )
-    points = pipeline.method_acc_wow(P, pd.DataFrame(), alignment).set_index("setting")
+    points = fig3_points.method_acc_wow(P, pd.DataFrame(), alignment).set_index("setting")
     assert points.loc["self_oracle_dpo", "acc_wow"] == 1.0
     assert points.loc["self_noisy_0.25_dpo", "acc_wow"] == pytest.approx(14 / 18)  # 4 of 18 training pairs flipped
     assert points.loc["self_random_dpo", "acc_wow"] == pytest.approx(9 / 18)
@@ -165,13 +167,13 @@ def test_compare_reports_the_detectable_difference_of_each_gain():
 
     before = [row(f"q{i}", c) for i, c in enumerate([0.2, 0.4, 0.1, 0.3, 0.5, 1.0])]
     after = [row(f"q{i}", c) for i, c in enumerate([0.3, 0.4, 0.3, 0.3, 0.6, 1.0])]
-    out = eval_metrics.compare(before, after, n_boot=200, seed=1)
+    out = eval_metrics.compare_before_after(before, after, n_boot=200, seed=1)
     for gain in ("d_p_wrong", "d_acc", "neg_d_ece", "d_mean_correctness"):
         assert out[f"{gain}_mde"] == pytest.approx(
             bootstrap.detectable_difference(out[f"{gain}_ci_low"], out[f"{gain}_ci_high"])
         )
     assert out["d_p_wrong_mde"] > 0
-    assert math.isnan(eval_metrics.compare(before, after, n_boot=0)["d_p_wrong_mde"])
+    assert math.isnan(eval_metrics.compare_before_after(before, after, n_boot=0)["d_p_wrong_mde"])
 
 
 def test_equivalence_bound_is_the_90_percent_intervals_far_end():
@@ -191,10 +193,10 @@ def test_compare_reports_the_equivalence_bound_of_each_gain_by_hand():
 
     before = [row("q1", True), row("q1", False), row("q2", False), row("q2", False)]
     after = [row("q1", True), row("q1", True), row("q2", False), row("q2", False)]
-    out = eval_metrics.compare(before, after, n_boot=2000, seed=0)
+    out = eval_metrics.compare_before_after(before, after, n_boot=2000, seed=0)
     assert (out["d_acc"], out["d_acc_ci_low"], out["d_acc_ci_high"]) == (0.25, 0.0, 0.5)
     assert out["d_acc_equiv_bound"] == 0.5
-    assert math.isnan(eval_metrics.compare(before, after, n_boot=0)["d_acc_equiv_bound"])
+    assert math.isnan(eval_metrics.compare_before_after(before, after, n_boot=0)["d_acc_equiv_bound"])
 
 
 # -- the figure -----------------------------------------------------------------------------------------------------
@@ -235,7 +237,8 @@ def test_gain_slope_and_its_paired_bootstrap_by_hand():
     Acc_WoW 1.0: q1 0.5, q2 0.6 (Δ 0.25); after the set of 0.5: unchanged (Δ 0). Slope 0.25 / 0.5 = 0.5.
     A resample draws {q1, q1} (Δ 0.3: slope 0.6), {q2, q2} (Δ 0.2: slope 0.4) or one of each (0.5), with
     probabilities 1/4, 1/4, 1/2, so the 95% CI is [0.4, 0.6] and the detectable slope 0.7147 x 0.2."""
-    from wow import alignment_figures, gain_slope
+    from wow.analysis import gain_slope
+    from wow.figures import alignment_figures
 
     def rows(c1, c2):
         return [
@@ -272,7 +275,7 @@ def test_gain_slope_takes_the_spread_between_training_seeds_by_hand():
     spread between seeds: squares 0.01 + 0.01 + 0 + 0 = 0.02 over 2 degrees of freedom, 0.01 (no test-answer noise
     to take out with one question); Sxx over the four rows is 4 x 0.25^2 = 0.25, so the slope's seed variance is
     0.01 / 0.25 = 0.04 (SD 0.2), drawn as 0.2 x t(2): the 95% CI is 0.6 ± 4.303 x 0.2 = [-0.261, 1.461]."""
-    from wow import gain_slope
+    from wow.analysis import gain_slope
 
     before = one_question_rows(0.2)
     points = pd.DataFrame(
@@ -312,7 +315,7 @@ def test_seed_variance_takes_out_the_test_answers_own_noise():
     """Two seeds whose gains differ by 0.2 (squares 0.02) while their deviations vary by 0.0025 each across the
     question resamples (summed 0.005): the seed variance is (0.02 - 0.005) / 1; noise larger than the spread gives
     0."""
-    from wow import gain_slope
+    from wow.analysis import gain_slope
 
     gains = np.array([0.1, 0.3])
     resamples = np.array([[0.05, 0.35], [0.15, 0.25]])  # deviations ±0.15 and ±0.05: variance 0.0025 each

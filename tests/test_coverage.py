@@ -12,7 +12,7 @@ runs narrow (docs/footguns.md).
 import numpy as np
 import pandas as pd
 import pytest
-from wow import acc_wow, eval_metrics, gain_slope, metrics
+from wow.analysis import acc_wow, eval_metrics, gain_slope, metrics
 from wow.pairs import margin_keep
 
 N_BOOT = 200
@@ -138,7 +138,9 @@ def gain_coverage() -> dict[tuple[str, str], float]:
         before, after = model_answers(rng, q), model_answers(rng, q, 0.01, 1.0)
         for unit in ("question", "answer") if rep < PAIR_REPS else ("question",):
             by_slot = unit == "answer"
-            out = eval_metrics.compare(answer_rows(*before, by_slot), answer_rows(*after, by_slot), N_BOOT, seed=rep)
+            out = eval_metrics.compare_before_after(
+                answer_rows(*before, by_slot), answer_rows(*after, by_slot), N_BOOT, seed=rep
+            )
             for g, t in truth.items():
                 held[(g, unit)] += out[f"{g}_ci_low"] <= t <= out[f"{g}_ci_high"]
     return {(g, unit): n / (REPS if unit == "question" else PAIR_REPS) for (g, unit), n in held.items()}

@@ -1,4 +1,4 @@
-"""wow.elicit: the scalar scorers, scores.jsonl rows, the Acc_WoW table (oracle = 1.0) and the Figure 2/5 analysis."""
+"""wow.analysis.acc_wow_tables: the scalar scorers, scores.jsonl rows, the Acc_WoW table (oracle = 1.0) and the Figure 2/5 analysis."""
 
 import math
 import random
@@ -6,8 +6,11 @@ import re
 import zlib
 
 import pytest
-from wow import WowError, elicit, judge_prompts, judges, plots, schema, scorers, tasks
+from wow import WowError, schema, tasks
+from wow.analysis import acc_wow_tables
 from wow.backends.base import Completion, Engine
+from wow.elicit import judge_prompts, judges, scorers
+from wow.figures import plots
 
 
 def answer(s, label, extracted, qid="q", gen="g", task="t", correct=False, n_tokens=10, lp=-1.0):
@@ -72,7 +75,7 @@ def test_judge_score_maps_name_one_column_per_judge_k_and_mode():
         "judge_score:j:k2": {"q|g|1": 4, "q|g|2": 1, "q|g|3": None},
         "judge_score:j:k1:logprob": {"q|g|1": 2.5},
     }
-    table = elicit.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS, maps), n_boot=0)
+    table = acc_wow_tables.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS, maps), n_boot=0)
     assert {"score_k2", "score_k1_logprob"} <= set(table.method)
 
 
@@ -92,8 +95,8 @@ def by_method(table, method, margin=1.0, check="none"):
 def test_acc_wow_table_scalar_methods_hand_computed():
     col = schema.judge_score_column("j", 5)
     scores = scorers.score_answers(ANSWERS, {col: {"q|g|1": 3, "q|g|2": 3, "q|g|3": None}})
-    table = elicit.acc_wow_table(ANSWERS, scores, n_boot=100)
-    assert list(table.columns) == elicit.TABLE_COLUMNS
+    table = acc_wow_tables.acc_wow_table(ANSWERS, scores, n_boot=100)
+    assert list(table.columns) == acc_wow_tables.TABLE_COLUMNS
     # length 30, 10, 20: (1,2) hit, (1,3) hit, (2,3) 10 < 20 and -3 < -2: hit
     assert by_method(table, "length").acc_wow == 1.0
     # consistency 0.5, 0.25, 0.5: (1,2) hit, (1,3) tie = miss, (2,3) hit
@@ -112,7 +115,7 @@ def test_acc_wow_table_scalar_methods_hand_computed():
 
 def test_oracle_is_exactly_one_wherever_there_are_pairs():
     rows = ANSWERS + [answer(0, -1.0, 3, qid="q2", task="u"), answer(1, -1.0, 3, qid="q2", task="u")]  # no pairs
-    table = elicit.acc_wow_table(rows, scorers.score_answers(rows), n_boot=50)
+    table = acc_wow_tables.acc_wow_table(rows, scorers.score_answers(rows), n_boot=50)
     oracle = table[table.method == "oracle"]
     assert len(oracle) == 6
     with_pairs = oracle[oracle.n_pairs > 0]
@@ -129,21 +132,23 @@ def test_acc_wow_table_resamples_whole_questions_unless_asked_for_pairs_and_says
     for qid, lengths in (("q1", (30, 20, 10)), ("q2", (10, 20, 30))):
         rows += [answer(i, -(i + 1.0), 5 + i, qid=qid, n_tokens=n) for i, n in enumerate(lengths)]
     scores = scorers.score_answers(rows)
-    table = elicit.acc_wow_table(rows, scores, margins=(1.0,), n_boot=4000)
+    table = acc_wow_tables.acc_wow_table(rows, scores, margins=(1.0,), n_boot=4000)
     row = by_method(table, "length")
     assert (row.acc_wow, row.ci_low, row.ci_high, row.ci_resample) == (0.5, 0.0, 1.0, "question")
-    pairs = by_method(elicit.acc_wow_table(rows, scores, margins=(1.0,), n_boot=4000, resample="pair"), "length")
+    pairs = by_method(
+        acc_wow_tables.acc_wow_table(rows, scores, margins=(1.0,), n_boot=4000, resample="pair"), "length"
+    )
     assert (pairs.ci_low, pairs.ci_high, pairs.ci_resample) == (pytest.approx(1 / 6), pytest.approx(5 / 6), "pair")
-    assert by_method(elicit.acc_wow_table(rows, scores, n_boot=0), "length").ci_resample == ""
+    assert by_method(acc_wow_tables.acc_wow_table(rows, scores, n_boot=0), "length").ci_resample == ""
     with pytest.raises(WowError, match="resampling unit 'answer'"):
-        elicit.acc_wow_table(rows, scores, resample="answer")
+        acc_wow_tables.acc_wow_table(rows, scores, resample="answer")
 
 
 def test_a_margins_interval_redoes_the_cut_in_every_resample():
     """q1's two pairs have gaps 9 and 8 (both hits), q2's gaps 1 and 2 (both misses); M = 0.5 keeps the 2 largest
     gaps: q1's (Acc_WoW 1). A resample of {q2, q2} keeps q2's pairs (0), {q1, q1} or one of each keeps q1's (1):
     the CI is [0, 1], where the kept pairs alone (q1's) would give [1, 1]."""
-    from wow import acc_wow
+    from wow.analysis import acc_wow
 
     res = acc_wow.acc_from_hits([1, 1, 0, 0], [9, 8, 1, 2], 0.5, n_boot=2000, seed=0, groups=["q1", "q1", "q2", "q2"])
     assert (res.acc, res.n_pairs, res.ci_low, res.ci_high, res.ci_resample) == (1.0, 2, 0.0, 1.0, "question")
@@ -174,7 +179,7 @@ def test_acc_wow_table_pairwise_rows_with_both_checks():
         ("ANS3", "ANS2"): "no idea",  # unparseable
     }
     judgements = judges.judge_pairwise(ScriptedJudge(replies), ANSWERS, judge="j")
-    table = elicit.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS), judgements, n_boot=50)
+    table = acc_wow_tables.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS), judgements, n_boot=50)
     none = by_method(table, "pairwise_text", check="none")
     assert (none.n_pairs, none.n_hits) == (3, 2)
     assert none.parse_fail_rate == pytest.approx(1 / 6) and none.flip_rate == 0.0
@@ -185,11 +190,11 @@ def test_acc_wow_table_pairwise_rows_with_both_checks():
 
 def test_acc_wow_table_rejects_a_bad_margin():
     with pytest.raises(WowError):
-        elicit.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS), margins=(1.0, 0.0))
+        acc_wow_tables.acc_wow_table(ANSWERS, scorers.score_answers(ANSWERS), margins=(1.0, 0.0))
 
 
 def test_task_accuracy_confidence():
-    stats = elicit.task_accuracy_confidence(ANSWERS)
+    stats = acc_wow_tables.task_accuracy_confidence(ANSWERS)
     row = stats.iloc[0]
     assert (row.task, row.generator, row.n_answers, row.n_confidence, row.n_wow_pairs) == ("t", "g", 5, 4, 3)
     assert row.accuracy == pytest.approx(0.2)
@@ -200,7 +205,7 @@ def test_task_accuracy_confidence():
 def test_task_accuracy_and_confidence_under_the_paper_protocol_are_sums_over_all_answers():
     """Rows 36 and 41 of docs/fidelity.md: the paper's code divides by every answer (no logprob counts 0
     confidence), and takes Bio's accuracy as the mean FActScore, not the share above 0.9."""
-    paper = elicit.task_accuracy_confidence(ANSWERS, "paper").iloc[0]
+    paper = acc_wow_tables.task_accuracy_confidence(ANSWERS, "paper").iloc[0]
     assert paper.accuracy == pytest.approx(0.2)  # a graded task: the share correct, as under wow
     expected = (math.exp(-0.1) + math.exp(-0.5) + math.exp(-0.2) + math.exp(-1.0)) / 5  # 5 answers, 1 without
     assert paper.mean_confidence == pytest.approx(expected)
@@ -209,12 +214,12 @@ def test_task_accuracy_and_confidence_under_the_paper_protocol_are_sums_over_all
          "correctness": c, "is_correct": (c or 0) >= 0.9, "raw_label": c, "extracted": "text", "mean_logprob": -0.5}
         for i, c in enumerate([0.95, 0.5, 0.2, None])
     ]  # fmt: skip
-    wow_row = elicit.task_accuracy_confidence(bio).iloc[0]
-    paper_row = elicit.task_accuracy_confidence(bio, "paper").iloc[0]
+    wow_row = acc_wow_tables.task_accuracy_confidence(bio).iloc[0]
+    paper_row = acc_wow_tables.task_accuracy_confidence(bio, "paper").iloc[0]
     assert wow_row.accuracy == pytest.approx(0.25)  # 1 of 4 with FActScore >= 0.9
     assert paper_row.accuracy == pytest.approx((0.95 + 0.5 + 0.2 + 0.0) / 4)  # the mean FActScore, null as 0
     with pytest.raises(WowError):
-        elicit.task_accuracy_confidence(bio, "papers")
+        acc_wow_tables.task_accuracy_confidence(bio, "papers")
 
 
 def test_acc_wow_correlations_across_task_generator_points():
@@ -234,7 +239,7 @@ def test_acc_wow_correlations_across_task_generator_points():
     stats = pd.DataFrame(
         {"task": ["a", "b", "c", "d"], "generator": ["g"] * 4, "accuracy": [1, 2, 3, 4], "mean_confidence": [0.5] * 4}
     )
-    corr = elicit.acc_wow_correlations(table, stats).set_index("x")
+    corr = acc_wow_tables.acc_wow_correlations(table, stats).set_index("x")
     assert corr.loc["accuracy", "r"] == pytest.approx(0.8) and corr.loc["accuracy", "n"] == 4
     assert math.isnan(corr.loc["mean_confidence", "r"]) and corr.loc["mean_confidence", "n"] == 4  # constant
 
@@ -332,14 +337,14 @@ def test_acc_wow_table_counts_the_pairs_of_one_split_and_says_which():
     replies = {(f"ANS{i}", f"ANS{j}"): "Preferred output: 1" for i in range(5) for j in range(5)}
     judgements = judges.judge_pairwise(ScriptedJudge(replies), rows, judge="j")
     assert len(judgements) == 6  # 3 pairs per question
-    table = elicit.acc_wow_table(rows, scorers.score_answers(rows), judgements, split="train", n_boot=0)
+    table = acc_wow_tables.acc_wow_table(rows, scorers.score_answers(rows), judgements, split="train", n_boot=0)
     assert set(table.split) == {"train"}
     assert by_method(table, "oracle").n_pairs == 3  # q only
     assert by_method(table, "pairwise_text").n_candidates == 3  # the test question's judgements are left out
-    everything = elicit.acc_wow_table(rows, scorers.score_answers(rows), judgements, split="all", n_boot=0)
+    everything = acc_wow_tables.acc_wow_table(rows, scorers.score_answers(rows), judgements, split="all", n_boot=0)
     assert by_method(everything, "oracle").n_pairs == 6 and set(everything.split) == {"all"}
     with pytest.raises(WowError, match="unknown split"):
-        elicit.acc_wow_table(rows, scorers.score_answers(rows), split="dev")
+        acc_wow_tables.acc_wow_table(rows, scorers.score_answers(rows), split="dev")
 
 
 def test_acc_wow_bins_table_hand_computed():
@@ -354,8 +359,8 @@ def test_acc_wow_bins_table_hand_computed():
         answer(0, 0.0, 1, qid="r", task="u", correct=True),  # two labels only: nothing to bin
         answer(1, -1.0, 2, qid="r", task="u"),
     ]
-    bins = elicit.acc_wow_bins_table(rows, scorers.score_answers(rows), d=4)
-    assert list(bins.columns) == elicit.BINS_COLUMNS
+    bins = acc_wow_tables.acc_wow_bins_table(rows, scorers.score_answers(rows), d=4)
+    assert list(bins.columns) == acc_wow_tables.BINS_COLUMNS
     assert set(bins.task) == {"t"} and set(bins.method) == {"length", "consistency", "logprob"}
     lp = bins[bins.method == "logprob"]
     assert len(lp) == 10  # cells i <= j of 4 bins
@@ -378,9 +383,9 @@ def test_acc_wow_bins_under_the_paper_protocol_holds_its_three_margins():
         answer(3, -8.0, 8, lp=-1.0),
     ]
     scores = scorers.score_answers(rows)
-    assert set(elicit.acc_wow_bins_tables(rows, scores, d=4).margin) == {1.0}  # wow: M = 1 only
-    bins = elicit.acc_wow_bins_tables(rows, scores, d=4, protocol="paper")
-    assert list(bins.columns) == elicit.BINS_COLUMNS and set(bins.margin) == {1.0, 0.5, 0.1}
+    assert set(acc_wow_tables.acc_wow_bins_tables(rows, scores, d=4).margin) == {1.0}  # wow: M = 1 only
+    bins = acc_wow_tables.acc_wow_bins_tables(rows, scores, d=4, protocol="paper")
+    assert list(bins.columns) == acc_wow_tables.BINS_COLUMNS and set(bins.margin) == {1.0, 0.5, 0.1}
 
     def cells(margin):
         lp = bins[(bins.method == "logprob") & (bins.margin == margin)]

@@ -5,9 +5,9 @@ import math
 
 import pytest
 from wow import WowError
-from wow.alignment_csv import alignment_table, write_alignment_csv
-from wow.eval_metrics import compare, reliability, summarize
-from wow.evaluate import check_held_out, evaluate_model
+from wow.align.evaluate import check_held_out, evaluate_model
+from wow.analysis.alignment_csv import build_alignment_table, write_alignment_csv
+from wow.analysis.eval_metrics import compare_before_after, reliability, summarize
 from wow.preferences import build_preferences
 from wow.tasks.base import Question
 
@@ -56,7 +56,7 @@ AFTER = [
 
 
 def test_compare_deltas_and_signs_by_hand():
-    c = compare(BEFORE, AFTER, n_boot=200, seed=0)
+    c = compare_before_after(BEFORE, AFTER, n_boot=200, seed=0)
     assert c["before_p_wrong"] == pytest.approx(0.2) and c["after_p_wrong"] == pytest.approx(0.5)
     assert c["before_accuracy"] == pytest.approx(0.25) and c["after_accuracy"] == pytest.approx(0.5)
     assert c["before_ece"] == pytest.approx(0.25) and c["after_ece"] == pytest.approx(0.15)
@@ -72,7 +72,7 @@ def test_compare_deltas_and_signs_by_hand():
 def test_parse_rate_p_wrong_of_parsed_answers_and_length_by_hand():
     """#31: what reads p_wrong, beside it. p_wrong counts an unparsed answer as a wrong one of correctness 0;
     p_wrong_parsed leaves it out; lengths are the answers' tokens."""
-    from wow.eval_metrics import question_totals, weighted_metric
+    from wow.analysis.eval_metrics import question_totals, weighted_metric
 
     before = [
         {**row("q1", 0.5, False, 0.5), "n_tokens": 10},
@@ -91,7 +91,7 @@ def test_parse_rate_p_wrong_of_parsed_answers_and_length_by_hand():
     assert s["p_wrong"] == pytest.approx((0.5 + 0.0 + 0.3) / 3)  # the unparsed one at 0
     assert s["p_wrong_parsed"] == pytest.approx((0.5 + 0.3) / 2)
     assert s["mean_length"] == pytest.approx(25.0)
-    c = compare(before, after, n_boot=200, seed=0)
+    c = compare_before_after(before, after, n_boot=200, seed=0)
     assert c["after_parse_rate"] == pytest.approx(0.25) and c["d_parse_rate"] == pytest.approx(-0.5)
     # p_wrong falls (0.225 from 0.267: three unparsed answers at 0) while the parsed answers got less wrong
     assert c["after_p_wrong"] == pytest.approx(0.9 / 4) and c["d_p_wrong"] == pytest.approx(0.9 / 4 - 0.8 / 3)
@@ -107,14 +107,14 @@ def test_parse_rate_p_wrong_of_parsed_answers_and_length_by_hand():
 
 
 def test_compare_identical_models_has_zero_deltas_and_zero_width_cis():
-    c = compare(BEFORE, BEFORE, n_boot=100, seed=1)
+    c = compare_before_after(BEFORE, BEFORE, n_boot=100, seed=1)
     for key in ("d_p_wrong", "d_acc", "neg_d_ece", "d_mean_correctness"):
         assert c[key] == 0.0 and c[f"{key}_ci_low"] == 0.0 and c[f"{key}_ci_high"] == 0.0
 
 
 def test_compare_needs_shared_questions():
     with pytest.raises(WowError, match="share no question"):
-        compare(BEFORE[:2], AFTER[2:], n_boot=0)
+        compare_before_after(BEFORE[:2], AFTER[2:], n_boot=0)
 
 
 def test_reliability_per_model():
@@ -135,7 +135,7 @@ def test_alignment_table_and_csv(tmp_path):
         "before_rows": BEFORE,
         "after_rows": AFTER,
     }
-    table = alignment_table([entry], n_boot=50)
+    table = build_alignment_table([entry], n_boot=50)
     assert list(table.columns[:9]) == [
         "setting",
         "task",
@@ -199,8 +199,9 @@ def make_lora(model_dir, folder, seed):
 
 
 def test_adapters_evaluated_on_one_loaded_base_model_match_a_model_each(tiny_model, tmp_path, monkeypatch):
-    from wow import models, tasks
-    from wow.evaluate import AdapterEngines, evaluate_adapter
+    from wow import tasks
+    from wow.align.evaluate import AdapterEngines, evaluate_adapter
+    from wow.backends import models
 
     task = tasks.get("shortest_path")
     test_qs = [q for q in task.questions(10, seed=0) if q.split == "test"]
@@ -208,8 +209,8 @@ def test_adapters_evaluated_on_one_loaded_base_model_match_a_model_each(tiny_mod
     options = {"dtype": "float32", "batch_size": 8}
     kwargs = {"n_samples": 2, "max_tokens": 6, "progress": False}
     loads = []
-    real_load = models.load
-    monkeypatch.setattr(models, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
 
     own = [evaluate_adapter(task, test_qs, tiny_model, a, engine_options=options, **kwargs) for a in adapters]
     assert len(loads) == len(adapters)  # one load per adapter (and one for the original model)

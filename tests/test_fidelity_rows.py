@@ -11,7 +11,9 @@ import re
 from pathlib import Path
 
 import pytest
-from wow import align_config, checkpoints, params, protocol, sampling
+from wow import params, protocol
+from wow.align import align_config, checkpoints
+from wow.elicit import sampling
 from wow.tasks import chess_moves, graphs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +156,7 @@ def test_paper_sets_train_the_run_scripts_configuration(name, grid):
 
 
 def test_the_81_point_option_is_the_papers_grid_with_27_repeated_points():
-    from wow import grid
+    from wow.align import grid
 
     text = (PAPER / "fig3_alignment.yaml").read_text().replace("\n# ", " ")
     lists = {

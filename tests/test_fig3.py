@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 from matplotlib.colors import same_color
 from matplotlib.container import ErrorbarContainer
-from wow import WowError, acc_wow, alignment_figures, params, pipeline, plots
+from wow import WowError, params
+from wow.analysis import acc_wow, fig3_points
+from wow.figures import alignment_figures, plots
+from wow.preferences import pref_spec
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +82,8 @@ def save_set(P, kind, source, margin, train, validation=()):
     """Save a preference set whose pairs are ``(question, right)`` (``right``: the chosen answer is the less wrong),
     under the folder its spec names."""
     from datasets import Dataset, DatasetDict
-    from wow.preference_examples import example_features
     from wow.preferences import save_preferences
+    from wow.preferences.preference_examples import example_features
 
     def example(i, question, right):
         labels = (-1.0, -3.0) if right else (-3.0, -1.0)
@@ -105,7 +108,7 @@ def save_set(P, kind, source, margin, train, validation=()):
             else Dataset.from_dict({k: [] for k in example_features()}, features=example_features())
         )
 
-    spec = pipeline.PrefSpec(kind, margin, JUDGE if kind in ("direct", "score") else None, "text", source)
+    spec = pref_spec.PrefSpec(kind, margin, JUDGE if kind in ("direct", "score") else None, "text", source)
     save_preferences(
         DatasetDict({"train": dataset(train), "validation": dataset(validation)}),
         P.layout.preferences("t", spec.setting(P)),
@@ -132,7 +135,7 @@ def saved_sets(P):
 def test_fig3_x_is_the_accuracy_of_each_sets_own_training_pairs(tmp_path):
     P = run_params(["self", "mix"], tmp_path)
     saved_sets(P)
-    points = pipeline.method_acc_wow(P, ACC, alignment_rows()).set_index("setting")
+    points = fig3_points.method_acc_wow(P, ACC, alignment_rows()).set_index("setting")
     assert "self_row" not in points.index and "mix_row" not in points.index  # right-over-wrong: no Acc_WoW
     assert points.loc["self_oracle", "acc_wow"] == 1.0 and points.loc["mix_oracle", "acc_wow_pairs"] == 6
     assert points.loc["self_direct", "acc_wow"] == pytest.approx(3 / 4)  # the validation pairs (all wrong) left out
@@ -148,7 +151,7 @@ def test_fig3_x_is_the_accuracy_of_each_sets_own_training_pairs(tmp_path):
 def test_the_judges_acc_wow_stands_beside_x_self_from_the_policys_rows_mix_pooled(tmp_path):
     P = run_params(["self", "mix"], tmp_path)
     saved_sets(P)
-    points = pipeline.method_acc_wow(P, ACC, alignment_rows()).set_index("setting")
+    points = fig3_points.method_acc_wow(P, ACC, alignment_rows()).set_index("setting")
     assert points.loc["self_direct", "judge_acc_wow"] == pytest.approx(0.50)  # not the mean over generators, 0.70
     assert points.loc["mix_direct", "judge_acc_wow"] == pytest.approx(32 / 40)  # (5 + 27) / (10 + 30), not 0.70
     assert points.loc["self_score", "judge_acc_wow"] == pytest.approx(3 / 4)
@@ -162,7 +165,7 @@ def test_the_judges_acc_wow_stands_beside_x_self_from_the_policys_rows_mix_poole
 def test_the_direct_set_without_the_check_takes_its_own_pairs_and_the_unchecked_rows(tmp_path):
     P = run_params("self", tmp_path, pref_check=False)
     save_set(P, "direct", "self", None, [("q1", True), ("q1", False), ("q1", False)])
-    points = pipeline.method_acc_wow(P, ACC, alignment_rows(["self"]).iloc[1:2]).set_index("setting")
+    points = fig3_points.method_acc_wow(P, ACC, alignment_rows(["self"]).iloc[1:2]).set_index("setting")
     assert points.loc["self_direct", "acc_wow"] == pytest.approx(1 / 3)
     assert points.loc["self_direct", "judge_acc_wow"] == pytest.approx(4 / 20)
 
@@ -185,7 +188,7 @@ def test_a_score_sets_x_counts_the_pairs_it_kept_while_acc_wow_counts_score_ties
     judged = acc_wow.acc_wow_pairs(candidate_pairs(rows), scores, 1.0, n_boot=0)
     assert (judged.n_pairs, judged.n_hits) == (6, 4)
     ds = build_preferences(rows, "score", generators=[POLICY], scores=scores, margin=1.0, val_fraction=0.0)
-    spec = pipeline.PrefSpec("score", 1.0, JUDGE, "text", "self")
+    spec = pref_spec.PrefSpec("score", 1.0, JUDGE, "text", "self")
     save_preferences(ds, P.layout.preferences("t", spec.setting(P)))
     acc = pd.DataFrame([acc_row(POLICY, "score_k5", "none", 1.0, judged.n_pairs, judged.n_hits)])
     alignment = pd.DataFrame(
@@ -194,7 +197,7 @@ def test_a_score_sets_x_counts_the_pairs_it_kept_while_acc_wow_counts_score_ties
             | {"judge": JUDGE, "margin": 1.0, "d_p_wrong": 0.0, "d_acc": 0.0, "neg_d_ece": 0.0}
         ]
     )
-    point = pipeline.method_acc_wow(P, acc, alignment).iloc[0]
+    point = fig3_points.method_acc_wow(P, acc, alignment).iloc[0]
     assert (point.acc_wow, point.acc_wow_pairs) == (pytest.approx(4 / 5), 5)
     assert point.judge_acc_wow == pytest.approx(4 / 6)
 
@@ -204,7 +207,7 @@ def test_an_acc_wow_table_of_other_questions_than_the_sets_is_refused_naming_bot
     saved_sets(P)
     both = pd.concat([ACC, ACC.assign(split="test")])  # a table that also holds the test split
     with pytest.raises(WowError, match=r"acc_wow_split is 'train' and acc_wow.csv holds the split\(s\) test, train"):
-        pipeline.method_acc_wow(P, both, alignment_rows())
+        fig3_points.method_acc_wow(P, both, alignment_rows())
     with pytest.raises(WowError, match="acc_wow_split 'all' scores other questions than the preference sets"):
         run_params("self", acc_wow_split="all")
     assert run_params("self", acc_wow_split="all", pref_types=["oracle", "noisy@0.5"]).acc_wow_split == "all"
@@ -213,13 +216,13 @@ def test_an_acc_wow_table_of_other_questions_than_the_sets_is_refused_naming_bot
 def test_a_set_that_was_not_saved_is_named(tmp_path):
     P = run_params("self", tmp_path)
     with pytest.raises(WowError, match="Fig 3's x of self_oracle is the accuracy of the pairs it trained on"):
-        pipeline.method_acc_wow(P, ACC, alignment_rows(["self"]).iloc[:1])
+        fig3_points.method_acc_wow(P, ACC, alignment_rows(["self"]).iloc[:1])
 
 
 # -- item 2: Self and Mix from one parameter set; the paper's two regression lines ---------------------------------
 def test_both_sources_from_one_parameter_set_have_distinct_setting_names():
     P = run_params(["self", "mix"])
-    specs = pipeline.pref_specs(P)
+    specs = pref_spec.pref_specs(P)
     assert [(s.source, s.pref_type) for s in specs] == [
         (src, kind) for src in ("self", "mix") for kind in ("oracle", "direct", "score", "row")
     ]
@@ -227,12 +230,12 @@ def test_both_sources_from_one_parameter_set_have_distinct_setting_names():
     assert len(set(names)) == len(names)
     assert "self_direct_filtered_gpt-4o_dpo" in names and "mix_direct_filtered_gpt-4o_dpo" in names
     assert specs[0].generators(P) == [POLICY] and specs[-1].generators(P) == [POLICY, OTHER]
-    assert [s.source for s in pipeline.pref_specs(run_params("mix"))] == ["mix"] * 4  # a plain string still works
+    assert [s.source for s in pref_spec.pref_specs(run_params("mix"))] == ["mix"] * 4  # a plain string still works
 
 
 def test_fig4_parameter_set_trains_the_papers_six_set_ups_in_one_run():
     P = params.load(ROOT / "parameters" / "paper" / "fig4_trainers.yaml")
-    names = {s.setting(P) for s in pipeline.pref_specs(P)}
+    names = {s.setting(P) for s in pref_spec.pref_specs(P)}
     assert names == {
         f"{src}_{kind}"
         for src in ("self", "mix")
@@ -240,7 +243,7 @@ def test_fig4_parameter_set_trains_the_papers_six_set_ups_in_one_run():
     }
 
 
-def fig3_points():
+def points_table():
     # shortest path: (0.5, 0.0), (1.0, 0.1); bio: (0.6, 0.0), (0.8, 0.1)
     return pd.DataFrame(
         {
@@ -256,7 +259,7 @@ def fig3_points():
 
 
 def test_fig3_lines_over_all_datasets_and_over_bio_generation():
-    lines = alignment_figures.fig3_lines(fig3_points()).set_index(["gain", "line"])
+    lines = alignment_figures.fig3_lines(points_table()).set_index(["gain", "line"])
     bio = lines.loc[("d_p_wrong", "Bio Generation")]
     assert (bio.color, bio.n) == ("green", 2)
     assert bio.slope == pytest.approx(0.5) and bio.intercept == pytest.approx(-0.3)  # through (0.6, 0) and (0.8, 0.1)
@@ -270,7 +273,7 @@ def test_fig3_lines_over_all_datasets_and_over_bio_generation():
 
 
 def test_fig3_draws_both_lines_and_both_sources():
-    fig = alignment_figures.fig_alignment_vs_acc_wow(fig3_points())
+    fig = alignment_figures.fig_alignment_vs_acc_wow(points_table())
     ax = fig.axes[0]
     green = [ln for ln in ax.lines if same_color(ln.get_color(), "green")]
     black = [ln for ln in ax.lines if same_color(ln.get_color(), "black")]

@@ -83,7 +83,7 @@ def test_the_finder_sees_a_cycle():
 def test_the_graph_sees_deferred_imports():
     graph = import_graph()
     assert "wow.tasks" in graph["wow.params"]  # imported inside a validator
-    assert "wow.backends" in graph["wow.context"]
+    assert "wow.backends" in graph["wow.steps.context"]
 
 
 def test_the_package_has_no_import_cycle():
@@ -106,3 +106,174 @@ def test_no_module_is_over_the_line_limit():
     sizes = {module: len(path.read_text(encoding="utf-8").splitlines()) for module, path in MODULES.items()}
     too_long = {m: n for m, n in sizes.items() if n > MAX_LINES and m not in OVER_THE_LIMIT}
     assert not too_long, f"modules over {MAX_LINES} lines (split them by job): {too_long}"
+
+
+# -- layers: which folder may import which ---------------------------------------------------------------------------
+#: The folders (and top-level modules) of lib/wow and what each may import, listed once. Read bottom-up it is the
+#: paper's pipeline: names and files, engines, tasks, the method's rules, parameters and the run folder, then
+#: elicitation, the numbers, preference sets, alignment, figures, the report, the notebooks' steps and the command.
+# fmt: off
+LAYERS: dict[str, set[str]] = {
+    "schema": set(),
+    "layout": set(),
+    "io": set(),
+    "progress": set(),
+    "backends": {"io", "progress"},
+    "tasks": {"backends", "io"},  # an LLM labeler (FActScore) is an engine
+    "protocol": {"schema", "tasks"},
+    "pairs": {"protocol"},
+    "params": {"backends", "layout", "schema", "tasks"},
+    "run_folder": {"io", "layout", "params"},
+    "elicit": {"backends", "io", "layout", "pairs", "progress", "protocol", "schema", "tasks"},
+    "preferences": {"io", "pairs", "params", "protocol", "schema"},
+    "analysis": {"elicit", "io", "pairs", "params", "preferences", "protocol", "schema"},
+    "figures": {"analysis", "io", "schema"},
+    "align": {"analysis", "backends", "elicit", "io", "layout", "pairs", "preferences", "progress", "protocol",
+              "schema", "tasks"},
+    "report": {"analysis", "backends", "io", "layout", "params", "run_folder"},
+    "steps": {"align", "analysis", "backends", "elicit", "figures", "io", "layout", "params", "preferences",
+              "protocol", "report", "schema", "tasks"},
+    "cli": {"backends", "io", "layout", "params", "progress", "protocol", "report", "run_folder", "schema", "tasks"},
+}
+# fmt: on
+
+
+def _unit(module: str) -> str:
+    """The folder (or top-level module) a module belongs to: ``wow.elicit.judges`` -> ``elicit``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "wow"
+
+
+def test_every_folder_and_top_level_module_has_its_layer():
+    units = {_unit(m) for m in MODULES} - {"wow", "templates"}
+    assert units == set(LAYERS), f"add to LAYERS: {units - set(LAYERS)}; gone: {set(LAYERS) - units}"
+
+
+def test_the_layers_themselves_have_no_cycle():
+    assert _find_cycle(LAYERS) is None
+
+
+def test_each_folder_imports_only_the_layers_below_it():
+    wrong = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if _unit(target) not in (_unit(module), "wow") and _unit(target) not in LAYERS[_unit(module)]
+    )
+    assert not wrong, "imports across layers that tests/test_imports.py LAYERS does not allow:\n" + "\n".join(wrong)
+
+
+def test_the_layer_check_sees_a_wrong_import():
+    graph = import_graph()
+    assert "wow.elicit.judges" in {t for ts in graph.values() for t in ts}
+    assert "elicit" not in LAYERS["figures"]  # so an import of wow.elicit from wow.figures would be refused
+
+
+#: What the numbers may never pull in: a model, a trainer, a figure (importing wow.analysis stays light and pure).
+HEAVY = ("torch", "transformers", "trl", "peft", "openai", "matplotlib", "papermill")
+
+
+def test_analysis_imports_no_engine_trainer_or_plotting_library():
+    """Every module of wow.analysis, imported in a fresh interpreter, leaves the heavy libraries unimported; its own
+    source does not import them either, even inside a function."""
+    import subprocess
+    import sys
+
+    analysis = sorted(m for m in MODULES if _unit(m) == "analysis")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {analysis!r}: importlib.import_module(m)\n"
+        f"print(sorted(h for h in {HEAVY!r} if h in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"importing wow.analysis loaded {out.strip()}"
+    for module in analysis:
+        for node in ast.walk(ast.parse(MODULES[module].read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not [n for n in names if n.split(".")[0] in HEAVY], (module, names)
+
+
+# -- one address per name ---------------------------------------------------------------------------------------------
+def _imported_names(tree: ast.Module) -> dict[str, str]:
+    """Local name -> the wow module it was imported from (or the wow module itself, for ``from wow.x import y``
+    where y is a module)."""
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wow"):
+            for a in node.names:
+                out[a.asname or a.name] = f"{node.module}.{a.name}"
+    return out
+
+
+def test_no_module_level_alias_of_another_modules_name():
+    """``X = schema.X`` or ``from wow.y import X`` kept to be used as ``thismodule.X`` gives a name two addresses."""
+    aliases = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = _imported_names(tree)
+        for node in tree.body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                continue
+            value = node.value
+            base = value.value if isinstance(value, ast.Attribute) else value
+            if isinstance(base, ast.Name) and base.id in imported:
+                aliases.append(f"{module}: {node.targets[0].id} = {ast.unparse(value)}")
+    assert not aliases, "aliases (use the name where it is defined):\n" + "\n".join(aliases)
+
+
+def test_re_exports_only_in_a_package_init_and_only_of_its_own_names():
+    wrong = []
+    for module, path in MODULES.items():
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        exported = set()
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+                exported = set(ast.literal_eval(node.value))
+        imported = _imported_names(tree)
+        re_exported = {n for n in exported if n in imported}
+        re_exported |= {
+            line.strip() for line in text.splitlines() if "noqa: F401" in line and line.lstrip().startswith("from wow")
+        }
+        if not re_exported:
+            continue
+        if path.name != "__init__.py":
+            wrong.append(f"{module} re-exports {sorted(re_exported)}")
+        else:
+            foreign = [n for n in exported & set(imported) if not imported[n].startswith(module + ".")]
+            if foreign:
+                wrong.append(f"{module} re-exports names of other packages: {foreign}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    private = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wow"):
+                private += [f"{module}: from {node.module} import {a.name}" for a in node.names if a.name[0] == "_"]
+    assert not private, "private names used across modules (make them public where they are defined):\n" + "\n".join(
+        private
+    )
+
+
+#: Public functions and classes of the same name in several modules, each with its reason (entry points).
+SAME_NAME_ALLOWED = {
+    "main": "each command's entry point (wow.cli.commands, wow.align.command, wow.cli.llama_server)",
+}
+
+
+def test_no_public_name_is_defined_in_two_modules():
+    """Two public functions or classes with one name and two meanings (two ``safe_name`` rules, a ``read_json`` that
+    raises beside one that returns ``{}``) make a reader guess which one a call means."""
+    where: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(module)
+    twice = {n: ms for n, ms in where.items() if len(ms) > 1 and n not in SAME_NAME_ALLOWED}
+    assert not twice, "names defined in several modules:\n" + "\n".join(
+        f"{n}: {ms}" for n, ms in sorted(twice.items())
+    )

@@ -1,11 +1,12 @@
-"""wow.judges with a scripted fake engine: prompts, both orders, parsing, checks, rates, scores, subsampling."""
+"""wow.elicit.judges with a scripted fake engine: prompts, both orders, parsing, checks, rates, scores, subsampling."""
 
 import math
 import re
 
 import pytest
-from wow import WowError, judge_prompts, judges, pairs, schema, verdicts
+from wow import WowError, pairs, schema
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError
+from wow.elicit import judge_prompts, judges, verdicts
 
 
 class FakeEngine(Engine):
@@ -222,13 +223,14 @@ def test_subsampling_gives_every_judge_the_same_pairs():
 
 def test_judgement_filenames():
     assert (
-        judges.judgement_filename("pairwise", "meta-llama/Llama 3", "text") == "pairwise_meta-llama-Llama-3_text.jsonl"
+        judges.checked_judgement_filename("pairwise", "meta-llama/Llama 3", "text")
+        == "pairwise_meta-llama-Llama-3_text.jsonl"
     )
-    assert judges.judgement_filename("score", "gpt-4o", "logprob", k=1) == "score_gpt-4o_k1_logprob.jsonl"
+    assert judges.checked_judgement_filename("score", "gpt-4o", "logprob", k=1) == "score_gpt-4o_k1_logprob.jsonl"
     with pytest.raises(WowError):
-        judges.judgement_filename("score", "j", "text")
+        judges.checked_judgement_filename("score", "j", "text")
     with pytest.raises(WowError):
-        judges.judgement_filename("pairwise", "j", "greedy")
+        judges.checked_judgement_filename("pairwise", "j", "greedy")
 
 
 # -- score judge --------------------------------------------------------------------------------------------------
@@ -278,7 +280,7 @@ def test_score_logprob_mode_gives_the_expected_score():
 
 def test_logprob_mode_warns_when_the_choices_get_little_probability(caplog):
     engine = FakeEngine(choice=lambda r, c: {"1": math.log(0.002), "2": math.log(0.001)})
-    with caplog.at_level("WARNING", logger="wow.judges"):
+    with caplog.at_level("WARNING", logger="wow.elicit.judges"):
         rows = judges.judge_pairwise(engine, ANSWERS, judge="j", mode="logprob")
     assert "only 0.003" in caplog.text
     assert rows[0]["forward"]["p1"] == pytest.approx(2 / 3)  # still renormalised over the two choices

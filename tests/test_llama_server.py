@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from llama_server import ServerDied, decode_check, exit_description, serve
 from wow.backends import ChatRequest, EngineError
-from wow.backends.openai_engine import OpenAIEngine
+from wow.backends.api.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,14 +18,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wow import WowError, html_report, io, lock, params, plots, run
+from wow import WowError, io, layout, params
+from wow.cli import run
+from wow.figures import figure_files
+from wow.report import html_report
+from wow.run_folder import lock, stages
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "parameters" / "smoke.yaml").read_text())
 
 HOLD = """
 import json, sys, time
-from wow import stage_setup
+from wow.run_folder import stage_setup
 P = stage_setup.setup(json.loads(sys.argv[1]), "01_data_prep")
 print("held", P.run_dir, flush=True)
 time.sleep(600)
@@ -128,7 +132,8 @@ def test_two_wow_runs_on_one_folder_the_second_is_refused_the_first_ends_as_if_a
         _wait_for(
             "the first run holding the folder in stage 01",
             lambda: (
-                (lock.holder(run_dir) or {}).get("pid") == first.pid and "01_data_prep" in run.load_attempts(run_dir)
+                (lock.holder(run_dir) or {}).get("pid") == first.pid
+                and "01_data_prep" in stages.load_attempts(run_dir)
             ),
             first,
             log,
@@ -145,7 +150,7 @@ def test_two_wow_runs_on_one_folder_the_second_is_refused_the_first_ends_as_if_a
         if first.poll() is None:
             first.kill()
     # the notebook's kernel worked under its parent's lock; the refused run left no trace
-    (attempt,) = run.load_attempts(run_dir)["01_data_prep"]
+    (attempt,) = stages.load_attempts(run_dir)["01_data_prep"]
     assert attempt["status"] == "done" and attempt["pid"] == first.pid and attempt["error"] is None
     for name in ("questions.jsonl", "answers.jsonl"):
         assert (run_dir / name).read_bytes() == (smoke_run / name).read_bytes(), name
@@ -170,28 +175,28 @@ def _status(page: str, stage: str) -> str:
 
 
 def test_every_attempt_is_kept_and_the_report_shows_the_latest(tmp_path):
-    stage, other, third = [nb.stem for nb in run.notebooks()][:3]
+    stage, other, third = [nb.stem for nb in layout.notebooks()][:3]
     d = tmp_path / "run"
     d.mkdir()
     (d / "run.yaml").write_text(yaml.safe_dump({"run_name": "t"}))
     # stage: failed, then done (the notebook on disk is the latest attempt's)
-    first = run.start_attempt(d, stage)
-    run.end_attempt(d, stage, first, "failed", "cell 3: FileNotFoundError: answer_labels.png", 2.0)
-    second = run.start_attempt(d, stage)
-    run.end_attempt(d, stage, second, "done", None, 65.4)
+    first = stages.start_attempt(d, stage)
+    stages.end_attempt(d, stage, first, "failed", "cell 3: FileNotFoundError: answer_labels.png", 2.0)
+    second = stages.start_attempt(d, stage)
+    stages.end_attempt(d, stage, second, "done", None, 65.4)
     _executed(d / "notebooks" / f"{stage}.ipynb", failed=False)
     # other: done, then failed
-    run.end_attempt(d, other, run.start_attempt(d, other), "done", None, 3.0)
-    run.end_attempt(d, other, run.start_attempt(d, other), "failed", "cell 2: WowError: boom", 1.0)
+    stages.end_attempt(d, other, stages.start_attempt(d, other), "done", None, 3.0)
+    stages.end_attempt(d, other, stages.start_attempt(d, other), "failed", "cell 2: WowError: boom", 1.0)
     _executed(d / "notebooks" / f"{other}.ipynb", failed=True)
     # third: started by a process that is gone (kill -9), with the notebook of an earlier, successful run
-    run.start_attempt(d, third)
-    data = json.loads((d / run.ATTEMPTS_FILE).read_text())
+    stages.start_attempt(d, third)
+    data = json.loads((d / layout.ATTEMPTS_FILE).read_text())
     data[third][0]["pid"] = 2**22 + 1  # above Linux's pid_max default: no such process
-    (d / run.ATTEMPTS_FILE).write_text(json.dumps(data))
+    (d / layout.ATTEMPTS_FILE).write_text(json.dumps(data))
     _executed(d / "notebooks" / f"{third}.ipynb", failed=False)
 
-    attempts = run.load_attempts(d)
+    attempts = stages.load_attempts(d)
     assert [a["status"] for a in attempts[stage]] == ["failed", "done"]
     assert [a["status"] for a in attempts[other]] == ["done", "failed"]
     assert all(a["pid"] == os.getpid() and a["start"] and a["end"] for a in attempts[stage])
@@ -215,7 +220,7 @@ def test_a_failed_attempt_is_recorded_with_its_error(tmp_path, monkeypatch):
     param_file, run_dir = _param_file(tmp_path)
     with pytest.raises(RuntimeError, match="the kernel died"):
         run.run(param_file, only=["01"])
-    (attempt,) = run.load_attempts(run_dir)["01_data_prep"]
+    (attempt,) = stages.load_attempts(run_dir)["01_data_prep"]
     assert attempt["status"] == "failed" and attempt["error"] == "RuntimeError: the kernel died"
     assert not (run_dir / "notebooks" / "01_data_prep.ipynb").exists()  # no empty notebook took its place
     assert not list(run_dir.rglob(".*.tmp")) and lock.holder(run_dir) is None  # released at the end
@@ -255,7 +260,7 @@ def test_figures_are_saved_through_unique_temporary_files(tmp_path):
 
     fig.savefig = spy
     for _ in range(2):
-        written = plots.save(fig, tmp_path / "answer_labels")
+        written = figure_files.save(fig, tmp_path / "answer_labels")
     plt.close(fig)
     assert [p.name for p in written] == ["answer_labels.png", "answer_labels.pdf"]
     assert len(set(seen)) == 4 and all(io.TEMPORARY_NAME.match(name) for name in seen), seen
@@ -268,8 +273,8 @@ def test_figure_names_with_dots_keep_their_tail(tmp_path):
     import matplotlib.pyplot as plt
 
     fig, _ = plt.subplots()
-    names = [p.name for p in plots.save(fig, tmp_path / "fig2_gpt-3.5-turbo")]
-    names += [p.name for p in plots.save(fig, tmp_path / "reliability_score_0.1.png")]
+    names = [p.name for p in figure_files.save(fig, tmp_path / "fig2_gpt-3.5-turbo")]
+    names += [p.name for p in figure_files.save(fig, tmp_path / "reliability_score_0.1.png")]
     plt.close(fig)
     assert names == [
         "fig2_gpt-3.5-turbo.png",

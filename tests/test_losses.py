@@ -14,8 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
-from wow import align_config
-from wow.align import TRAINERS, AlignConfig, train
+from wow.align import align_config
+from wow.align.align_config import AlignConfig
+from wow.align.training import train
+from wow.schema import TRAINERS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -189,7 +191,7 @@ def test_the_formulas_tell_the_trainers_apart(tiny_model):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), align_config._lora_config(AlignConfig()))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), align_config.lora_config(AlignConfig()))
     PerturbAdapter().on_train_begin(None, None, None, model=model)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     losses = {t: _by_hand(model, tokenizer, _pairs(), t)["loss"] for t in TRAINERS}
@@ -199,9 +201,9 @@ def test_the_formulas_tell_the_trainers_apart(tiny_model):
 
 def test_rpo_alpha_reaches_trls_loss_weights():
     """The weight of RPO's NLL term is the run's ``rpo_alpha`` (TRL's ``loss_weights`` of sigmoid and sft)."""
-    from wow.align_config import _trl_config
+    from wow.align.align_config import trl_config
 
-    args = _trl_config("rpo", AlignConfig(rpo_alpha=0.25, bf16=False), __import__("pathlib").Path("unused"), "cpu")
+    args = trl_config("rpo", AlignConfig(rpo_alpha=0.25, bf16=False), __import__("pathlib").Path("unused"), "cpu")
     assert list(args.loss_type) == ["sigmoid", "sft"] and list(args.loss_weights) == [1.0, 0.25]
-    dpo = _trl_config("dpo", AlignConfig(rpo_alpha=0.25, bf16=False), __import__("pathlib").Path("unused"), "cpu")
+    dpo = trl_config("dpo", AlignConfig(rpo_alpha=0.25, bf16=False), __import__("pathlib").Path("unused"), "cpu")
     assert list(dpo.loss_type) == ["sigmoid"] and dpo.loss_weights in (None, [1.0])

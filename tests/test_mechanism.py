@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from wow import WowError, mechanism
+from wow import WowError
+from wow.align import mechanism
 
 
 def row(q, i, correctness, label, correct=False, text=None):

@@ -1,11 +1,12 @@
-"""wow.acc_wow, wow.bootstrap and wow.metrics on hand-computed cases: Acc_WoW, CIs, evaluation metrics."""
+"""wow.analysis.acc_wow, wow.analysis.bootstrap and wow.analysis.metrics on hand-computed cases: Acc_WoW, CIs, evaluation metrics."""
 
 import math
 
 import numpy as np
 import pytest
 from conftest import answer
-from wow import WowError, acc_wow, bootstrap, metrics
+from wow import WowError
+from wow.analysis import acc_wow, bootstrap, metrics
 from wow.pairs import MARGINS, candidate_pairs, margin_keep, pair_id
 
 

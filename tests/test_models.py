@@ -3,7 +3,8 @@
 import time
 
 import pytest
-from wow import WowError, models
+from wow import WowError
+from wow.backends import models
 
 
 def test_default_model_generates_a_reply(default_model):
@@ -26,7 +27,7 @@ def test_second_load_reuses_the_converted_folder_without_converting(monkeypatch)
         raise AssertionError("the default model was converted again")
 
     monkeypatch.setattr(models, "_gguf_dir", no_conversion)  # the conversion's first step
-    model, _ = models.load(models.DEFAULT_MODEL)
+    model, _ = models.load_model(models.DEFAULT_MODEL)
     assert models.resolve(models.DEFAULT_MODEL).source.startswith(str(models.cache_dir()))
     assert not hasattr(model, "hf_quantizer") or model.hf_quantizer is None
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
@@ -49,4 +50,4 @@ def test_api_models_resolve_without_loading():
     assert models.resolve("gpt-4o").kind == "api"
     assert models.resolve("openai:my-served-model").source == "my-served-model"
     with pytest.raises(WowError, match="API"):
-        models.load("gpt-4o")
+        models.load_model("gpt-4o")

@@ -9,7 +9,10 @@ from pathlib import Path
 import pandas as pd
 import papermill
 import pytest
-from wow import WowError, elicit, io, params, run, stage_setup
+from wow import WowError, io, params, schema
+from wow.cli import run
+from wow.elicit import scorers
+from wow.run_folder import stage_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -107,9 +110,9 @@ def test_smoke_acc_wow_is_on_train_questions_and_no_signal_reads_a_label(smoke_r
     random.Random(0).shuffle(labels)
     for a, (correctness, raw_label, is_correct) in zip(parsed, labels, strict=True):
         a.update(correctness=correctness, raw_label=raw_label, is_correct=is_correct)
-    fresh = elicit.score_answers(answers)
+    fresh = scorers.score_answers(answers)
     for kept, new in zip(scores, fresh, strict=True):
-        assert [kept[k] for k in elicit.SCALAR_METHODS] == [new[k] for k in elicit.SCALAR_METHODS]
+        assert [kept[k] for k in schema.SCALAR_METHODS] == [new[k] for k in schema.SCALAR_METHODS]
 
 
 def test_smoke_alignment_reports_before_after_with_cis(smoke_run):

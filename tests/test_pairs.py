@@ -5,7 +5,9 @@ Every expected value below was worked out by hand.
 
 import pytest
 from conftest import answer
-from wow import WowError, elicit, pairs, schema, scorers
+from wow import WowError, pairs, schema
+from wow.analysis import acc_wow_tables
+from wow.elicit import scorers
 from wow.preferences import build_preferences
 
 
@@ -113,7 +115,7 @@ def fifteen_pairs():
 )
 def test_a_score_set_trains_on_exactly_the_pairs_acc_wow_scores(fifteen_pairs, margin, n_pairs, n_hits):
     answers, scores = fifteen_pairs
-    table = elicit.acc_wow_table(
+    table = acc_wow_tables.acc_wow_table(
         answers, scorers.score_answers(answers, {JUDGE_COLUMN: scores}), margins=[margin], split="train", n_boot=0
     )
     row = table[table.method == "score_k5"].iloc[0]
@@ -139,7 +141,7 @@ def test_the_m50_set_by_hand(fifteen_pairs):
 def test_a_tie_is_a_miss_for_acc_wow_and_no_preference_for_the_set(fifteen_pairs):
     answers, scores = fifteen_pairs
     scores = {**scores, "q1|A|4": 31}  # answers 4 and 5 now tie at the top
-    table = elicit.acc_wow_table(
+    table = acc_wow_tables.acc_wow_table(
         answers, scorers.score_answers(answers, {JUDGE_COLUMN: scores}), margins=[1.0], split="train", n_boot=0
     )
     row = table[table.method == "score_k5"].iloc[0]

@@ -6,8 +6,10 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from wow import WowError, io, params, pipeline
-from wow.context import RunContext
+from wow import WowError, io, params
+from wow.preferences import pref_spec
+from wow.steps import correlation_plots, dpo_training, elicitation
+from wow.steps.context import RunContext
 from wow.tasks.base import Question
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +44,7 @@ def test_judge_budgets_fall_back_to_judge_max_tokens():
 
 
 def test_judge_all_gives_each_judge_its_budget(monkeypatch, tmp_path):
-    from wow import judges
+    from wow.elicit import judges
 
     seen = {}
     monkeypatch.setattr(RunContext, "engine", lambda run, m: SimpleNamespace(supports_prefill=False))
@@ -56,7 +58,7 @@ def test_judge_all_gives_each_judge_its_budget(monkeypatch, tmp_path):
         {"output_root": str(tmp_path), "judge_modes": ["text"], "score_k": [5], "pairwise_max_tokens": 100,
          "score_max_tokens": 700}
     )  # fmt: skip
-    pipeline.judge_all(RunContext(P), [])
+    elicitation.judge_all(RunContext(P), [])
     assert seen == {"pair": 100, "score": 700}
 
 
@@ -72,7 +74,9 @@ def test_eval_tasks_must_be_tasks_of_the_run():
 
 
 def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypatch, tmp_path):
-    from wow import align, alignment_csv, evaluate
+
+    from wow.align import evaluate, grid
+    from wow.analysis import alignment_csv
 
     P = params.validate(
         {
@@ -94,15 +98,15 @@ def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypa
 
     monkeypatch.setattr(evaluate, "evaluate_adapter", fake_eval)
     monkeypatch.setattr(evaluate, "make_select_fn", lambda *a, **k: None)
-    monkeypatch.setattr(align, "grid_search", lambda *a, **k: SimpleNamespace(best={"output_dir": "ad", "name": "c"}))
+    monkeypatch.setattr(grid, "grid_search", lambda *a, **k: SimpleNamespace(best={"output_dir": "ad", "name": "c"}))
     monkeypatch.setattr(
         alignment_csv,
-        "alignment_table",
+        "build_alignment_table",
         lambda entries, **k: pd.DataFrame([{c: e.get(c) for c in alignment_csv.META_COLUMNS} for e in entries]),
     )
-    spec = pipeline.PrefSpec("oracle", None, None, None, "self")
+    spec = pref_spec.PrefSpec("oracle", None, None, None, "self")
     sets = {("shortest_path", spec): {"train": [], "validation": []}}
-    table, rows = pipeline.align_and_evaluate(RunContext(P), sets, questions)
+    table, rows = dpo_training.align_and_evaluate(RunContext(P), sets, questions)
     assert list(table["eval_task"]) == ["shortest_path", "max_flow"]
     assert set(table["task"]) == {"shortest_path"}
     assert ("max_flow", ["max_flow/test"], "ad") in evaluated  # the other task's test questions, aligned model
@@ -113,7 +117,8 @@ def test_align_and_evaluate_scores_each_eval_task_on_its_test_questions(monkeypa
 
 
 def test_paper_alignment_sets_train_4bit_qlora_and_the_run_passes_the_regime_to_training(monkeypatch, tmp_path):
-    from wow import align, evaluate, pipeline_align
+
+    from wow.align import evaluate, grid
 
     for name in ("fig3_alignment", "fig4_trainers", "proxy_runs", "table3_right_over_wrong", "table4_generalisation"):
         P = params.load(PAPER / f"{name}.yaml")
@@ -125,12 +130,12 @@ def test_paper_alignment_sets_train_4bit_qlora_and_the_run_passes_the_regime_to_
 
     seen = []
     monkeypatch.setattr(evaluate, "make_select_fn", lambda *a, **k: None)
-    monkeypatch.setattr(align, "grid_search", lambda *a, **k: seen.append(a[5]) or SimpleNamespace(best={}))
+    monkeypatch.setattr(grid, "grid_search", lambda *a, **k: seen.append(a[5]) or SimpleNamespace(best={}))
     P = params.validate(
         {"output_root": str(tmp_path), "quantization": "4bit", "gradient_checkpointing": True, "eval_steps": 7}
     )
-    spec = pipeline.PrefSpec("oracle", None, None, None, "self")
-    pipeline_align.train_grids(RunContext(P), {("shortest_path", spec): {"train": [], "validation": []}}, [])
+    spec = pref_spec.PrefSpec("oracle", None, None, None, "self")
+    dpo_training.train_grids(RunContext(P), {("shortest_path", spec): {"train": [], "validation": []}}, [])
     assert [(c.quantization, c.gradient_checkpointing, c.eval_steps) for c in seen] == [("4bit", True, 7)]
 
 
@@ -142,7 +147,7 @@ def test_estimate_counts_the_model_calls_of_the_smoke_run(smoke_run):
     """
     import json
 
-    from wow import estimate
+    from wow.cli import estimate
 
     usage = json.loads((smoke_run / "usage.json").read_text())
     P = params.load(ROOT / "parameters" / "smoke.yaml")
@@ -155,7 +160,7 @@ def test_estimate_counts_the_model_calls_of_the_smoke_run(smoke_run):
 
 
 def test_estimate_prices_api_calls_and_prints_every_paper_set(capsys):
-    from wow import cli, estimate
+    from wow.cli import commands, estimate
 
     P = params.load(PAPER / "fig2_fig5_acc_wow.yaml")
     lines = estimate.estimate(P)
@@ -169,7 +174,7 @@ def test_estimate_prices_api_calls_and_prints_every_paper_set(capsys):
     half = estimate.estimate(P, batch_api=True)
     assert sum(x.cost_usd or 0 for x in half) == pytest.approx(sum(x.cost_usd or 0 for x in lines) / 2)
     for path in sorted(PAPER.glob("*.yaml")):
-        assert cli.main(["estimate", str(path), "--tokens-per-second", "2000"]) == 0
+        assert commands.main(["estimate", str(path), "--tokens-per-second", "2000"]) == 0
         out = capsys.readouterr().out
         assert "all              (total)" in out and "GPU hours of llama-3-8b: 2,000 tok/s generation" in out
 
@@ -186,12 +191,12 @@ def test_each_paper_set_quotes_the_gpu_hours_and_cost_wow_estimate_prints(path, 
     and in all, at the GPU throughput the estimate assumes by default and names (docs that agree with the tool)."""
     import re
 
-    from wow import cli, estimate
+    from wow.cli import commands, estimate
 
     header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
     command = re.search(r"`wow estimate ([^`]+)`", header).group(1).split()
     assert command[0] == str(path.relative_to(ROOT))
-    assert cli.main(["estimate", str(ROOT / command[0]), *command[1:], "--summary"]) == 0
+    assert commands.main(["estimate", str(ROOT / command[0]), *command[1:], "--summary"]) == 0
     totals = _summary_totals(capsys.readouterr().out)
     usd = re.search(r"API USD ([\d,]+) at list prices \(per stage ([^;]+);", header)
     gpu = re.search(r"local GPU time ([\d,]+) h \(per stage ([^)]+)\)", header)
@@ -205,7 +210,7 @@ def test_each_paper_set_quotes_the_gpu_hours_and_cost_wow_estimate_prints(path, 
             assert round(printed) == int(value.replace(",", "")), (path.name, stage, column, row)
     # without a figure of the user's, the estimate's own assumption: the one the header names
     assert estimate.ASSUMED_GPU["generate"] == 2500 and "assumed 2,500 tok/s of Llama-3-8B generation" in header
-    cli.main(["estimate", str(path), "--summary"])
+    commands.main(["estimate", str(path), "--summary"])
     default = capsys.readouterr().out
     assert "GPU hours of llama-3-8b: 2,500 tok/s generation, 1,250 tok/s training (assumed" in default
     assert _summary_totals(default)["all"][4] == totals["all"][4] or "--only" in command
@@ -258,28 +263,28 @@ def data_release(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(PAPER.glob("*.yaml")), ids=lambda p: p.name)
 def test_data_check_accepts_every_paper_set_on_the_fixtures(path, data_release, capsys):
-    from wow import cli, datacheck
+    from wow.cli import commands, datacheck
 
-    results = datacheck.check(params.load(path), root=data_release)
+    results = datacheck.check_data(params.load(path), root=data_release)
     assert results and all(r.ok for r in results), datacheck.format_results(results)
-    assert cli.main(["data", "check", str(path), "--root", str(data_release)]) == 0
+    assert commands.main(["data", "check", str(path), "--root", str(data_release)]) == 0
     out = capsys.readouterr().out
     assert "data sources ok" in out and "FAIL" not in out
 
 
 def test_data_check_names_each_problem(data_release, capsys):
-    from wow import cli, datacheck
+    from wow.cli import commands, datacheck
 
     data = data_release / "data"
     (data / "KC.jsonl").unlink()
     (data / "COM2.csv").write_text("question,context\nq,c\n")
     (data / "NLGraph_shortest_path.json").write_text('{"0": {"question": "no graph here\\nA:", "answer": "x"}}')
-    results = {r.task: r for r in datacheck.check(params.load(PAPER / "fig3_alignment.yaml"), root=data_release)}
+    results = {r.task: r for r in datacheck.check_data(params.load(PAPER / "fig3_alignment.yaml"), root=data_release)}
     assert "missing" in results["knowledge_crosswords"].message
     assert not results["com2"].ok and "COM2" in results["com2"].message
     assert not results["shortest_path"].ok and "record '0'" in results["shortest_path"].message
     assert results["bio_generation"].ok
-    assert cli.main(["data", "check", str(PAPER / "fig3_alignment.yaml"), "--root", str(data_release)]) == 1
+    assert commands.main(["data", "check", str(PAPER / "fig3_alignment.yaml"), "--root", str(data_release)]) == 1
     assert "3 failing" in capsys.readouterr().out
 
 
@@ -297,12 +302,12 @@ def test_only_the_keys_of_eval_tasks_get_preference_sets(monkeypatch, tmp_path):
         }
     )
     answers = [{"task": "shortest_path"}, {"task": "max_flow"}]
-    sets = pipeline.build_preference_sets(P, answers, [], [])
+    sets = dpo_training.build_preference_sets(P, answers, [], [])
     assert built == ["shortest_path"] and [name for name, _ in sets] == ["shortest_path"]
 
 
 def test_data_check_reads_local_files_of_hub_tasks(tmp_path):
-    from wow import datacheck
+    from wow.cli import datacheck
 
     opts = {
         "hellaswag": {"data_files": str(FIXTURES / "hellaswag.jsonl")},
@@ -311,12 +316,12 @@ def test_data_check_reads_local_files_of_hub_tasks(tmp_path):
         "chess": {"data_files": str(FIXTURES / "lichess_puzzles.csv")},
     }
     P = params.validate({"tasks": list(opts), "task_options": opts})
-    results = datacheck.check(P)
+    results = datacheck.check_data(P)
     assert [r.ok for r in results] == [True] * 4, datacheck.format_results(results)
     bad = tmp_path / "medmcqa.jsonl"
     bad.write_text('{"question": "q", "opa": "a"}\n')
     P = params.validate({"tasks": ["medmcqa"], "task_options": {"medmcqa": {"data_files": str(bad)}}})
-    (result,) = datacheck.check(P)
+    (result,) = datacheck.check_data(P)
     assert not result.ok and "opb" in result.message
 
 
@@ -369,7 +374,7 @@ def test_nlgraph_main_json_loads_as_published(tmp_path, task, records, golds):
     import json
 
     import wow.tasks
-    from wow import datacheck
+    from wow.cli import datacheck
 
     path = tmp_path / "main.json"
     path.write_text(json.dumps(records))
@@ -377,31 +382,33 @@ def test_nlgraph_main_json_loads_as_published(tmp_path, task, records, golds):
     assert [q.gold for q in qs] == golds
     assert all(q.meta["normaliser"] > q.gold for q in qs)
     P = params.validate({"tasks": [task], "task_options": {task: {"path": str(path)}}, "n_questions": 2})
-    assert [r.ok for r in datacheck.check(P)] == [True]
+    assert [r.ok for r in datacheck.check_data(P)] == [True]
 
 
 def test_train_seeds_train_each_setting_once_per_seed_into_folders_of_their_own(monkeypatch, tmp_path):
     """#31's seeds: every setting trained once per seed (config seed = that seed, models/<task>/<setting>/seed<k>/),
     evaluated into eval/<task>/<setting>__seed<k>.jsonl, told apart in alignment.csv by train_seed and in Fig 3's
     answers by (task, setting, train_seed); without train_seeds one training with the run's seed, as before."""
-    from wow import align, alignment_csv, evaluate, pipeline_align
+
+    from wow.align import evaluate, grid
+    from wow.analysis import alignment_csv
 
     seen = []
     monkeypatch.setattr(evaluate, "make_select_fn", lambda *a, **k: None)
     monkeypatch.setattr(
-        align, "grid_search", lambda *a, **k: seen.append((a[4], a[5].seed)) or SimpleNamespace(best={})
+        grid, "grid_search", lambda *a, **k: seen.append((a[4], a[5].seed)) or SimpleNamespace(best={})
     )
-    spec = pipeline.PrefSpec("oracle", None, None, None, "self")
+    spec = pref_spec.PrefSpec("oracle", None, None, None, "self")
     sets = {("shortest_path", spec): {"train": [], "validation": []}}
     P = params.validate({"output_root": str(tmp_path), "seed": 9, "train_seeds": [3, 4]})
-    trained = pipeline_align.train_grids(RunContext(P), sets, [])
+    trained = dpo_training.train_grids(RunContext(P), sets, [])
     setting = spec.setting(P, "dpo")
     folder = P.layout.models("shortest_path", setting)
     assert seen == [(folder / "seed3", 3), (folder / "seed4", 4)]
     assert [t.train_seed for t in trained] == [3, 4]
     seen.clear()
     one = params.validate({"output_root": str(tmp_path), "seed": 9})
-    assert [t.train_seed for t in pipeline_align.train_grids(RunContext(one), sets, [])] == [None]
+    assert [t.train_seed for t in dpo_training.train_grids(RunContext(one), sets, [])] == [None]
     assert seen == [(folder, 9)]
 
     # the evaluated answers, the table and Fig 3's keys
@@ -416,14 +423,14 @@ def test_train_seeds_train_each_setting_once_per_seed_into_folders_of_their_own(
         entries.append({"before_rows": before, "after_rows": rows, "train_seed": seed, "setting": setting,
                         "task": "shortest_path", "eval_task": "shortest_path", "pref_type": "oracle",
                         "source": "self", "trainer": "dpo"})  # fmt: skip
-    table = alignment_csv.alignment_table(entries, n_boot=0)
+    table = alignment_csv.build_alignment_table(entries, n_boot=0)
     assert table["train_seed"].tolist() == [3, 4] and table["d_p_wrong"].round(3).tolist() == [0.4, 0.2]
-    answers = pipeline_align.point_answers(P, table)
+    answers = correlation_plots.point_answers(P, table)
     assert sorted(answers) == [("shortest_path", setting, 3), ("shortest_path", setting, 4)]
     assert answers[("shortest_path", setting, 4)][1][0]["correctness"] == 0.4
-    assert "train_seed" not in alignment_csv.alignment_table([{**entries[0], "train_seed": None}], n_boot=0)
+    assert "train_seed" not in alignment_csv.build_alignment_table([{**entries[0], "train_seed": None}], n_boot=0)
 
-    from wow import estimate  # two seeds: twice the training steps and the aligned models' test answers
+    from wow.cli import estimate  # two seeds: twice the training steps and the aligned models' test answers
 
     def stage04(values):
         lines = estimate.estimate(params.validate({"output_root": str(tmp_path), **values}), only=["04"])

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wow import WowError, params, precision, run_folder, stage_setup
+from wow import WowError, params, run_folder
+from wow.backends import precision
+from wow.run_folder import stage_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "parameters" / "smoke.yaml"
@@ -67,7 +69,7 @@ def test_a_stage_that_recorded_other_values_fails_the_run_check(tmp_path):
 
 
 def test_wow_run_hands_every_notebook_the_whole_set():
-    from wow import run
+    from wow.cli import run
 
     P = params.load(SMOKE)
     given = run.notebook_parameters(P, SMOKE)
@@ -76,16 +78,16 @@ def test_wow_run_hands_every_notebook_the_whole_set():
 
 
 def test_set_overrides_parse_yaml_values():
-    from wow import cli
+    from wow.cli import commands
 
-    assert cli.parse_overrides(["n_samples=3", "tasks=[max_flow]", "pairwise=false", "base_url=null"]) == {
+    assert commands.parse_overrides(["n_samples=3", "tasks=[max_flow]", "pairwise=false", "base_url=null"]) == {
         "n_samples": 3,
         "tasks": ["max_flow"],
         "pairwise": False,
         "base_url": None,
     }
     with pytest.raises(WowError, match="KEY=VALUE"):
-        cli.parse_overrides(["n_samples"])
+        commands.parse_overrides(["n_samples"])
 
 
 def _wow(*args, timeout=120):
@@ -142,7 +144,7 @@ def _copy_run(smoke_run: Path, tmp_path: Path) -> Path:
     import shutil
 
     copy = tmp_path / "runs" / smoke_run.name
-    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns(".wow.lock"))
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns(".wow.run_folder.lock"))
     return copy
 
 
@@ -156,7 +158,7 @@ def test_each_stage_recorded_what_it_read_and_a_fingerprint(smoke_run):
 
 
 def test_a_warm_rerun_skips_every_stage_and_a_changed_parameter_reruns_from_its_first_reader(smoke_run, tmp_path):
-    from wow import run
+    from wow.cli import run
 
     copy = _copy_run(smoke_run, tmp_path)
     before = {p.name: p.stat().st_mtime_ns for p in copy.iterdir() if p.is_file()}
@@ -177,7 +179,7 @@ def test_a_warm_rerun_skips_every_stage_and_a_changed_parameter_reruns_from_its_
 
 
 def test_the_last_cell_records_what_the_stage_read_and_gives_back_the_folder(tmp_path):
-    from wow import lock
+    from wow.run_folder import lock
 
     P = stage_setup.setup({"param_file": str(SMOKE), "output_root": str(tmp_path)}, "03_acc_wow")
     assert lock.holds(P.run_dir)  # taken by the set-up cell, as a kernel run by hand takes it
@@ -190,7 +192,7 @@ def test_the_last_cell_records_what_the_stage_read_and_gives_back_the_folder(tmp
 
 
 def test_dtype_auto_is_resolved_also_when_the_set_leaves_it_out():
-    expected = precision.resolve("auto")
+    expected = precision.resolve_dtype("auto")
     assert expected in ("float32", "bfloat16")
     assert params.validate({}).dtype == expected  # run.yaml records what ran, never "auto"
     assert params.validate({"dtype": "auto"}).dtype == expected

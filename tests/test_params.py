@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wow import WowError, params, stage_setup
+from wow import WowError, params
+from wow.run_folder import stage_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 

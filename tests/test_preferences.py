@@ -249,7 +249,7 @@ def test_save_and_load_roundtrip(tmp_path, answers):
 def test_pairs_per_question_keeps_the_largest_label_gaps_and_the_arms_flip_exactly_those():
     """#31's label-bearing pairs: the k pairs of largest label gap of each train question (ties in sample order),
     chosen before the flips, so oracle, noisy and random train on the same pairs."""
-    from wow import preference_pairs
+    from wow.preferences import preference_pairs
 
     def answer(q, i, c):
         return {"question_id": q, "generator": "g", "answer_id": f"{q}|{i}", "sample_index": i, "raw_label": c}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wow import params, preflight
+from wow import params
+from wow.cli import preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "parameters" / "smoke.yaml").read_text())
@@ -78,10 +79,10 @@ def test_the_preflight_lists_every_problem_at_once(tmp_path):
         assert any("report_to names wandb" in f for f in found)
     assert preflight.problems(P, ["03"]) == []  # stage 03 alone needs none of it
     with pytest.raises(Exception, match="cannot start here"):
-        preflight.check(P)
+        preflight.check_before_run(P)
 
 
 def test_a_local_server_costs_nothing_and_openai_costs_what_the_estimate_says():
     P = params.validate({"judges": ["gpt-4o-mini"]})
-    assert preflight.api_cost(P, ["02"]) > 0
-    assert preflight.api_cost(P.model_copy(update={"base_url": "http://127.0.0.1:8080/v1"}), ["02"]) == 0
+    assert preflight.estimated_api_cost(P, ["02"]) > 0
+    assert preflight.estimated_api_cost(P.model_copy(update={"base_url": "http://127.0.0.1:8080/v1"}), ["02"]) == 0

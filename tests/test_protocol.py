@@ -6,12 +6,14 @@ docs/fidelity.md cites for its row), next to wow's.
 
 import numpy as np
 import pytest
-from wow import WowError, acc_wow, judge_prompts, pairs, params, protocol, scorers, tasks, verdicts
+from wow import WowError, pairs, params, protocol, schema, tasks
+from wow.align.evaluate import evaluate_model
+from wow.analysis import acc_wow
 from wow.backends import CachedEngine
 from wow.backends.base import Completion, Engine
-from wow.evaluate import evaluate_model
+from wow.elicit import judge_prompts, scorers, verdicts
+from wow.elicit.sampling import sample_answers
 from wow.preferences import build_preferences
-from wow.sampling import sample_answers
 from wow.tasks.base import Question, format_options
 from wow.tasks.extract import COT_INSTRUCTION
 
@@ -50,7 +52,7 @@ def test_protocol_parameter_defaults_to_wow_and_takes_paper_only():
     with pytest.raises(WowError, match="protocol"):
         params.validate({"protocol": "papr"})
     with pytest.raises(WowError, match="unknown protocol"):
-        protocol.check("papr")
+        schema.check_protocol("papr")
 
 
 # -- margins -------------------------------------------------------------------------------------------------------
@@ -273,9 +275,9 @@ def test_bio_evaluation_paper_uses_three_samples(monkeypatch):
         seen[kw.get("protocol")] = n_samples
         return []
 
-    monkeypatch.setattr("wow.sampling.sample_answers", fake_sample)
-    monkeypatch.setattr("wow.evaluate.summarize", lambda rows: {})
-    monkeypatch.setattr("wow.evaluate._short", lambda s: "")
+    monkeypatch.setattr("wow.elicit.sampling.sample_answers", fake_sample)
+    monkeypatch.setattr("wow.align.evaluate.summarize", lambda rows: {})
+    monkeypatch.setattr("wow.align.evaluate._short", lambda s: "")
     task = bio.__new__(bio)
     q = Question("bio_generation/x", "bio_generation", "test", "Tell me a bio of X.", None)
     for p in ("wow", "paper"):
@@ -355,8 +357,10 @@ def test_mc_extraction_paper_asks_for_the_letter_alone():
 def test_judges_see_the_splits_later_stages_use_and_the_paper_its_train_files(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from wow import estimate, judges, pipeline
-    from wow.context import RunContext
+    from wow.cli import estimate
+    from wow.elicit import judges
+    from wow.steps import elicitation
+    from wow.steps.context import RunContext
 
     answers = []
     for task in ("com2", "knowledge_crosswords"):
@@ -377,7 +381,7 @@ def test_judges_see_the_splits_later_stages_use_and_the_paper_its_train_files(mo
 
     def judged(**values):
         P = params.validate({"output_root": str(tmp_path), "judge_modes": ["text"], "score_k": [5], **values})
-        pipeline.judge_all(RunContext(P), answers)
+        elicitation.judge_all(RunContext(P), answers)
         assert seen["pair"] == seen["score"]
         return seen["pair"]
 
@@ -450,13 +454,13 @@ def test_score_parse_paper_counts_plain_score_lines():
 # -- the run's reports state the protocol ----------------------------------------------------------------------------
 def test_summary_and_html_report_state_the_protocol(tmp_path):
     import pandas as pd
-    from wow import html_report, report
+    from wow.report import html_report, markdown_summary
 
     acc = pd.DataFrame(columns=["task", "generator", "method", "judge", "check", "margin", "n_pairs", "acc_wow"])
     empty = pd.DataFrame(columns=["setting", "task"])
     for p in ("wow", "paper"):
         P = params.validate({"protocol": p, "run_name": f"r_{p}", "output_root": str(tmp_path)})
-        assert f"Protocol `{p}`" in report.summary_markdown(P, acc, empty, empty)
+        assert f"Protocol `{p}`" in markdown_summary.summary_markdown(P, acc, empty, empty)
         P.run_dir.mkdir()
         (P.run_dir / "run.yaml").write_text(f"run_name: r_{p}\nprotocol: {p}\n")
         page = html_report.write_report(P.run_dir).read_text()
@@ -478,9 +482,9 @@ def test_science_evaluation_accuracy_paper_uses_the_strict_5_percent_rule(monkey
     def protocol_grade(task, question, e, p):
         return protocol.paper_grade(task, question, e) if p == "paper" else task.grade(question, e)
 
-    monkeypatch.setattr("wow.sampling.sample_answers", fake_sample)
-    monkeypatch.setattr("wow.evaluate.summarize", lambda rows: {})
-    monkeypatch.setattr("wow.evaluate._short", lambda s: "")
+    monkeypatch.setattr("wow.elicit.sampling.sample_answers", fake_sample)
+    monkeypatch.setattr("wow.align.evaluate.summarize", lambda rows: {})
+    monkeypatch.setattr("wow.align.evaluate._short", lambda s: "")
     # 2.0 against 2.9: wrong for wow (31 % off) and for the paper's evaluation (not < 5 %), although metric.py's
     # truncated label calls it correct; 2.95: within 5 % (1.7 % off), right for both
     wow = evaluate_model(sci, [q], ScriptedEngine(), n_samples=1, generator="g")

@@ -1,5 +1,5 @@
 """``wow run SET --fast-dev-run [--stand-ins]``: what a rehearsal shrinks, what it substitutes and that the paper's two
-most complex sets rehearse end to end through the command line (wow.rehearsal, wow.llama_server)."""
+most complex sets rehearse end to end through the command line (wow.cli.rehearsal, wow.cli.llama_server)."""
 
 import json
 import logging
@@ -9,10 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from wow import cli, datacheck, judge_prompts, params, rehearsal, rehearsal_sizes, verdicts
-from wow.plots import safe_name
-from wow.rehearsal import Machine
-from wow.stand_in import reply_grammar, stand_in_request
+from wow import params
+from wow.cli import commands, datacheck, rehearsal, rehearsal_sizes
+from wow.cli.rehearsal import Machine
+from wow.cli.stand_in import reply_grammar, stand_in_request
+from wow.elicit import judge_prompts, verdicts
+from wow.figures.figure_files import stem_part
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The end-to-end rehearsals take 25-30 minutes each on 2 cores (stage 01 on the stand-in server): `make rehearse`
@@ -74,7 +76,8 @@ def test_sizes_shrink_to_the_rehearsals_and_are_never_raised():
     assert plan.values["pairwise_max_tokens"] == 64 and plan.values["score_max_tokens"] == 64  # k=5: 5 lines fit
     assert plan.values["run_name"] == "paper_alignment_fast_dev_run"
     small = rehearsal.plan(ROOT / "parameters" / "smoke.yaml", machine=CPU).values
-    assert (small["n_samples"], small["max_steps"], small["n_questions"], small["max_judge_pairs"]) == (2, 2, 4, 8)
+    assert (small["n_samples"], small["max_steps"], small["n_questions"]) == (2, 2, 4)
+    assert small["max_judge_pairs"] == 6  # the smoke set's 6, below the rehearsal's 8: kept, never raised
     assert small["judge_max_tokens"] == 32 and small["eval_samples"] == 2  # below the rehearsal's: kept
 
 
@@ -156,7 +159,7 @@ def test_a_rehearsal_logs_every_change_on_one_line_and_records_it_in_its_own_fol
 
 
 def test_stand_ins_run_only_in_a_rehearsal(capsys):
-    assert cli.main(["run", str(FIG3), "--stand-ins"]) == 1
+    assert commands.main(["run", str(FIG3), "--stand-ins"]) == 1
     err = capsys.readouterr().err
     assert "add --fast-dev-run" in err and len(err.strip().splitlines()) == 1
 
@@ -164,7 +167,7 @@ def test_stand_ins_run_only_in_a_rehearsal(capsys):
 def test_every_paper_sets_rehearsal_data_checks_with_enough_rows():
     for path in sorted(PAPER.glob("*.yaml")):
         P = params.validate(rehearsal.plan(path, stand_ins=True, machine=CPU).values)
-        for r in datacheck.check(P):
+        for r in datacheck.check_data(P):
             assert r.ok and "fewer than" not in r.message, (path.name, r)
 
 
@@ -244,7 +247,7 @@ def rehearse(path: Path, tmp_path: Path, caplog) -> tuple[Path, object]:
     saved = os.environ.get("OPENAI_API_KEY")
     caplog.set_level(logging.INFO, logger="wow")
     argv = ["run", str(path), "--fast-dev-run", "--stand-ins", "--set", f"output_root={tmp_path}", *FURTHER]
-    assert cli.main(argv) == 0
+    assert commands.main(argv) == 0
     assert os.environ.get("OPENAI_API_KEY") == saved  # the placeholder key lived for the rehearsal only
     run_dir = tmp_path / (params.read_set(path)["run_name"] + rehearsal_sizes.SUFFIX)
     return run_dir, check_rehearsal(run_dir, caplog.text)
@@ -280,7 +283,7 @@ def check_alignment(run_dir: Path, P) -> pd.DataFrame:
     assert rows == expected and len(alignment) == len(expected)
     for _, r in alignment.iterrows():
         name = r.setting if r.eval_task == r.task else f"{r.task}__{r.setting}"
-        assert list(run_dir.glob(f"reliability_{safe_name(r.eval_task)}_{safe_name(name)}.png")), name
+        assert list(run_dir.glob(f"reliability_{stem_part(r.eval_task)}_{stem_part(name)}.png")), name
     return alignment
 
 

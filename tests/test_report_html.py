@@ -12,14 +12,16 @@ from urllib.parse import unquote, urlparse
 import nbformat
 import pytest
 import yaml
-from wow import WowError, backends, cli, html_report, run
+from wow import WowError, backends, layout
 from wow.backends import CachedEngine, ChatRequest, Completion, Engine
+from wow.cli import commands, run
+from wow.report import html_report
 
 # a 2 x 2 red PNG
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg=="
 )
-STAGES = [nb.stem for nb in run.notebooks()]
+STAGES = [nb.stem for nb in layout.notebooks()]
 # what would make a page load something from the network
 REMOTE = re.compile(
     r"<(?:script|img|iframe|embed|source|video|audio)\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//"
@@ -172,10 +174,10 @@ def test_tokens_and_cost_are_summed_per_stage_and_in_total(tmp_path):
 
 def test_wow_report_command(tmp_path, capsys):
     d = _run_folder(tmp_path)
-    assert cli.main(["report", str(d)]) == 0
+    assert commands.main(["report", str(d)]) == 0
     assert (d / "report" / "index.html").exists()
     capsys.readouterr()
-    assert cli.main(["report", str(tmp_path / "nowhere")]) == 1
+    assert commands.main(["report", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere is not a run folder (no run.yaml)" in err and "Traceback" not in err
     with pytest.raises(WowError, match="not a run folder"):
@@ -187,8 +189,8 @@ def test_a_failing_report_does_not_fail_the_run(tmp_path, monkeypatch, caplog):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(html_report, "write_report", broken)
-    with caplog.at_level(logging.WARNING, logger="wow.run"):
-        assert run.write_report(tmp_path) is None
+    with caplog.at_level(logging.WARNING, logger="wow.cli.run"):
+        assert run.try_write_report(tmp_path) is None
     assert "the run report was not written (RuntimeError: disk full)" in caplog.text
 
 
@@ -228,7 +230,7 @@ def test_process_usage_counts_live_and_collected_engines(tmp_path):
 
 
 def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
-    from wow import report, report_content
+    from wow.report import markdown_summary, report_content
 
     d = _run_folder(tmp_path, protocol="paper", tasks=["t"], n_questions=3, n_samples=2, generators=["g"])
     (d / "acc_wow.csv").write_text(
@@ -251,7 +253,7 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
     (d / "fig_acc_wow.png").write_bytes(PNG)
 
     content = report_content.gather_report(d)
-    markdown, page = report.render_markdown(content), html_report.render_html(content)
+    markdown, page = markdown_summary.render_markdown(content), html_report.render_html(content)
     numbers = [
         "0.583 [0.333, 0.833]",  # length at M = 1.0, with its CI
         "1.000 [1.000, 1.000]",  # the oracle
@@ -273,7 +275,7 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
         assert text in markdown and text in page, text
     assert "0.667" not in markdown and "0.667" not in page  # M = 0.5 rows are not shown
     # the verdict the terminal prints, in both renderings: no gain's CI [-0.010, 0.140] excludes 0
-    from wow import verdict
+    from wow.report import verdict
 
     assert content["verdict"] == verdict.verdict_lines(d) and content["verdict"][-1] in verdict.results_text(d)
     assert content["verdict"][-1].endswith("excludes 0: at this size the test questions show no change")
@@ -286,7 +288,7 @@ def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
     assert content["acc"]["rows"][0][2] == "length"  # rows sorted by task, generator, method
     content["acc"]["rows"][0][-1] = "0.123 [0.045, 0.678]"  # one value changed in the content shows in both
     content["total"]["cost"] = "$9.87"
-    for rendered in (report.render_markdown(content), html_report.render_html(content)):
+    for rendered in (markdown_summary.render_markdown(content), html_report.render_html(content)):
         assert "0.123 [0.045, 0.678]" in rendered and "$9.87" in rendered
         assert "0.583 [0.333, 0.833]" not in rendered
 
@@ -349,7 +351,7 @@ def _cost_table(content: dict) -> dict:
 def test_the_cost_table_counts_every_call_of_the_run_from_the_cache(tmp_path):
     import hashlib
 
-    from wow import report, report_content
+    from wow.report import markdown_summary, report_content
 
     d = _cached_run(tmp_path)
     before = hashlib.sha256((d / "cache.sqlite").read_bytes()).hexdigest()
@@ -365,7 +367,7 @@ def test_the_cost_table_counts_every_call_of_the_run_from_the_cache(tmp_path):
     assert models[(STAGES[0], "smollm2-135m")]["hits"] == "4"  # the last invocation's, from usage.json
     assert models[(STAGES[1], "smollm2-135m")]["scored"] == "1"
     assert models[(STAGES[1], "gpt-4o")]["prompt"] == "200,000" and models[(STAGES[1], "gpt-4o")]["hits"] == "4"
-    markdown, page = report.render_markdown(content), html_report.render_html(content)
+    markdown, page = markdown_summary.render_markdown(content), html_report.render_html(content)
     for text in (markdown, page):
         assert "every call computed in the run, whichever invocation computed it" in text
         assert "250,405" in text and "1 min 40 s" in text and "cache hits (last invocation)" in text
@@ -384,8 +386,8 @@ def test_the_cost_table_counts_every_call_of_the_run_from_the_cache(tmp_path):
 
 
 def test_calls_of_a_running_attempt_and_outside_every_attempt(tmp_path):
-    from wow import report_compute
     from wow.backends.cache import CallCache
+    from wow.report import report_compute
 
     d = _run_folder(tmp_path)
     cache = CallCache(d / "cache.sqlite")

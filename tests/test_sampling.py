@@ -12,8 +12,8 @@ import pytest
 from test_cache import CountingEngine
 from wow import WowError
 from wow.backends import CachedEngine, get_engine
-from wow.backends.openai_engine import OpenAIEngine
-from wow.sampling import sample_answers, write_answers
+from wow.backends.api.openai_engine import OpenAIEngine
+from wow.elicit.sampling import sample_answers, write_answers
 from wow.tasks.base import UNPARSED, Extraction, Grade, Question, Task
 
 HERE = Path(__file__).resolve().parent
@@ -117,7 +117,7 @@ sys.path.insert(0, {here!r})
 from test_cache import CountingEngine
 from test_sampling import TASK, QUESTIONS
 from wow.backends import CachedEngine
-from wow.sampling import sample_answers, write_answers
+from wow.elicit.sampling import sample_answers, write_answers
 engine = CachedEngine(CountingEngine(delay=0.05, log={log!r}), {cache!r})
 write_answers({out!r}, sample_answers(TASK, QUESTIONS, engine, "fake", n_samples=10, progress=False))
 """

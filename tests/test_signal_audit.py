@@ -3,7 +3,8 @@
 import math
 
 import pytest
-from wow import WowError, signal_audit
+from wow import WowError
+from wow.analysis import signal_audit
 from wow.pairs import candidate_pairs
 
 

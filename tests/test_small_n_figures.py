@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from wow import correlation_figures, plots  # noqa: E402
+from wow.figures import correlation_figures, plots  # noqa: E402
 
 
 def test_acc_wow_bars_say_no_pairs_mark_few_pairs_and_label_n():

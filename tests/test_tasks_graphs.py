@@ -12,7 +12,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching, shortest_path
 from wow import WowError
 from wow.tasks.base import UNPARSED, Question
-from wow.tasks.graphs import longest_simple_path
+from wow.tasks.longest_path import longest_simple_path
 
 F = Path(__file__).parent / "fixtures" / "tasks"
 
@@ -96,7 +96,7 @@ def test_longest_path_matches_brute_force_on_random_graphs():
 
 def test_longest_path_ignores_parts_no_simple_path_can_visit():
     """0 -1- 1 -2- 2, plus a heavy pendant 1 -100- 3 and a heavy triangle 2-4-5 past the target: only 0-1-2 counts."""
-    from wow.tasks.graphs import path_nodes
+    from wow.tasks.longest_path import path_nodes
 
     edges = {(0, 1): 1, (1, 2): 2, (1, 3): 100, (2, 4): 50, (4, 5): 50, (2, 5): 50}
     adj = {u: {} for u in range(6)}
@@ -117,7 +117,8 @@ def _nlgraph_record(n, edges, s, t, gold):
 
 
 def test_nlgraph_20_node_normaliser_is_the_exact_longest_path_and_data_check_counts_inexact_ones(tmp_path):
-    from wow import datacheck, params
+    from wow import params
+    from wow.cli import datacheck
 
     k20 = [(u, v, u + v) for u in range(20) for v in range(u + 1, 20)]
     k22 = [(u, v, 1) for u in range(22) for v in range(u + 1, 22)]
@@ -128,7 +129,7 @@ def test_nlgraph_20_node_normaliser_is_the_exact_longest_path_and_data_check_cou
     # 22 nodes: past EXACT_MAX_NODES, the search runs out of budget; the bound is the 21 heaviest edges (all 1)
     assert (q22.meta["longest_path"], q22.meta["normaliser_exact"]) == (21, False)
     P = params.validate({"tasks": ["shortest_path"], "task_options": {"shortest_path": {"path": str(path)}}})
-    (result,) = datacheck.check(P)
+    (result,) = datacheck.check_data(P)
     assert result.ok and "1 of 2 normalisers are upper bounds" in result.message
 
 

@@ -8,16 +8,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
-from wow import verdict
-from wow.run import StageEcho
+from wow.cli.run import StageEcho
+from wow.report import verdict
 
 
 def test_stage_echo_shows_library_progress_lines_once_and_nothing_else(caplog):
     echo = StageEcho("02")
-    with caplog.at_level(logging.INFO, logger="wow.run"):
-        echo.write("INFO wow.judges: pairwise judge x: 12 pairs\nINFO wow.metrics: pearson: 1 point\n")
-        echo.write("INFO wow.metrics: pearson: 1 point\n 40%|####  | 4/10\rINFO papermill: executing\n")
-        echo.write("WARNING transformers.modeling: slow path\nINFO wow.judges: parse fail")
+    with caplog.at_level(logging.INFO, logger="wow.cli.run"):
+        echo.write("INFO wow.elicit.judges: pairwise judge x: 12 pairs\nINFO wow.analysis.metrics: pearson: 1 point\n")
+        echo.write("INFO wow.analysis.metrics: pearson: 1 point\n 40%|####  | 4/10\rINFO papermill: executing\n")
+        echo.write("WARNING transformers.modeling: slow path\nINFO wow.elicit.judges: parse fail")
         echo.write("ures 0/24\n")
     assert [r.getMessage() for r in caplog.records] == [
         "  [02] judges: pairwise judge x: 12 pairs",
@@ -96,9 +96,10 @@ def test_no_artefacts_no_results(tmp_path):
 
 
 def test_wow_params_lists_the_allowed_values_where_the_schema_checks_them(capsys):
-    from wow import cli, schema, tasks
+    from wow import schema, tasks
+    from wow.cli import commands
 
-    assert cli.main(["params"]) == 0
+    assert commands.main(["params"]) == 0
     out = capsys.readouterr().out.splitlines()
 
     def allowed(name: str) -> str:
@@ -121,7 +122,8 @@ def test_limit_is_a_quick_try_of_the_set_in_a_folder_of_its_own(tmp_path):
     import sys
 
     import yaml
-    from wow import io, params, run
+    from wow import io, params
+    from wow.cli import run
 
     smoke = Path(__file__).resolve().parents[1] / "parameters" / "smoke.yaml"
     P = params.load(smoke, n_questions=10, output_root=str(tmp_path))
@@ -166,7 +168,8 @@ def test_progress_lines_say_work_done_of_work_planned_and_the_time_left(caplog, 
 def test_a_run_shows_progress_training_losses_and_ends_with_the_verdict(smoke_run):
     """What ``wow run`` printed for the smoke run (its ``wow`` log lines; progress logged at every step here)."""
     lines = (smoke_run.parent / "terminal.log").read_text().splitlines()
-    from wow import estimate, estimate_table, params
+    from wow import params
+    from wow.cli import estimate, estimate_table
 
     smoke = params.load(Path(__file__).resolve().parents[1] / "parameters" / "smoke.yaml")
     assert estimate_table.plan_text(estimate.estimate(smoke)) in lines  # the plan before the first stage
@@ -184,13 +187,13 @@ def test_a_run_shows_progress_training_losses_and_ends_with_the_verdict(smoke_ru
 
 def test_every_command_has_a_description_and_an_example(capsys):
     import pytest
-    from wow import cli
+    from wow.cli import commands
 
-    for name in cli.COMMANDS:
+    for name in commands.COMMANDS:
         with pytest.raises(SystemExit) as done:
-            cli.main([name, "--help"])
+            commands.main([name, "--help"])
         assert done.value.code == 0
         out = capsys.readouterr().out
-        description, example = cli.COMMANDS[name]
+        description, example = commands.COMMANDS[name]
         assert description.split(":")[0] in " ".join(out.split()) and f"example:\n  {example}" in out
         assert example.startswith(f"wow {name}")

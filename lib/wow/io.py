@@ -79,7 +79,7 @@ TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 def remove_temporaries(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> list[Path]:
     """Remove the temporary files and folders that writers killed before their rename left under ``folder``.
 
-    Only for a process that holds the folder's write lock (:mod:`wow.lock`): no other writer can be using them.
+    Only for a process that holds the folder's write lock (:mod:`wow.run_folder.lock`): no other writer can be using them.
     Sub-folders named in ``skip`` are left alone. Returns what was removed.
     """
     folder = Path(folder)
@@ -117,12 +117,9 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     return Path(path)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a malformed line raises a WowError naming the file and the line number."""
-    path = Path(path)
-    if not path.exists():
-        raise WowError(f"{path} does not exist: run the stage that writes it first (see the README's pipeline table).")
-    rows = []
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for every non-empty line of a JSONL file; a line that is not a JSON object raises a
+    WowError naming ``<file>:<line>`` (the one JSONL parser of the project: run artefacts and data files)."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -130,11 +127,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise WowError(f"{path}:{lineno} is not valid JSON ({e.msg}); fix or delete that line.") from None
+                raise WowError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix or delete that line.") from None
             if not isinstance(row, dict):
-                raise WowError(f"{path}:{lineno} is not a JSON object; each line must be one record.")
-            rows.append(row)
-    return rows
+                raise WowError(f"{path}:{lineno}: not a JSON object; each line must be one record.")
+            yield lineno, row
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL file (:func:`iter_jsonl`); a missing file or a malformed line raises a WowError."""
+    path = Path(path)
+    if not path.exists():
+        raise WowError(f"{path} does not exist: run the stage that writes it first (see the README's pipeline table).")
+    return [row for _, row in iter_jsonl(path)]
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -24,14 +24,14 @@ from wow import WowError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The numbered notebooks, one per stage.
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-LOCK_FILE = ".wow.lock"
+LOCK_FILE = ".wow.run_folder.lock"
 #: Every attempt at every stage: ``{stage: [attempt, ...]}``, oldest first.
 ATTEMPTS_FILE = "stages.json"
 REPORT_DIR = "report"
 #: Files of one training run (``models/<task>/<setting>/<config>/``) and of its grid (``models/<task>/<setting>/``).
 TRAIN_LOG_FILE = "train_log.json"
 PROGRESS_FILE = "progress.json"
-#: Trainer checkpoints of one training run, inside its folder (:mod:`wow.checkpoints`).
+#: Trainer checkpoints of one training run, inside its folder (:mod:`wow.align.checkpoints`).
 CHECKPOINTS_DIR = "checkpoints"
 SELECTION_FILE = "selection.json"
 GRID_FILE = "grid.json"

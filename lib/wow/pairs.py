@@ -1,8 +1,8 @@
 """The pair rule: which answers form pairs, which pairs a margin keeps, how pairs are subsampled and grouped.
 
 Every stage that looks at pairs of answers asks this module, so that a point of the paper's Figure 3 takes its x
-(Acc_WoW of a method at margin M, :mod:`wow.acc_wow` / :mod:`wow.elicit`) and its y (alignment on the preference set
-built from that method at M, :mod:`wow.preferences`) from the very same pairs, and every judge (:mod:`wow.judges`)
+(Acc_WoW of a method at margin M, :mod:`wow.analysis.acc_wow` / :mod:`wow.analysis.acc_wow_tables`) and its y (alignment on the preference set
+built from that method at M, :mod:`wow.preferences`) from the very same pairs, and every judge (:mod:`wow.elicit.judges`)
 sees the same pairs.
 
 Candidate pairs (DESIGN.md section 6)

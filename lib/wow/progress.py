@@ -2,7 +2,7 @@
 
 :func:`bar` is a ``tqdm`` bar (a widget in JupyterLab) that also logs a line ``<what>: done/planned <unit>s (p%),
 about T left`` at most every :data:`LOG_EVERY_S` seconds and once at the end of a loop that took longer than that.
-``wow run`` shows the kernel's ``wow`` log lines (:class:`wow.run.StageEcho`), where a widget cannot be drawn, so a
+``wow run`` shows the kernel's ``wow`` log lines (:class:`wow.cli.run.StageEcho`), where a widget cannot be drawn, so a
 user sees the work done of the work planned, with an estimate of the time left, in every stage.
 
 Example::

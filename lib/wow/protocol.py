@@ -2,7 +2,7 @@
 
 wow deliberately improves on the paper's code in several places (docs/fidelity.md lists every one). Under
 ``protocol: paper`` the stages follow the paper's computation instead wherever that can be done offline. The
-protocol reaches each stage as an explicit ``protocol=`` argument (from ``P.protocol`` in :mod:`wow.pipeline` and
+protocol reaches each stage as an explicit ``protocol=`` argument (from ``P.protocol`` in :mod:`wow.steps.data_prep` and
 the notebooks); this module holds the paper-side rules that several stages share:
 
 * :func:`paper_query`: the prompt judges and training sets see (the question only: no options, no step-by-step
@@ -38,7 +38,6 @@ from wow import WowError, schema
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = schema.PROTOCOLS
 #: The paper's pair cap for its GPT-4o judge (metric.py), and the judges it applies to.
 PAPER_JUDGE_CAP = 10_000
 PAPER_CAPPED_JUDGES = frozenset({"gpt-4o", "openai:gpt-4o"})
@@ -57,16 +56,9 @@ PAPER_TIED_PAIR_TASKS = frozenset({"medmcqa"})
 PAPER_MERGED_TASKS = frozenset({"knowledge_crosswords", "shortest_path", "max_flow", "matching"})
 
 
-def check(protocol: str) -> str:
-    """Validate a protocol name; raises WowError naming the valid ones."""
-    if protocol not in PROTOCOLS:
-        raise WowError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)} (see docs/fidelity.md).")
-    return protocol
-
-
 def is_paper(protocol: str) -> bool:
     """Whether ``protocol`` is ``paper`` (validated)."""
-    return check(protocol) == "paper"
+    return schema.check_protocol(protocol) == "paper"
 
 
 # -- prompts -----------------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Preference alignment through TRL, with LoRA adapters (peft), and the paper's grid search: the command line and
 the names the rest of wow uses. The work is done in three modules, by job:
 
-* :mod:`wow.align_config`: the trainer table (which TRL trainer and loss each name is) and :class:`AlignConfig`;
-* :mod:`wow.training`: one training run, :func:`train` (resumable; ``train_log.json``), with
-  :mod:`wow.checkpoints` (resuming, the best checkpoint), :mod:`wow.quantization` (4-bit QLoRA) and
-  :mod:`wow.truncation` (the paper's length rule);
-* :mod:`wow.grid`: :func:`grid_search` over learning rate x scheduler x weight decay x epochs, and the choice.
+* :mod:`wow.align.align_config`: the trainer table (which TRL trainer and loss each name is) and :class:`AlignConfig`;
+* :mod:`wow.align.training`: one training run, :func:`train` (resumable; ``train_log.json``), with
+  :mod:`wow.align.checkpoints` (resuming, the best checkpoint), :mod:`wow.align.quantization` (4-bit QLoRA) and
+  :mod:`wow.align.truncation` (the paper's length rule);
+* :mod:`wow.align.grid`: :func:`grid_search` over learning rate x scheduler x weight decay x epochs, and the choice.
 
 The same entry point runs data-parallel on several GPUs (several CPU processes with ``ACCELERATE_USE_CPU=1``;
 ``--cpu`` alone starts one); only the main process writes the adapter, the logs and ``train_log.json``
@@ -16,125 +16,8 @@ The same entry point runs data-parallel on several GPUs (several CPU processes w
 
 Example::
 
-    from wow import align, preferences
+    from wow import preferences
+    from wow.align import training
     ds = preferences.load_preferences("outputs/demo/preferences/self_oracle")
-    result = align.train(ds["train"], ds["validation"], "smollm2-135m", "dpo", "outputs/demo/models/self_oracle_dpo")
+    result = training.train(ds["train"], ds["validation"], "smollm2-135m", "dpo", "outputs/demo/models/self_oracle_dpo")
 """
-
-from __future__ import annotations
-
-import argparse
-import json
-import logging
-from pathlib import Path
-from typing import Any
-
-from wow import checkpoints
-from wow.align_config import SCHEDULERS, TRAINERS, AlignConfig
-from wow.grid import (
-    PAPER_EPOCHS,
-    PAPER_LEARNING_RATES,
-    PAPER_SCHEDULERS,
-    PAPER_WEIGHT_DECAYS,
-    GridResult,
-    config_name,
-    grid_search,
-)
-from wow.schema import setting_name
-from wow.training import TrainResult, is_complete, train
-
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "PAPER_EPOCHS",
-    "PAPER_LEARNING_RATES",
-    "PAPER_SCHEDULERS",
-    "PAPER_WEIGHT_DECAYS",
-    "SCHEDULERS",
-    "TRAINERS",
-    "AlignConfig",
-    "GridResult",
-    "TrainResult",
-    "config_name",
-    "grid_search",
-    "is_complete",
-    "main",
-    "setting_name",
-    "train",
-]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m wow.align`` (or ``accelerate launch -m wow.align``): train on a saved preference set.
-
-    Args:
-        argv: command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status (0).
-    """
-    p = argparse.ArgumentParser(prog="python -m wow.align", description=main.__doc__.splitlines()[0])
-    p.add_argument("--preferences", required=True, help="folder written by wow.preferences.save_preferences")
-    p.add_argument("--trainer", required=True, choices=list(TRAINERS))
-    p.add_argument("--output", required=True, help="adapter folder (with --grid: the setting folder)")
-    p.add_argument("--model", default="smollm2-135m", help="base model name (wow.models)")
-    p.add_argument("--config", help="AlignConfig fields as a JSON object or a path to a JSON file")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--beta", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--grad-accum", type=int)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--eval-steps", type=int, help="validation loss and a checkpoint every this many steps")
-    p.add_argument("--quantization", choices=["none", "4bit"], help="4bit: QLoRA (a CUDA GPU and bitsandbytes)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
-    p.add_argument("--no-lora", action="store_true", help="train the full model")
-    p.add_argument(
-        "--grid",
-        action="store_true",
-        help="run the paper's 81-point grid (lr x scheduler x weight decay x epochs), choosing by validation loss",
-    )
-    p.add_argument("--overwrite", action="store_true", help="retrain a complete output folder")
-    a = p.parse_args(argv)
-    # one process logs: the others of an `accelerate launch` only warn
-    level = logging.INFO if checkpoints.is_main_process() else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-    fields: dict[str, Any] = {}
-    if a.config:
-        text = Path(a.config).read_text(encoding="utf-8") if Path(a.config).is_file() else a.config
-        fields = json.loads(text)
-    for key, value in (
-        ("learning_rate", a.lr),
-        ("epochs", a.epochs),
-        ("beta", a.beta),
-        ("batch_size", a.batch_size),
-        ("grad_accumulation", a.grad_accum),
-        ("max_steps", a.max_steps),
-        ("eval_steps", a.eval_steps),
-        ("quantization", a.quantization),
-    ):
-        if value is not None:
-            fields[key] = value
-    if a.no_lora:
-        fields["use_lora"] = False
-    if a.gradient_checkpointing:
-        fields["gradient_checkpointing"] = True
-    config = AlignConfig.from_dict(fields)
-
-    from wow.preferences import load_preferences
-
-    ds = load_preferences(a.preferences)
-    val = ds["validation"] if "validation" in ds else None
-    if a.grid:
-        paper_axes = {"schedulers": PAPER_SCHEDULERS, "weight_decays": PAPER_WEIGHT_DECAYS}
-        result = grid_search(ds["train"], val, a.model, a.trainer, a.output, config, **paper_axes)
-        log.info("best: %s (validation loss %s)", result.best["output_dir"], result.best["val_loss"])
-    else:
-        res = train(ds["train"], val, a.model, a.trainer, a.output, config, overwrite=a.overwrite)
-        log.info("adapter in %s: train loss %s, validation loss %s", res.output_dir, res.train_loss, res.val_loss)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

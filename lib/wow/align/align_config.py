@@ -21,7 +21,7 @@ base, in 4 bits with ``quantization: 4bit``, as in the paper) as the reference.
 
 Example::
 
-    from wow.align_config import AlignConfig
+    from wow.align.align_config import AlignConfig
     config = AlignConfig(learning_rate=5e-5, epochs=1, beta=0.1)
     config.check()
 """
@@ -34,11 +34,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wow import WowError, checkpoints, schema
-from wow.quantization import QUANTIZATIONS
-
-TRAINERS = schema.TRAINERS
-SCHEDULERS = schema.SCHEDULERS
+from wow import WowError, schema
+from wow.align import checkpoints
+from wow.align.quantization import QUANTIZATIONS
 
 
 @dataclass
@@ -87,7 +85,7 @@ class AlignConfig:
         simpo_gamma: SimPO's target reward margin (TRL's default 0.5).
         device: ``cpu``, ``cuda``; None: cuda when available. On CPU ``use_cpu`` is passed to the trainer.
         bf16: bfloat16 autocast; None: on for CPUs that multiply bf16 natively (AMX, AVX512-BF16: about 1.7x
-            faster than fp32 there; emulated elsewhere, 4x slower, see :mod:`wow.precision`) and for GPUs that
+            faster than fp32 there; emulated elsewhere, 4x slower, see :mod:`wow.backends.precision`) and for GPUs that
             support it. The weights stay fp32 on CPU. A run passes its resolved ``dtype``.
         cpu_threads: torch threads while training on CPU (restored afterwards); None keeps torch's default (one
             per core). On a machine shared with other busy processes use 1 (or start Python with
@@ -96,7 +94,7 @@ class AlignConfig:
             with 2 passive threads.
         progress: show the trainer's progress bar.
         quantization: ``none`` (LoRA on the unquantised model, any machine) or ``4bit`` (the paper's QLoRA: NF4,
-            double quantisation, bfloat16 compute; a CUDA GPU and ``bitsandbytes``; see :mod:`wow.quantization`).
+            double quantisation, bfloat16 compute; a CUDA GPU and ``bitsandbytes``; see :mod:`wow.align.quantization`).
             ``4bit`` needs ``use_lora``.
         max_eval_pairs: the in-run validation reads at most this many validation pairs, a subset drawn with
             ``seed`` (HF's ``max_eval_samples``); None reads them all. A short training (``max_steps``) would
@@ -167,10 +165,10 @@ class AlignConfig:
                 ``max_length``, a negative weight decay, a non-positive ``eval_steps``, an unknown ``quantization``
                 or a quantised full fine-tuning.
         """
-        if self.lr_scheduler not in SCHEDULERS:
-            close = difflib.get_close_matches(self.lr_scheduler, SCHEDULERS, n=1)
+        if self.lr_scheduler not in schema.SCHEDULERS:
+            close = difflib.get_close_matches(self.lr_scheduler, schema.SCHEDULERS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise WowError(f"unknown lr_scheduler {self.lr_scheduler!r}{hint}; valid: {', '.join(SCHEDULERS)}.")
+            raise WowError(f"unknown lr_scheduler {self.lr_scheduler!r}{hint}; valid: {', '.join(schema.SCHEDULERS)}.")
         if not 0 < self.max_prompt_length < self.max_length:
             raise WowError(
                 f"max_prompt_length ({self.max_prompt_length}) must be positive and below max_length "
@@ -191,7 +189,7 @@ class AlignConfig:
             )
 
 
-def _device(config: AlignConfig) -> str:
+def training_device(config: AlignConfig) -> str:
     import torch
 
     if config.device:
@@ -199,7 +197,7 @@ def _device(config: AlignConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _bf16(config: AlignConfig, device: str) -> bool:
+def use_bf16(config: AlignConfig, device: str) -> bool:
     import torch
 
     if config.bf16 is not None:
@@ -207,7 +205,7 @@ def _bf16(config: AlignConfig, device: str) -> bool:
     if config.quantization == "4bit":
         return True  # the compute dtype of the 4-bit layers
     if device == "cpu":
-        from wow import precision
+        from wow.backends import precision
 
         return precision.cpu_native_bf16()
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -221,7 +219,7 @@ def reads_every_pair(config: AlignConfig, n_train: int | None, world_size: int =
     return config.max_steps * config.batch_size * config.grad_accumulation * world_size >= n_train
 
 
-def _trl_config(
+def trl_config(
     trainer: str,
     config: AlignConfig,
     output_dir: Path,
@@ -233,7 +231,7 @@ def _trl_config(
     the validation loss every ``eval_steps`` steps selects the checkpoint that is loaded at the end (the paper's
     ``load_best_model_at_end`` on ``eval_loss``, lower is better). ``n_train`` decides whether the reference's
     log-probabilities are precomputed (:func:`reads_every_pair`)."""
-    family, method = TRAINERS[trainer]
+    family, method = schema.TRAINERS[trainer]
     common = dict(
         output_dir=str(checkpoints.folder(output_dir)),
         learning_rate=config.learning_rate,
@@ -259,7 +257,7 @@ def _trl_config(
         report_to=list(config.report_to) or "none",
         seed=config.seed,
         use_cpu=device == "cpu",
-        bf16=_bf16(config, device),
+        bf16=use_bf16(config, device),
         activation_checkpointing=config.gradient_checkpointing,  # the new name of gradient_checkpointing
         disable_tqdm=not config.progress,
         max_length=config.max_length,
@@ -281,8 +279,8 @@ def _trl_config(
     return ORPOConfig(**common, **method)
 
 
-def _trainer_class(trainer: str):
-    family = TRAINERS[trainer][0]
+def trainer_class(trainer: str):
+    family = schema.TRAINERS[trainer][0]
     if family == "dpo":
         from trl import DPOTrainer
 
@@ -296,7 +294,7 @@ def _trainer_class(trainer: str):
     return ORPOTrainer
 
 
-def _lora_config(config: AlignConfig):
+def lora_config(config: AlignConfig):
     from peft import LoraConfig
 
     return LoraConfig(

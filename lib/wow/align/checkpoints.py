@@ -10,7 +10,7 @@ adapter engines hash is the top level of ``<output_dir>``, so the checkpoints ne
 
 Example::
 
-    from wow import checkpoints
+    from wow.align import checkpoints
     checkpoints.latest("outputs/demo/models/shortest_path/self_oracle_dpo/lr=5.0e-05_epochs=1")  # Path or None
 """
 
@@ -27,7 +27,6 @@ from wow import io, layout
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = layout.CHECKPOINTS_DIR
 SETTINGS_FILE = "settings.json"
 #: Checkpoints kept besides the best one (the paper's ``save_total_limit``).
 SAVE_TOTAL_LIMIT = 3
@@ -36,7 +35,7 @@ _STEP = re.compile(r"checkpoint-(\d+)$")
 
 def folder(output_dir: str | os.PathLike) -> Path:
     """The checkpoints folder of a run into ``output_dir`` (the trainer's ``output_dir``)."""
-    return Path(output_dir) / CHECKPOINTS_DIR
+    return Path(output_dir) / layout.CHECKPOINTS_DIR
 
 
 def step_of(checkpoint: str | os.PathLike | None) -> int | None:
@@ -93,7 +92,7 @@ def start(output_dir: str | os.PathLike, settings: dict, resume: Path | None) ->
     io.write_json(ckpt / SETTINGS_FILE, settings)
 
 
-def finish(output_dir: str | os.PathLike, keep: bool) -> None:
+def remove_checkpoints(output_dir: str | os.PathLike, keep: bool) -> None:
     """After a complete run (main process only): remove the checkpoints folder unless ``keep``."""
     if is_main_process() and not keep:
         shutil.rmtree(folder(output_dir), ignore_errors=True)
@@ -145,7 +144,7 @@ def progress_file(output_dir: Path):
 def loss_lines(name: str):
     """A callback that logs each logged training loss with the step, the steps planned, ln 2 (the loss of a model
     that cannot tell chosen from rejected: DPO's starting point) and the time left, so ``wow run``'s terminal shows a
-    training's progress and whether it learns (:class:`wow.run.StageEcho`)."""
+    training's progress and whether it learns (:class:`wow.cli.run.StageEcho`)."""
     import math
     import time
 

@@ -2,26 +2,27 @@
 held-out questions, graded.
 
 * :func:`evaluate_model` samples answers of one engine on held-out questions through
-  :func:`wow.sampling.sample_answers`; it refuses questions of another split and any question that appears in a
+  :func:`wow.elicit.sampling.sample_answers`; it refuses questions of another split and any question that appears in a
   preference set (:func:`check_held_out`).
 * :func:`evaluate_adapter` runs it on a base model with an adapter (or none: the original model), on an engine of
   its own or one from ``engines``; :func:`make_select_fn` turns it into the grid-search selector of
   :func:`wow.align.grid_search` (mean correctness on the validation questions).
 * :class:`AdapterEngines` gives the engines of one base model and any of its adapters on one loaded copy of the
-  base model (:class:`wow.models.SharedBase`): evaluating N adapters loads the model once, not N times.
+  base model (:class:`wow.backends.models.SharedBase`): evaluating N adapters loads the model once, not N times.
 
-The metrics of the answer rows are in :mod:`wow.eval_metrics` (:func:`summarize` is also here: the log line of
-each evaluation and the selector's score), the alignment table in :mod:`wow.alignment_csv`.
+The metrics of the answer rows are in :mod:`wow.analysis.eval_metrics` (:func:`summarize` is also here: the log line of
+each evaluation and the selector's score), the alignment table in :mod:`wow.analysis.alignment_csv`.
 
 Example::
 
-    from wow import evaluate, eval_metrics
+    from wow.align import evaluate
+    from wow.analysis import eval_metrics
     with evaluate.AdapterEngines("smollm2-135m", cache="outputs/demo/cache.sqlite") as engines:
         before = evaluate.evaluate_adapter(task, test_questions, "smollm2-135m", None, engines=engines,
                                            preference_sets=["outputs/demo/preferences/self_oracle"])
         after = evaluate.evaluate_adapter(task, test_questions, "smollm2-135m", "outputs/demo/models/self_oracle_dpo",
                                           engines=engines)
-    eval_metrics.compare(before, after)["d_p_wrong"]
+    eval_metrics.compare_before_after(before, after)["d_p_wrong"]
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from wow import WowError, io, layout, models
-from wow.eval_metrics import METRICS, summarize
+from wow import WowError, io, layout
+from wow.analysis.eval_metrics import METRICS, summarize
+from wow.backends import models
 
 __all__ = [
     "AdapterEngines",
@@ -43,7 +45,6 @@ __all__ = [
     "evaluate_adapter",
     "evaluate_model",
     "make_select_fn",
-    "summarize",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def evaluate_model(
         preference_sets: the preference sets the model was trained on; a question in any of them is an error.
         temperature: sampling temperature (the paper: 1.0).
         max_tokens: most new tokens per answer.
-        **sampling_kwargs: passed on to :func:`wow.sampling.sample_answers`; ``protocol="paper"`` also sets Bio's
+        **sampling_kwargs: passed on to :func:`wow.elicit.sampling.sample_answers`; ``protocol="paper"`` also sets Bio's
             evaluation samples to the paper's 3 (:func:`wow.protocol.eval_samples`) and Science's accuracy to the
             paper's 5 % rule (:func:`wow.protocol.paper_evaluation_rows`).
 
@@ -124,8 +125,8 @@ def evaluate_model(
     if not qs:
         raise WowError(f"no {split} questions to evaluate on; give the task a {split} split.")
     check_held_out(qs, split, preference_sets)
+    from wow.elicit.sampling import sample_answers
     from wow.protocol import eval_samples, paper_evaluation_rows
-    from wow.sampling import sample_answers
 
     protocol = sampling_kwargs.get("protocol", "wow")
     n_samples = eval_samples(protocol, task.name, n_samples)
@@ -168,12 +169,12 @@ def evaluate_adapter(
     Args:
         task: the task.
         questions: held-out questions.
-        base_model: base model name (see :mod:`wow.models`).
+        base_model: base model name (see :mod:`wow.backends.models`).
         adapter: adapter folder written by :func:`wow.align.train`, or None for the original model.
         cache: on-disk cache of model calls.
         engine_options: options of the transformers engine (``batch_size``, ``dtype``, ``device``...).
         engines: ``(model, adapter) -> engine``, e.g. an :class:`AdapterEngines` (every adapter on one loaded base
-            model) or :meth:`wow.context.RunContext.engine`: the engine comes from there (and stays open: its owner
+            model) or :meth:`wow.steps.context.RunContext.engine`: the engine comes from there (and stays open: its owner
             frees it) instead of being built here with ``cache`` and ``engine_options`` (loading the base model)
             and closed after.
         **kwargs: passed to :func:`evaluate_model` (``n_samples``, ``seed``, ``split``, ``preference_sets``...).
@@ -236,24 +237,24 @@ def make_select_fn(
 class AdapterEngines:
     """``engines(model, adapter) -> engine`` for one base model and any of its adapters, on one loaded copy of it.
 
-    Every engine runs on one :class:`wow.models.SharedBase`: the base model is loaded once (on first use), and each
+    Every engine runs on one :class:`wow.backends.models.SharedBase`: the base model is loaded once (on first use), and each
     adapter is merged into it when its engine runs, the original model (``adapter=None``) being the base with no
     adapter. Results and cache keys are bitwise those of engines that load a model each
-    (``get_engine("transformers", model=..., adapter=...)``). Like :class:`wow.context.RunContext`, it keeps the
+    (``get_engine("transformers", model=..., adapter=...)``). Like :class:`wow.steps.context.RunContext`, it keeps the
     original model's engine and the last adapter's (an adapter's engine replaces the previous one's).
 
     Pass it as ``engines`` to :func:`evaluate_adapter` or :func:`make_select_fn`; the caller owns it and frees the
     model with :meth:`close` (or a ``with`` block).
 
     Args:
-        base_model: the local base model's name (:mod:`wow.models`).
+        base_model: the local base model's name (:mod:`wow.backends.models`).
         cache: on-disk cache of model calls (None: none).
         **engine_options: options of the transformers engine (``dtype``, ``batch_size``, ``device``...), the same
             for every adapter.
     """
 
     def __init__(self, base_model: str, cache: str | os.PathLike | None = None, **engine_options: Any):
-        from wow.backends.transformers_engine import TransformersEngine
+        from wow.backends.local.transformers_engine import TransformersEngine
 
         if "adapter" in engine_options or "base" in engine_options:
             raise WowError("AdapterEngines takes the adapter per call (engines(model, adapter)), not as an option.")

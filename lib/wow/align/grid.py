@@ -3,7 +3,7 @@
 
 ``grid_search`` trains every point of a grid of learning rate x scheduler x weight decay x epochs (x beta) and picks
 the configuration with the best ``select_fn(adapter_dir)`` (mean correctness of sampled answers on the validation
-questions; see :func:`wow.evaluate.make_select_fn`), recording the validation loss of each run too. The paper's grid
+questions; see :func:`wow.align.evaluate.make_select_fn`), recording the validation loss of each run too. The paper's grid
 (``grid_search.py``) has 81 points: learning rate {1e-4, 5e-5, 1e-5} (:data:`PAPER_LEARNING_RATES`) x scheduler
 {cosine, cosine_with_restarts, reduce_lr_on_plateau} (:data:`PAPER_SCHEDULERS`) x weight decay {0, 1e-5, 1e-3}
 (:data:`PAPER_WEIGHT_DECAYS`) x epochs {1, 3, 5} (:data:`PAPER_EPOCHS`), beta 0.1 and warm-up ratio 0.1 fixed.
@@ -18,7 +18,8 @@ defaults: lr 5e-5, cosine, weight decay 1e-5, 3 epochs), and only its proxy runs
 
 Example::
 
-    from wow import grid, preferences
+    from wow import preferences
+    from wow.align import grid
     ds = preferences.load_preferences("outputs/demo/preferences/self_oracle")
     result = grid.grid_search(ds["train"], ds["validation"], "smollm2-135m", "dpo", "outputs/demo/models/self_oracle_dpo")
     result.best["output_dir"]
@@ -34,8 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wow import WowError, checkpoints, io, layout, training
-from wow.align_config import AlignConfig
+from wow import WowError, io, layout
+from wow.align import checkpoints, training
+from wow.align.align_config import AlignConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ PAPER_LEARNING_RATES = (1e-4, 5e-5, 1e-5)
 PAPER_SCHEDULERS = ("cosine", "cosine_with_restarts", "reduce_lr_on_plateau")
 PAPER_WEIGHT_DECAYS = (0.0, 1e-5, 1e-3)
 PAPER_EPOCHS = (1, 3, 5)
-SELECTION_FILE = layout.SELECTION_FILE
-GRID_FILE = layout.GRID_FILE
 
 
 @dataclass
@@ -129,7 +129,7 @@ def grid_search(
         weight_decays: grid of weight decays (paper: 0, 1e-5, 1e-3); None keeps ``base_config.weight_decay``.
         betas: optional grid of betas; None keeps ``base_config.beta`` (and leaves it out of folder names).
         select_fn: ``adapter_dir -> score``, higher is better (the paper: mean correctness of answers sampled on
-            validation questions; :func:`wow.evaluate.make_select_fn` builds one). None: lowest validation loss.
+            validation questions; :func:`wow.align.evaluate.make_select_fn` builds one). None: lowest validation loss.
             A grid of one configuration selects it without calling ``select_fn``.
         callbacks: extra trainer callbacks for every run.
 
@@ -183,10 +183,10 @@ def grid_search(
         score = None
         if select_fn is not None and len(grid) > 1:
             # Scores live beside the adapters, not in them: engines hash the adapter folder for their cache keys.
-            selection = io.read_json(root / SELECTION_FILE) if (root / SELECTION_FILE).exists() else {}
+            selection = io.read_json(root / layout.SELECTION_FILE) if (root / layout.SELECTION_FILE).exists() else {}
             if name not in selection or not res.skipped:
                 selection[name] = float(select_fn(root / name))
-                io.write_json(root / SELECTION_FILE, selection)
+                io.write_json(root / layout.SELECTION_FILE, selection)
             score = selection[name]
         runs.append(
             {
@@ -215,6 +215,6 @@ def grid_search(
             raise WowError("grid_search has nothing to select on: pass select_fn or validation pairs.")
         best, selected_by = min(with_loss, key=lambda r: r["val_loss"]), "val_loss"
     if checkpoints.is_main_process():  # one writer under accelerate launch
-        io.write_json(root / GRID_FILE, {"selected_by": selected_by, "best": best["name"], "runs": runs})
+        io.write_json(root / layout.GRID_FILE, {"selected_by": selected_by, "best": best["name"], "runs": runs})
     log.info("grid best (%s): %s", selected_by, best["name"])
     return GridResult(best=best, runs=runs, selected_by=selected_by)

@@ -16,7 +16,8 @@ Per aligned model:
 
 Example::
 
-    from wow import io, mechanism
+    from wow import io
+    from wow.align import mechanism
     base = io.read_jsonl("outputs/demo/eval/shortest_path/original.jsonl")
     table = mechanism.mechanism_table(base, {"self_oracle_dpo": "outputs/demo/models/.../lr=5.0e-05_epochs=1"})
 """
@@ -115,12 +116,12 @@ def mechanism_table(
     batch_size: int = 8,
 ) -> pd.DataFrame:
     """The endpoint of every aligned model (``{setting: adapter folder}``) on the base model's answers: the reference
-    scores them once, each adapter once, on one loaded base model (:class:`wow.models.SharedBase`).
+    scores them once, each adapter once, on one loaded base model (:class:`wow.backends.models.SharedBase`).
 
     Returns:
         DataFrame with :data:`COLUMNS`, one row per setting.
     """
-    from wow.models import SharedBase
+    from wow.backends.models import SharedBase
 
     if not base_rows:
         raise WowError("no base answers to score: evaluate the original model on the test questions first.")

@@ -8,7 +8,7 @@ It needs a CUDA GPU and the ``bitsandbytes`` package; :func:`check_available` sa
 
 Example::
 
-    from wow import quantization
+    from wow.align import quantization
     config = quantization.bnb_config()        # the BitsAndBytesConfig of the paper's 4-bit load
     config.bnb_4bit_quant_type                # 'nf4'
 """
@@ -22,7 +22,7 @@ from wow import WowError
 
 log = logging.getLogger(__name__)
 
-#: Valid values of the ``quantization`` run parameter and :class:`wow.align_config.AlignConfig` field.
+#: Valid values of the ``quantization`` run parameter and :class:`wow.align.align_config.AlignConfig` field.
 QUANTIZATIONS = ("none", "4bit")
 
 

@@ -1,7 +1,7 @@
 """One training run: ``train(train_set, val_set, model_name, trainer, output_dir, config)`` fine-tunes one model
 on one preference set and saves the LoRA adapter, the tokenizer and ``train_log.json`` (config, ``log_history``,
 losses, timings) into ``output_dir``. A folder whose ``train_log.json`` says ``complete`` is not trained again; an
-interrupted run resumes from its last checkpoint (:mod:`wow.checkpoints`).
+interrupted run resumes from its last checkpoint (:mod:`wow.align.checkpoints`).
 
 With validation pairs the run is evaluated every ``eval_steps`` steps and at its last step, and the adapter saved
 is the checkpoint of the lowest validation loss (the paper's ``load_best_model_at_end``); ``train_log.json`` records
@@ -14,7 +14,8 @@ the start of the message text cut), and answers that still do not fit are cut at
 
 Example::
 
-    from wow import preferences, training
+    from wow import preferences
+    from wow.align import training
     ds = preferences.load_preferences("outputs/demo/preferences/self_oracle")
     result = training.train(ds["train"], ds["validation"], "smollm2-135m", "dpo", "outputs/demo/models/self_oracle_dpo")
 """
@@ -32,15 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wow import WowError, checkpoints, io, layout, quantization
-from wow.align_config import TRAINERS, AlignConfig, _bf16, _device, _lora_config, _trainer_class, _trl_config
-from wow.truncation import _prepare
+from wow import WowError, io, layout, schema
+from wow.align import checkpoints, quantization
+from wow.align.align_config import AlignConfig, lora_config, trainer_class, training_device, trl_config, use_bf16
+from wow.align.truncation import prepare_examples
 
 log = logging.getLogger(__name__)
-
-LOG_FILE = layout.TRAIN_LOG_FILE
-#: Written after every optimiser step while training (how far a long run is).
-PROGRESS_FILE = layout.PROGRESS_FILE
 
 
 @dataclass
@@ -91,10 +89,10 @@ class TrainResult:
 def is_complete(output_dir: str | os.PathLike) -> bool:
     """True when ``output_dir`` holds a finished run (``train_log.json`` marked complete, and the weights)."""
     folder = Path(output_dir)
-    if not (folder / LOG_FILE).exists():
+    if not (folder / layout.TRAIN_LOG_FILE).exists():
         return False
     try:
-        logged = json.loads((folder / LOG_FILE).read_text(encoding="utf-8"))
+        logged = json.loads((folder / layout.TRAIN_LOG_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return False
     weights = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
@@ -118,7 +116,7 @@ _LOGGED_FIELDS = (
 
 
 def _result_from_log(folder: Path) -> TrainResult:
-    logged = io.read_json(folder / LOG_FILE)
+    logged = io.read_json(folder / layout.TRAIN_LOG_FILE)
     logged.setdefault("truncated", {})  # absent from logs written before prompts were truncated
     logged.setdefault("best_step", None)  # and these before in-run selection and resuming
     logged.setdefault("resumed_from", None)
@@ -170,7 +168,7 @@ def train(
         preferences_train: ``datasets.Dataset`` in TRL's conversational format (``prompt``, ``chosen``,
             ``rejected``; other columns are ignored), e.g. ``build_preferences(...)["train"]``.
         preferences_val: validation pairs (same format) for the validation loss, or None / empty.
-        model_name: base model (see :func:`wow.models.resolve`: the offline default, a local folder, a hub id).
+        model_name: base model (see :func:`wow.backends.models.resolve`: the offline default, a local folder, a hub id).
         trainer: one of :data:`TRAINERS`.
         output_dir: folder for the adapter, tokenizer and ``train_log.json``.
         config: training settings (default :class:`AlignConfig()`).
@@ -183,10 +181,10 @@ def train(
     Raises:
         WowError: unknown trainer, invalid settings (:meth:`AlignConfig.check`), no training pairs,
             ``reduce_lr_on_plateau`` without validation pairs, ``quantization: 4bit`` without a CUDA GPU or
-            bitsandbytes (:func:`wow.quantization.check_available`), or a non-finite training loss.
+            bitsandbytes (:func:`wow.align.quantization.check_available`), or a non-finite training loss.
     """
-    if trainer not in TRAINERS:
-        raise WowError(f"unknown trainer {trainer!r}; valid: {', '.join(TRAINERS)}.")
+    if trainer not in schema.TRAINERS:
+        raise WowError(f"unknown trainer {trainer!r}; valid: {', '.join(schema.TRAINERS)}.")
     config = config or AlignConfig()
     config.check()
     if preferences_train is None or len(preferences_train) == 0:
@@ -205,32 +203,34 @@ def train(
             return done
         log.warning("%s was trained with other settings (%s); training again", output_dir, ", ".join(changed))
 
-    device = _device(config)
+    device = training_device(config)
     quantization.check_available(config.quantization, device)  # before any model is loaded
 
     import torch
 
     settings = _settings(trainer, model_name, config)
     resume = None if overwrite else checkpoints.resume_from(output_dir, settings)
-    (output_dir / LOG_FILE).unlink(missing_ok=True)  # a run killed from here on leaves an incomplete folder
+    (output_dir / layout.TRAIN_LOG_FILE).unlink(
+        missing_ok=True
+    )  # a run killed from here on leaves an incomplete folder
     model, tokenizer = _load(model_name, config, device)
-    train_ds, train_cut = _prepare(preferences_train, tokenizer, config, "train")
-    val_ds, val_cut = _prepare(preferences_val, tokenizer, config, "validation")
+    train_ds, train_cut = prepare_examples(preferences_train, tokenizer, config, "train")
+    val_ds, val_cut = prepare_examples(preferences_val, tokenizer, config, "validation")
     if val_ds is not None and config.max_eval_pairs is not None and len(val_ds) > config.max_eval_pairs:
         log.info("%s: validating on %d of %d pairs (max_eval_pairs)", output_dir, config.max_eval_pairs, len(val_ds))
         val_ds = val_ds.shuffle(seed=config.seed).select(range(config.max_eval_pairs))
     if val_ds is None:
         log.info("%s: no validation pairs, so no evaluation while training: the final weights are saved", output_dir)
-    args = _trl_config(trainer, config, output_dir, device, has_validation=val_ds is not None, n_train=len(train_ds))
+    args = trl_config(trainer, config, output_dir, device, has_validation=val_ds is not None, n_train=len(train_ds))
     checkpoints.barrier()  # every process has chosen its checkpoint before the main one clears stale ones
     checkpoints.start(output_dir, settings, resume)
-    trl_trainer = _trainer_class(trainer)(
+    trl_trainer = trainer_class(trainer)(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
-        peft_config=_lora_config(config) if config.use_lora else None,
+        peft_config=lora_config(config) if config.use_lora else None,
         callbacks=[
             *(callbacks or []),
             checkpoints.log_at_saves(),
@@ -292,7 +292,7 @@ def train(
     checkpoints.barrier()  # the adapter is written before the run is marked complete and its checkpoints go
     if trl_trainer.is_world_process_zero():
         _write_log(result, device, args.bf16, args.world_size, bool(getattr(args, "precompute_ref_log_probs", False)))
-        checkpoints.finish(output_dir, config.keep_checkpoints)
+        checkpoints.remove_checkpoints(output_dir, config.keep_checkpoints)
     del trl_trainer, model
     _free_memory()
     return result
@@ -307,17 +307,17 @@ def _settings(trainer: str, model_name: str, config: AlignConfig) -> dict:
 def _load(model_name: str, config: AlignConfig, device: str):
     """The model to train and its tokenizer: on the CPU in float32 or bfloat16 (the trainer moves it to its device;
     under ``accelerate launch`` one GPU per process), or in 4 bits straight onto this process's GPU."""
-    from wow import models
+    from wow.backends import models
 
     if config.quantization == "4bit":
         gpu = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        model, tokenizer = models.load(
+        model, tokenizer = models.load_model(
             model_name, dtype="bfloat16", device=gpu, for_training=True, quantization_config=quantization.bnb_config()
         )
         model = quantization.prepare_for_training(model, config.gradient_checkpointing)
     else:
-        dtype = "float32" if device == "cpu" or not _bf16(config, device) else "bfloat16"
-        model, tokenizer = models.load(model_name, dtype=dtype, device="cpu", for_training=True)
+        dtype = "float32" if device == "cpu" or not use_bf16(config, device) else "bfloat16"
+        model, tokenizer = models.load_model(model_name, dtype=dtype, device="cpu", for_training=True)
     model.config.use_cache = False
     return model, tokenizer
 
@@ -325,7 +325,7 @@ def _load(model_name: str, config: AlignConfig, device: str):
 def _mean_train_loss(out, state, resumed_from: int | None) -> float | None:
     """Mean training loss per step over the whole run. transformers averages over the steps of this call only, so
     a resumed run adds the logged losses of the steps before its checkpoint (each logged loss is the mean of the
-    steps since the previous one; :func:`wow.checkpoints.log_at_saves` logs at every checkpoint step)."""
+    steps since the previous one; :func:`wow.align.checkpoints.log_at_saves` logs at every checkpoint step)."""
     loss = out.metrics.get("train_loss")
     if not resumed_from or loss is None:
         return loss
@@ -347,7 +347,7 @@ def _write_log(result: TrainResult, device: str, bf16: bool, world_size: int = 1
     record = {
         "complete": True,  # written last: a folder without it is retrained
         "trainer": result.trainer,
-        "trl_loss": TRAINERS[result.trainer][1],
+        "trl_loss": schema.TRAINERS[result.trainer][1],
         "model_name": result.model_name,
         "config": dataclasses.asdict(result.config),
         **{f: getattr(result, f) for f in _LOGGED_FIELDS},
@@ -363,7 +363,7 @@ def _write_log(result: TrainResult, device: str, bf16: bool, world_size: int = 1
         },
         "log_history": result.log_history,
     }
-    io.write_json(result.output_dir / LOG_FILE, record)
+    io.write_json(result.output_dir / layout.TRAIN_LOG_FILE, record)
 
 
 def _free_memory() -> None:

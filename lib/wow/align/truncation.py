@@ -1,12 +1,12 @@
 """The paper's length rule for preference pairs (TRL 0.9's, which TRL 1.16 no longer has): a pair whose prompt +
 longer answer exceeds ``max_length`` tokens has its prompt cut to its last ``max_prompt_length`` tokens (the chat
 frame kept, the start of the message text cut); answers that still do not fit are cut at ``max_length`` by TRL. No
-pair is dropped. :func:`wow.training.train` applies it to both splits and records the counts.
+pair is dropped. :func:`wow.align.training.train` applies it to both splits and records the counts.
 
 Example::
 
-    from wow.truncation import _prepare
-    dataset, counts = _prepare(pairs, tokenizer, AlignConfig(), "train")   # counts["prompts_truncated"]
+    from wow.align.truncation import prepare_examples
+    dataset, counts = prepare_examples(pairs, tokenizer, AlignConfig(), "train")   # counts["prompts_truncated"]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from wow import WowError
-from wow.align_config import AlignConfig
+from wow.align.align_config import AlignConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ def _keep_prompt_end(tokenizer, prompt: list[dict], max_prompt_length: int) -> l
     )
 
 
-#: ``_prepare`` results of this process: a grid trains the same pairs up to 81 times (measuring and cutting 4000
+#: ``prepare_examples`` results of this process: a grid trains the same pairs up to 81 times (measuring and cutting 4000
 #: long pairs takes about a minute on 2 CPU cores).
 _PREPARED: dict[tuple, tuple] = {}
 
 
-def _prepare(ds, tokenizer, config: AlignConfig, name: str):
+def prepare_examples(ds, tokenizer, config: AlignConfig, name: str):
     """Keep the TRL columns and truncate over-long prompts as TRL 0.9 (the paper's) did; see ``max_prompt_length``.
 
     Returns:
@@ -94,7 +94,7 @@ def _prepare(ds, tokenizer, config: AlignConfig, name: str):
 
 
 def _truncate(ds, tokenizer, config: AlignConfig):
-    """:func:`_prepare` of a non-empty set, uncached."""
+    """:func:`prepare_examples` of a non-empty set, uncached."""
     import datasets
 
     ds = ds.select_columns(["prompt", "chosen", "rejected"])

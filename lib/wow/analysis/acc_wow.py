@@ -13,7 +13,7 @@ margin's cut in every resample; random guessing scores 0.5.
 
 Example::
 
-    from wow.acc_wow import acc_wow_pairs
+    from wow.analysis.acc_wow import acc_wow_pairs
     from wow.pairs import candidate_pairs
     pairs = candidate_pairs(answers)
     res = acc_wow_pairs(pairs, {a["answer_id"]: a["n_tokens"] for a in answers}, margin=0.5)
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from wow import WowError
-from wow.arrays import floats
-from wow.bootstrap import check_resample, cluster_index, percentile_interval, resample_counts
+from wow.analysis.arrays import floats
+from wow.analysis.bootstrap import check_resample, cluster_index, percentile_interval, resample_counts
 from wow.pairs import check_margin, margin_keep
 from wow.protocol import is_paper
 
@@ -141,7 +141,7 @@ def acc_interval(
     Every resample draws the questions with replacement, each with all its pairs, and applies the margin's cut to
     the resampled pairs (the share M of the largest gaps; a question drawn twice brings its pairs twice), so the CI
     also carries the uncertainty of where the cut falls. Vectorised: resamples are count matrices
-    (:func:`wow.bootstrap.resample_counts`).
+    (:func:`wow.analysis.bootstrap.resample_counts`).
 
     Args:
         hits: per pair, before the margin (missing predictions already dropped).

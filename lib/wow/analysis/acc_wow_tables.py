@@ -1,19 +1,20 @@
 """The Acc_WoW tables of a run: every method's Acc_WoW per margin (``acc_wow.csv``), per label bin, and its Figure 2/5
 correlations.
 
-:func:`acc_wow_table` turns answers, scores (:mod:`wow.scorers`) and pairwise judgements (:mod:`wow.judges`) into
+:func:`acc_wow_table` turns answers, scores (:mod:`wow.elicit.scorers`) and pairwise judgements (:mod:`wow.elicit.judges`) into
 ``acc_wow.csv`` over one split (:func:`split_answers`; the pairs come from :mod:`wow.pairs`, the numbers from
-:mod:`wow.acc_wow`); :func:`acc_wow_bins_table` is the paper's per-bin Acc_WoW matrix (``acc_wow_bins.csv``);
+:mod:`wow.analysis.acc_wow`); :func:`acc_wow_bins_table` is the paper's per-bin Acc_WoW matrix (``acc_wow_bins.csv``);
 :func:`task_accuracy_confidence` and :func:`acc_wow_correlations` give the paper's Figure 2/5 analysis (Pearson r
-across (task, generator) points). The scorers' entry points :func:`score_answers` and :func:`judge_score_maps` are
-reachable here too, as the notebooks elicit through this module.
+across (task, generator) points).
 
 Example::
 
-    from wow import elicit, io
+    from wow import io
+    from wow.analysis import acc_wow_tables
+    from wow.elicit import scorers
     answers = io.read_jsonl("outputs/demo/answers.jsonl")
-    scores = elicit.score_answers(answers)
-    table = elicit.acc_wow_table(answers, scores, judgements=[])
+    scores = scorers.score_answers(answers)
+    table = acc_wow_tables.acc_wow_table(answers, scores, judgements=[])
 """
 
 from __future__ import annotations
@@ -25,17 +26,18 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from wow import WowError, judges, metrics, schema
-from wow.acc_wow import AccWow, acc_from_hits, acc_wow, acc_wow_by_bins, label_bin_edges, pair_arrays
-from wow.bootstrap import check_resample
+from wow import WowError, schema
+from wow.analysis import metrics
+from wow.analysis.acc_wow import AccWow, acc_from_hits, acc_wow, acc_wow_by_bins, label_bin_edges, pair_arrays
+from wow.analysis.bootstrap import check_resample
+from wow.elicit import judges
+from wow.elicit.scorers import method_score_maps
+from wow.elicit.verdicts import pairwise_outcomes
 from wow.pairs import MARGINS, by_task_generator, candidate_pairs, check_margin, is_parsed
-from wow.scorers import judge_score_maps, method_score_maps, score_answers  # noqa: F401 - the notebooks' entry
-from wow.verdicts import pairwise_outcomes
 
 log = logging.getLogger(__name__)
 
-#: The scalar methods of the table, besides the oracle, judge scores and pairwise judges (:mod:`wow.scorers`).
-SCALAR_METHODS = schema.SCALAR_METHODS
+#: The scalar methods of the table, besides the oracle, judge scores and pairwise judges (:mod:`wow.elicit.scorers`).
 #: Values of the ``acc_wow_split`` parameter: one split of the questions, or ``all``.
 SPLITS = ("train", "validation", "test", "all")
 TABLE_COLUMNS = [
@@ -95,7 +97,7 @@ def acc_wow_table(
 
     Args:
         answers: rows of ``answers.jsonl``.
-        scores: rows of ``scores.jsonl`` (:func:`wow.scorers.score_answers`).
+        scores: rows of ``scores.jsonl`` (:func:`wow.elicit.scorers.score_answers`).
         judgements: rows of ``judgements/pairwise_*.jsonl`` (any judges and modes together).
         margins: shares M in (0, 1].
         split: the questions whose pairs count (:func:`split_answers`): ``train`` (the pairs preference sets use;
@@ -104,7 +106,7 @@ def acc_wow_table(
         seed: bootstrap seed.
         resample: what the CIs resample (the ``ci_resample`` parameter, written in the ``ci_resample`` column):
             ``question`` (default: whole questions with all their pairs, the margin's cut redone in each resample,
-            :func:`wow.acc_wow.acc_interval`) or ``pair`` (each pair alone, as if independent: too narrow wherever
+            :func:`wow.analysis.acc_wow.acc_interval`) or ``pair`` (each pair alone, as if independent: too narrow wherever
             a question holds several pairs).
         protocol: ``paper`` cuts margins with the paper's ``int(n * M)`` (0 keeps all pairs,
             :func:`wow.pairs.paper_margin_keep`).
@@ -202,7 +204,7 @@ def acc_wow_bins_table(
     As the paper's Knowledge Crosswords analysis (``patch.analysis_kc``: ``detailed=4``, correct answers included):
     the raw labels of the parsed answers, correct ones included, are cut into ``d`` equal-width bins between their
     min and max; the pairs are all label-distinct pairs of parsed answers of one question and generator
-    (:func:`wow.pairs.candidate_pairs` with ``include_correct=True``); :func:`wow.acc_wow.acc_wow_by_bins` then gives
+    (:func:`wow.pairs.candidate_pairs` with ``include_correct=True``); :func:`wow.analysis.acc_wow.acc_wow_by_bins` then gives
     Acc_WoW per pair of bins ``(i <= j)``, for every scalar method and judge score (not the oracle: 1.0
     everywhere). A (task, generator) counts as graded when its parsed answers have more than two distinct labels;
     right/wrong tasks (two labels) have no bins to compare and are left out.
@@ -213,7 +215,7 @@ def acc_wow_bins_table(
         d: label bins.
         margin: share M of pairs kept before binning (1.0 in the paper).
         split: the questions that count (:func:`split_answers`).
-        protocol: ``paper`` cuts the margin with the paper's arithmetic (:func:`wow.acc_wow.acc_wow_by_bins`).
+        protocol: ``paper`` cuts the margin with the paper's arithmetic (:func:`wow.analysis.acc_wow.acc_wow_by_bins`).
 
     Returns:
         DataFrame with :data:`BINS_COLUMNS`, one row per (task, generator, method, judge) and cell ``i <= j``

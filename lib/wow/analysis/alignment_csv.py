@@ -1,10 +1,10 @@
 """The alignment table (``alignment.csv``): one row per aligned setting and evaluation task, the setting's
-description next to :func:`wow.eval_metrics.compare` of the original and the aligned model's test answers.
+description next to :func:`wow.analysis.eval_metrics.compare_before_after` of the original and the aligned model's test answers.
 
 Example::
 
-    from wow import alignment_csv
-    table = alignment_csv.alignment_table(entries, n_boot=1000, seed=0)
+    from wow.analysis import alignment_csv
+    table = alignment_csv.build_alignment_table(entries, n_boot=1000, seed=0)
     alignment_csv.write_alignment_csv(table, "outputs/demo/alignment.csv")
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from wow import io
-from wow.eval_metrics import compare
+from wow.analysis.eval_metrics import compare_before_after
 
 META_COLUMNS = (
     "setting",
@@ -83,10 +83,10 @@ def alignment_row(
     }
     if train_seed is not None:
         meta["train_seed"] = train_seed
-    return meta | compare(before_rows, after_rows, n_boot=n_boot, seed=seed)
+    return meta | compare_before_after(before_rows, after_rows, n_boot=n_boot, seed=seed)
 
 
-def alignment_table(entries: Iterable[Mapping], n_boot: int = 1000, seed: int = 0):
+def build_alignment_table(entries: Iterable[Mapping], n_boot: int = 1000, seed: int = 0):
     """Rows of ``alignment.csv``, one per aligned setting.
 
     Args:
@@ -111,7 +111,7 @@ def write_alignment_csv(table, path: str | os.PathLike) -> Path:
     """Write the alignment table as CSV, atomically.
 
     Args:
-        table: the ``DataFrame`` of :func:`alignment_table`.
+        table: the ``DataFrame`` of :func:`build_alignment_table`.
         path: e.g. ``outputs/<run>/alignment.csv``.
 
     Returns:

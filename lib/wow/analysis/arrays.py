@@ -2,7 +2,7 @@
 
 Example::
 
-    from wow.arrays import floats
+    from wow.analysis.arrays import floats
     floats([1, None, 2.5], "scores")   # array([1. , nan, 2.5])
 """
 

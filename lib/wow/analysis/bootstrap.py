@@ -3,8 +3,8 @@
 Answers, pairs and judgements of one question are not independent (an answer sits in up to 9 pairs, and a judge's
 skill varies by question), so the project's intervals resample whole questions (clusters). :func:`resample_counts`
 draws the resamples as count matrices (how often each cluster is drawn), so that statistics that are sums over
-clusters are computed for every resample at once (:mod:`wow.acc_wow`, :mod:`wow.eval_metrics`,
-:mod:`wow.gain_slope`); :func:`bootstrap_ci` takes any statistic and loops.
+clusters are computed for every resample at once (:mod:`wow.analysis.acc_wow`, :mod:`wow.analysis.eval_metrics`,
+:mod:`wow.analysis.gain_slope`); :func:`bootstrap_ci` takes any statistic and loops.
 
 Two numbers read off an interval, and what they mean:
 
@@ -18,7 +18,7 @@ Two numbers read off an interval, and what they mean:
 
 Example::
 
-    from wow.bootstrap import bootstrap_ci, detectable_difference
+    from wow.analysis.bootstrap import bootstrap_ci, detectable_difference
     lo, hi = bootstrap_ci(np.mean, hits, n_boot=1000, seed=0, groups=question_ids)
     mde = detectable_difference(lo, hi)  # 80% power, two-sided 5% level: a property of the design
 """
@@ -32,7 +32,7 @@ from statistics import NormalDist
 import numpy as np
 
 from wow import WowError
-from wow.arrays import has_none
+from wow.analysis.arrays import has_none
 
 #: What an Acc_WoW interval resamples (the ``ci_resample`` parameter): whole questions with all their pairs (the
 #: default), or single pairs as if independent (too narrow wherever a question holds several pairs).

@@ -3,21 +3,21 @@ reliability-diagram data.
 
 * :func:`summarize` gives mean correctness, p_wrong, accuracy and ECE (10 bins, confidence = exp(mean token
   logprob)) of one model's answer rows.
-* :func:`compare` gives before/after values and Δp_wrong = after - before, ΔAcc = after - before,
+* :func:`compare_before_after` gives before/after values and Δp_wrong = after - before, ΔAcc = after - before,
   -ΔECE = before - after (positive = better for all three), with paired bootstrap CIs that resample questions, the
   design's minimum detectable difference and the equivalence bound a null result supports.
 * :func:`question_totals` and :func:`weighted_metric`: every metric from per-question sums, for any weighting of the
-  questions at once (a bootstrap resample is a weighting by counts); :mod:`wow.gain_slope` resamples with them too.
+  questions at once (a bootstrap resample is a weighting by counts); :mod:`wow.analysis.gain_slope` resamples with them too.
 * :func:`reliability` gives reliability-diagram data per model.
 
-All metric definitions come from :mod:`wow.metrics` (DESIGN.md section 6); the answer rows come from
-:mod:`wow.evaluate`.
+All metric definitions come from :mod:`wow.analysis.metrics` (DESIGN.md section 6); the answer rows come from
+:mod:`wow.align.evaluate`.
 
 Example::
 
-    from wow import eval_metrics
+    from wow.analysis import eval_metrics
     eval_metrics.summarize(after)["p_wrong"]
-    eval_metrics.compare(before, after)["d_p_wrong"]
+    eval_metrics.compare_before_after(before, after)["d_p_wrong"]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ DELTA_NAMES = {
 }
 #: A model whose test answers parse less often than this is flagged beside its gains (report, verdict).
 LOW_PARSE_RATE = 0.9
-#: ECE bins of the before/after comparison (:func:`wow.metrics.ece`'s default).
+#: ECE bins of the before/after comparison (:func:`wow.analysis.metrics.ece`'s default).
 ECE_BINS = 10
 
 
@@ -84,7 +84,7 @@ class _Rows:
 
 def _metric(name: str, rows: _Rows) -> float:
     """One metric of :data:`METRICS` (ECE over the answers that have a confidence; NaN if none)."""
-    from wow import metrics
+    from wow.analysis import metrics
 
     correctness, is_correct, confidence = rows.correctness, rows.is_correct, rows.confidence
     if name == "mean_correctness":
@@ -122,7 +122,7 @@ def metric(name: str, rows: Sequence[dict]) -> float:
 
 def gain(name: str, before_rows: Sequence[dict], after_rows: Sequence[dict]) -> float:
     """One metric's gain from the original model's rows to the aligned model's, positive = better: after - before,
-    before - after for ECE (the values :func:`compare` reports as ``d_p_wrong``, ``d_acc``, ``neg_d_ece``).
+    before - after for ECE (the values :func:`compare_before_after` reports as ``d_p_wrong``, ``d_acc``, ``neg_d_ece``).
 
     Args:
         name: a metric of :data:`METRICS` (``p_wrong``, ``accuracy``, ``ece``, ``mean_correctness``).
@@ -203,7 +203,7 @@ def question_totals(rows: Sequence[dict], questions: Sequence[str], n_bins: int 
     Returns:
         :class:`QuestionTotals`.
     """
-    from wow import metrics
+    from wow.analysis import metrics
 
     pos = {q: i for i, q in enumerate(questions)}
     n_q = len(questions)
@@ -257,7 +257,7 @@ def weighted_metric(name: str, totals: QuestionTotals, weights: np.ndarray) -> n
     resample: how often it was drawn), for every row of ``weights`` at once.
 
     Equal to the metric of the rows (:func:`summarize`) when every weight is 1; ECE is
-    ``sum_bins |sum (confidence - correct)| / answers with a confidence``, the same as :func:`wow.metrics.ece`.
+    ``sum_bins |sum (confidence - correct)| / answers with a confidence``, the same as :func:`wow.analysis.metrics.ece`.
 
     Args:
         name: ``mean_correctness``, ``p_wrong``, ``accuracy`` or ``ece``.
@@ -284,7 +284,7 @@ def weighted_metric(name: str, totals: QuestionTotals, weights: np.ndarray) -> n
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def compare(
+def compare_before_after(
     before_rows: Sequence[dict],
     after_rows: Sequence[dict],
     n_boot: int = 1000,
@@ -309,12 +309,12 @@ def compare(
         (each with ``_ci_low`` / ``_ci_high``); the differences ``d_mean_correctness``, ``d_p_wrong``
         (after - before), ``d_acc`` (after - before) and ``neg_d_ece`` (before - after), each with CIs,
         ``<difference>_mde`` (the design's minimum detectable difference: the true difference these test questions
-        would find with 80% power at the CI's level, :func:`wow.bootstrap.detectable_difference`; a property of the
+        would find with 80% power at the CI's level, :func:`wow.analysis.bootstrap.detectable_difference`; a property of the
         design, not a threshold for the observed difference) and ``<difference>_equiv_bound`` (the equivalence
-        bound the data support: the end of the 90% CI farthest from 0, :func:`wow.bootstrap.equivalence_bound`).
+        bound the data support: the end of the 90% CI farthest from 0, :func:`wow.analysis.bootstrap.equivalence_bound`).
         Positive differences are improvements.
     """
-    from wow.bootstrap import detectable_difference, equivalence_bound, percentile_interval
+    from wow.analysis.bootstrap import detectable_difference, equivalence_bound, percentile_interval
 
     common = {r["question_id"] for r in before_rows} & {r["question_id"] for r in after_rows}
     if not common:
@@ -344,8 +344,8 @@ def compare(
 
 
 def _paired_resamples(before: QuestionTotals, after: QuestionTotals, n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """Every value of :func:`compare` on ``n_boot`` resamples of the questions (the same draw for both models)."""
-    from wow.bootstrap import resample_counts
+    """Every value of :func:`compare_before_after` on ``n_boot`` resamples of the questions (the same draw for both models)."""
+    from wow.analysis.bootstrap import resample_counts
 
     if n_boot <= 0:
         return {}
@@ -372,11 +372,11 @@ def reliability(rows_by_model: Mapping[str, Sequence[dict]], n_bins: int = 10):
 
     Returns:
         ``pandas.DataFrame``: ``model, bin, lo, hi, n, mean_conf, accuracy`` (see
-        :func:`wow.metrics.reliability_bins`).
+        :func:`wow.analysis.metrics.reliability_bins`).
     """
     import pandas as pd
 
-    from wow import metrics
+    from wow.analysis import metrics
 
     tables = []
     for model, rows in rows_by_model.items():

@@ -8,7 +8,7 @@ table over other questions than the sets' is refused (:func:`check_acc_wow_split
 
 Example::
 
-    from wow import fig3_points
+    from wow.analysis import fig3_points
     points = fig3_points.method_acc_wow(P, pd.read_csv(P.layout.acc_wow), pd.read_csv(P.layout.alignment))
 """
 
@@ -19,7 +19,7 @@ import pandas as pd
 
 from wow import WowError, schema
 from wow.params import RunParams
-from wow.pref_spec import PrefSpec
+from wow.preferences.pref_spec import PrefSpec
 
 #: Preference types Fig 3 draws: wrong-over-wrong sets whose pairs have an accuracy (``row*`` sets have none).
 FIG3_TYPES = ("oracle", "noisy", "random", "direct", "score")
@@ -130,7 +130,7 @@ def training_pairs_accuracy(P: RunParams, task: str, spec: PrefSpec, setting: st
     """
     from datasets import load_from_disk
 
-    from wow.acc_wow import acc_interval
+    from wow.analysis.acc_wow import acc_interval
 
     folder = P.layout.preferences(task, spec.setting(P))
     if not (folder / "meta.json").exists() or not (folder / "train").is_dir():

@@ -2,7 +2,7 @@
 paired bootstrap CI over test questions (and training seeds, where a setting has several) and the design's minimum
 detectable slope.
 
-Fig 3 fits ``gain = intercept + slope * Acc_WoW`` over the aligned settings (:func:`wow.alignment_figures.fig3_lines`).
+Fig 3 fits ``gain = intercept + slope * Acc_WoW`` over the aligned settings (:func:`wow.figures.alignment_figures.fig3_lines`).
 Each point's gain has its own CI, but the paper's question is about the slope. :func:`gain_slopes` resamples the test
 questions (within each task, the same draw for every setting, before and after alike, so the comparison is paired),
 recomputes every setting's gain on the draw and refits the line; the percentiles of the refitted slopes are its 95%
@@ -21,9 +21,11 @@ and the grid's choice on validation questions.
 
 Example::
 
-    from wow import gain_slope, pipeline_align
-    points = pipeline_align.method_acc_wow(P, acc, alignment)
-    answers = {(r.task, r.setting): pipeline_align.eval_answers(P, r)[2:] for _, r in points.iterrows()}
+    from wow.analysis import gain_slope
+    from wow.analysis import fig3_points
+    from wow.steps import correlation_plots
+    points = fig3_points.method_acc_wow(P, acc, alignment)
+    answers = {(r.task, r.setting): correlation_plots.eval_answers(P, r)[2:] for _, r in points.iterrows()}
     table = gain_slope.gain_slopes(points, answers, n_boot=1000, seed=0)
 """
 
@@ -36,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from wow import WowError
-from wow.bootstrap import detectable_difference, equivalence_bound, percentile_interval, resample_counts
-from wow.eval_metrics import DELTA_NAMES, METRICS, QuestionTotals, question_totals, weighted_metric
+from wow.analysis.bootstrap import detectable_difference, equivalence_bound, percentile_interval, resample_counts
+from wow.analysis.eval_metrics import DELTA_NAMES, METRICS, QuestionTotals, question_totals, weighted_metric
 
 #: The gains whose slopes are reported (Fig 3's three): column name -> metric.
 GAINS = {DELTA_NAMES[name]: name for name in ("p_wrong", "accuracy", "ece")}
@@ -69,7 +71,7 @@ def gain_slopes(
     """The least-squares slope of each gain against Acc_WoW over the rows of ``points``, with its bootstrap CI.
 
     Args:
-        points: Fig 3's points (:func:`wow.fig3_points.method_acc_wow`): ``setting``, ``task`` and ``acc_wow``,
+        points: Fig 3's points (:func:`wow.analysis.fig3_points.method_acc_wow`): ``setting``, ``task`` and ``acc_wow``,
             one row per trained model. Several rows with the same task and setting are that setting's training
             seeds, told apart by a ``train_seed`` column.
         answers: ``(task, setting) -> (before rows, after rows)``, the test answers of the original and the aligned
@@ -225,8 +227,8 @@ def _slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _gain(name: str, before: QuestionTotals, after: QuestionTotals, weights: np.ndarray) -> np.ndarray:
-    """A gain (positive = better) under question weights (:func:`wow.eval_metrics.weighted_metric`); with every
-    weight 1 it is :func:`wow.eval_metrics.gain` of the rows."""
+    """A gain (positive = better) under question weights (:func:`wow.analysis.eval_metrics.weighted_metric`); with every
+    weight 1 it is :func:`wow.analysis.eval_metrics.gain` of the rows."""
     return METRICS[name] * (weighted_metric(name, after, weights) - weighted_metric(name, before, weights))
 
 

@@ -1,11 +1,11 @@
 """Evaluation metrics of a model's answers: p_wrong, accuracy, calibration (ECE, reliability bins), Pearson r.
 
 Pure numpy/pandas/scipy: no model, no files. Definitions follow DESIGN.md section 6. Acc_WoW lives in
-:mod:`wow.acc_wow`; the bootstrap CIs of these metrics come from :mod:`wow.bootstrap`.
+:mod:`wow.analysis.acc_wow`; the bootstrap CIs of these metrics come from :mod:`wow.analysis.bootstrap`.
 
 Example::
 
-    from wow import metrics
+    from wow.analysis import metrics
     metrics.p_wrong([1.0, 0.5, None, 0.25], [True, False, False, False])   # 0.25
     metrics.ece([0.9, 0.9, 0.2], [True, False, False])
 """
@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from wow import WowError
-from wow.arrays import floats
+from wow.analysis.arrays import floats
 
 log = logging.getLogger(__name__)
 

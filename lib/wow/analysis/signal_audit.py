@@ -21,7 +21,8 @@ setting fails them.
 
 Example::
 
-    from wow import io, signal_audit
+    from wow import io
+    from wow.analysis import signal_audit
     audit = signal_audit.audit(io.read_jsonl("outputs/demo/answers.jsonl"))
     ok, reasons = signal_audit.decide(audit)
 """

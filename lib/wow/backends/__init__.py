@@ -32,8 +32,8 @@ __all__ = [
 
 #: Engine names -> "module:class" (imported on use: the openai engine does not need torch, nor the reverse).
 ENGINES = {
-    "transformers": "wow.backends.transformers_engine:TransformersEngine",
-    "openai": "wow.backends.openai_engine:OpenAIEngine",
+    "transformers": "wow.backends.local.transformers_engine:TransformersEngine",
+    "openai": "wow.backends.api.openai_engine:OpenAIEngine",
 }
 
 
@@ -42,10 +42,10 @@ def get_engine(engine: str, model: str, cache: str | Path | None = None, **optio
 
     Args:
         engine: ``transformers`` (local model) or ``openai`` (any OpenAI-compatible endpoint).
-        model: model name (:func:`wow.models.resolve` for local models; the endpoint's name for ``openai``).
+        model: model name (:func:`wow.backends.models.resolve` for local models; the endpoint's name for ``openai``).
         cache: path of the SQLite cache file; None calls the model every time.
-        **options: engine options (see :class:`~wow.backends.transformers_engine.TransformersEngine` and
-            :class:`~wow.backends.openai_engine.OpenAIEngine`).
+        **options: engine options (see :class:`~wow.backends.local.transformers_engine.TransformersEngine` and
+            :class:`~wow.backends.api.openai_engine.OpenAIEngine`).
 
     Returns:
         The engine; with ``cache``, a :class:`CachedEngine` (``.hits``, ``.misses``) around it.

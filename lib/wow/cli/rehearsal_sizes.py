@@ -1,4 +1,4 @@
-"""The sizes of a rehearsal (``wow run SET --fast-dev-run``, :mod:`wow.rehearsal`): every setting of a set kept,
+"""The sizes of a rehearsal (``wow run SET --fast-dev-run``, :mod:`wow.cli.rehearsal`): every setting of a set kept,
 only sizes shrunk, each change recorded as a :class:`Change`.
 
 Example::
@@ -32,7 +32,7 @@ MAX_STEPS = 2
 EVAL_SAMPLES = 2
 N_BOOT = 50
 GRID_POINTS = 2
-#: The grid axes in the order the grid runs them (:func:`wow.grid.grid_search`).
+#: The grid axes in the order the grid runs them (:func:`wow.align.grid.grid_search`).
 GRID_AXES = ("learning_rates", "lr_schedulers", "weight_decays", "epochs")
 
 

@@ -8,7 +8,7 @@ a rerun is fast and a run that died resumes. A failing notebook stops the run wi
 earlier stages wrote stays. At the end (also after a failure) the run's HTML report is written to
 ``outputs/<run>/report/``.
 
-A run folder has one writer at a time: ``wow run`` holds the folder's lock (:mod:`wow.lock`) from before it writes
+A run folder has one writer at a time: ``wow run`` holds the folder's lock (:mod:`wow.run_folder.lock`) from before it writes
 ``run.yaml`` to its end, and passes it on to the kernels of its notebooks; a second ``wow run``, or a notebook
 kernel, on the same folder is refused. Every attempt at a stage is recorded in ``stages.json`` (start, end, status,
 pid, error), so a failed attempt never hides a later successful one; ``timings.json`` keeps the wall time of each
@@ -16,7 +16,7 @@ stage's latest successful attempt.
 
 Example::
 
-    from wow import run
+    from wow.cli import run
     run.run("parameters/smoke.yaml", only=["03"])
 """
 
@@ -31,22 +31,19 @@ import time
 import warnings
 from pathlib import Path
 
-from wow import WowError, fingerprint, io, layout, lock, params, preflight, run_folder, stage_setup
-from wow.stages import end_attempt, latest_attempts, load_attempts, start_attempt  # noqa: F401 - wow.run names them
+from wow import WowError, io, layout, params, run_folder
+from wow.cli import preflight
+from wow.run_folder import fingerprint, lock, stage_setup
+from wow.run_folder.stages import end_attempt, start_attempt
 
 log = logging.getLogger(__name__)
 
-NOTEBOOK_DIR = layout.NOTEBOOK_DIR
 KERNEL = "wow"
-ATTEMPTS_FILE = layout.ATTEMPTS_FILE
-
-
-notebooks = layout.notebooks
 
 
 def select(only: list[str] | None = None, start: str | None = None) -> list[Path]:
     """Notebooks to run: ``only`` (prefixes like "03") or everything from ``start`` on."""
-    nbs = notebooks()
+    nbs = layout.notebooks()
     prefixes = [nb.name[:2] for nb in nbs]
     for p in [*(only or []), *([start] if start else [])]:
         if p[:2] not in prefixes:
@@ -94,24 +91,24 @@ def run(
     Args:
         param_file: the parameter set (YAML).
         only, start: which stages (see :func:`select`).
-        check: run the preflight (:mod:`wow.preflight`) before any kernel starts.
-        force: run every selected stage, also those whose inputs did not change (:mod:`wow.fingerprint`).
+        check: run the preflight (:mod:`wow.cli.preflight`) before any kernel starts.
+        force: run every selected stage, also those whose inputs did not change (:mod:`wow.run_folder.fingerprint`).
         confirm_cost: called with the estimated API bill (USD) after the preflight when it is above zero; it raises
             to stop the run (``wow run`` asks, or wants ``--yes``).
         fast_dev_run: rehearse the set instead: every setting, small sizes, a folder of its own
-            (:mod:`wow.rehearsal`; ``rehearsal.json`` lists every change).
+            (:mod:`wow.cli.rehearsal`; ``rehearsal.json`` lists every change).
         stand_ins: with ``fast_dev_run``, offline stand-ins for the set's models, hub data and online labelers.
         limit: a quick try: at most this many questions per task (:func:`limited`), in a folder of its own.
         overrides: parameters replacing the file's values.
 
     Raises:
         WowError: invalid parameters, a preflight refusal, the folder is being written by another process
-            (:mod:`wow.lock`), or a notebook failed (names the notebook, cell and error).
+            (:mod:`wow.run_folder.lock`), or a notebook failed (names the notebook, cell and error).
     """
     if fast_dev_run and limit is not None:
         raise WowError("--limit and --fast-dev-run both choose the sizes of a quick run: give one of them")
     if fast_dev_run:
-        from wow import rehearsal
+        from wow.cli import rehearsal
 
         with rehearsal.prepared(param_file, stand_ins=stand_ins, **overrides) as values:
             return run(
@@ -128,15 +125,15 @@ def run(
     P = params.load(param_file, **overrides)
     selected = select(only, start)
     if check:
-        preflight.check(P, [nb.name[:2] for nb in selected])
-        from wow import estimate, estimate_table
+        preflight.check_before_run(P, [nb.name[:2] for nb in selected])
+        from wow.cli import estimate, estimate_table
 
         log.info("%s", estimate_table.plan_text(estimate.estimate(P, only=[nb.name[:2] for nb in selected])))
     if confirm_cost is not None:
-        cost = preflight.api_cost(P, [nb.name[:2] for nb in selected])
+        cost = preflight.estimated_api_cost(P, [nb.name[:2] for nb in selected])
         if cost > 0:
             confirm_cost(cost)
-    run_folder.check(P, str(param_file))  # read-only: a refused run leaves the folder as it was
+    run_folder.check_run_yaml(P, str(param_file))  # read-only: a refused run leaves the folder as it was
     with lock.hold(P.run_dir):  # refused here, before anything is written, while another process writes there
         record_run(P, str(param_file))
         return _run_locked(P, selected, param_file, force)
@@ -150,7 +147,7 @@ def limited(P: params.RunParams, limit: int, overrides: dict) -> dict:
     Raises:
         WowError: ``limit`` below 1.
     """
-    from wow.rehearsal_sizes import least_questions
+    from wow.cli.rehearsal_sizes import least_questions
 
     if limit < 1:
         raise WowError(f"--limit {limit}: give at least 1 question per task")
@@ -231,7 +228,7 @@ def _run_stages(P, selected, nb_params, out_dir, kernel, manager, force) -> Path
                         parameters=nb_params,
                         kernel_name=kernel,
                         progress_bar=False,
-                        cwd=str(NOTEBOOK_DIR),
+                        cwd=str(layout.NOTEBOOK_DIR),
                         kernel_manager_class=manager,
                         stderr_file=StageEcho(nb.stem[:2]),  # the library's progress lines, in the terminal
                     )
@@ -244,7 +241,7 @@ def _run_stages(P, selected, nb_params, out_dir, kernel, manager, force) -> Path
         if failure is not None:
             error = f"{failure.ename}: {failure.evalue.strip()}"
             end_attempt(P.run_dir, nb.stem, attempt, "failed", f"cell {failure.exec_count}: {error}", elapsed)
-            write_report(P.run_dir)
+            try_write_report(P.run_dir)
             raise WowError(
                 f"{nb.stem} failed in cell {failure.exec_count}: {error} "
                 f"(executed notebook: {out}; outputs of earlier stages are kept)"
@@ -255,13 +252,13 @@ def _run_stages(P, selected, nb_params, out_dir, kernel, manager, force) -> Path
             end_attempt(P.run_dir, nb.stem, attempt, "failed", str(e), elapsed)
             raise
         end_attempt(P.run_dir, nb.stem, attempt, "done", None, elapsed)
-        fingerprint.record(P, nb)
+        fingerprint.record_fingerprint(P, nb)
         timings[nb.stem] = round(elapsed, 2)
         io.write_json(P.layout.timings, timings)
         log.info("[%d/%d] %s done in %.1f s", i, len(selected), nb.stem, elapsed)
     if ran or not (P.layout.report / "index.html").exists():
-        write_report(P.run_dir)
-    from wow import verdict
+        try_write_report(P.run_dir)
+    from wow.report import verdict
 
     text = verdict.results_text(P.run_dir)
     if text:
@@ -277,9 +274,9 @@ def _run_stages(P, selected, nb_params, out_dir, kernel, manager, force) -> Path
     return P.run_dir
 
 
-def write_report(run_dir: Path) -> Path | None:
-    """Write the run's HTML report (:func:`wow.html_report.write_report`); a failure is logged, never raised."""
-    from wow import html_report
+def try_write_report(run_dir: Path) -> Path | None:
+    """Write the run's HTML report (:func:`wow.report.html_report.write_report`); a failure is logged, never raised."""
+    from wow.report import html_report
 
     try:
         return html_report.write_report(run_dir)
@@ -292,7 +289,7 @@ def _local_kernel_manager(extra_env: dict[str, str] | None = None, ipc_dir: Path
     """A kernel manager that talks to its kernel over local IPC sockets (files only this user can reach) instead of
     unencrypted TCP ports on 127.0.0.1, which other local users could connect to (ipykernel warns about them).
 
-    Its kernels get this process's environment plus ``extra_env`` (the lock token of :func:`wow.lock.kernel_env`);
+    Its kernels get this process's environment plus ``extra_env`` (the lock token of :func:`wow.run_folder.lock.kernel_env`);
     their socket files go to ``ipc_dir`` (default: the working directory, where they would litter ``notebooks/``).
     """
     from jupyter_client.manager import AsyncKernelManager
@@ -333,7 +330,8 @@ class StageEcho:
             if not m or (m.group(1) == "INFO" and not m.group(2).startswith("wow")) or line == self._last:
                 continue
             self._last = line
-            name = m.group(2).removeprefix("wow.")
+            name = m.group(2)
+            name = name.rsplit(".", 1)[-1] if name.startswith("wow.") else name  # the module: judges, progress...
             (log.info if m.group(1) == "INFO" else log.warning)("  [%s] %s: %s", self.stage, name, m.group(3))
         return len(text)
 

@@ -4,7 +4,7 @@ the form judge and FActScore prompts ask for.
 A 135M stand-in model otherwise rarely ends its reply in the asked form (a rehearsal would build no judged preference
 set) and writes fact lists until its token budget ends. The model still picks the verdicts, scores and facts; only
 the form is fixed, with a llama.cpp (GBNF) grammar. :class:`StandIn` wraps the server app of
-:mod:`wow.llama_server` (``serve(stand_in=True)``).
+:mod:`wow.cli.llama_server` (``serve(stand_in=True)``).
 """
 
 from __future__ import annotations

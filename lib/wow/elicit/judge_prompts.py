@@ -2,11 +2,11 @@
 
 The judge sees the task exactly as the generator saw it (``prompt_messages`` of the answer, options included); under
 ``protocol="paper"`` it sees the question only, as in the paper's code (:func:`wow.protocol.paper_query`). The
-replies are read by :mod:`wow.verdicts`; :mod:`wow.judges` sends the requests.
+replies are read by :mod:`wow.elicit.verdicts`; :mod:`wow.elicit.judges` sends the requests.
 
 Example::
 
-    from wow.judge_prompts import pairwise_messages
+    from wow.elicit.judge_prompts import pairwise_messages
     messages = pairwise_messages(answer_a, answer_b)   # one user message: task, answer 1, answer 2, instructions
 """
 

@@ -1,7 +1,7 @@
 """Running LLM judges for wrong-over-wrong preferences: pairwise verdicts and 0-5 scores through any Engine.
 
 The engine passed in is already wrapped by the call cache; this module sends the requests built by
-:mod:`wow.judge_prompts`, reads the replies with :mod:`wow.verdicts`, and summarises and files the judgement rows.
+:mod:`wow.elicit.judge_prompts`, reads the replies with :mod:`wow.elicit.verdicts`, and summarises and files the judgement rows.
 Every request of a run is built first and sent in one ``engine.generate`` (or ``engine.choice_logprobs``) call, so
 the engine can batch them.
 
@@ -14,13 +14,14 @@ Two modes per judge:
   verdict is read from the next-token distribution: P("1") vs P("2") (normalised over the two), or the expected
   score over "0".."5" (k=1 only). Always parseable, with a confidence for free.
 
-Each pair is judged in both orders (``forward`` and ``reverse``; semantics in :mod:`wow.verdicts`).
+Each pair is judged in both orders (``forward`` and ``reverse``; semantics in :mod:`wow.elicit.verdicts`).
 
 Example::
 
-    from wow import judges, io
+    from wow import io
+    from wow.elicit import judges
     rows = judges.judge_pairwise(engine, answers, judge="smollm2-135m", mode="logprob", max_pairs=2000, seed=0)
-    io.write_jsonl(run / "judgements" / judges.judgement_filename("pairwise", "smollm2-135m", "logprob"), rows)
+    io.write_jsonl(run / "judgements" / judges.checked_judgement_filename("pairwise", "smollm2-135m", "logprob"), rows)
     judges.pairwise_rates(rows), judges.unparsed_examples(rows)
 """
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from wow import WowError, io, layout, schema
 from wow.backends.base import ChatRequest, Engine, EngineError
-from wow.judge_prompts import (
+from wow.elicit.judge_prompts import (
     PAIRWISE_PROMPT_VERSION,
     SCORE_CHOICES,
     SCORE_PREFILL,
@@ -45,19 +46,18 @@ from wow.judge_prompts import (
     pairwise_messages,
     score_messages,
 )
-from wow.pairs import candidate_pairs, pair_id, score_groups, subsample_pairs
-from wow.protocol import is_paper
-from wow.verdicts import (
+from wow.elicit.verdicts import (
     choice_probabilities,
     logprob_verdict,
     paper_parse_scores,
     parse_scores,
     text_verdict,
 )
+from wow.pairs import candidate_pairs, pair_id, score_groups, subsample_pairs
+from wow.protocol import is_paper
 
 log = logging.getLogger(__name__)
 
-MODES = schema.JUDGE_MODES
 #: Below this mean probability mass on the choices, the logprob mode warns that the prefill misses the tokenizer.
 MIN_CHOICE_MASS = 0.5
 
@@ -123,8 +123,8 @@ def judge_pairwise(
             reuses the cached verdicts of the pairs both draws share.
         max_tokens: reply budget in ``text`` mode.
         pairs: judge these pairs instead of :func:`wow.pairs.candidate_pairs` of ``answers`` (not subsampled).
-        protocol: ``paper``: prompts show the question only (:func:`wow.judge_prompts.pairwise_messages`),
-            verdicts are read with :func:`wow.verdicts.paper_parse_verdict`; the caller sets the cap
+        protocol: ``paper``: prompts show the question only (:func:`wow.elicit.judge_prompts.pairwise_messages`),
+            verdicts are read with :func:`wow.elicit.verdicts.paper_parse_verdict`; the caller sets the cap
             (:func:`wow.protocol.judge_pair_cap`).
 
     Returns:
@@ -231,7 +231,7 @@ def judge_scores(
         mode: ``text`` or ``logprob`` (k=1 only: prefilled ``Score: ``, expected score over "0".."5").
         max_tokens: reply budget in text mode (default ``128 + 64 * k``).
         protocol: ``paper``: prompts show the question only and ask for plain "Score: n" lines
-            (:func:`wow.judge_prompts.score_messages`), read with :func:`wow.verdicts.paper_parse_scores`.
+            (:func:`wow.elicit.judge_prompts.score_messages`), read with :func:`wow.elicit.verdicts.paper_parse_scores`.
 
     Returns:
         One row per group: ``group_id, question_id, task, generator, judge, mode, k, template_version, answer_ids,
@@ -357,7 +357,7 @@ def score_parse_rate(rows: Sequence[dict]) -> dict:
     return {"n_groups": len(rows), "n_unparsed": bad, "parse_fail_rate": bad / len(rows) if rows else None}
 
 
-def judgement_filename(kind: str, judge: str, mode: str = "text", k: int | None = None) -> str:
+def checked_judgement_filename(kind: str, judge: str, mode: str = "text", k: int | None = None) -> str:
     """File name under ``judgements/`` (:func:`wow.layout.judgement_filename`), after checking ``mode``."""
     _check_mode(mode)
     return layout.judgement_filename(kind, judge, mode, k)
@@ -372,5 +372,5 @@ def read_judgements(folder: str | Path, kind: str = "pairwise") -> list[dict]:
 
 
 def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise WowError(f"unknown judge mode {mode!r}; use one of {MODES}.")
+    if mode not in schema.JUDGE_MODES:
+        raise WowError(f"unknown judge mode {mode!r}; use one of {schema.JUDGE_MODES}.")

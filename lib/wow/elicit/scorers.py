@@ -9,16 +9,17 @@ The scorers (DESIGN.md section 6):
   the label; there, as in the paper's code, consistency is the token-logprob signal (``mean_logprob``).
 * ``logprob``: mean token log-probability (``mean_logprob``).
 * ``oracle``: the true raw label (a check: its Acc_WoW is exactly 1.0 wherever there are pairs).
-* judge scores: from :mod:`wow.judges` (score-based judges), one column per judge, k and mode.
+* judge scores: from :mod:`wow.elicit.judges` (score-based judges), one column per judge, k and mode.
 
 :func:`score_answers` writes the rows of ``scores.jsonl``; no signal reads a label (graded correctness, raw label,
 is_correct): shuffling the labels of a run changes none of them (tests/test_elicit.py). :func:`method_score_maps`
 turns those rows back into one ``answer_id -> score`` map per method, the input of the Acc_WoW tables
-(:mod:`wow.elicit`).
+(:mod:`wow.analysis.acc_wow_tables`).
 
 Example::
 
-    from wow import io, scorers
+    from wow import io
+    from wow.elicit import scorers
     answers = io.read_jsonl("outputs/demo/answers.jsonl")
     rows = scorers.score_answers(answers)
 """
@@ -30,9 +31,9 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from wow import schema
+from wow.elicit.verdicts import score_map
 from wow.protocol import answer_identity, is_paper, paper_length
 from wow.schema import JUDGE_SCORE_PREFIX, SCALAR_METHODS, judge_score_column, parse_judge_score_column
-from wow.verdicts import score_map
 
 
 def length(answers: Sequence[dict]) -> dict[str, float | None]:

@@ -9,7 +9,7 @@ and prefer the same answer. A reply that does not parse gives a null verdict / n
 
 Example::
 
-    from wow.verdicts import parse_scores, parse_verdict
+    from wow.elicit.verdicts import parse_scores, parse_verdict
     parse_verdict("Answer 2 is closer.\nPreferred output: 2") == 2
     parse_scores("Score for answer 1: 3\nScore for answer 2: 0", 2) == ([3, 0], None)
 """
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from wow import WowError
-from wow.judge_prompts import MAX_SCORE, VERDICT_CHOICES
+from wow.elicit.judge_prompts import MAX_SCORE, VERDICT_CHOICES
 from wow.protocol import is_paper
 from wow.schema import CHECKS
 

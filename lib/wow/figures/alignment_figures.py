@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from wow.figure_files import empty_panel, save
+from wow.figures.figure_files import empty_panel, save
 
 GAINS = [
     ("d_p_wrong", "Δp_wrong (less wrong)"),
@@ -32,7 +32,7 @@ def fig3_lines(points: pd.DataFrame) -> pd.DataFrame:
     """The least-squares lines of Fig 3: gain = intercept + slope * Acc_WoW, over all points and over Bio Generation.
 
     Args:
-        points: :func:`wow.pipeline.method_acc_wow` output (task, acc_wow and the gains).
+        points: :func:`wow.analysis.fig3_points.method_acc_wow` output (task, acc_wow and the gains).
 
     Returns:
         One row per gain and line of :data:`FIG3_LINES` that has at least two points with different Acc_WoW:
@@ -78,7 +78,7 @@ def fig_alignment_vs_acc_wow(
 
     Args:
         table: one row per aligned setting with columns task, method, source, acc_wow (oracle = 1.0) and the gains
-            d_p_wrong, d_acc, neg_d_ece (:func:`wow.pipeline.method_acc_wow`).
+            d_p_wrong, d_acc, neg_d_ece (:func:`wow.analysis.fig3_points.method_acc_wow`).
         path: file stem to save to.
         title: suptitle.
     """
@@ -174,7 +174,7 @@ def fig_reliability(bins: pd.DataFrame, path: str | Path | None = None, title: s
     """Reliability diagrams: accuracy vs confidence per bin, one panel per model (e.g. before / after).
 
     Args:
-        bins: columns model, lo, hi, n, mean_conf, accuracy (``wow.metrics.reliability_bins`` plus a model column).
+        bins: columns model, lo, hi, n, mean_conf, accuracy (``wow.analysis.metrics.reliability_bins`` plus a model column).
         path: file stem to save to.
         title: suptitle.
     """

@@ -1,7 +1,7 @@
 """The paper's Figures 2 and 5: task accuracy and confidence vs Acc_WoW, one point per (task, generator).
 
 :func:`figure_points` picks each judge's points from ``acc_wow.csv`` and the task statistics
-(:func:`wow.elicit.task_accuracy_confidence`); :func:`fig_correlation` draws them with Pearson r.
+(:func:`wow.analysis.acc_wow_tables.task_accuracy_confidence`); :func:`fig_correlation` draws them with Pearson r.
 
 Example::
 
@@ -17,8 +17,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from wow import metrics, schema
-from wow.figure_files import empty_panel, safe_name, save
+from wow import schema
+from wow.analysis import metrics
+from wow.figures.figure_files import empty_panel, save, stem_part
 
 
 def figure_points(table: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
@@ -43,7 +44,7 @@ def figure_points(table: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str, p
             score = text_first if not text_first.empty else score[score["method"] == schema.score_method(k, "logprob")]
             m = score["margin"].min()
             pts = score[score["margin"] == m].merge(stats, on=["task", "generator"])
-            out.append((f"fig2_{safe_name(judge)}", pts, f"score-based judge {judge}, k = {k}, M = {m:g}"))
+            out.append((f"fig2_{stem_part(judge)}", pts, f"score-based judge {judge}, k = {k}, M = {m:g}"))
         is_pair = sub["method"].map(schema.is_pairwise_method).astype(bool)
         pair = sub[is_pair & (sub["check"] == "both_orders") & (sub["margin"] == 1.0)]
         if not pair.empty:
@@ -51,7 +52,7 @@ def figure_points(table: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str, p
             mode = text if (pair["method"] == text).any() else pair["method"].iloc[0]
             pts = pair[pair["method"] == mode].merge(stats, on=["task", "generator"])
             out.append(
-                (f"fig5_{safe_name(judge)}", pts, f"pairwise judge {judge} ({mode.split('_')[1]}), both-orders check")
+                (f"fig5_{stem_part(judge)}", pts, f"pairwise judge {judge} ({mode.split('_')[1]}), both-orders check")
             )
     return out
 

@@ -2,8 +2,8 @@
 
 Example::
 
-    from wow.figure_files import safe_name, save
-    save(fig, run_dir / f"fig2_{safe_name('gpt-3.5-turbo')}")   # fig2_gpt-3_5-turbo.png and .pdf
+    from wow.figures.figure_files import stem_part, save
+    save(fig, run_dir / f"fig2_{stem_part('gpt-3.5-turbo')}")   # fig2_gpt-3_5-turbo.png and .pdf
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def save(fig: plt.Figure, path: str | Path | None) -> list[Path]:
     return out
 
 
-def safe_name(name: str) -> str:
+def stem_part(name: str) -> str:
     """``name`` as a file-stem part: characters other than letters, digits and ``-`` become ``_``.
 
     Dots go too: :func:`save` adds the suffix to a stem, so ``gpt-3.5-turbo`` or ``score_0.5`` would lose their tail.

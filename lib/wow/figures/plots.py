@@ -1,7 +1,7 @@
 """The Acc_WoW figures, and the one module the notebooks take every figure from.
 
 Every figure function takes a pandas DataFrame, returns the matplotlib Figure and, given ``path`` (a file stem, no
-suffix), saves it as PNG and PDF (:func:`wow.figure_files.save`). Titles say what the paper's figure says. Drawn here:
+suffix), saves it as PNG and PDF (:func:`wow.figures.figure_files.save`). Titles say what the paper's figure says. Drawn here:
 
 * :func:`fig_answer_labels`: how wrong the sampled answers are, per task (the shades of wrong).
 * :func:`fig_acc_wow_methods`: Acc_WoW per elicitation method and margin, with 95% CIs, one panel per (task,
@@ -9,8 +9,8 @@ suffix), saves it as PNG and PDF (:func:`wow.figure_files.save`). Titles say wha
 * :func:`fig_acc_wow_bins`: the paper's per-bin Acc_WoW matrix (Knowledge Crosswords analysis) as heatmaps.
 
 The other figure families live in their own modules and are reachable here under the same names:
-:mod:`wow.correlation_figures` (paper Figs 2 and 5: :func:`figure_points`, :func:`fig_correlation`) and
-:mod:`wow.alignment_figures` (paper Figs 3 and 4, reliability diagrams); so are :func:`save` and :func:`safe_name`.
+:mod:`wow.figures.correlation_figures` (paper Figs 2 and 5: :func:`figure_points`, :func:`fig_correlation`) and
+:mod:`wow.figures.alignment_figures` (paper Figs 3 and 4, reliability diagrams); so are :func:`save` and :func:`safe_name`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,7 @@ import pandas as pd
 import seaborn as sns
 
 from wow import WowError
-from wow.alignment_figures import (  # noqa: F401 - the notebooks draw every figure through this module
-    fig3_lines,
-    fig4_setups,
-    fig_alignment_vs_acc_wow,
-    fig_reliability,
-    fig_trainers,
-)
-from wow.correlation_figures import fig_correlation, figure_points  # noqa: F401 - as above
-from wow.figure_files import empty_panel, safe_name, save  # noqa: F401 - as above
+from wow.figures.figure_files import empty_panel, save
 
 
 def fig_answer_labels(answers: list[dict], path: str | Path | None = None, title: str | None = None) -> plt.Figure:
@@ -169,7 +161,7 @@ def fig_acc_wow_bins(bins: pd.DataFrame, path: str | Path | None = None, title: 
     with its pair count.
 
     Args:
-        bins: rows of ``acc_wow_bins.csv`` (:func:`wow.elicit.acc_wow_bins_table`) of ONE task and generator.
+        bins: rows of ``acc_wow_bins.csv`` (:func:`wow.analysis.acc_wow_tables.acc_wow_bins_table`) of ONE task and generator.
         path: file stem to save to.
         title: suptitle.
     """

@@ -2,7 +2,7 @@
 
 A parameter set (``parameters/*.yaml``) is a flat mapping whose keys are fields of :class:`RunParams`. Unknown keys
 and wrong types are errors that name the key. Every stage (notebook) validates the run's whole set in its set-up cell
-(:func:`wow.stage_setup.setup`), which also catches a mistyped name injected by papermill.
+(:func:`wow.run_folder.stage_setup.setup`), which also catches a mistyped name injected by papermill.
 
 Example::
 
@@ -19,13 +19,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from wow import WowError, layout, param_rules, schema, secret_values
-
-REPO_ROOT = layout.REPO_ROOT
+from wow import WowError, layout, schema
+from wow.params import rules, secret_values
 
 
 class RunParams(BaseModel):
-    """Every parameter of a run. Every stage sees the whole set (:func:`wow.stage_setup.setup`); a notebook's ``parameters``
+    """Every parameter of a run. Every stage sees the whole set (:func:`wow.run_folder.stage_setup.setup`); a notebook's ``parameters``
     cell names the set's file (``param_file``) and may replace single values, as literals."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,7 +40,7 @@ class RunParams(BaseModel):
 
     def track_reads(self) -> None:
         """Record from now on which parameters are read (:meth:`reads`): a stage's set-up cell starts it, so that
-        ``wow run`` knows which parameters a stage depends on (:mod:`wow.fingerprint`)."""
+        ``wow run`` knows which parameters a stage depends on (:mod:`wow.run_folder.fingerprint`)."""
         self._reads = set()
 
     def reads(self) -> list[str] | None:
@@ -174,9 +173,9 @@ class RunParams(BaseModel):
     @field_validator("dtype")
     @classmethod
     def _resolve_dtype(cls, v: str) -> str:
-        from wow import precision
+        from wow.backends import precision
 
-        return precision.resolve(v)
+        return precision.resolve_dtype(v)
 
     @field_validator("split_fractions")
     @classmethod
@@ -215,8 +214,8 @@ class RunParams(BaseModel):
 
     @model_validator(mode="after")
     def _rules_between_parameters(self) -> RunParams:
-        """Refuse contradicting parameters (:mod:`wow.param_rules`)."""
-        param_rules.check(self)
+        """Refuse contradicting parameters (:mod:`wow.params.rules`)."""
+        rules.check_rules(self)
         return self
 
     @property
@@ -304,7 +303,7 @@ class RunParams(BaseModel):
     def run_dir(self) -> Path:
         """The run folder, ``<output_root>/<run_name>`` (relative roots resolve against the repository)."""
         root = Path(self.output_root)
-        return (root if root.is_absolute() else REPO_ROOT / root) / self.run_name
+        return (root if root.is_absolute() else layout.REPO_ROOT / root) / self.run_name
 
     @property
     def layout(self) -> layout.Layout:
@@ -321,7 +320,7 @@ _FIELDS = frozenset(RunParams.model_fields)
 
 
 def _check_model(name: str) -> None:
-    from wow import models
+    from wow.backends import models
 
     try:
         models.check_name(name)
@@ -365,7 +364,7 @@ def resolve_set_path(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if path.is_absolute() or path.exists():
         return path
-    return REPO_ROOT / path if (REPO_ROOT / path).exists() else path
+    return layout.REPO_ROOT / path if (layout.REPO_ROOT / path).exists() else path
 
 
 def read_set(path: str | Path) -> dict:

@@ -7,10 +7,11 @@ reports it under the parameter set's name (:func:`wow.params.validate`).
 
 from __future__ import annotations
 
-from wow import WowError, models, schema, tasks
+from wow import WowError, schema, tasks
+from wow.backends import models
 
 
-def check(P) -> None:
+def check_rules(P) -> None:
     """Apply every rule to ``P`` (a :class:`wow.params.RunParams`)."""
     _preferences_have_their_judgements(P)
     _acc_wow_split_of_judged_sets(P)
@@ -70,7 +71,7 @@ def _preferences_have_their_judgements(P) -> None:
 def _acc_wow_split_of_judged_sets(P) -> None:
     """Refuse an ``acc_wow_split`` other than ``train`` when the run trains judge-built sets: they are built from
     train questions only, and Fig 3 sets the judge's Acc_WoW beside them
-    (:func:`wow.fig3_points.method_acc_wow`)."""
+    (:func:`wow.analysis.fig3_points.method_acc_wow`)."""
     judged = [spec for spec in P.pref_types if schema.parse_pref_type(spec)[0] in ("direct", "score")]
     if judged and P.acc_wow_split != "train":
         raise ValueError(

@@ -5,8 +5,8 @@ the trainers and schedulers of :mod:`wow.schema`; model names are listed by ``wo
 
 Example::
 
-    from wow import param_table
-    print(param_table.describe())
+    from wow.params import table
+    print(table.describe())
 """
 
 from __future__ import annotations

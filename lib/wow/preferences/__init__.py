@@ -24,7 +24,7 @@ Types (the paper's ``preference_optimization/finetune.py`` collectors; docs/fide
   one: exactly the pairs Acc_WoW at that margin scores), then pairs with equal scores are dropped (a tie states no
   preference; Acc_WoW counts it as a miss).
 * ``noisy`` (``noisy@q``) and ``random``: exactly the pairs and splits of ``oracle``, with a seeded share ``q`` (0.5
-  for ``random``) of each split's pairs flipped (:func:`wow.preference_examples.flip_examples`), so that their
+  for ``random``) of each split's pairs flipped (:func:`wow.preferences.preference_examples.flip_examples`), so that their
   Acc_WoW is ``1 - q`` by construction and preference accuracy is the only thing that differs from ``oracle``.
 * ``row``: right over wrong: exactly one of the two answers correct, both parsed.
 * ``row_oracle``, ``row_direct``, ``row_score``: 50:50 mixes of ``row`` with the wrong-over-wrong type,
@@ -33,7 +33,7 @@ Types (the paper's ``preference_optimization/finetune.py`` collectors; docs/fide
 Sources: ``self`` uses the answers of one generator (the model being trained), ``mix`` those of several. A pair is
 always formed within one question and one generator.
 
-The pairs come from :mod:`wow.preference_pairs`, the examples and their split from :mod:`wow.preference_examples`.
+The pairs come from :mod:`wow.preferences.preference_pairs`, the examples and their split from :mod:`wow.preferences.preference_examples`.
 
 Leakage rules: only answers of ``train``-split questions are used; the validation split of the preference set is
 drawn by question (seeded), so no question has pairs in both splits. Identical ``(prompt, chosen, rejected)``
@@ -60,15 +60,15 @@ from pathlib import Path
 from typing import Any
 
 from wow import WowError, io, schema
-from wow.preference_examples import (
-    accuracy,
+from wow.preferences.preference_examples import (
     example_features,
     examples_from_pairs,
     flip_examples,
     question_prompts,
     split_by_question,
+    true_acc_wow,
 )
-from wow.preference_pairs import (
+from wow.preferences.preference_pairs import (
     largest_gap_pairs,
     right_over_wrong_pairs,
     train_answer_pool,
@@ -78,8 +78,6 @@ from wow.protocol import is_paper
 
 log = logging.getLogger(__name__)
 
-PREF_TYPES = schema.PREF_TYPES
-SOURCES = schema.SOURCES
 SPLITS = ("train", "validation")
 
 
@@ -129,7 +127,7 @@ def build_preferences(
             generator) keeping ties with the later answer chosen (:func:`wow.pairs.paper_score_margin`), and
             MedMCQA's tied wrong pairs enter them (:func:`wow.protocol.allows_tied_pairs`).
         pairs_per_question: ``oracle``, ``noisy@q``, ``random``: keep the k pairs of largest label gap of each
-            train question (:func:`wow.preference_pairs.largest_gap_pairs`) before the cap and the flips, so every
+            train question (:func:`wow.preferences.preference_pairs.largest_gap_pairs`) before the cap and the flips, so every
             controlled arm trains on the same label-bearing pairs. None: every pair. Other types ignore it (their
             pairs must not read the labels).
 
@@ -139,8 +137,8 @@ def build_preferences(
     Raises:
         WowError: unknown type or source, missing judgements/scores, or no pairs at all (the message says why).
     """
-    if pref_type not in PREF_TYPES:
-        raise WowError(f"unknown preference type {pref_type!r}; valid: {', '.join(PREF_TYPES)}.")
+    if pref_type not in schema.PREF_TYPES:
+        raise WowError(f"unknown preference type {pref_type!r}; valid: {', '.join(schema.PREF_TYPES)}.")
     if not 0.0 <= val_fraction < 1.0:
         raise WowError(f"val_fraction={val_fraction} must be in [0, 1).")
     if cap is not None and cap < 1:
@@ -182,7 +180,7 @@ def build_preferences(
             "%s: %.3f of the oracle pairs flipped; Acc_WoW of the training pairs %.3f",
             pref_type,
             share,
-            accuracy(train),
+            true_acc_wow(train),
         )
     log.info(
         "%s preferences (%s: %s): %d train / %d validation pairs from %d questions",

@@ -4,7 +4,7 @@ with the setting name its folders carry and the generators its answers come from
 Example::
 
     from wow import params
-    from wow.pref_spec import pref_specs
+    from wow.preferences.pref_spec import pref_specs
     P = params.load("parameters/smoke.yaml")
     [spec.setting(P, "dpo") for spec in pref_specs(P)]   # ["self_oracle_dpo", ...]
 """

@@ -6,7 +6,7 @@ or the paper's query), ``chosen`` / ``rejected`` (one assistant message each) an
 
 Example::
 
-    from wow.preference_examples import examples_from_pairs, split_by_question
+    from wow.preferences.preference_examples import examples_from_pairs, split_by_question
     train, val = split_by_question(examples_from_pairs(pairs, "oracle", None), 0.1, seed=42)
 """
 
@@ -162,7 +162,7 @@ def flip_examples(examples: list[dict], share: float, seed: int) -> list[dict]:
     return out
 
 
-def accuracy(examples) -> float:
+def true_acc_wow(examples) -> float:
     """The Acc_WoW of a preference set's pairs by their true labels: the share whose chosen answer has the higher raw
     label (1.0 for an oracle set, ``1 - q`` for ``noisy@q``); NaN without pairs.
 

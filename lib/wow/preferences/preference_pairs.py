@@ -3,11 +3,11 @@
 The pool is the train-split answers of the chosen generators (:func:`train_answer_pool`). The builders
 (:func:`wrong_over_wrong_pairs` for ``oracle``, ``direct`` and ``score``, :func:`right_over_wrong_pairs` for ``row``)
 give ``{chosen, rejected, method}`` dicts of answer rows, always within one question and one generator; the pairs
-themselves follow the one pair rule of :mod:`wow.pairs`. :mod:`wow.preference_examples` turns them into examples.
+themselves follow the one pair rule of :mod:`wow.pairs`. :mod:`wow.preferences.preference_examples` turns them into examples.
 
 Example::
 
-    from wow.preference_pairs import train_answer_pool, wrong_over_wrong_pairs
+    from wow.preferences.preference_pairs import train_answer_pool, wrong_over_wrong_pairs
     pool = train_answer_pool(answers, "self", ["smollm2-135m"])
     pairs = wrong_over_wrong_pairs("oracle", pool, None, None, check=True, margin=0.5)
 """

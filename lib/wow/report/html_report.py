@@ -1,6 +1,6 @@
 """Run reports as HTML: ``outputs/<run>/report/index.html``, one page per run that opens from the file system.
 
-The page renders the report content (:func:`wow.report_content.gather_report`: the run's parameters, each stage's
+The page renders the report content (:func:`wow.report.report_content.gather_report`: the run's parameters, each stage's
 status and wall time, the whole run's model calls, tokens, compute time and API cost from its call cache, the
 headline tables with 95% CIs, every figure of the run folder) with the template ``templates/report.html.j2``, and
 links to the executed notebooks rendered to HTML in ``report/notebooks/``. It needs no server and no network: no
@@ -12,7 +12,7 @@ it can be written while a run holds the folder's lock.
 
 Example::
 
-    from wow import html_report
+    from wow.report import html_report
     html_report.write_report("outputs/demo")   # -> outputs/demo/report/index.html
 """
 
@@ -24,14 +24,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from wow import io, layout
-from wow.report_content import gather_report
+from wow.report.report_content import gather_report
 
 log = logging.getLogger(__name__)
 # nbconvert warns about every plot without alternative text; only its errors are worth a line in a run's log
 _NBCONVERT_LOG = logging.getLogger(f"{__name__}.nbconvert")
 _NBCONVERT_LOG.setLevel(logging.ERROR)
 
-REPORT_DIR = layout.REPORT_DIR
 
 # The lab template without its remote parts: require.js, the widget manager, MathJax and Mermaid come from CDNs.
 # Cells and outputs render as in JupyterLab; LaTeX in Markdown shows as source; widgets show their text fallback.
@@ -66,7 +65,7 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def render_html(content: dict) -> str:
-    """The report page of :func:`wow.report_content.gather_report`'s content (paths relative to ``report/``)."""
+    """The report page of :func:`wow.report.report_content.gather_report`'s content (paths relative to ``report/``)."""
     import jinja2
 
     loader = jinja2.PackageLoader("wow", "templates")

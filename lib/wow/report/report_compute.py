@@ -20,7 +20,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from wow import models
+from wow.backends import models
 from wow.backends.cache import read_calls
 from wow.layout import Layout
 
@@ -31,8 +31,8 @@ NO_ATTEMPT = "(outside any recorded attempt)"
 END_SLACK_S = 1.0
 
 
-def api_cost(engine: str, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """The cost in USD of API calls at the model's prices in :data:`wow.models.API_MODELS` (None: prices unknown).
+def call_cost(engine: str, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """The cost in USD of API calls at the model's prices in :data:`wow.backends.models.API_MODELS` (None: prices unknown).
 
     Calls of the ``openai`` engine only (local engines cost nothing: the caller shows no cost for them). The Batch
     API's half price and prices given to the engine by hand are not known from the cache: these are list prices.
@@ -100,7 +100,7 @@ def stage_compute(run_dir: str | Path, attempts: dict[str, list[dict]], now: flo
 
     Args:
         run_dir: the run folder (its ``cache.sqlite``; a missing cache has no calls).
-        attempts: every attempt per stage (:func:`wow.stages.load_attempts`).
+        attempts: every attempt per stage (:func:`wow.run_folder.stages.load_attempts`).
         now: the end of an unfinished last attempt (default: now).
 
     Returns:
@@ -134,7 +134,7 @@ def stage_compute(run_dir: str | Path, attempts: dict[str, list[dict]], now: flo
             u["prompt_tokens"] += call["prompt_tokens"]
             u["completion_tokens"] += call["completion_tokens"]
             if call["engine"] == "openai":
-                cost = api_cost(call["engine"], call["model"], call["prompt_tokens"], call["completion_tokens"])
+                cost = call_cost(call["engine"], call["model"], call["prompt_tokens"], call["completion_tokens"])
                 u["cost_usd"] = (
                     None if cost is None or u.get("cost_usd", 0.0) is None else u.get("cost_usd", 0.0) + cost
                 )

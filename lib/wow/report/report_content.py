@@ -1,18 +1,18 @@
 """What a run report says, gathered once: the plain structure that summary.md and the HTML page both render.
 
 :func:`gather_report` reads a run folder (``run.yaml``, ``acc_wow.csv``, ``alignment.csv``, the stages' attempts and
-usage, the figures) into one dict of text values; :func:`wow.report.render_markdown` writes it as the run's
-``summary.md`` and :func:`wow.html_report.render_html` as ``report/index.html``. The same number is thus the same
+usage, the figures) into one dict of text values; :func:`wow.report.markdown_summary.render_markdown` writes it as the run's
+``summary.md`` and :func:`wow.report.html_report.render_html` as ``report/index.html``. The same number is thus the same
 string in both. A notebook that holds the tables in memory passes them instead of the files.
 
-The structure (every value text, formatted by :mod:`wow.report_format`)::
+The structure (every value text, formatted by :mod:`wow.report.report_format`)::
 
     run_name, protocol, protocol_note, description   what ran
     params        [(name, value)] of run.yaml
     acc           {split, header, rows, note}: Acc_WoW at M = 1.0 with 95% CIs, one row per method
     alignment     {header, rows, note}: the alignment gains with 95% CIs
     stages, usage_rows, total   status, wall time, calls, tokens, compute time and cost per stage and model
-                  (:mod:`wow.report_stages`): the whole run's, from its call cache
+                  (:mod:`wow.report.report_stages`): the whole run's, from its call cache
     usage_note    one line on where those numbers come from
     figures       [{name, stem, file, pdf}]: the PNG files of the run folder (paths relative to it, URL-quoted)
     files         [{name, file}]: the run's tables and records
@@ -33,9 +33,11 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from wow import WowError, eval_metrics, layout, verdict
-from wow import report_format as fmt
-from wow.report_stages import stage_rows
+from wow import WowError, layout
+from wow.analysis import eval_metrics
+from wow.report import report_format as fmt
+from wow.report import verdict
+from wow.report.report_stages import stage_rows
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +212,7 @@ def resample_note(df: pd.DataFrame) -> str:
 
 def ci_reading(low, high, bound, above: str = "better", below: str = "worse", symbol: str = "Δ") -> str:
     """What a 95% CI says: a change at the 5% level (``above`` / ``below`` zero), or, when it holds 0, the
-    equivalence bound the data support (:func:`wow.bootstrap.equivalence_bound`).
+    equivalence bound the data support (:func:`wow.analysis.bootstrap.equivalence_bound`).
 
     Args:
         low, high: the 95% CI.

@@ -1,12 +1,12 @@
 """How a run report writes its values: numbers to three decimals with their CI, counts, costs and durations.
 
-Every value of the report content (:mod:`wow.report_content`) is a string made here, so the Markdown summary and
+Every value of the report content (:mod:`wow.report.report_content`) is a string made here, so the Markdown summary and
 the HTML page show the same text for the same number.
 
 Example::
 
     with_ci(0.75, 0.5, 1.0)   # "0.750 [0.500, 1.000]"
-    duration(65.4)            # "1 min 05 s"
+    wall_time(65.4)            # "1 min 05 s"
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def cost(value, known_key: bool, unknown: bool) -> str:
     return f"${value:,.2f}"
 
 
-def duration(seconds: float | None) -> str:
+def wall_time(seconds: float | None) -> str:
     """A wall time as ``1 h 02 min``, ``3 min 05 s`` or ``7 s`` (empty when unknown)."""
     if seconds is None:
         return ""

@@ -2,7 +2,7 @@
 
 Each stage's status and wall time come from its latest attempt in ``stages.json`` (for runs written before it,
 papermill's metadata in the executed notebook and ``timings.json``). The model calls, tokens, compute time and API
-cost per stage and model are the whole run's, from its call cache (:mod:`wow.report_compute`: every call computed
+cost per stage and model are the whole run's, from its call cache (:mod:`wow.report.report_compute`: every call computed
 in the run, whichever invocation computed it); the cache hits are those of each stage's last invocation, from
 ``usage.json``, which also stands in for the cache of a run folder without one. Only reads the run folder, so it
 works while a run holds the folder's lock.
@@ -21,9 +21,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from wow import WowError, io, layout
-from wow import report_format as fmt
-from wow.report_compute import stage_compute
-from wow.stages import latest_attempts, load_attempts
+from wow.report import report_format as fmt
+from wow.report.report_compute import stage_compute
+from wow.run_folder.stages import latest_attempts, load_attempts
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ USAGE_NOTE = (
 def stage_rows(run_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict], dict, str]:
     """Status, wall time, model calls, tokens, compute time and API cost of each stage, per model, and their totals.
 
-    Calls, tokens, compute time and cost are the whole run's, from the call cache (:mod:`wow.report_compute`);
+    Calls, tokens, compute time and cost are the whole run's, from the call cache (:mod:`wow.report.report_compute`);
     without a cache, those of each stage's last invocation in ``usage.json``. Cache hits are always the last
     invocation's.
 
@@ -95,13 +95,13 @@ def stage_rows(run_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict
         relative to the run folder or None, ``html``: None, set by a renderer that renders the notebook), one per
         stage and model (``stage, model, calls, scored, prompt, completion, cost, hits, misses``), the totals
         (``time, compute, calls, tokens, cost, hits``) and one line on where the numbers come from. Every value is
-        text (:mod:`wow.report_format`).
+        text (:mod:`wow.report.report_format`).
     """
-    from wow import lock
+    from wow.run_folder import lock
 
     run = layout.Layout(run_dir)
-    timings = read_json(run.timings)
-    usage = read_json(run.usage)
+    timings = read_json_or_empty(run.timings)
+    usage = read_json_or_empty(run.usage)
     every_attempt = load_attempts(run_dir)
     attempts = latest_attempts(run_dir)
     holder = lock.holder(run_dir) if any(a.get("status") == "running" for a in attempts.values()) else None
@@ -136,7 +136,7 @@ def stage_rows(run_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict
                 "name": name,
                 "status": status,
                 "status_class": status_class,
-                "time": fmt.duration(seconds),
+                "time": fmt.wall_time(seconds),
                 **row["text"],
                 "params": used.get(name, "not recorded"),
                 "notebook": ipynb is not None,
@@ -153,8 +153,8 @@ def stage_rows(run_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict
         sums["cost_unknown"] |= row["cost_unknown"]
     known = from_cache or bool(compute) or bool(usage)
     total = {
-        "time": fmt.duration(sums["time"]) if timings or attempts else "",
-        "compute": fmt.duration(sums["compute"]) if compute else "",
+        "time": fmt.wall_time(sums["time"]) if timings or attempts else "",
+        "compute": fmt.wall_time(sums["compute"]) if compute else "",
         "calls": fmt.count(sums["calls"]) if known else "",
         "tokens": fmt.count(sums["tokens"]) if known else "",
         "hits": fmt.count(sums["hits"]) if usage else "",
@@ -214,7 +214,7 @@ def _usage_sums(name: str, stage: dict | None, last: dict | None, usage_rows: li
     recorded = from_cache or stage is not None or bool(last)
     seconds = (stage or {}).get("seconds")
     text = {
-        "compute": fmt.duration(seconds) if seconds else "",
+        "compute": fmt.wall_time(seconds) if seconds else "",
         "calls": fmt.count(calls) if recorded else "not recorded",
         "tokens": fmt.count(tokens) if recorded else "not recorded",
         "cost": fmt.cost(cost, cost is not None or cost_unknown, cost_unknown) if recorded else "not recorded",
@@ -241,7 +241,7 @@ def _params_used(run_dir: Path) -> dict[str, str]:
     return out
 
 
-def read_json(path: Path) -> dict:
+def read_json_or_empty(path: Path) -> dict:
     """A JSON object file; ``{}`` when it is missing, damaged (logged) or no object."""
     if not path.exists():
         return {}

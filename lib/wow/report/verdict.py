@@ -4,11 +4,11 @@ It reads the run's artefacts only (``acc_wow.csv``, ``alignment.csv``, the train
 at M = 1 of every method with its 95% CI and number of pairs, the alignment gains with their CIs, and a verdict in
 plain words: which signals beat chance (CI above 0.5), whether training moved the model (its mean training loss
 against ln 2, the loss of a model that cannot tell chosen from rejected), the parse rate of every model's test
-answers (an aligned model below :data:`wow.eval_metrics.LOW_PARSE_RATE` flagged), and whether any gain's CI excludes zero.
+answers (an aligned model below :data:`wow.analysis.eval_metrics.LOW_PARSE_RATE` flagged), and whether any gain's CI excludes zero.
 
 Example::
 
-    from wow import verdict
+    from wow.report import verdict
     print(verdict.results_text("outputs/demo"))
 """
 
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from wow import eval_metrics, layout
+from wow import layout
+from wow.analysis import eval_metrics
 
 #: The DPO loss of a model that gives chosen and rejected the same reward margin: ln 2.
 CHANCE_LOSS = math.log(2)

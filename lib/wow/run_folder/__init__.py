@@ -4,7 +4,7 @@ Two rules, one per entry point:
 
 * ``wow run`` may change what later stages do (a plotting parameter, the bootstrap size) but not what the answers
   depend on (:data:`DATA_KEYS`): a folder whose ``run.yaml`` holds other values of those belongs to another run
-  (:func:`check`). ``wow run`` then writes the set it runs to ``run.yaml`` (:func:`record`).
+  (:func:`check_run_yaml`). ``wow run`` then writes the set it runs to ``run.yaml`` (:func:`record`).
 * A stage (a notebook, run by ``wow run``, by plain papermill or interactively) must use exactly the run's set: every
   parameter equal to ``run.yaml`` (:func:`check_same`), else it stops naming the keys. Each stage records the set it
   validated in ``stage_params.json`` (:func:`record_stage`), which ``wow run`` checks after the stage
@@ -14,7 +14,7 @@ Two rules, one per entry point:
 
 Example::
 
-    run_folder.check(P, "parameters/demo.yaml")   # raises WowError naming the keys that differ
+    run_folder.check_run_yaml(P, "parameters/demo.yaml")   # raises WowError naming the keys that differ
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def canonical(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def check(P, source: str = "parameters", keys=None) -> None:
+def check_run_yaml(P, source: str = "parameters", keys=None) -> None:
     """Refuse a run folder whose ``run.yaml`` differs from ``P`` in what the answers depend on (:data:`DATA_KEYS`).
 
     Reusing such a folder would mix the artefacts of two runs. A folder without ``run.yaml`` is fine. ``keys``
@@ -98,12 +98,12 @@ def check(P, source: str = "parameters", keys=None) -> None:
 
 
 def record(P, source: str = "parameters") -> None:
-    """Write ``run.yaml`` (the validated parameters, ``dtype`` resolved) after :func:`check`.
+    """Write ``run.yaml`` (the validated parameters, ``dtype`` resolved) after :func:`check_run_yaml`.
 
     Raises:
         WowError: the folder holds a run with other data parameters.
     """
-    check(P, source)
+    check_run_yaml(P, source)
     io.write_text(P.layout.run_yaml, yaml.safe_dump(P.model_dump(mode="json"), sort_keys=False))
 
 
@@ -158,7 +158,7 @@ def check_stage(run_dir, stage: str, fields: dict | None = None) -> None:
         fields: the parameter schema's fields (``RunParams.model_fields``): a key one side lacks held its default.
 
     Raises:
-        WowError: the stage recorded nothing (its notebook does not set up with :func:`wow.stage_setup.setup`) or
+        WowError: the stage recorded nothing (its notebook does not set up with :func:`wow.run_folder.stage_setup.setup`) or
             other values (named).
     """
     from wow.layout import Layout

@@ -90,7 +90,7 @@ def compute(P, nb: Path, records: dict) -> str | None:
 def unchanged(P, nb: Path) -> bool:
     """Whether ``nb``'s stage can be skipped: it last succeeded, its executed notebook is in the run folder, and
     its fingerprint now equals the recorded one."""
-    from wow.stages import latest_attempts
+    from wow.run_folder.stages import latest_attempts
 
     stage = Path(nb).stem
     records = run_folder.stage_records(P.run_dir)
@@ -102,7 +102,7 @@ def unchanged(P, nb: Path) -> bool:
     return compute(P, nb, records) == recorded
 
 
-def record(P, nb: Path) -> str | None:
+def record_fingerprint(P, nb: Path) -> str | None:
     """After ``nb``'s stage succeeded under ``wow run``: store its fingerprint in ``stage_params.json``."""
     stage = Path(nb).stem
     path = P.layout.stage_params

@@ -1,6 +1,6 @@
-"""One writer per run folder: an OS lock on ``outputs/<run>/.wow.lock``, held for the life of the process.
+"""One writer per run folder: an OS lock on ``outputs/<run>/.wow.run_folder.lock``, held for the life of the process.
 
-``wow run`` and a notebook run by hand (its set-up call, :func:`wow.stage_setup.setup`) take the lock before they
+``wow run`` and a notebook run by hand (its set-up call, :func:`wow.run_folder.stage_setup.setup`) take the lock before they
 write anything. A second writer is refused at once with a :class:`wow.WowError` that names the folder and the holder
 (pid, command, start time), which the holder writes into the lock file after taking it. The lock is ``flock`` on
 that file: the operating system releases it when the holder's process ends, also on ``kill -9``, so there is never a
@@ -15,7 +15,7 @@ a notebook to look) take no lock.
 
 Example::
 
-    from wow import lock
+    from wow.run_folder import lock
     with lock.hold(P.run_dir):      # refused with a WowError while another process writes there
         ...                         # write the run's artefacts
     lock.holder(P.run_dir)          # None, or {"pid": ..., "command": ..., "started": ...}
@@ -42,7 +42,6 @@ from wow import WowError, io, layout
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = layout.LOCK_FILE
 #: Environment variable through which a holder passes its token to the notebook kernels it starts.
 ENV_VAR = "WOW_RUN_LOCK_TOKEN"
 #: How long a refused process waits for a holder that has just taken the lock to write who it is.
@@ -67,7 +66,7 @@ def acquire(run_dir: str | os.PathLike) -> str:
         _HELD[run_dir][1] += 1
         return "held"
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
+    path = run_dir / layout.LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + _INFO_WAIT_S
     while True:
@@ -144,7 +143,7 @@ def holds(run_dir: str | os.PathLike) -> bool:
 def holder(run_dir: str | os.PathLike) -> dict | None:
     """Who holds the lock of ``run_dir`` now (pid, command, started, host), or None when nobody does."""
     run_dir = Path(run_dir).resolve()
-    path = run_dir / LOCK_FILE
+    path = run_dir / layout.LOCK_FILE
     if run_dir in _HELD:
         return _public(_read_info(path))
     try:
@@ -164,7 +163,9 @@ def holder(run_dir: str | os.PathLike) -> dict | None:
 def kernel_env(run_dir: str | os.PathLike) -> dict[str, str]:
     """Environment for the notebook kernels this process starts on ``run_dir``, which it must hold."""
     if not holds(run_dir):
-        raise WowError(f"{run_dir}: this process does not hold the folder's write lock; take it with wow.lock.hold.")
+        raise WowError(
+            f"{run_dir}: this process does not hold the folder's write lock; take it with wow.run_folder.lock.hold."
+        )
     return {ENV_VAR: _TOKEN}
 
 

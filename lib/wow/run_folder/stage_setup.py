@@ -4,11 +4,11 @@ Its ``parameters`` cell names the run's set (``param_file``) and may replace sin
 :func:`setup`, which validates the whole set, refuses values that differ from the run's ``run.yaml``, records the set
 as the stage's (``stage_params.json``) and takes the run folder's write lock. From then on the parameters the stage
 reads are tracked; its last cell calls :func:`finish`, which records them (``wow run`` fingerprints the stage with
-them: :mod:`wow.fingerprint`) and gives the lock back when the kernel took it itself.
+them: :mod:`wow.run_folder.fingerprint`) and gives the lock back when the kernel took it itself.
 
 Example (a notebook's set-up cell and last cell)::
 
-    from wow import stage_setup
+    from wow.run_folder import stage_setup
     P = stage_setup.setup(globals(), "01_data_prep")
     ...
     stage_setup.finish(P, "01_data_prep")
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import types
 
-from wow import WowError, io, lock, run_folder
+from wow import WowError, io, run_folder
 from wow.params import RunParams, read_set, validate
+from wow.run_folder import lock
 
 #: The notebooks' pointer to their run's parameter set (not a parameter itself).
 PARAM_FILE = "param_file"
@@ -32,11 +33,11 @@ def setup(namespace: dict, stage: str | None = None, source: str | None = None) 
 
     Every public, non-module, non-callable global other than ``param_file`` is treated as a parameter, so a mistyped
     name passed with ``papermill -p`` is an error instead of a silent no-op. The result must equal the run's
-    ``run.yaml`` in every key (:func:`wow.run_folder.check_same`): a stage never runs with other values than its run.
+    ``run.yaml`` in every key (:func:`wow.run_folder.check_run_yaml_same`): a stage never runs with other values than its run.
     A folder without ``run.yaml`` gets this set as its run's. With ``stage``, the set is recorded as that stage's
     (``stage_params.json``), which ``wow run`` checks and the report lists.
 
-    The notebook then writes the run folder, so this takes its write lock (:mod:`wow.lock`): a folder that
+    The notebook then writes the run folder, so this takes its write lock (:mod:`wow.run_folder.lock`): a folder that
     ``wow run`` or another kernel is writing is refused. A notebook executed by ``wow run`` works under the lock of
     the ``wow run`` that started its kernel.
 

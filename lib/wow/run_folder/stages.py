@@ -3,7 +3,7 @@ attempt never hides a later successful one (docs/artefacts.md). ``wow run`` reco
 
 Example::
 
-    from wow import stages
+    from wow.run_folder import stages
     stages.latest_attempts("outputs/demo")["01_data_prep"]["status"]   # "done"
 """
 

@@ -1,5 +1,5 @@
 """The run context: one run's parameters, folder, engines and tasks, created once per notebook and passed to the
-stage functions of :mod:`wow.pipeline` that call models.
+stage functions of :mod:`wow.steps.data_prep` that call models.
 
 A model is loaded once per run (the first time a stage asks for it) and freed when the context closes; nothing is
 kept in module-level state. An engine with an adapter (an aligned model) replaces the previous adapter engine of
@@ -8,14 +8,15 @@ the same base model, so a grid of many adapters never holds more than one of the
 Example::
 
     from wow import params
-    from wow.context import RunContext
+    from wow.steps import data_prep
+    from wow.steps.context import RunContext
 
     P = params.load("parameters/smoke.yaml")
     with RunContext(P) as run:
-        questions = pipeline.make_questions(run)
-        answers = pipeline.sample(run, questions)
+        questions = data_prep.make_questions(run)
+        answers = data_prep.sample(run, questions)
 
-A notebook creates it in its set-up cell, right after :func:`wow.stage_setup.setup` (which takes the run
+A notebook creates it in its set-up cell, right after :func:`wow.run_folder.stage_setup.setup` (which takes the run
 folder's lock), and closes it in its last cell.
 """
 
@@ -25,7 +26,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wow import WowError, models
+from wow import WowError
+from wow.backends import models
 from wow.layout import REPO_ROOT, Layout
 from wow.params import RunParams
 
@@ -59,7 +61,7 @@ class RunContext:
 
     def local_engine_options(self) -> dict:
         """The options every local (transformers) engine of the run gets: the run's cache, dtype and batch size.
-        :meth:`engine` and stage 04's adapter engines (:class:`wow.evaluate.AdapterEngines`) both take them from
+        :meth:`engine` and stage 04's adapter engines (:class:`wow.align.evaluate.AdapterEngines`) both take them from
         here, so their cache keys agree."""
         P = self.params
         return {"cache": P.cache_path, "dtype": P.dtype, "batch_size": P.batch_size}

@@ -1,21 +1,21 @@
-"""Stage glue of stages 04 and 05: the steps notebook 04 shows one by one (build the preference sets, train the
-grid and choose each setting's configuration on validation questions, evaluate on test questions, the Δ table),
-and the join of the gains with the Acc_WoW of the pairs trained on (Fig 3's points, notebook 05), which lives in
-:mod:`wow.fig3_points` and is reachable here as :func:`method_acc_wow`. The preference sets a run asks for are
-:mod:`wow.pref_spec`'s.
+"""Stage 04 (notebook ``04_dpo_training``), the steps the notebook shows one by one: audit what the base answers
+can teach, build the preference sets, train the grid and choose each setting's configuration on validation
+questions, evaluate on test questions, the mechanism endpoint and the alignment table (``alignment.csv``). The
+preference sets a run asks for are :mod:`wow.preferences.pref_spec`'s.
 
-Steps that call models take the run context (:class:`wow.context.RunContext`); the others take the parameters.
+Steps that call models take the run context (:class:`wow.steps.context.RunContext`); the others take the parameters.
 
 Example::
 
-    from wow import params, pipeline, pipeline_align as steps
-    from wow.context import RunContext
+    from wow import params
+    from wow.steps import data_prep, dpo_training, elicitation
+    from wow.steps.context import RunContext
     P = params.load("parameters/smoke.yaml")
     with RunContext(P) as run:
-        sets = steps.build_preference_sets(P, pipeline.load_answers(P), *pipeline.load_judgements(P))
-        trained = steps.train_grids(run, sets, pipeline.load_questions(P))
-        entries = steps.evaluate_on_test(run, trained, sets, pipeline.load_questions(P))
-        table = steps.alignment_table(P, entries)
+        sets = dpo_training.build_preference_sets(P, data_prep.load_answers(P), *elicitation.load_judgements(P))
+        trained = dpo_training.train_grids(run, sets, data_prep.load_questions(P))
+        entries = dpo_training.evaluate_on_test(run, trained, sets, data_prep.load_questions(P))
+        table = dpo_training.alignment_table(P, entries)
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from wow import WowError, io, schema
-from wow.context import RunContext
-from wow.fig3_points import method_acc_wow  # noqa: F401 - stage 05's join, by the name notebook 05 uses
 from wow.params import RunParams
-from wow.pref_spec import PrefSpec, pref_specs
+from wow.preferences.pref_spec import PrefSpec, pref_specs
+from wow.steps.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +42,10 @@ def build_preference_sets(
 
     A set with no pairs is reported and left out (the message says why), never silently empty.
     """
-    from wow import elicit, preferences
+    from wow import preferences
+    from wow.elicit import scorers
 
-    score_maps = elicit.judge_score_maps(scores)
+    score_maps = scorers.judge_score_maps(scores)
     sets = {}
     for spec in pref_specs(P):
         column = schema.judge_score_column(spec.judge, P.pref_score_k, spec.mode) if spec.judge else None
@@ -89,7 +89,7 @@ class Trained:
     spec: PrefSpec
     trainer: str
     setting: str
-    grid: object  # wow.align.GridResult: every configuration and the one chosen on validation questions
+    grid: object  # wow.align.grid.GridResult: every configuration and the one chosen on validation questions
     train_seed: int | None = None  # one of train_seeds; None: the run's seed, the only training of the setting
 
 
@@ -101,10 +101,10 @@ def _by_split(questions: list) -> dict[tuple[str, str], list]:
 
 
 def _eval_engines(run: RunContext):
-    """The engines of the policy model and its adapters on one loaded copy of it (:class:`wow.evaluate.AdapterEngines`),
+    """The engines of the policy model and its adapters on one loaded copy of it (:class:`wow.align.evaluate.AdapterEngines`),
     with the options and cache of the run's engines (:meth:`RunContext.local_engine_options`): same cache keys, so the
     original model's test answers are those of stage 01's."""
-    from wow import evaluate
+    from wow.align import evaluate
 
     return evaluate.AdapterEngines(run.params.policy_model, **run.local_engine_options())
 
@@ -128,11 +128,11 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
 
     Writes ``models/<task>/<setting>/`` (adapters, ``grid.json``, ``selection.json``, ``validation_answers/``).
     """
-    from wow import align, evaluate
+    from wow.align import align_config, evaluate, grid
 
     P = run.params
     by_split = _by_split(questions)
-    config = align.AlignConfig(
+    config = align_config.AlignConfig(
         beta=P.beta,
         rpo_alpha=P.rpo_alpha,
         batch_size=P.train_batch_size,
@@ -155,7 +155,7 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
                 setting = spec.setting(P, trainer)
                 for seed in P.train_seeds or [None]:  # several seeds: models/<task>/<setting>/seed<k>/
                     folder = P.layout.models(name, setting)
-                    grid = align.grid_search(
+                    result = grid.grid_search(
                         ds["train"],
                         ds["validation"],
                         P.policy_model,
@@ -168,7 +168,7 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
                         weight_decays=P.weight_decays,
                         select_fn=select,
                     )
-                    trained.append(Trained(name, spec, trainer, setting, grid, seed))
+                    trained.append(Trained(name, spec, trainer, setting, result, seed))
     return trained
 
 
@@ -193,7 +193,7 @@ def evaluate_on_test(run: RunContext, trained: list[Trained], sets: dict, questi
         One entry per (setting, evaluation task): the before and after rows and the setting's description, the
         input of :func:`alignment_table`.
     """
-    from wow import evaluate
+    from wow.align import evaluate
 
     P = run.params
     by_split = _by_split(questions)
@@ -231,14 +231,14 @@ def evaluate_on_test(run: RunContext, trained: list[Trained], sets: dict, questi
 
 
 def audit_signal(P: RunParams, answers: list[dict]) -> dict:
-    """The signal audit of the policy's train answers per aligned task (:mod:`wow.signal_audit`), before training:
-    written to ``signal_audit.json`` with the verdict of :data:`wow.signal_audit.RULES`; a failed rule is logged as a
+    """The signal audit of the policy's train answers per aligned task (:mod:`wow.analysis.signal_audit`), before training:
+    written to ``signal_audit.json`` with the verdict of :data:`wow.analysis.signal_audit.RULES`; a failed rule is logged as a
     warning (training still runs: the audit informs, the study's rules decide).
 
     Returns:
         ``{task: {**audit, "passes": bool, "reasons": [...]}}``.
     """
-    from wow import signal_audit
+    from wow.analysis import signal_audit
 
     out = {}
     for name in P.aligned_tasks:
@@ -258,9 +258,9 @@ def audit_signal(P: RunParams, answers: list[dict]) -> dict:
 
 def mechanism_endpoint(P: RunParams, trained: list[Trained], entries: list[dict]) -> pd.DataFrame:
     """What each chosen adapter learnt, read on the original model's test answers of its own task with forward passes
-    only (:mod:`wow.mechanism`: held-out implicit-reward ranking accuracy, importance-weighted p_wrong with its
+    only (:mod:`wow.align.mechanism`: held-out implicit-reward ranking accuracy, importance-weighted p_wrong with its
     effective sample size, KL to the base); writes ``mechanism.csv``, one row per (task, setting)."""
-    from wow import mechanism
+    from wow.align import mechanism
 
     tables = []
     for task in dict.fromkeys(t.task for t in trained):
@@ -282,9 +282,9 @@ def mechanism_endpoint(P: RunParams, trained: list[Trained], entries: list[dict]
 def alignment_table(P: RunParams, entries: list[dict]) -> pd.DataFrame:
     """Before, after and the gains (Δ, paired bootstrap 95% CIs) per setting and evaluation task; writes
     ``alignment.csv``."""
-    from wow import alignment_csv
+    from wow.analysis import alignment_csv
 
-    table = alignment_csv.alignment_table(entries, n_boot=P.n_boot, seed=P.seed)
+    table = alignment_csv.build_alignment_table(entries, n_boot=P.n_boot, seed=P.seed)
     alignment_csv.write_alignment_csv(table, P.layout.alignment)
     return table
 
@@ -309,31 +309,3 @@ def align_and_evaluate(run: RunContext, sets: dict, questions: list) -> tuple[pd
         for e in entries
     }
     return alignment_table(run.params, entries), rows
-
-
-def eval_answers(P: RunParams, row) -> tuple[str, str, list[dict], list[dict]]:
-    """The test answers behind one row of ``alignment.csv``: ``(eval task, name, before, after)``, ``name`` being
-    the setting, or ``<task>__<setting>`` for a model evaluated on another task."""
-    target = row["eval_task"] if isinstance(row.get("eval_task"), str) else row["task"]
-    seed = _train_seed(row)
-    name = row["setting"] if target == row["task"] else f"{row['task']}__{row['setting']}"
-    name += "" if seed is None else f"__seed{seed}"
-    before = io.read_jsonl(P.layout.eval_answers(target))
-    after = io.read_jsonl(P.layout.eval_answers(target, row["setting"], row["task"], seed))
-    return target, name, before, after
-
-
-def _train_seed(row) -> int | None:
-    seed = row.get("train_seed")  # a dict or a pandas row
-    return None if seed is None or pd.isna(seed) else int(seed)
-
-
-def point_answers(P: RunParams, points: pd.DataFrame) -> dict[tuple, tuple[list[dict], list[dict]]]:
-    """The test answers behind each of Fig 3's points, keyed as :func:`wow.gain_slope.gain_slopes` reads them:
-    ``(task, setting)``, or ``(task, setting, train_seed)`` for one of several training seeds."""
-    out = {}
-    for _, row in points.iterrows():
-        seed = _train_seed(row)
-        key = (row["task"], row["setting"]) if seed is None else (row["task"], row["setting"], seed)
-        out[key] = eval_answers(P, row)[2:]
-    return out

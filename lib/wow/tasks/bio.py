@@ -10,7 +10,7 @@ free-text (``free_text = True``, no extraction turn): ``parse_direct`` scores an
 * an answer with no atomic facts scores None and grades as unparsed.
 
 The answer's canonical ``extracted`` value is therefore its grade: self-consistency cannot count equal answers here
-(it would count equal labels), so :func:`wow.scorers.consistency` uses the token-logprob signal for free-text tasks, as
+(it would count equal labels), so :func:`wow.elicit.scorers.consistency` uses the token-logprob signal for free-text tasks, as
 the paper's code does.
 
 Scoring needs ``db=`` (the passage SQLite file) and ``engine=`` (a :class:`wow.backends.base.Engine` for the LLM
@@ -29,7 +29,7 @@ from __future__ import annotations
 from wow import WowError
 from wow.tasks.base import UNPARSED, Grade, Question, Task
 from wow.tasks.factscore import FactScorer, PassageDB
-from wow.tasks.sources import field, read_jsonl_rows, sample
+from wow.tasks.sources import field, read_jsonl_rows, seeded_sample
 
 THRESHOLD = 0.9
 WHAT = "the BioGeneration jsonl (fields topic and optionally input)"
@@ -95,7 +95,7 @@ class BioGeneration(Task):
                     meta={"source": str(self.path), "topic": topic},
                 )
             )
-        return sample(pool, n, seed, self.path)
+        return seeded_sample(pool, n, seed, self.path)
 
     def score_answers(self, questions: list[Question], answers: list[str]) -> list[float | None]:
         """FActScores of many answers (two batched engine calls).

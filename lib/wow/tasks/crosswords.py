@@ -28,7 +28,7 @@ from wow import WowError
 from wow.tasks.base import Question
 from wow.tasks.extract import COT_INSTRUCTION
 from wow.tasks.multiple_choice import MultipleChoiceTask
-from wow.tasks.sources import field, read_jsonl_rows, row_error, sample
+from wow.tasks.sources import field, read_jsonl_rows, row_error, seeded_sample
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class KnowledgeCrosswords(MultipleChoiceTask):
             the questions, split unset.
         """
         if self.path is not None:
-            return sample(self.load(self.path, seed), n, seed, self.path)
+            return seeded_sample(self.load(self.path, seed), n, seed, self.path)
         return [
             self.generate(random.Random(f"{self.name}/{seed}/{i}"), f"{self.name}/gen{seed}-{i}") for i in range(n)
         ]

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 
 import networkx as nx
 
 from wow.tasks.base import Question
 from wow.tasks.extract import numeric_extraction
-from wow.tasks.graphs import GraphTask, direct_patterns, int_range, parse_int, probability, prompt, strip_answer_cue
-from wow.tasks.sources import Row, row_error
+from wow.tasks.graphs import (
+    GraphTask,
+    direct_patterns,
+    int_range,
+    keep_stated_gold,
+    nlgraph_edges,
+    parse_int,
+    probability,
+    prompt,
+    strip_answer_cue,
+)
+from wow.tasks.sources import Row
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +85,15 @@ class Matching(GraphTask):
 
     def from_nlgraph(self, row: Row, key: str) -> Question:
         """An NLGraph record: applicants, jobs, interests and the gold size are parsed from its text."""
-        text, answer = row.data["question"], row.data["answer"]
+        text = row.data["question"]
         n_a = parse_int(row, text, r"There are (\d+) job applicants", "the applicant count")
         n_j = parse_int(row, text, r"and (\d+) jobs", "the job count")
-        edges = [(int(a), int(j)) for a, j in re.findall(EDGE_RE, text)]
-        if not edges:
-            raise row_error(row, f"no interests found (expected lines like {EDGE_RE!r})")
-        gold = parse_int(
-            row, answer, r"(\d+) applicants can find", "the gold size ('N applicants can find') in the answer"
-        )
+        edges = nlgraph_edges(row, EDGE_RE, "interests")
+        what = "the gold size ('N applicants can find') in the answer"
+        gold = parse_int(row, row.data["answer"], r"(\d+) applicants can find", what)
         body = strip_answer_cue(text) + " Please also state the maximum number of applicants that can be matched."
         q = _question(f"{self.name}/nlgraph-{key}", prompt(body), n_a, n_j, edges, "nlgraph", gold=gold)
-        if q.meta["oracle"] != gold:
-            log.warning(
-                "%s: the stated matching size %d differs from the graph's maximum matching %d; keeping the stated one",
-                row.where,
-                gold,
-                q.meta["oracle"],
-            )
-        return q
+        return keep_stated_gold(row, q, gold, "maximum matching size")
 
 
 def _question(qid, text, n_a, n_j, edges, source, gold=None) -> Question:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 
 import networkx as nx
 
@@ -23,13 +22,16 @@ from wow.tasks.graphs import (
     GraphTask,
     direct_patterns,
     int_range,
+    keep_stated_gold,
+    nlgraph_edges,
+    nlgraph_ends,
     parse_int,
     probability,
     prompt,
     random_pairs,
     strip_answer_cue,
 )
-from wow.tasks.sources import Row, row_error
+from wow.tasks.sources import Row
 
 log = logging.getLogger(__name__)
 
@@ -81,28 +83,15 @@ class MaxFlow(GraphTask):
 
     def from_nlgraph(self, row: Row, key: str) -> Question:
         """An NLGraph record: edges, source, sink and the gold flow are parsed from its text."""
-        text, answer = row.data["question"], row.data["answer"]
+        text = row.data["question"]
         n = parse_int(row, text, r"numbered from 0 to (\d+)", "the node count") + 1
-        edges = [tuple(int(x) for x in m) for m in re.findall(EDGE_RE, text)]
-        if not edges:
-            raise row_error(row, f"no edges found (expected lines like {EDGE_RE!r})")
-        m = re.search(r"flow from node (\d+) to node (\d+)", text)
-        if not m:
-            raise row_error(row, "cannot find 'flow from node S to node T' in the question")
-        s, t = int(m.group(1)), int(m.group(2))
-        gold = parse_int(
-            row, answer, r"maximum flow.*?is (\d+)", "the gold flow ('maximum flow ... is N') in the answer"
+        edges, (s, t) = nlgraph_edges(row, EDGE_RE), nlgraph_ends(row, "flow")
+        what = "the gold flow ('maximum flow ... is N') in the answer"
+        gold = parse_int(row, row.data["answer"], r"maximum flow.*?is (\d+)", what)
+        q = _question(
+            f"{self.name}/nlgraph-{key}", prompt(strip_answer_cue(text)), n, edges, s, t, "nlgraph", gold=gold
         )
-        body = strip_answer_cue(text)
-        q = _question(f"{self.name}/nlgraph-{key}", prompt(body), n, edges, s, t, "nlgraph", gold=gold)
-        if q.meta["oracle"] != gold:
-            log.warning(
-                "%s: the stated flow %d differs from the graph's maximum flow %d; keeping the stated one",
-                row.where,
-                gold,
-                q.meta["oracle"],
-            )
-        return q
+        return keep_stated_gold(row, q, gold, "maximum flow")
 
 
 def _graph(n: int, edges: list[tuple[int, int, int]]) -> nx.DiGraph:

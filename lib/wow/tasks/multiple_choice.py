@@ -127,10 +127,10 @@ class LoaderTask(MultipleChoiceTask):
 
     def build(self, n: int, seed: int) -> list[Question]:
         """A seeded sample of ``n`` questions (all when the source has fewer) with labelled options, split unset."""
-        from wow.tasks.sources import sample
+        from wow.tasks.sources import seeded_sample
 
         pool = [item for item in map(self.item, self.rows()) if item is not None]
-        return self.questions_from(sample(pool, n, seed, self.source), self.labeler)
+        return self.questions_from(seeded_sample(pool, n, seed, self.source), self.labeler)
 
 
 def option_labels(

@@ -24,7 +24,7 @@ import re
 from wow import WowError
 from wow.tasks.base import UNPARSED, Extraction, Grade, Question, Task
 from wow.tasks.extract import EXPONENT, NUMBER, last_match, to_number
-from wow.tasks.sources import field, load_rows, row_error, sample
+from wow.tasks.sources import field, load_rows, row_error, seeded_sample
 
 HUB_ID = "xw27/scibench"
 TOLERANCE = 0.05
@@ -219,7 +219,7 @@ class Science(Task):
             the questions, split unset.
         """
         if self.path is not None or self.data_files is not None:
-            return sample(self._scibench(), n, seed, self.data_files or self.path)
+            return seeded_sample(self._scibench(), n, seed, self.data_files or self.path)
         out = []
         for i in range(n):
             rng = random.Random(f"{self.name}/{seed}/{i}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 
 import networkx as nx
 
@@ -27,13 +26,16 @@ from wow.tasks.graphs import (
     GraphTask,
     direct_patterns,
     int_range,
-    longest_simple_path,
+    keep_stated_gold,
+    nlgraph_edges,
+    nlgraph_ends,
     parse_int,
     probability,
     prompt,
     random_pairs,
     strip_answer_cue,
 )
+from wow.tasks.longest_path import longest_simple_path
 from wow.tasks.sources import Row, row_error
 
 log = logging.getLogger(__name__)
@@ -89,29 +91,17 @@ class ShortestPath(GraphTask):
 
     def from_nlgraph(self, row: Row, key: str) -> Question:
         """An NLGraph record: edges, end nodes and the gold weight are parsed from its text."""
-        text, answer = row.data["question"], row.data["answer"]
+        text = row.data["question"]
         n = parse_int(row, text, r"numbered from 0 to (\d+)", "the node count") + 1
-        edges = [tuple(int(x) for x in m) for m in re.findall(EDGE_RE, text)]
-        if not edges:
-            raise row_error(row, f"no edges found (expected lines like {EDGE_RE!r})")
-        m = re.search(r"path from node (\d+) to node (\d+)", text)
-        if not m:
-            raise row_error(row, "cannot find 'path from node S to node T' in the question")
-        s, t = int(m.group(1)), int(m.group(2))
-        gold = parse_int(row, answer, r"total weight of (\d+)", "the gold weight ('total weight of N') in the answer")
+        edges, (s, t) = nlgraph_edges(row, EDGE_RE), nlgraph_ends(row, "path")
+        what = "the gold weight ('total weight of N') in the answer"
+        gold = parse_int(row, row.data["answer"], r"total weight of (\d+)", what)
         body = strip_answer_cue(text) + " Please also state the total weight of the shortest path."
         try:
             q = _question(f"{self.name}/nlgraph-{key}", prompt(body), n, edges, s, t, "nlgraph", gold=gold)
         except (nx.NetworkXNoPath, nx.NodeNotFound) as e:
             raise row_error(row, f"the graph has no path from node {s} to node {t} ({e})") from None
-        if q.meta["oracle"] != gold:
-            log.warning(
-                "%s: the stated weight %d differs from the graph's shortest path %d; keeping the stated one",
-                row.where,
-                gold,
-                q.meta["oracle"],
-            )
-        return q
+        return keep_stated_gold(row, q, gold, "shortest-path weight")
 
     def paper_normaliser(self, question: Question) -> float:
         """The paper's normaliser: the weight of the longest simple path itself (``evaluate.py``,

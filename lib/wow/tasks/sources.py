@@ -107,21 +107,11 @@ def read_jsonl_rows(path: str | os.PathLike, what: str) -> Iterator[Row]:
     Yields:
         one :class:`Row` per non-empty line.
     """
-    import json
+    from wow import io
 
     p = require_file(path, what)
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise WowError(f"{where}: not valid JSON ({e.msg}); fix or remove that line.") from None
-            if not isinstance(data, dict):
-                raise WowError(f"{where}: not a JSON object; each line must be one record.")
-            yield Row(data, where, lineno - 1)
+    for lineno, data in io.iter_jsonl(p):
+        yield Row(data, f"{p}:{lineno}", lineno - 1)
 
 
 def read_csv_rows(path: str | os.PathLike, what: str, columns: list[str]) -> Iterator[Row]:
@@ -215,7 +205,7 @@ def load_rows(
     return rows
 
 
-def sample(items: list, n: int | None, seed: int, source: object = "the data source") -> list:
+def seeded_sample(items: list, n: int | None, seed: int, source: object = "the data source") -> list:
     """A seeded sample of ``n`` items, in a seed-determined order; all of them when ``n`` is None or too large.
 
     Args:

@@ -43,7 +43,7 @@ def run_batch(engine, requests: list[ChatRequest], on_result: ResultCallback | N
     """Send ``requests`` as one batch through ``engine``'s client and collect the completions, in order.
 
     Args:
-        engine: an :class:`~wow.backends.openai_engine.OpenAIEngine` (its client, bodies, polling interval).
+        engine: an :class:`~wow.backends.api.openai_engine.OpenAIEngine` (its client, bodies, polling interval).
         requests: the chat requests.
         on_result: called as ``on_result(i, completion)`` for each line that succeeded.
 

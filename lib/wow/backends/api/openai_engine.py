@@ -10,8 +10,8 @@
   skipped, as in the paper's code.
 * ``prefill`` is not a chat-API feature: it is ignored (``supports_prefill`` is False; the sampling code then asks
   for a free extraction turn).
-* Token and cost accounting (:meth:`OpenAIEngine.usage`); prices from ``prices`` or :data:`wow.models.API_MODELS`.
-* ``batch=True`` sends everything through the Batch API instead (:mod:`wow.backends.batch_api`).
+* Token and cost accounting (:meth:`OpenAIEngine.usage`); prices from ``prices`` or :data:`wow.backends.models.API_MODELS`.
+* ``batch=True`` sends everything through the Batch API instead (:mod:`wow.backends.api.batch_api`).
 
 The API key comes from ``api_key`` or ``$OPENAI_API_KEY``; it is never logged and never part of a cache key.
 
@@ -31,7 +31,8 @@ import threading
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 
-from wow import WowError, models
+from wow import WowError
+from wow.backends import models
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
 from wow.progress import bar as progress_bar
 
@@ -56,7 +57,7 @@ class OpenAIEngine(Engine):
         concurrency: requests in flight at once.
         max_retries: retries per request after the first attempt.
         timeout: seconds per attempt.
-        prices: USD per 1M (input, output) tokens; default from :data:`wow.models.API_MODELS` when known.
+        prices: USD per 1M (input, output) tokens; default from :data:`wow.backends.models.API_MODELS` when known.
         backoff: first backoff in seconds (doubled per retry, with jitter), capped at ``max_backoff``.
         max_backoff: longest wait between attempts, ``Retry-After`` included.
         extra_body: extra JSON fields for every request (e.g. ``{"repeat_penalty": 1.0}`` for llama.cpp); part of
@@ -205,7 +206,7 @@ class OpenAIEngine(Engine):
         self, requests: list[ChatRequest], progress: bool = False, on_result: ResultCallback | None = None
     ) -> list[Completion]:
         if self.batch:
-            from wow.backends.batch_api import run_batch
+            from wow.backends.api.batch_api import run_batch
 
             return run_batch(self, requests, on_result)
         results: list[Completion | None] = [None] * len(requests)

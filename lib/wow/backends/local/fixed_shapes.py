@@ -4,9 +4,9 @@ composition (tested), at about half the default mode's speed.
 
 Each prompt is left-padded to its own length rounded up to ``pad_multiple`` and read alone (identical prompts once);
 decoding steps are always ``batch_size`` rows tall, a multiple of 8 (filler rows; finished rows stay until the
-batch ends). On CPU, attention is :mod:`wow.backends.rowwise_attention` over per-group preallocated float32 buffers,
+batch ends). On CPU, attention is :mod:`wow.backends.local.rowwise_attention` over per-group preallocated float32 buffers,
 8 rows at a time: :func:`grouped_prompt_pass` makes the rows of one padded length and token budget a
-:class:`~wow.backends.rowwise_attention.GroupedKV` group, :func:`grouped_forward` runs one decoding step of such a
+:class:`~wow.backends.local.rowwise_attention.GroupedKV` group, :func:`grouped_forward` runs one decoding step of such a
 batch. On other devices :func:`fixed_prompt_pass` stacks single-row caches of prompts of one padded length. A result
 still depends on ``batch_size``, ``pad_multiple``, dtype, device and library versions; on GPU expect last-bit
 differences between compositions (its attention kernels are left alone).
@@ -14,8 +14,8 @@ differences between compositions (its attention kernels are left alone).
 
 from __future__ import annotations
 
-from wow.backends import kv_buffers, rowwise_attention
 from wow.backends.base import EngineError
+from wow.backends.local import kv_buffers, rowwise_attention
 
 
 def fixed_prompt_pass(engine, prompts: list[list[int]], ids, mask, positions):
@@ -46,7 +46,7 @@ def grouped_prompt_pass(engine, prompts: list[list[int]], budgets: list[int]):
 
     Each distinct prompt (padded to its own length) is read alone but for its last token; the rows of one padded
     length and token budget (contiguous: see :meth:`_batches`) form a group of
-    :class:`~wow.backends.rowwise_attention.GroupedKV` whose buffers hold the prompts' keys and values and room
+    :class:`~wow.backends.local.rowwise_attention.GroupedKV` whose buffers hold the prompts' keys and values and room
     for ``budget`` more positions; the last prompt tokens are then read as a ``batch_size``-row decoding step.
     Rows beyond the prompts (filler) attend to nothing and are discarded.
     """
@@ -104,7 +104,7 @@ def grouped_prompt_pass(engine, prompts: list[list[int]], budgets: list[int]):
 
 
 def grouped_forward(engine, ids, positions, state):
-    """One decoding step of a :class:`~wow.backends.rowwise_attention.GroupedKV` batch (float32 logits)."""
+    """One decoding step of a :class:`~wow.backends.local.rowwise_attention.GroupedKV` batch (float32 logits)."""
     rowwise_attention.active = state
     try:
         logits = engine._forward(ids, None, positions, state.cache)

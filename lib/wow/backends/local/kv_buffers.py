@@ -1,9 +1,9 @@
-"""Key/value caches for the decoding loop of :mod:`wow.backends.transformers_engine`.
+"""Key/value caches for the decoding loop of :mod:`wow.backends.local.transformers_engine`.
 
 * :func:`preallocate`: every layer of a ``DynamicCache`` gets buffers with room for the steps to come, written in
   place (no ``torch.cat`` per step);
 * :func:`write_through_cache`: a cache whose layers hand each step's keys and values to a
-  :class:`~wow.backends.rowwise_attention.GroupedKV` (the batch-invariant mode's per-group buffers);
+  :class:`~wow.backends.local.rowwise_attention.GroupedKV` (the batch-invariant mode's per-group buffers);
 * :func:`stack_caches`: one cache from single-row caches of one length.
 """
 

@@ -65,7 +65,7 @@ def _inverse_cdf(probs, u):
     return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)
 
 
-def record(tokenizer, eos: set[int], req: ChatRequest, toks: list[int], lps: list[float], token: int, lp: float):
+def record_token(tokenizer, eos: set[int], req: ChatRequest, toks: list[int], lps: list[float], token: int, lp: float):
     """Record one chosen token of a row; the finish reason (``stop``, ``length``) once the row is done, else None."""
     if token in eos:
         return "stop"

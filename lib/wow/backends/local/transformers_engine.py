@@ -11,10 +11,10 @@ cache. Design decisions:
   cuts from the *whole* request list, each stored once complete: an interrupted and an uninterrupted run decode
   the same batches and write the same bytes (:mod:`wow.backends.cache`), whatever the kernels do.
 * **Default mode: fast.** Prompts sorted by length share a batch; its prompt pass reads every shared prefix once
-  (:mod:`wow.backends.prefix_pass`: the N samples of a prompt, the question repeated by every judge prompt of it,
+  (:mod:`wow.backends.local.prefix_pass`: the N samples of a prompt, the question repeated by every judge prompt of it,
   the first answer of pairwise prompts) and finished rows leave the batch. ``usage()`` reports the prompt tokens
   requested and those computed.
-* **``fixed_shapes=True``: batch-invariant** (:mod:`wow.backends.fixed_shapes`): a given (messages, seed,
+* **``fixed_shapes=True``: batch-invariant** (:mod:`wow.backends.local.fixed_shapes`): a given (messages, seed,
   sample_index) yields bitwise the same text and logprobs in any batch composition (tested), at about half the speed.
 * **Logprobs** are the model's own distribution: ``log_softmax`` of the raw logits (temperature 1, no top-p) at
   each chosen token, as in the paper's code, read from the decoding step itself (no second forward pass). The end
@@ -34,9 +34,10 @@ import inspect
 import logging
 from pathlib import Path
 
-from wow import WowError, models, precision
-from wow.backends import fixed_shapes, kv_buffers, prefix_pass, rowwise_attention, token_choice
+from wow import WowError
+from wow.backends import models, precision
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
+from wow.backends.local import fixed_shapes, kv_buffers, prefix_pass, rowwise_attention, token_choice
 from wow.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -45,16 +46,16 @@ log = logging.getLogger(__name__)
 ROW_TILE = 8
 #: Part of :meth:`TransformersEngine.identity` (so of every cache key): bumped when the same request may decode to
 #: other tokens or logprobs than before. 2: decoding attention in float32 over preallocated buffers (CPU). 3: the
-#: default mode reads shared prompt prefixes once (:mod:`wow.backends.prefix_pass`); the mode is in the identity.
+#: default mode reads shared prompt prefixes once (:mod:`wow.backends.local.prefix_pass`); the mode is in the identity.
 SAMPLER_VERSION = 3
 
 
 class TransformersEngine(Engine):
-    """A local Hugging Face model (see :func:`wow.models.load`), loaded on first use and reused.
+    """A local Hugging Face model (see :func:`wow.backends.models.load_model`), loaded on first use and reused.
 
     Args:
-        model: model name (:func:`wow.models.resolve`).
-        dtype: ``auto`` (bf16 where the hardware has it natively, else float32: :mod:`wow.precision`),
+        model: model name (:func:`wow.backends.models.resolve`).
+        dtype: ``auto`` (bf16 where the hardware has it natively, else float32: :mod:`wow.backends.precision`),
             ``bfloat16`` (fast bulk sampling where native) or ``float32`` (exact logprob comparisons).
         batch_size: rows decoded together (with ``fixed_shapes``, rounded up to a multiple of 8).
         device: ``cpu``, ``cuda``...; default: cuda when available.
@@ -62,7 +63,7 @@ class TransformersEngine(Engine):
         pad_multiple: prompts are left-padded to a multiple of this many tokens (batch invariance, see above).
         fixed_shapes: the batch-invariant mode (see above); False (default): the fast mode (a sample may differ in
             its last bits between batch compositions; a cached run still resumes to the same bytes).
-        base: a :class:`wow.models.SharedBase` of ``model`` (same dtype and device) to run on instead of loading the
+        base: a :class:`wow.backends.models.SharedBase` of ``model`` (same dtype and device) to run on instead of loading the
             model: the engines of several adapters then share one loaded model, each merging its adapter in when
             it runs (the results are bitwise those of an engine with a model of its own, and so is the identity).
             The base's owner frees the model; :meth:`close` only lets go of it.
@@ -86,7 +87,7 @@ class TransformersEngine(Engine):
         super().__init__(model)
         if dtype not in ("auto", *precision.DTYPES):
             raise WowError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16.")
-        dtype = precision.resolve(dtype)
+        dtype = precision.resolve_dtype(dtype)
         if batch_size < 1 or pad_multiple < 1:
             raise WowError(f"batch_size ({batch_size}) and pad_multiple ({pad_multiple}) must be at least 1.")
         self.dtype = dtype
@@ -128,7 +129,7 @@ class TransformersEngine(Engine):
             return
         if self._model is not None:
             return
-        model, tokenizer = models.load(self.model, dtype=self.dtype, device=self.device)
+        model, tokenizer = models.load_model(self.model, dtype=self.dtype, device=self.device)
         self._device = next(model.parameters()).device
         if self.fixed_shapes and self._device.type == "cpu":
             model.set_attn_implementation(rowwise_attention.register())
@@ -189,7 +190,7 @@ class TransformersEngine(Engine):
 
         Default mode: sorted by prompt tokens (prompts that share a prefix are neighbours, so a batch reads the
         prefix once). Fixed shapes: grouped by padded prompt length and token budget (see
-        :mod:`wow.backends.fixed_shapes`).
+        :mod:`wow.backends.local.fixed_shapes`).
         """
         if not self.fixed_shapes:
             order = sorted(range(len(prompts)), key=lambda i: prompts[i])
@@ -297,7 +298,7 @@ class TransformersEngine(Engine):
                     for j, lp in zip(real, token_lp, strict=True):
                         r = rows[j]
                         if finish[r] is None:
-                            finish[r] = token_choice.record(
+                            finish[r] = token_choice.record_token(
                                 self._tokenizer, self._eos, requests[r], tokens[r], logprobs[r], chosen_list[j], lp
                             )
                     keep = [j for j, r in enumerate(rows) if not filler[j] and finish[r] is None]
@@ -327,8 +328,8 @@ class TransformersEngine(Engine):
     def _prompt_pass(self, prompts: list[list[int]], budgets: list[int] | None = None):
         """Read the prompts into a KV cache; returns ``(cache, mask, positions, next-token logits)``.
 
-        Default mode: shared prefixes read once (:mod:`wow.backends.prefix_pass`; a plain batched pass for models
-        with other cache layers). ``fixed_shapes``: :mod:`wow.backends.fixed_shapes`.
+        Default mode: shared prefixes read once (:mod:`wow.backends.local.prefix_pass`; a plain batched pass for models
+        with other cache layers). ``fixed_shapes``: :mod:`wow.backends.local.fixed_shapes`.
         """
         from transformers import DynamicCache
 

@@ -1,0 +1,86 @@
+"""Stage 05 (notebook ``05_correlation_plots``): Fig 3's points (``fig3_points.csv``) and the slope of each gain
+against Acc_WoW with its bootstrap CI (``fig3_slopes.csv``), the reliability diagrams, and the run's ``summary.md``;
+with the test answers behind each alignment row and each of Fig 3's points.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from wow import io
+from wow.params import RunParams
+
+log = logging.getLogger(__name__)
+
+
+def eval_answers(P: RunParams, row) -> tuple[str, str, list[dict], list[dict]]:
+    """The test answers behind one row of ``alignment.csv``: ``(eval task, name, before, after)``, ``name`` being
+    the setting, or ``<task>__<setting>`` for a model evaluated on another task."""
+    target = row["eval_task"] if isinstance(row.get("eval_task"), str) else row["task"]
+    seed = _train_seed(row)
+    name = row["setting"] if target == row["task"] else f"{row['task']}__{row['setting']}"
+    name += "" if seed is None else f"__seed{seed}"
+    before = io.read_jsonl(P.layout.eval_answers(target))
+    after = io.read_jsonl(P.layout.eval_answers(target, row["setting"], row["task"], seed))
+    return target, name, before, after
+
+
+def _train_seed(row) -> int | None:
+    seed = row.get("train_seed")  # a dict or a pandas row
+    return None if seed is None or pd.isna(seed) else int(seed)
+
+
+def point_answers(P: RunParams, points: pd.DataFrame) -> dict[tuple, tuple[list[dict], list[dict]]]:
+    """The test answers behind each of Fig 3's points, keyed as :func:`wow.analysis.gain_slope.gain_slopes` reads them:
+    ``(task, setting)``, or ``(task, setting, train_seed)`` for one of several training seeds."""
+    out = {}
+    for _, row in points.iterrows():
+        seed = _train_seed(row)
+        key = (row["task"], row["setting"]) if seed is None else (row["task"], row["setting"], seed)
+        out[key] = eval_answers(P, row)[2:]
+    return out
+
+
+def fig3_points(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame) -> pd.DataFrame:
+    """Fig 3's points: each aligned setting's gains joined with the Acc_WoW of the pairs it trained on
+    (:func:`wow.analysis.fig3_points.method_acc_wow`); writes ``fig3_points.csv`` (the figure's numbers)."""
+    from wow.analysis import fig3_points as join
+
+    points = join.method_acc_wow(P, acc, alignment)
+    io.write_text(P.layout.fig3_points, points.to_csv(index=False))
+    return points
+
+
+def fig3_slopes(P: RunParams, points: pd.DataFrame) -> pd.DataFrame:
+    """The paper's question, the slope of each gain against Acc_WoW, with its paired bootstrap CI over test questions
+    (and training seeds where a setting has several: :func:`wow.analysis.gain_slope.gain_slopes`); writes
+    ``fig3_slopes.csv``."""
+    from wow.analysis import gain_slope
+
+    slopes = gain_slope.gain_slopes(points, point_answers(P, points), n_boot=P.n_boot, seed=P.seed)
+    io.write_text(P.layout.fig3_slopes, slopes.to_csv(index=False))
+    return slopes
+
+
+def reliability_figures(P: RunParams, alignment: pd.DataFrame) -> None:
+    """One reliability diagram per alignment row: the base model's test answers against the aligned one's, on the row's
+    evaluation task (``reliability_<task>_<setting>``)."""
+    from wow.analysis import eval_metrics
+    from wow.figures import alignment_figures, figure_files
+
+    for _, row in alignment.iterrows():
+        target, name, before, after = eval_answers(P, row)  # eval_tasks: another task
+        bins = eval_metrics.reliability({"original": before, row.setting: after}, n_bins=P.n_bins)
+        stem = f"reliability_{figure_files.stem_part(target)}_{figure_files.stem_part(name)}"  # score_0.5 vs score_0.1
+        alignment_figures.fig_reliability(bins, P.run_dir / stem)
+
+
+def summary(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame, points: pd.DataFrame) -> str:
+    """The run's ``summary.md`` (:func:`wow.report.markdown_summary.summary_markdown`), written and returned."""
+    from wow.report import markdown_summary
+
+    text = markdown_summary.summary_markdown(P, acc, alignment, points)
+    io.write_text(P.layout.summary, text)
+    return text

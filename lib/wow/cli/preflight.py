@@ -102,7 +102,5 @@ def _data(P) -> list[str]:
     from wow.cli import datacheck
 
     return [
-        f"{r.task}.{r.key} = {r.source}: {r.message} (wow data check)"
-        for r in datacheck.check_data(P)
-        if not r.ok
+        f"{r.task}.{r.key} = {r.source}: {r.message} (wow data check)" for r in datacheck.check_data(P) if not r.ok
     ]

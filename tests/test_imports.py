@@ -277,3 +277,40 @@ def test_no_public_name_is_defined_in_two_modules():
     assert not twice, "names defined in several modules:\n" + "\n".join(
         f"{n}: {ms}" for n, ms in sorted(twice.items())
     )
+
+
+# -- notebooks and their steps ---------------------------------------------------------------------------------------
+NOTEBOOKS = sorted((LIB.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _code(notebook: Path) -> str:
+    import json
+
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_has_its_steps_module_and_calls_it(notebook):
+    """``NN_name.ipynb`` <-> ``wow/steps/name.py``: a newcomer finds a stage's code from its notebook's name."""
+    step = notebook.stem.split("_", 1)[1]
+    assert f"wow.steps.{step}" in MODULES, f"{notebook.name} has no wow/steps/{step}.py"
+    imports = [
+        node
+        for node in ast.walk(ast.parse(_code(notebook)))
+        if isinstance(node, ast.ImportFrom) and node.module == "wow.steps"
+    ]
+    assert any(step in [a.name for a in node.names] for node in imports), f"{notebook.name} does not call its steps"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_write_no_artefact_themselves(notebook):
+    """Every artefact of a stage is written by its steps module (through wow.io), never inline in the notebook."""
+    writers = []
+    for node in ast.walk(ast.parse(_code(notebook))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name = node.func.attr
+            base = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+            if (base == "io" and name.startswith("write")) or name in ("to_csv", "write_text", "to_json", "savefig"):
+                writers.append(ast.unparse(node)[:80])
+    assert not writers, f"{notebook.name} writes: {writers}"

@@ -233,7 +233,7 @@ def test_the_lock_is_reentrant_in_one_process_and_passes_to_its_kernels_only(tmp
         lock.release(d)
         assert lock.holds(d)
         env = lock.kernel_env(d)
-        child = "from wow import lock; import sys; print(lock.acquire(sys.argv[1]))"
+        child = "from wow.run_folder import lock; import sys; print(lock.acquire(sys.argv[1]))"
         as_kernel = subprocess.run(
             [sys.executable, "-c", child, str(d)], env={**os.environ, **env}, capture_output=True, text=True
         )

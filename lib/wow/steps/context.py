@@ -26,7 +26,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wow import WowError
 from wow.backends import models
 from wow.layout import REPO_ROOT, Layout
 from wow.params import RunParams
@@ -46,7 +45,7 @@ class RunContext:
     """
 
     params: RunParams
-    _engines: dict[tuple, object] = field(default_factory=dict, repr=False)
+    _engines: dict[str, object] = field(default_factory=dict, repr=False)
     _tasks: dict[tuple, object] = field(default_factory=dict, repr=False)
 
     @property
@@ -66,29 +65,23 @@ class RunContext:
         P = self.params
         return {"cache": P.cache_path, "dtype": P.dtype, "batch_size": P.batch_size}
 
-    def engine(self, model: str, adapter: str | Path | None = None):
-        """The engine of ``model`` (an API model gets the ``openai`` engine, a local one ``transformers``), built
-        on first use and kept until :meth:`close`; with ``adapter``, the local model with that LoRA adapter."""
+    def engine(self, model: str):
+        """The engine of ``model`` (an API model gets the ``openai`` engine, a local one ``transformers``), built on
+        first use and kept until :meth:`close`. Aligned models (a base with a LoRA adapter) are stage 04's
+        :class:`wow.align.evaluate.AdapterEngines`, which take :meth:`local_engine_options` from here."""
         from wow.backends import get_engine
 
         P = self.params
-        key = (model, str(adapter) if adapter else None)
-        if key in self._engines:
-            return self._engines[key]
+        if model in self._engines:
+            return self._engines[model]
         spec = models.resolve(model)
         if spec.kind == "api":
-            if adapter:
-                raise WowError(f"{model!r} is served by an API; adapters apply to local models only.")
             engine = get_engine(
                 "openai", model=spec.source, cache=P.cache_path, base_url=P.base_url, concurrency=P.api_concurrency
             )
         else:
-            if adapter:  # one adapter engine per base model at a time
-                for old in [k for k in self._engines if k[0] == model and k[1] is not None]:
-                    self._engines.pop(old).close()
-            kwargs = {"adapter": str(adapter)} if adapter else {}
-            engine = get_engine("transformers", model=model, **self.local_engine_options(), **kwargs)
-        self._engines[key] = engine
+            engine = get_engine("transformers", model=model, **self.local_engine_options())
+        self._engines[model] = engine
         return engine
 
     def task(self, name: str):

@@ -1,8 +1,8 @@
-"""DPO: seconds per step and peak memory of ``wow.align.train`` against bare TRL ``DPOTrainer``.
+"""DPO: seconds per step and peak memory of ``wow.align.training.train`` against bare TRL ``DPOTrainer``.
 
 Both train the default model with the same LoRA adapter (r 16, alpha 16, all linear projections), the same
 preference pairs (shortest-path prompts as the pipeline builds them; chosen / rejected final answers of different
-wrongness), the same settings (wow's :class:`~wow.align.AlignConfig` defaults: bf16 autocast on CPU, cosine schedule,
+wrongness), the same settings (wow's :class:`~wow.align.align_config.AlignConfig` defaults: bf16 autocast on CPU, cosine schedule,
 warm-up ratio 0.1, beta 0.1, sigmoid loss; a few steps) and the same seed. Each run is its own process (peak RSS is
 ``VmHWM``), runs alternate (wow, TRL, TRL, wow...: a load that drifts during the benchmark cancels out) and a
 callback times every optimiser step; the first step is a warm-up and is not counted. Both runs see the same batches
@@ -97,7 +97,7 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
 
 
 def _bare_trl(ds, config, output_dir: Path, timer) -> float:
-    """TRL's DPOTrainer used directly, with the same model folder, data and settings as ``wow.align.train``."""
+    """TRL's DPOTrainer used directly, with the same model folder, data and settings as ``wow.align.training.train``."""
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -171,7 +171,7 @@ def bench_dpo(steps: int = 6, batch_size: int = 1, n_pairs: int = 16, reps: int 
             args += ["--batch-size", str(batch_size), "--pairs", str(n_pairs)]
             runs[which].append(run_child(args))
     rows = []
-    for which, label in (("wow", "wow.align.train"), ("trl", "bare TRL DPOTrainer")):
+    for which, label in (("wow", "wow.align.training.train"), ("trl", "bare TRL DPOTrainer")):
         rs = runs[which]
         rows.append(
             {

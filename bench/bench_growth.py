@@ -3,7 +3,7 @@
 Each size runs in its own process (peak memory is the process's ``VmHWM``, reset after the model is loaded so that
 it is the peak of the work; torch allocations escape tracemalloc):
 load the default model, sample and extract ``n_samples`` answers per shortest-path question
-(:func:`wow.elicit.sampling.sample_answers`, prefilled extraction), then elicit (:func:`wow.analysis.scorers.score_answers`, the
+(:func:`wow.elicit.sampling.sample_answers`, prefilled extraction), then elicit (:func:`wow.elicit.scorers.score_answers`, the
 pairwise judge in both orders and the k=1 score judge, both read from next-token probabilities). Goal: time grows
 linearly with the questions (seconds per question flat or falling), memory stays flat.
 

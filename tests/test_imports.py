@@ -314,3 +314,32 @@ def test_notebooks_write_no_artefact_themselves(notebook):
             if (base == "io" and name.startswith("write")) or name in ("to_csv", "write_text", "to_json", "savefig"):
                 writers.append(ast.unparse(node)[:80])
     assert not writers, f"{notebook.name} writes: {writers}"
+
+
+def test_every_wow_name_the_docs_and_docstrings_give_exists():
+    """``wow.x.y`` in the README, docs/, the notebooks and the library's docstrings names a real module or attribute
+    (a moved or renamed function leaves no stale address behind)."""
+    import importlib
+    import re
+
+    root = LIB.parent
+    files = [root / "README.md", *(root / "docs").glob("*.md"), *(root / "parameters").rglob("*.md")]
+    files += [*(root / "notebooks").glob("*.ipynb"), *ROOT.rglob("*.py"), *(root / "bench").glob("*.py")]
+    stale = set()
+    for path in files:
+        for name in set(re.findall(r"\bwow\.[A-Za-z_][\w.]*\w", path.read_text(encoding="utf-8"))):
+            if "__main__" in name:
+                continue
+            parts = name.split(".")
+            for i in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                except ImportError:
+                    continue
+                try:
+                    for attr in parts[i:]:
+                        obj = getattr(obj, attr)
+                except AttributeError:
+                    stale.add(f"{path.relative_to(root)}: {name}")
+                break
+    assert not stale, "names that do not exist:\n" + "\n".join(sorted(stale))

@@ -1,4 +1,4 @@
-"""Every trainer's loss, as TRL reports it in a run of ``wow.align.train``, equals its formula computed by hand.
+"""Every trainer's loss, as TRL reports it in a run of ``wow.align.training.train``, equals its formula computed by hand.
 
 One optimiser step over one batch of three pairs, with learning rate 0, on the tiny random Llama (conftest.py). A
 callback gives every LoRA B a seeded random value when training starts, so the policy (adapter on) differs from the

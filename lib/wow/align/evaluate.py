@@ -6,7 +6,7 @@ held-out questions, graded.
   preference set (:func:`check_held_out`).
 * :func:`evaluate_adapter` runs it on a base model with an adapter (or none: the original model), on an engine of
   its own or one from ``engines``; :func:`make_select_fn` turns it into the grid-search selector of
-  :func:`wow.align.grid_search` (mean correctness on the validation questions).
+  :func:`wow.align.grid.grid_search` (mean correctness on the validation questions).
 * :class:`AdapterEngines` gives the engines of one base model and any of its adapters on one loaded copy of the
   base model (:class:`wow.backends.models.SharedBase`): evaluating N adapters loads the model once, not N times.
 
@@ -170,7 +170,7 @@ def evaluate_adapter(
         task: the task.
         questions: held-out questions.
         base_model: base model name (see :mod:`wow.backends.models`).
-        adapter: adapter folder written by :func:`wow.align.train`, or None for the original model.
+        adapter: adapter folder written by :func:`wow.align.training.train`, or None for the original model.
         cache: on-disk cache of model calls.
         engine_options: options of the transformers engine (``batch_size``, ``dtype``, ``device``...).
         engines: ``(model, adapter) -> engine``, e.g. an :class:`AdapterEngines` (every adapter on one loaded base
@@ -221,7 +221,7 @@ def make_select_fn(
             for the whole grid instead of once per adapter.
 
     Returns:
-        ``select(adapter_dir) -> float`` for :func:`wow.align.grid_search`.
+        ``select(adapter_dir) -> float`` for :func:`wow.align.grid.grid_search`.
     """
     qs = _questions(validation_questions)
 

@@ -54,7 +54,7 @@ def alignment_row(
     Args:
         before_rows: answers of the original model on the test questions.
         after_rows: answers of the aligned model (the grid's best configuration) on the same questions.
-        setting: setting name (:func:`wow.align.setting_name`).
+        setting: setting name (:func:`wow.schema.setting_name`).
         task: task name.
         pref_type: preference type.
         source: ``self`` or ``mix``.

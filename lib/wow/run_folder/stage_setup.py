@@ -33,7 +33,7 @@ def setup(namespace: dict, stage: str | None = None, source: str | None = None) 
 
     Every public, non-module, non-callable global other than ``param_file`` is treated as a parameter, so a mistyped
     name passed with ``papermill -p`` is an error instead of a silent no-op. The result must equal the run's
-    ``run.yaml`` in every key (:func:`wow.run_folder.check_run_yaml_same`): a stage never runs with other values than its run.
+    ``run.yaml`` in every key (:func:`wow.run_folder.check_same`): a stage never runs with other values than its run.
     A folder without ``run.yaml`` gets this set as its run's. With ``stage``, the set is recorded as that stage's
     (``stage_params.json``), which ``wow run`` checks and the report lists.
 

@@ -2,7 +2,7 @@
 
 Generated (default) or loaded from NLGraph's ``shortest_path/main.json`` (``path=...``). The normaliser of the
 graded correctness is the weight of the longest simple path between the two nodes (``meta["longest_path"]``, exact
-up to :data:`wow.tasks.graphs.EXACT_MAX_NODES` nodes, which covers NLGraph's graphs; past that an upper bound,
+up to :data:`wow.tasks.longest_path.EXACT_MAX_NODES` nodes, which covers NLGraph's graphs; past that an upper bound,
 flagged by ``meta["normaliser_exact"] = False``), raised to ``gold + 1`` when the graph has a single path, so it
 always exceeds the gold value. The paper's grade (``protocol: paper``) divides by the true ``longest_path - gold``.
 

@@ -226,7 +226,7 @@ def test_paper_grid_is_81_points_in_the_papers_order(tmp_path, monkeypatch):
         return training.TrainResult(output_dir, trainer, model_name, config, 1.0, 1 / len(trained), 1, 0.1, 0.1, 4, 2)
 
     monkeypatch.setattr(training, "train", fake_train)  # the one training run the grid calls
-    paper = dict(schedulers=grid.PAPER_SCHEDULERS, weight_decays=grid.PAPER_WEIGHT_DECAYS)
+    paper = dict(lr_schedulers=grid.PAPER_SCHEDULERS, weight_decays=grid.PAPER_WEIGHT_DECAYS)
     result = grid_search([1], [1], "m", "dpo", tmp_path, AlignConfig(), **paper)
     assert len(result.runs) == 81 and len({r["name"] for r in result.runs}) == 81
     axes = ("learning_rate", "lr_scheduler", "weight_decay", "epochs")
@@ -249,7 +249,7 @@ def test_paper_grid_is_81_points_in_the_papers_order(tmp_path, monkeypatch):
 
     trained.clear()  # a misspelt scheduler, or reduce_lr_on_plateau without validation pairs, fails before training
     with pytest.raises(WowError, match="did you mean 'cosine_with_restarts'"):
-        grid_search([1], [1], "m", "dpo", tmp_path, schedulers=["cosine", "cosine_with_restart"])
+        grid_search([1], [1], "m", "dpo", tmp_path, lr_schedulers=["cosine", "cosine_with_restart"])
     with pytest.raises(WowError, match="no validation pairs"):
         grid_search([1], None, "m", "dpo", tmp_path, **paper)
     with pytest.raises(WowError, match="empty grid axis weight_decays"):
@@ -267,7 +267,7 @@ def test_grid_over_schedulers_trains_each_and_plateau_evaluates(tiny_model, pref
 
     cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 3, "batch_size": 1, "eval_steps": 1})
     kw = dict(
-        learning_rates=(1e-2,), epochs=(1,), schedulers=("cosine", "reduce_lr_on_plateau"), weight_decays=(1e-3,)
+        learning_rates=(1e-2,), epochs=(1,), lr_schedulers=("cosine", "reduce_lr_on_plateau"), weight_decays=(1e-3,)
     )
     train_set, val_set = prefs["train"].select(range(3)), prefs["validation"].select(range(2))
     result = grid_search(train_set, val_set, tiny_model, "dpo", tmp_path, cfg, callbacks=[Optimiser()], **kw)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="adapter folder (with --grid: the setting folder)")
     p.add_argument("--model", default="smollm2-135m", help="base model name (wow.backends.models)")
     p.add_argument("--config", help="AlignConfig fields as a JSON object or a path to a JSON file")
-    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--learning-rate", type=float, help="learning rate (AlignConfig.learning_rate)")
     p.add_argument("--epochs", type=float)
     p.add_argument("--beta", type=float)
     p.add_argument("--batch-size", type=int)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         text = Path(a.config).read_text(encoding="utf-8") if Path(a.config).is_file() else a.config
         fields = json.loads(text)
     for key, value in (
-        ("learning_rate", a.lr),
+        ("learning_rate", a.learning_rate),
         ("epochs", a.epochs),
         ("beta", a.beta),
         ("batch_size", a.batch_size),
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_preferences(a.preferences)
     val = ds["validation"] if "validation" in ds else None
     if a.grid:
-        paper_axes = {"schedulers": PAPER_SCHEDULERS, "weight_decays": PAPER_WEIGHT_DECAYS}
+        paper_axes = {"lr_schedulers": PAPER_SCHEDULERS, "weight_decays": PAPER_WEIGHT_DECAYS}
         result = grid_search(ds["train"], val, a.model, a.trainer, a.output, config, **paper_axes)
         log.info("best: %s (validation loss %s)", result.best["output_dir"], result.best["val_loss"])
     else:

@@ -8,7 +8,7 @@ questions; see :func:`wow.align.evaluate.make_select_fn`), recording the validat
 {cosine, cosine_with_restarts, reduce_lr_on_plateau} (:data:`PAPER_SCHEDULERS`) x weight decay {0, 1e-5, 1e-3}
 (:data:`PAPER_WEIGHT_DECAYS`) x epochs {1, 3, 5} (:data:`PAPER_EPOCHS`), beta 0.1 and warm-up ratio 0.1 fixed.
 ``grid_search``'s defaults are the 9 points learning rate x epochs at the base config's scheduler and weight decay;
-pass ``schedulers=PAPER_SCHEDULERS, weight_decays=PAPER_WEIGHT_DECAYS`` (``python -m wow.align --grid`` does) for
+pass ``lr_schedulers=PAPER_SCHEDULERS, weight_decays=PAPER_WEIGHT_DECAYS`` (``python -m wow.align --grid`` does) for
 all 81. Two quirks of the paper's grid carry over as they are: transformers' ``cosine_with_restarts`` with its
 default single cycle is the same curve as ``cosine`` (the paper passed no cycle count), and ``reduce_lr_on_plateau``
 has no warm-up and only lowers the rate after ``eval_steps``-step validations stop improving (constant otherwise).
@@ -97,7 +97,7 @@ def grid_search(
     *,
     learning_rates: Sequence[float] = PAPER_LEARNING_RATES,
     epochs: Sequence[float] = PAPER_EPOCHS,
-    schedulers: Sequence[str] | None = None,
+    lr_schedulers: Sequence[str] | None = None,
     weight_decays: Sequence[float] | None = None,
     betas: Sequence[float] | None = None,
     select_fn: Callable[[Path], float] | None = None,
@@ -107,7 +107,7 @@ def grid_search(
 
     The grid is learning rate x scheduler x weight decay x epochs x beta, in that order (the paper's). The defaults
     train 9 points (the paper's learning rates and epochs, the base config's scheduler and weight decay); the
-    paper's full 81-point grid also passes ``schedulers=PAPER_SCHEDULERS, weight_decays=PAPER_WEIGHT_DECAYS``.
+    paper's full 81-point grid also passes ``lr_schedulers=PAPER_SCHEDULERS, weight_decays=PAPER_WEIGHT_DECAYS``.
     Each configuration trains into ``output_root/<config_name>``; a scheduler or weight-decay axis of one value is
     left out of the names (so names stay those of a learning rate x epochs grid), one of several values is in
     them. Complete folders are skipped, and the scores stored in ``output_root/selection.json`` save re-evaluating
@@ -124,7 +124,7 @@ def grid_search(
             overridden).
         learning_rates: grid of learning rates (paper: 1e-4, 5e-5, 1e-5).
         epochs: grid of epochs (paper: 1, 3, 5).
-        schedulers: grid of ``lr_scheduler`` names (paper: :data:`PAPER_SCHEDULERS`); None keeps
+        lr_schedulers: grid of ``lr_scheduler`` names (paper: :data:`PAPER_SCHEDULERS`); None keeps
             ``base_config.lr_scheduler``. ``reduce_lr_on_plateau`` needs validation pairs.
         weight_decays: grid of weight decays (paper: 0, 1e-5, 1e-3); None keeps ``base_config.weight_decay``.
         betas: optional grid of betas; None keeps ``base_config.beta`` (and leaves it out of folder names).
@@ -143,9 +143,9 @@ def grid_search(
     base = base_config or AlignConfig()
     root = Path(output_root)
     runs = []
-    schedulers = [base.lr_scheduler] if schedulers is None else list(schedulers)
+    lr_schedulers = [base.lr_scheduler] if lr_schedulers is None else list(lr_schedulers)
     weight_decays = [base.weight_decay] if weight_decays is None else list(weight_decays)
-    axes = {"learning_rates": learning_rates, "schedulers": schedulers, "weight_decays": weight_decays}
+    axes = {"learning_rates": learning_rates, "lr_schedulers": lr_schedulers, "weight_decays": weight_decays}
     axes |= {"epochs": epochs, "betas": [None] if betas is None else betas}
     empty = [k for k, v in axes.items() if len(v) == 0]
     if empty:
@@ -156,7 +156,7 @@ def grid_search(
             lr,
             ep,
             beta,
-            lr_scheduler=sched if len(schedulers) > 1 else None,
+            lr_scheduler=sched if len(lr_schedulers) > 1 else None,
             weight_decay=wd if len(weight_decays) > 1 else None,
         )
         cfg = dataclasses.replace(

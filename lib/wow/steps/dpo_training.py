@@ -164,7 +164,7 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
                         config if seed is None else dataclasses.replace(config, seed=seed),
                         learning_rates=P.learning_rates,
                         epochs=P.epochs,
-                        schedulers=P.lr_schedulers,
+                        lr_schedulers=P.lr_schedulers,
                         weight_decays=P.weight_decays,
                         select_fn=select,
                     )

@@ -36,7 +36,7 @@ def judge_all(run: RunContext, answers: list[dict]) -> tuple[list[dict], list[di
     judged = protocol.judged_answers(P.protocol, answers, P.acc_wow_split)
     log.info("judges see %d of %d answers (protocol %s)", len(judged), len(answers), P.protocol)
     answers = judged
-    pairwise, scores = [], []
+    verdict_rows, scores = [], []
     for judge in P.judges:
         engine = run.engine(judge)
         for mode in P.judge_modes:
@@ -55,7 +55,7 @@ def judge_all(run: RunContext, answers: list[dict]) -> tuple[list[dict], list[di
                     protocol=P.protocol,
                 )
                 io.write_jsonl(P.layout.judgement("pairwise", judge, mode), rows)
-                pairwise += rows
+                verdict_rows += rows
             for k in P.score_k:
                 if mode == "logprob" and k != 1:
                     continue  # next-token scores read one answer per prompt
@@ -64,16 +64,16 @@ def judge_all(run: RunContext, answers: list[dict]) -> tuple[list[dict], list[di
                 )
                 io.write_jsonl(P.layout.judgement("score", judge, mode, k), rows)
                 scores += rows
-    return pairwise, scores
+    return verdict_rows, scores
 
 
-def judge_report(pairwise: list[dict], scores: list[dict]) -> pd.DataFrame:
+def judge_report(verdict_rows: list[dict], scores: list[dict]) -> pd.DataFrame:
     """Parse-failure and order-flip rates of every judge file, so unparseable replies never vanish silently."""
     from wow.elicit import judges
 
     out = []
     groups = defaultdict(list)
-    for r in pairwise:
+    for r in verdict_rows:
         groups[("pairwise", r["judge"], r["mode"], None)].append(r)
     for r in scores:
         groups[("score", r["judge"], r["mode"], r["k"])].append(r)

@@ -72,7 +72,7 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
 
     torch.manual_seed(0)
     ds = preference_pairs(n_pairs)
-    config = align_config.AlignConfig(batch_size=batch_size, max_steps=steps, progress=False, logging_steps=1)
+    config = align_config.AlignConfig(train_batch_size=batch_size, max_steps=steps, progress=False, logging_steps=1)
     timer = _step_timer()
     rss_start = rss_mb()
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ def prefs():
 # Two steps without warm-up: the first moves every LoRA B (initialised at 0), the second every LoRA A.
 FAST = AlignConfig(
     max_steps=2,
-    batch_size=2,
+    train_batch_size=2,
     learning_rate=1e-2,
     warmup_ratio=0.0,
     weight_decay=0.0,
@@ -265,7 +265,7 @@ def test_grid_over_schedulers_trains_each_and_plateau_evaluates(tiny_model, pref
             decays = {g["weight_decay"] for g in optimizer.param_groups}
             self.seen.append((type(lr_scheduler).__name__, max(decays)))
 
-    cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 3, "batch_size": 1, "eval_steps": 1})
+    cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 3, "train_batch_size": 1, "eval_steps": 1})
     kw = dict(
         learning_rates=(1e-2,), epochs=(1,), lr_schedulers=("cosine", "reduce_lr_on_plateau"), weight_decays=(1e-3,)
     )
@@ -323,12 +323,16 @@ def test_command_line_trains_a_saved_preference_set(tiny_model, prefs, tmp_path)
     out = tmp_path / "adapter"
     argv = ["--preferences", str(folder), "--trainer", "ipo", "--output", str(out), "--model", tiny_model]
     assert (
-        main([*argv, "--max-steps", "1", "--batch-size", "2", "--config", '{"progress": false, "cpu_threads": 1}'])
+        main(
+            [*argv, "--max-steps", "1", "--train-batch-size", "2", "--config", '{"progress": false, "cpu_threads": 1}']
+        )
         == 0
     )
     logged = io.read_json(out / "train_log.json")
     assert (
-        logged["steps"] == 1 and logged["config"]["batch_size"] == 2 and (out / "adapter_model.safetensors").exists()
+        logged["steps"] == 1
+        and logged["config"]["train_batch_size"] == 2
+        and (out / "adapter_model.safetensors").exists()
     )
 
 

@@ -48,7 +48,7 @@ def test_dpo_lora_on_the_default_model_saves_a_loadable_adapter(tmp_path):
         "smollm2-135m",
         "dpo",
         out,
-        AlignConfig(max_steps=2, progress=False, cpu_threads=1),
+        AlignConfig(max_steps=2, train_batch_size=1, progress=False, cpu_threads=1),
     )
     assert res.steps == 2 and math.isfinite(res.train_loss) and math.isfinite(res.val_loss)
     assert res.s_per_step is not None and res.s_per_step > 0

@@ -49,14 +49,14 @@ CONFIG = (
 def test_two_processes_train_the_adapter_of_one_with_the_same_effective_batch(tiny_model, prefs_folder, tmp_path):
     common = ["--preferences", str(prefs_folder), "--trainer", "dpo", "--model", tiny_model, "--max-steps", "3"]
     common += ["--eval-steps", "1", "--config", CONFIG]
-    assert main([*common, "--output", str(tmp_path / "one"), "--batch-size", "2"]) == 0
+    assert main([*common, "--output", str(tmp_path / "one"), "--train-batch-size", "2"]) == 0
 
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     launch += ["--main_process_port", str(_free_port()), "-m", "wow.align"]
     out = subprocess.run(
-        [*launch, *common, "--output", str(tmp_path / "two"), "--batch-size", "1"],
+        [*launch, *common, "--output", str(tmp_path / "two"), "--train-batch-size", "1"],
         env=env,
         capture_output=True,
         text=True,
@@ -66,7 +66,7 @@ def test_two_processes_train_the_adapter_of_one_with_the_same_effective_batch(ti
 
     one, two = (io.read_json(tmp_path / n / "train_log.json") for n in ("one", "two"))
     assert (one["world_size"], two["world_size"]) == (1, 2)
-    assert (one["config"]["batch_size"], two["config"]["batch_size"]) == (2, 1)
+    assert (one["config"]["train_batch_size"], two["config"]["train_batch_size"]) == (2, 1)
     assert one["steps"] == two["steps"] == 3 and one["best_step"] == two["best_step"]
     a, b = (load_file(tmp_path / n / "adapter_model.safetensors") for n in ("one", "two"))
     assert a.keys() == b.keys()

@@ -17,7 +17,7 @@ from wow.align.training import train
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = AlignConfig(
-    batch_size=1,
+    train_batch_size=1,
     learning_rate=1e-2,
     warmup_ratio=0.0,
     weight_decay=0.0,
@@ -198,9 +198,9 @@ def test_the_reference_is_precomputed_only_where_the_training_reads_every_pair(t
     from wow.align.align_config import reads_every_pair, trl_config
 
     assert reads_every_pair(dataclasses.replace(FAST, max_steps=-1), 135)
-    assert not reads_every_pair(dataclasses.replace(FAST, max_steps=4, batch_size=2), 135)  # 8 of 135
-    assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, batch_size=2, grad_accumulation=2), 16)
-    assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, batch_size=2), 16, world_size=2)
+    assert not reads_every_pair(dataclasses.replace(FAST, max_steps=4, train_batch_size=2), 135)  # 8 of 135
+    assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, train_batch_size=2, grad_accumulation=2), 16)
+    assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, train_batch_size=2), 16, world_size=2)
     assert reads_every_pair(dataclasses.replace(FAST, max_steps=1), None)
     few = dataclasses.replace(FAST, max_steps=2)  # batch 1: 2 of the 4 training pairs
     assert trl_config("dpo", few, tmp_path, "cpu", n_train=4).precompute_ref_log_probs is False

@@ -14,7 +14,7 @@ import pytest
 from wow import params, protocol
 from wow.align import align_config, checkpoints
 from wow.elicit import sampling
-from wow.tasks import chess_moves, graphs
+from wow.tasks import chess_moves, longest_path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIDELITY = ROOT / "docs" / "fidelity.md"
@@ -98,7 +98,7 @@ def test_row_33_states_the_training_regime_the_code_uses():
 
 
 def test_row_39_states_the_exact_graph_size():
-    assert graphs.EXACT_MAX_NODES == 20
+    assert longest_path.EXACT_MAX_NODES == 20
     assert "up to 20 of them" in row(39) and "at most 20 nodes" in row(39)
 
 

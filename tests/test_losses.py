@@ -157,7 +157,7 @@ def test_reported_loss_is_the_papers_formula(trainer, tiny_model, tmp_path):
     pairs = _pairs()
     config = AlignConfig(
         max_steps=1,
-        batch_size=len(pairs),  # one step sees every pair: the logged loss is their mean
+        train_batch_size=len(pairs),  # one step sees every pair: the logged loss is their mean
         learning_rate=0.0,  # the step changes nothing: the model afterwards is the one the loss was computed with
         warmup_ratio=0.0,
         logging_steps=1,

@@ -143,7 +143,7 @@ def test_paper_alignment_sets_train_4bit_qlora_and_the_run_passes_the_regime_to_
 def test_estimate_counts_the_model_calls_of_the_smoke_run(smoke_run):
     """Calls per stage and model, as the smoke run's usage.json records them (calls made plus cache hits).
 
-    The smoke set caps judged pairs (max_judge_pairs 6) below the upper bound, so the count is exact there.
+    The smoke set caps judged pairs (max_judge_pairs 4) below the upper bound, so the count is exact there.
     """
     import json
 

@@ -77,7 +77,7 @@ def test_sizes_shrink_to_the_rehearsals_and_are_never_raised():
     assert plan.values["run_name"] == "paper_alignment_fast_dev_run"
     small = rehearsal.plan(ROOT / "parameters" / "smoke.yaml", machine=CPU).values
     assert (small["n_samples"], small["max_steps"], small["n_questions"]) == (2, 2, 4)
-    assert small["max_judge_pairs"] == 6  # the smoke set's 6, below the rehearsal's 8: kept, never raised
+    assert small["max_judge_pairs"] == 4  # the smoke set's 4, below the rehearsal's 8: kept, never raised
     assert small["judge_max_tokens"] == 32 and small["eval_samples"] == 2  # below the rehearsal's: kept
 
 

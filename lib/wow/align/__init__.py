@@ -12,7 +12,7 @@ The same entry point runs data-parallel on several GPUs (several CPU processes w
 (docs/scale.md)::
 
     accelerate launch --multi_gpu --num_processes 2 -m wow.align --preferences outputs/demo/preferences/self_oracle \\
-        --trainer dpo --output outputs/demo/models/self_oracle_dpo --batch-size 1
+        --trainer dpo --output outputs/demo/models/self_oracle_dpo --train-batch-size 1
 
 Example::
 

@@ -47,7 +47,8 @@ class AlignConfig:
         learning_rate: peak learning rate (paper default 5e-5; grid {1e-4, 5e-5, 1e-5}).
         epochs: passes over the training pairs (paper default 3; grid {1, 3, 5}).
         beta: DPO/IPO/RSO/SPPO/CPO/SimPO beta, ORPO's lambda (0.1, the paper's and TRL's default).
-        batch_size: pairs per device and step (the paper: 1; 4 measured at 3-7 s/step on 2 CPU cores).
+        train_batch_size: pairs per device and step (the parameter sets' ``train_batch_size``; TRL's
+            ``per_device_train_batch_size``) (the paper: 1; 4 measured at 3-7 s/step on 2 CPU cores).
         grad_accumulation: gradient accumulation steps.
         max_length: most tokens of prompt + answer (the paper: 1536); see ``max_prompt_length``, then answers that
             still do not fit are cut at the end (TRL's ``keep_start``).
@@ -118,7 +119,7 @@ class AlignConfig:
     learning_rate: float = 5e-5
     epochs: float = 3
     beta: float = 0.1
-    batch_size: int = 4
+    train_batch_size: int = 4
     grad_accumulation: int = 1
     max_length: int = 1536
     max_prompt_length: int = 512
@@ -213,10 +214,10 @@ def use_bf16(config: AlignConfig, device: str) -> bool:
 
 def reads_every_pair(config: AlignConfig, n_train: int | None, world_size: int = 1) -> bool:
     """True when the training reads each of its ``n_train`` pairs at least once: no ``max_steps``, or enough steps
-    (``max_steps x batch_size x grad_accumulation x world_size >= n_train``); unknown ``n_train``: True."""
+    (``max_steps x train_batch_size x grad_accumulation x world_size >= n_train``); unknown ``n_train``: True."""
     if config.max_steps <= 0 or n_train is None:
         return True
-    return config.max_steps * config.batch_size * config.grad_accumulation * world_size >= n_train
+    return config.max_steps * config.train_batch_size * config.grad_accumulation * world_size >= n_train
 
 
 def trl_config(
@@ -237,8 +238,8 @@ def trl_config(
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=config.train_batch_size,
+        per_device_eval_batch_size=config.train_batch_size,
         gradient_accumulation_steps=config.grad_accumulation,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps (transformers 5)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, help="learning rate (AlignConfig.learning_rate)")
     p.add_argument("--epochs", type=float)
     p.add_argument("--beta", type=float)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--train-batch-size", type=int, help="pairs per device and step")
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--eval-steps", type=int, help="validation loss and a checkpoint every this many steps")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         ("learning_rate", a.learning_rate),
         ("epochs", a.epochs),
         ("beta", a.beta),
-        ("batch_size", a.batch_size),
+        ("train_batch_size", a.train_batch_size),
         ("grad_accumulation", a.grad_accum),
         ("max_steps", a.max_steps),
         ("eval_steps", a.eval_steps),

@@ -135,7 +135,7 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
     config = align_config.AlignConfig(
         beta=P.beta,
         rpo_alpha=P.rpo_alpha,
-        batch_size=P.train_batch_size,
+        train_batch_size=P.train_batch_size,
         max_steps=P.max_steps,
         seed=P.seed,
         eval_steps=P.eval_steps,

@@ -78,6 +78,20 @@ def test_complete_folder_is_not_retrained(tiny_model, prefs, tmp_path):
     assert not other.skipped and other.config.beta == 0.5  # a folder trained with other settings is redone
 
 
+def test_a_training_logged_before_a_field_was_renamed_is_reused(tiny_model, prefs, tmp_path):
+    """A complete training of an older run logged ``batch_size`` (now ``train_batch_size``): it is read and reused,
+    not refused and not retrained."""
+    cfg = AlignConfig(**{**FAST.__dict__, "max_steps": 1})
+    first = train(prefs["train"], None, tiny_model, "dpo", tmp_path / "run", cfg)
+    log = tmp_path / "run" / "train_log.json"
+    logged = io.read_json(log)
+    logged["config"]["batch_size"] = logged["config"].pop("train_batch_size")
+    io.write_json(log, logged)
+    again = train(prefs["train"], None, tiny_model, "dpo", tmp_path / "run", cfg)
+    assert again.skipped and again.train_loss == first.train_loss
+    assert again.config.train_batch_size == cfg.train_batch_size
+
+
 def test_full_fine_tuning_without_lora(tiny_model, prefs, tmp_path):
     watch = WeightWatch()
     cfg = AlignConfig(**{**FAST.__dict__, "use_lora": False, "max_steps": 1, "learning_rate": 1e-3})

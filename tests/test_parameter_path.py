@@ -144,7 +144,7 @@ def _copy_run(smoke_run: Path, tmp_path: Path) -> Path:
     import shutil
 
     copy = tmp_path / "runs" / smoke_run.name
-    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns(".wow.run_folder.lock"))
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns(".wow.lock"))
     return copy
 
 

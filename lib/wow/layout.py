@@ -24,7 +24,7 @@ from wow import WowError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The numbered notebooks, one per stage.
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-LOCK_FILE = ".wow.run_folder.lock"
+LOCK_FILE = ".wow.lock"
 #: Every attempt at every stage: ``{stage: [attempt, ...]}``, oldest first.
 ATTEMPTS_FILE = "stages.json"
 REPORT_DIR = "report"

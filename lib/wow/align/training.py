@@ -115,16 +115,25 @@ _LOGGED_FIELDS = (
 )
 
 
+#: AlignConfig fields renamed since a train_log.json may have been written: old name -> new name (a complete training
+#: of an older run is still read and reused).
+RENAMED_CONFIG_FIELDS = {"batch_size": "train_batch_size"}
+
+
 def _result_from_log(folder: Path) -> TrainResult:
     logged = io.read_json(folder / layout.TRAIN_LOG_FILE)
     logged.setdefault("truncated", {})  # absent from logs written before prompts were truncated
     logged.setdefault("best_step", None)  # and these before in-run selection and resuming
     logged.setdefault("resumed_from", None)
+    config = dict(logged["config"])
+    for old, new in RENAMED_CONFIG_FIELDS.items():  # logs written before a field was renamed
+        if old in config:
+            config.setdefault(new, config.pop(old))
     return TrainResult(
         output_dir=folder,
         trainer=logged["trainer"],
         model_name=logged["model_name"],
-        config=AlignConfig.from_dict(logged["config"]),
+        config=AlignConfig.from_dict(config),
         log_history=logged["log_history"],
         skipped=True,
         **{f: logged[f] for f in _LOGGED_FIELDS},

@@ -1,4 +1,4 @@
-"""One writer per run folder: an OS lock on ``outputs/<run>/.wow.run_folder.lock``, held for the life of the process.
+"""One writer per run folder: an OS lock on ``outputs/<run>/.wow.lock``, held for the life of the process.
 
 ``wow run`` and a notebook run by hand (its set-up call, :func:`wow.run_folder.stage_setup.setup`) take the lock before they
 write anything. A second writer is refused at once with a :class:`wow.WowError` that names the folder and the holder

@@ -327,7 +327,7 @@ def test_every_wow_name_the_docs_and_docstrings_give_exists():
     files += [*(root / "notebooks").glob("*.ipynb"), *ROOT.rglob("*.py"), *(root / "bench").glob("*.py")]
     stale = set()
     for path in files:
-        for name in set(re.findall(r"\bwow\.[A-Za-z_][\w.]*\w", path.read_text(encoding="utf-8"))):
+        for name in set(re.findall(r"(?<![\w./-])wow\.[A-Za-z_][\w.]*\w", path.read_text(encoding="utf-8"))):
             if "__main__" in name:
                 continue
             parts = name.split(".")

@@ -224,3 +224,20 @@ def test_adapters_evaluated_on_one_loaded_base_model_match_a_model_each(tiny_mod
     assert shared == own  # texts, logprobs, grades and generator names, bitwise
     with pytest.raises(WowError, match="not"):
         AdapterEngines(tiny_model)("smollm2-135m", None)
+
+
+def test_ece_is_over_the_bins_the_run_asks_for():
+    """``n_bins`` reaches ECE in the comparison, the summary and the alignment table (not only the diagrams).
+    Before: confidence 0.55 right, 0.95 wrong. Ten bins: (|0.55 - 1| + |0.95 - 0|) / 2 = 0.7; two bins, both in
+    (0.5, 1]: |1.5 - 1| / 2 = 0.25. After (both right): ten bins (0.45 + 0.05) / 2 = 0.25; two bins |1.5 - 2| / 2."""
+    from wow.analysis.alignment_csv import build_alignment_table
+
+    before = [row("q1", 1.0, True, 0.55), row("q1", 0.2, False, 0.95, 1)]
+    after = [row("q1", 1.0, True, 0.55), row("q1", 1.0, True, 0.95, 1)]
+    ten, two = compare_before_after(before, after, n_boot=0), compare_before_after(before, after, n_boot=0, n_bins=2)
+    assert (ten["before_ece"], ten["after_ece"], ten["neg_d_ece"]) == pytest.approx((0.7, 0.25, 0.45))
+    assert (two["before_ece"], two["after_ece"], two["neg_d_ece"]) == pytest.approx((0.25, 0.25, 0.0))
+    assert summarize(before, n_bins=2)["ece"] == pytest.approx(0.25)
+    entry = {"setting": "s", "task": "t", "pref_type": "oracle", "source": "self", "trainer": "dpo"}
+    table = build_alignment_table([{**entry, "before_rows": before, "after_rows": after}], n_boot=0, n_bins=2)
+    assert table.loc[0, "before_ece"] == pytest.approx(0.25)

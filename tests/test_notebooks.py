@@ -1,6 +1,7 @@
 """Every notebook runs end to end under papermill with parameters/smoke.yaml, and writes what it promises."""
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import papermill
 import pytest
+import yaml
 from wow import WowError, io, params, schema
 from wow.cli import run
 from wow.elicit import scorers
@@ -122,6 +124,16 @@ def test_smoke_alignment_reports_before_after_with_cis(smoke_run):
         assert col in table and table[col].notna().all(), col
     row = table.iloc[0]
     assert row.d_p_wrong == pytest.approx(row.after_p_wrong - row.before_p_wrong)
+    # ECE by hand over the set's n_bins (5, not the default 10) from the original model's saved test answers
+    n_bins = yaml.safe_load((ROOT / "parameters" / "smoke.yaml").read_text())["n_bins"]
+    assert n_bins != params.RunParams.model_fields["n_bins"].default
+    original = io.read_jsonl(smoke_run / "eval" / row.eval_task / "original.jsonl")
+    gaps: dict[int, float] = {}
+    for r in original:
+        confidence = math.exp(r["mean_logprob"])
+        k = min(max(math.ceil(confidence * n_bins) - 1, 0), n_bins - 1)  # bins (k/n, (k+1)/n]
+        gaps[k] = gaps.get(k, 0.0) + confidence - float(r["is_correct"])
+    assert row.before_ece == pytest.approx(sum(abs(g) for g in gaps.values()) / len(original))
     adapters = list((smoke_run / "models").rglob("adapter_model.safetensors"))
     assert adapters
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from wow import io
-from wow.analysis.eval_metrics import compare_before_after
+from wow.analysis.eval_metrics import ECE_BINS, compare_before_after
 
 META_COLUMNS = (
     "setting",
@@ -48,6 +48,7 @@ def alignment_row(
     train_seed: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    n_bins: int = ECE_BINS,
 ) -> dict:
     """One row of ``alignment.csv``: the setting's description plus :func:`compare` of before and after.
 
@@ -66,6 +67,7 @@ def alignment_row(
         train_seed: the training seed, for one of several (``train_seeds``); None: no ``train_seed`` column.
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
+        n_bins: ECE bins (the run's ``n_bins``).
 
     Returns:
         A flat dict.
@@ -83,10 +85,10 @@ def alignment_row(
     }
     if train_seed is not None:
         meta["train_seed"] = train_seed
-    return meta | compare_before_after(before_rows, after_rows, n_boot=n_boot, seed=seed)
+    return meta | compare_before_after(before_rows, after_rows, n_boot=n_boot, seed=seed, n_bins=n_bins)
 
 
-def build_alignment_table(entries: Iterable[Mapping], n_boot: int = 1000, seed: int = 0):
+def build_alignment_table(entries: Iterable[Mapping], n_boot: int = 1000, seed: int = 0, n_bins: int = ECE_BINS):
     """Rows of ``alignment.csv``, one per aligned setting.
 
     Args:
@@ -94,6 +96,7 @@ def build_alignment_table(entries: Iterable[Mapping], n_boot: int = 1000, seed: 
             description (``setting, task, pref_type, source, trainer``, optional ``judge, margin, config``).
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
+        n_bins: ECE bins (the run's ``n_bins``).
 
     Returns:
         ``pandas.DataFrame``, description columns first.
@@ -103,7 +106,7 @@ def build_alignment_table(entries: Iterable[Mapping], n_boot: int = 1000, seed: 
     rows = []
     for e in entries:
         meta = {k: e.get(k) for k in META_COLUMNS}
-        rows.append(alignment_row(e["before_rows"], e["after_rows"], **meta, n_boot=n_boot, seed=seed))
+        rows.append(alignment_row(e["before_rows"], e["after_rows"], **meta, n_boot=n_boot, seed=seed, n_bins=n_bins))
     return pd.DataFrame(rows)
 
 

@@ -59,7 +59,8 @@ DELTA_NAMES = {
 }
 #: A model whose test answers parse less often than this is flagged beside its gains (report, verdict).
 LOW_PARSE_RATE = 0.9
-#: ECE bins of the before/after comparison (:func:`wow.analysis.metrics.ece`'s default).
+#: ECE bins of the before/after comparison when none are given (:func:`wow.analysis.metrics.ece`'s default and the
+#: paper's; a run passes its ``n_bins``).
 ECE_BINS = 10
 
 
@@ -82,8 +83,8 @@ class _Rows:
     length: np.ndarray
 
 
-def _metric(name: str, rows: _Rows) -> float:
-    """One metric of :data:`METRICS` (ECE over the answers that have a confidence; NaN if none)."""
+def _metric(name: str, rows: _Rows, n_bins: int = ECE_BINS) -> float:
+    """One metric of :data:`METRICS` (ECE over ``n_bins`` bins, on the answers that have a confidence; NaN if none)."""
     from wow.analysis import metrics
 
     correctness, is_correct, confidence = rows.correctness, rows.is_correct, rows.confidence
@@ -102,7 +103,7 @@ def _metric(name: str, rows: _Rows) -> float:
         known = np.isfinite(rows.length)
         return float(rows.length[known].mean()) if known.any() else float("nan")
     has_conf = np.isfinite(confidence)
-    return metrics.ece(confidence[has_conf], is_correct[has_conf]) if has_conf.any() else float("nan")
+    return metrics.ece(confidence[has_conf], is_correct[has_conf], n_bins) if has_conf.any() else float("nan")
 
 
 def _arrays(rows: Sequence[dict]) -> _Rows:
@@ -115,12 +116,12 @@ def _arrays(rows: Sequence[dict]) -> _Rows:
     return _Rows(correctness, is_correct, _confidence(rows), parsed, length)
 
 
-def metric(name: str, rows: Sequence[dict]) -> float:
+def metric(name: str, rows: Sequence[dict], n_bins: int = ECE_BINS) -> float:
     """One metric of :data:`METRICS` of one model's answer rows (what :func:`summarize` reports under ``name``)."""
-    return _metric(name, _arrays(rows))
+    return _metric(name, _arrays(rows), n_bins)
 
 
-def gain(name: str, before_rows: Sequence[dict], after_rows: Sequence[dict]) -> float:
+def gain(name: str, before_rows: Sequence[dict], after_rows: Sequence[dict], n_bins: int = ECE_BINS) -> float:
     """One metric's gain from the original model's rows to the aligned model's, positive = better: after - before,
     before - after for ECE (the values :func:`compare_before_after` reports as ``d_p_wrong``, ``d_acc``, ``neg_d_ece``).
 
@@ -128,16 +129,18 @@ def gain(name: str, before_rows: Sequence[dict], after_rows: Sequence[dict]) -> 
         name: a metric of :data:`METRICS` (``p_wrong``, ``accuracy``, ``ece``, ``mean_correctness``).
         before_rows: the original model's answer rows.
         after_rows: the aligned model's.
+        n_bins: ECE bins.
     """
-    before = _metric(name, _arrays(before_rows))
-    return METRICS[name] * (_metric(name, _arrays(after_rows)) - before)
+    before = _metric(name, _arrays(before_rows), n_bins)
+    return METRICS[name] * (_metric(name, _arrays(after_rows), n_bins) - before)
 
 
-def summarize(rows: Sequence[dict]) -> dict:
+def summarize(rows: Sequence[dict], n_bins: int = ECE_BINS) -> dict:
     """Evaluation metrics of graded answer rows.
 
     Args:
         rows: ``answers.jsonl``-style rows (``correctness``, ``is_correct``, ``mean_logprob``, ``extracted``).
+        n_bins: ECE bins.
 
     Returns:
         ``n`` (answers), ``n_questions``, ``mean_correctness``, ``p_wrong`` (mean correctness of wrong answers,
@@ -152,7 +155,7 @@ def summarize(rows: Sequence[dict]) -> dict:
     return {
         "n": len(rows),
         "n_questions": len({r["question_id"] for r in rows}),
-        **{name: _metric(name, arrays) for name in METRICS},
+        **{name: _metric(name, arrays, n_bins) for name in METRICS},
         "n_confidence": n_conf,
     }
 
@@ -290,6 +293,7 @@ def compare_before_after(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    n_bins: int = ECE_BINS,
 ) -> dict:
     """Before/after metrics and their differences, with paired bootstrap CIs over questions.
 
@@ -303,6 +307,7 @@ def compare_before_after(
         n_boot: bootstrap resamples (0: no CIs).
         seed: bootstrap seed.
         alpha: 1 - CI level.
+        n_bins: ECE bins (a run's ``n_bins``).
 
     Returns:
         ``n_questions, n_before, n_after``; for each metric ``m`` of :data:`METRICS`: ``before_m``, ``after_m``
@@ -324,11 +329,12 @@ def compare_before_after(
     if len(before) < len(before_rows) or len(after) < len(after_rows):
         log.warning("compare: only the %d questions answered by both models are compared", len(common))
     questions = sorted(common)
-    boot = _paired_resamples(question_totals(before, questions), question_totals(after, questions), n_boot, seed)
+    totals = [question_totals(rows, questions, n_bins) for rows in (before, after)]
+    boot = _paired_resamples(*totals, n_boot, seed)
     arrays = {"before": _arrays(before), "after": _arrays(after)}
     out: dict[str, Any] = {"n_questions": len(common), "n_before": len(before), "n_after": len(after)}
     for name in METRICS:
-        b, a = _metric(name, arrays["before"]), _metric(name, arrays["after"])
+        b, a = _metric(name, arrays["before"], n_bins), _metric(name, arrays["after"], n_bins)
         delta_key = DELTA_NAMES[name]
         for key, value in ((f"before_{name}", b), (f"after_{name}", a), (delta_key, METRICS[name] * (a - b))):
             out[key] = value

@@ -39,7 +39,14 @@ import pandas as pd
 
 from wow import WowError
 from wow.analysis.bootstrap import detectable_difference, equivalence_bound, percentile_interval, resample_counts
-from wow.analysis.eval_metrics import DELTA_NAMES, METRICS, QuestionTotals, question_totals, weighted_metric
+from wow.analysis.eval_metrics import (
+    DELTA_NAMES,
+    ECE_BINS,
+    METRICS,
+    QuestionTotals,
+    question_totals,
+    weighted_metric,
+)
 
 #: The gains whose slopes are reported (Fig 3's three): column name -> metric.
 GAINS = {DELTA_NAMES[name]: name for name in ("p_wrong", "accuracy", "ece")}
@@ -67,6 +74,7 @@ def gain_slopes(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    n_bins: int = ECE_BINS,
 ) -> pd.DataFrame:
     """The least-squares slope of each gain against Acc_WoW over the rows of ``points``, with its bootstrap CI.
 
@@ -78,6 +86,7 @@ def gain_slopes(
             model; ``(task, setting, train_seed)`` where ``points`` has seeds.
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
+        n_bins: ECE bins of -ΔECE (the run's ``n_bins``, as in ``alignment.csv``).
         alpha: 1 - the CI level.
 
     Returns:
@@ -105,7 +114,7 @@ def gain_slopes(
     questions = {t: sorted({q for k in keys if k[0] == t for q in rows[k][2]}) for t in tasks}
     if not any(questions.values()):
         raise WowError("the settings' before and after answers share no test question.")
-    totals = _totals(keys, answers, rows, questions)
+    totals = _totals(keys, answers, rows, questions, n_bins)
     settings = _settings(pts)
     ones = {t: np.ones(len(q)) for t, q in questions.items()}
     gains = {c: np.array([_gain(n, *totals[i], ones[k[0]]) for i, k in enumerate(keys)]) for c, n in GAINS.items()}
@@ -182,6 +191,7 @@ def _totals(
     answers: Mapping[tuple, tuple[Sequence[dict], Sequence[dict]]],
     rows: Mapping[tuple, tuple[list[dict], list[dict], set[str]]],
     questions: Mapping[str, list[str]],
+    n_bins: int = ECE_BINS,
 ) -> list[tuple[QuestionTotals, QuestionTotals]]:
     """Each row's per-question sums before and after, over its task's questions (the original model's answers,
     shared by the settings of a task, are summed once)."""
@@ -191,8 +201,8 @@ def _totals(
         before, after, both = rows[k]
         ident = (id(answers[k][0]), k[0], frozenset(both))
         if ident not in shared:
-            shared[ident] = question_totals(before, questions[k[0]])
-        out.append((shared[ident], question_totals(after, questions[k[0]])))
+            shared[ident] = question_totals(before, questions[k[0]], n_bins)
+        out.append((shared[ident], question_totals(after, questions[k[0]], n_bins)))
     return out
 
 

@@ -165,7 +165,9 @@ class RunParams(BaseModel):
         [], description="experiment trackers of the trainings (TRL's report_to; tensorboard writes models/.../runs)"
     )
     eval_samples: int = Field(4, gt=0, description="answers per test question when evaluating models")
-    n_bins: int = Field(10, gt=0, description="ECE bins")
+    n_bins: int = Field(
+        10, gt=0, description="ECE bins: alignment.csv's ECE, Fig 3's slope of -ΔECE and the reliability diagrams"
+    )
     eval_tasks: dict[str, list[str]] = Field(
         {}, description="per aligned task: the tasks whose test questions evaluate it ({}: every task, on itself)"
     )

@@ -59,7 +59,7 @@ def fig3_slopes(P: RunParams, points: pd.DataFrame) -> pd.DataFrame:
     ``fig3_slopes.csv``."""
     from wow.analysis import gain_slope
 
-    slopes = gain_slope.gain_slopes(points, point_answers(P, points), n_boot=P.n_boot, seed=P.seed)
+    slopes = gain_slope.gain_slopes(points, point_answers(P, points), n_boot=P.n_boot, seed=P.seed, n_bins=P.n_bins)
     io.write_text(P.layout.fig3_slopes, slopes.to_csv(index=False))
     return slopes
 

@@ -284,7 +284,7 @@ def alignment_table(P: RunParams, entries: list[dict]) -> pd.DataFrame:
     ``alignment.csv``."""
     from wow.analysis import alignment_csv
 
-    table = alignment_csv.build_alignment_table(entries, n_boot=P.n_boot, seed=P.seed)
+    table = alignment_csv.build_alignment_table(entries, n_boot=P.n_boot, seed=P.seed, n_bins=P.n_bins)
     alignment_csv.write_alignment_csv(table, P.layout.alignment)
     return table
 

@@ -168,3 +168,13 @@ def oracle_answers(n_questions: int = 6, per_question: int = 3) -> list[dict]:
         for q in range(n_questions)
         for i in range(per_question)
     ]
+
+
+def notebook_code(path: Path) -> str:
+    """The code cells of a notebook as one Python source (tests/test_reliability.py, tests/test_imports.py)."""
+    import json
+
+    cells = json.loads(path.read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    # IPython magics and shell escapes are not Python
+    return "\n".join("\n".join(ln for ln in c.splitlines() if not ln.lstrip().startswith(("%", "!"))) for c in code)

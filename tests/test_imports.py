@@ -5,6 +5,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import notebook_code
 
 LIB = Path(__file__).resolve().parents[1] / "lib"
 ROOT = LIB / "wow"
@@ -283,13 +284,6 @@ def test_no_public_name_is_defined_in_two_modules():
 NOTEBOOKS = sorted((LIB.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _code(notebook: Path) -> str:
-    import json
-
-    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-
-
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_each_notebook_has_its_steps_module_and_calls_it(notebook):
     """``NN_name.ipynb`` <-> ``wow/steps/name.py``: a newcomer finds a stage's code from its notebook's name."""
@@ -297,7 +291,7 @@ def test_each_notebook_has_its_steps_module_and_calls_it(notebook):
     assert f"wow.steps.{step}" in MODULES, f"{notebook.name} has no wow/steps/{step}.py"
     imports = [
         node
-        for node in ast.walk(ast.parse(_code(notebook)))
+        for node in ast.walk(ast.parse(notebook_code(notebook)))
         if isinstance(node, ast.ImportFrom) and node.module == "wow.steps"
     ]
     assert any(step in [a.name for a in node.names] for node in imports), f"{notebook.name} does not call its steps"
@@ -307,7 +301,7 @@ def test_each_notebook_has_its_steps_module_and_calls_it(notebook):
 def test_notebooks_write_no_artefact_themselves(notebook):
     """Every artefact of a stage is written by its steps module (through wow.io), never inline in the notebook."""
     writers = []
-    for node in ast.walk(ast.parse(_code(notebook))):
+    for node in ast.walk(ast.parse(notebook_code(notebook))):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             name = node.func.attr
             base = node.func.value.id if isinstance(node.func.value, ast.Name) else ""

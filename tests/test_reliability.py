@@ -23,7 +23,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from conftest import SECRET_MARKERS
+from conftest import SECRET_MARKERS, notebook_code
 from wow import WowError, io
 from wow.backends.cache import CallCache
 
@@ -349,18 +349,11 @@ def _writer_calls(tree: ast.AST) -> list[tuple[int, str, bool]]:
     return found
 
 
-def _notebook_code(path: Path) -> str:
-    cells = json.loads(path.read_text())["cells"]
-    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-    # IPython magics and shell escapes are not Python
-    return "\n".join("\n".join(ln for ln in c.splitlines() if not ln.lstrip().startswith(("%", "!"))) for c in code)
-
-
 def test_library_writes_files_only_through_the_atomic_writers():
     """Every artefact is written by wow.io (unique temporary file + rename), or into one of its temporaries (figures,
     executed notebooks, converted models); the few exceptions are listed with the reason they are safe."""
     sources = [(p, p.read_text()) for p in sorted((ROOT / "lib" / "wow").rglob("*.py")) if p.name != "io.py"]
-    sources += [(p, _notebook_code(p)) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    sources += [(p, notebook_code(p)) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
     offenders, seen = [], set()
     for path, text in sources:
         for line, name, into_temporary in _writer_calls(ast.parse(text)):

@@ -10,7 +10,11 @@ import logging
 import pandas as pd
 
 from wow import io
+from wow.analysis import eval_metrics, gain_slope
+from wow.analysis.fig3_points import method_acc_wow
+from wow.figures import alignment_figures, figure_files
 from wow.params import RunParams
+from wow.report import markdown_summary
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +50,7 @@ def point_answers(P: RunParams, points: pd.DataFrame) -> dict[tuple, tuple[list[
 def fig3_points(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame) -> pd.DataFrame:
     """Fig 3's points: each aligned setting's gains joined with the Acc_WoW of the pairs it trained on
     (:func:`wow.analysis.fig3_points.method_acc_wow`); writes ``fig3_points.csv`` (the figure's numbers)."""
-    from wow.analysis import fig3_points as join
-
-    points = join.method_acc_wow(P, acc, alignment)
+    points = method_acc_wow(P, acc, alignment)
     io.write_text(P.layout.fig3_points, points.to_csv(index=False))
     return points
 
@@ -57,8 +59,6 @@ def fig3_slopes(P: RunParams, points: pd.DataFrame) -> pd.DataFrame:
     """The paper's question, the slope of each gain against Acc_WoW, with its paired bootstrap CI over test questions
     (and training seeds where a setting has several: :func:`wow.analysis.gain_slope.gain_slopes`); writes
     ``fig3_slopes.csv``."""
-    from wow.analysis import gain_slope
-
     slopes = gain_slope.gain_slopes(points, point_answers(P, points), n_boot=P.n_boot, seed=P.seed, n_bins=P.n_bins)
     io.write_text(P.layout.fig3_slopes, slopes.to_csv(index=False))
     return slopes
@@ -67,9 +67,6 @@ def fig3_slopes(P: RunParams, points: pd.DataFrame) -> pd.DataFrame:
 def reliability_figures(P: RunParams, alignment: pd.DataFrame) -> None:
     """One reliability diagram per alignment row: the base model's test answers against the aligned one's, on the row's
     evaluation task (``reliability_<task>_<setting>``)."""
-    from wow.analysis import eval_metrics
-    from wow.figures import alignment_figures, figure_files
-
     for _, row in alignment.iterrows():
         target, name, before, after = eval_answers(P, row)  # eval_tasks: another task
         bins = eval_metrics.reliability({"original": before, row.setting: after}, n_bins=P.n_bins)
@@ -79,8 +76,6 @@ def reliability_figures(P: RunParams, alignment: pd.DataFrame) -> None:
 
 def summary(P: RunParams, acc: pd.DataFrame, alignment: pd.DataFrame, points: pd.DataFrame) -> str:
     """The run's ``summary.md`` (:func:`wow.report.markdown_summary.summary_markdown`), written and returned."""
-    from wow.report import markdown_summary
-
     text = markdown_summary.summary_markdown(P, acc, alignment, points)
     io.write_text(P.layout.summary, text)
     return text

@@ -9,7 +9,8 @@ from collections import defaultdict
 
 import pandas as pd
 
-from wow import io
+from wow import io, protocol
+from wow.elicit import judges, scorers
 from wow.params import RunParams
 from wow.steps.context import RunContext
 
@@ -29,9 +30,6 @@ def judge_all(run: RunContext, answers: list[dict]) -> tuple[list[dict], list[di
     Returns:
         ``(pairwise rows, score rows)`` over all judges and modes.
     """
-    from wow import protocol
-    from wow.elicit import judges
-
     P = run.params
     judged = protocol.judged_answers(P.protocol, answers, P.acc_wow_split)
     log.info("judges see %d of %d answers (protocol %s)", len(judged), len(answers), P.protocol)
@@ -69,8 +67,6 @@ def judge_all(run: RunContext, answers: list[dict]) -> tuple[list[dict], list[di
 
 def judge_report(verdict_rows: list[dict], scores: list[dict]) -> pd.DataFrame:
     """Parse-failure and order-flip rates of every judge file, so unparseable replies never vanish silently."""
-    from wow.elicit import judges
-
     out = []
     groups = defaultdict(list)
     for r in verdict_rows:
@@ -85,8 +81,6 @@ def judge_report(verdict_rows: list[dict], scores: list[dict]) -> pd.DataFrame:
 
 def load_judgements(P: RunParams) -> tuple[list[dict], list[dict]]:
     """All pairwise and score judgement rows of the run."""
-    from wow.elicit import judges
-
     folder = P.layout.judgements
     if not folder.exists():
         return [], []
@@ -101,8 +95,6 @@ def load_scores(P: RunParams) -> list[dict]:
 def score_all(P: RunParams, answers: list[dict], score_rows: list[dict]) -> list[dict]:
     """Every scalar signal of every answer (self-consistency, confidence, length, and the score judges' scores:
     :func:`wow.elicit.scorers.score_answers`); writes ``scores.jsonl``."""
-    from wow.elicit import scorers
-
     scores = scorers.score_answers(answers, scorers.judge_score_maps(score_rows), protocol=P.protocol)
     io.write_jsonl(P.layout.scores, scores)
     return scores

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wow import WowError
+from wow import WowError, io
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,6 @@ def read_jsonl_rows(path: str | os.PathLike, what: str) -> Iterator[Row]:
     Yields:
         one :class:`Row` per non-empty line.
     """
-    from wow import io
-
     p = require_file(path, what)
     for lineno, data in io.iter_jsonl(p):
         yield Row(data, f"{p}:{lineno}", lineno - 1)

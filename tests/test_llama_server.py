@@ -1,14 +1,18 @@
 """The llama.cpp build runs on this CPU, and a server that dies is diagnosed at once (tests/llama_server.py)."""
 
+import ast
+import inspect
 import os
 import signal
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from llama_server import ServerDied, decode_check, exit_description, serve
 from wow.backends import ChatRequest, EngineError
 from wow.backends.api.openai_engine import OpenAIEngine
+from wow.cli.llama_server import MAX_TOP_LOGPROBS, top_candidates
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +59,45 @@ def test_makefile_builds_llama_cpp_portably_and_rebuilds_when_its_options_change
     assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON"' in changed  # another stamp name: a rebuild
     # new runtime packages (requirements.txt or pyproject.toml changed) are reinstalled; llama.cpp is not rebuilt
     assert "CMAKE_ARGS" not in _make_plan("-W", ".venv/.runtime")
+
+
+def test_top_candidates_are_the_first_of_the_full_sort_ties_included():
+    rng = np.random.default_rng(0)
+    for row in (rng.normal(size=49152).astype(np.float32), np.round(rng.normal(size=5000), 1).tolist()):
+        # how llama-cpp-python ranks a token's candidates: (logprob, token id) pairs
+        full = sorted(zip(row, range(len(row)), strict=True), reverse=True)
+        assert top_candidates(zip(row, range(len(row)), strict=True), reverse=True) == full[:MAX_TOP_LOGPROBS]
+    assert top_candidates([3, 1, 2]) == [1, 2, 3]  # any other sort is a sort
+    assert top_candidates(["bb", "a"], key=len, reverse=True) == ["bb", "a"]
+
+
+def test_llama_cpp_sorts_only_logprob_candidates_and_keeps_at_most_top_logprobs_of_them():
+    """The server gives llama_cpp.llama :func:`top_candidates` as its ``sorted``: that is exact only while every
+    ``sorted`` call there ranks ``zip(logprobs, range(n))`` in descending order and the result is only read as
+    ``[:logprobs]`` (a llama-cpp-python upgrade that changes this fails here)."""
+    import llama_cpp.llama
+
+    tree = ast.parse(inspect.getsource(llama_cpp.llama))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "sorted"]
+    assert len(calls) == 3
+    for call in calls:
+        (ranked,) = call.args
+        assert ranked.func.id == "zip" and ast.unparse(ranked.args[1]).startswith("range(len(")
+        assert [(k.arg, ast.unparse(k.value)) for k in call.keywords] == [("reverse", "True")]
+    reads = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and n.id == "sorted_logprobs" and isinstance(n.ctx, ast.Load)
+    ]
+    parents = {id(c): p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+    assert reads and all(ast.unparse(parents[id(n)]) == "sorted_logprobs[:logprobs]" for n in reads)
+
+
+def test_logprobs_come_back_from_the_server_with_their_top_candidates():
+    with serve() as server:
+        engine = OpenAIEngine("smollm2-135m", base_url=server.url + "/v1", timeout=60)
+        request = ChatRequest(
+            messages=[{"role": "user", "content": "Count to three."}], max_tokens=6, temperature=0.0, logprobs=True
+        )
+        (reply,) = engine.generate([request])
+    assert len(reply.token_logprobs) == reply.completion_tokens and all(lp <= 0.0 for lp in reply.token_logprobs)

@@ -353,5 +353,5 @@ def test_command_line_trains_a_saved_preference_set(tiny_model, prefs, tmp_path)
 def test_setting_names_follow_the_paper():
     assert setting_name("self", "oracle", "dpo") == "self_oracle_dpo"
     assert setting_name("mix", "direct", "dpo", judge="gpt-4o") == "mix_direct_filtered_gpt-4o_dpo"
-    assert setting_name("mix", "direct", "dpo", judge="gpt-4o", check=False) == "mix_direct_gpt-4o_dpo"
+    assert setting_name("mix", "direct", "dpo", judge="gpt-4o", both_orders=False) == "mix_direct_gpt-4o_dpo"
     assert setting_name("mix", "row_score", "dpo", judge="gpt-4o", margin=0.1) == "mix_row_score_0.1_gpt-4o_dpo"

@@ -56,7 +56,7 @@ ACC = pd.DataFrame(
     [
         acc_row(POLICY, "pairwise_text", "both_orders", 1.0, 10, 5),
         acc_row(OTHER, "pairwise_text", "both_orders", 1.0, 30, 27),
-        acc_row(POLICY, "pairwise_text", "none", 1.0, 20, 4),  # other check: never used with pref_check
+        acc_row(POLICY, "pairwise_text", "none", 1.0, 20, 4),  # other check: never used with both_orders
         acc_row(OTHER, "pairwise_text", "none", 1.0, 40, 40),
         acc_row(POLICY, "score_k5", "none", 0.5, 4, 3),
         acc_row(OTHER, "score_k5", "none", 0.5, 12, 6),
@@ -163,7 +163,7 @@ def test_the_judges_acc_wow_stands_beside_x_self_from_the_policys_rows_mix_poole
 
 
 def test_the_direct_set_without_the_check_takes_its_own_pairs_and_the_unchecked_rows(tmp_path):
-    P = run_params("self", tmp_path, pref_check=False)
+    P = run_params("self", tmp_path, both_orders=False)
     save_set(P, "direct", "self", None, [("q1", True), ("q1", False), ("q1", False)])
     points = fig3_points.method_acc_wow(P, ACC, alignment_rows(["self"]).iloc[1:2]).set_index("setting")
     assert points.loc["self_direct", "acc_wow"] == pytest.approx(1 / 3)

@@ -144,3 +144,22 @@ def test_grid_schedulers_and_weight_decays_are_checked_and_paper_sets_train_the_
         # finetune.sh and po.sh train finetune.py's defaults (the 81-point grid is an option, docs/fidelity.md)
         assert P.learning_rates == [5e-5] and P.epochs == [3]
         assert (P.lr_schedulers, P.weight_decays) == (["cosine"], [1e-5])
+
+
+def test_a_renamed_parameter_is_refused_with_its_new_name_and_read_under_it_from_a_recorded_run(tmp_path):
+    from wow import run_folder
+
+    bad = tmp_path / "set.yaml"
+    bad.write_text("run_name: x\npref_check: false\n")
+    with pytest.raises(WowError, match=r"'pref_check' is now 'both_orders'; rename it in .*set\.yaml"):
+        params.load(bad)
+    # a run folder recorded before the rename: its run.yaml is read, resumed and compared under the new name
+    run_dir = tmp_path / "old_run"
+    run_dir.mkdir()
+    recorded = params.load("parameters/smoke.yaml", output_root=str(tmp_path), run_name="old_run")
+    old = recorded.model_dump(mode="json")
+    old["pref_check"] = not old.pop("both_orders")
+    (run_dir / "run.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    assert run_folder.read_run_yaml(run_dir)["both_orders"] is old["pref_check"]
+    assert "pref_check" not in run_folder.read_run_yaml(run_dir)
+    assert params.load(run_dir / "run.yaml").both_orders is old["pref_check"]

@@ -140,13 +140,17 @@ def judgements():
 
 
 def test_direct_with_consistency_check(answers, judgements):
-    ds = build_preferences(answers, "direct", generators=["A"], judgements=judgements, check=True, val_fraction=0.0)
+    ds = build_preferences(
+        answers, "direct", generators=["A"], judgements=judgements, both_orders=True, val_fraction=0.0
+    )
     assert ids(ds) == {("q2|A|1", "q2|A|0")}
-    assert pairs(ds)[0]["source_method"] == "direct_checked"
+    assert pairs(ds)[0]["source_method"] == "direct_both_orders"
 
 
 def test_direct_without_check_uses_the_forward_verdict(answers, judgements):
-    ds = build_preferences(answers, "direct", generators=["A"], judgements=judgements, check=False, val_fraction=0)
+    ds = build_preferences(
+        answers, "direct", generators=["A"], judgements=judgements, both_orders=False, val_fraction=0
+    )
     assert ids(ds) == {("q2|A|1", "q2|A|0"), ("q2|A|0", "q2|A|2")}  # the judge may prefer the worse answer
 
 

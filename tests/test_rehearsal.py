@@ -38,7 +38,7 @@ GPU = Machine(cuda=True, native_bf16=True, offline=False)
 SETTINGS = (
     "tasks", "protocol", "seed", "split_fractions", "temperature", "judges", "judge_modes", "pairwise", "score_k",
     "margins", "acc_wow_split", "ci_resample", "pref_types", "pref_source", "pref_judge", "pref_judge_mode",
-    "pref_check", "pref_score_k", "trainers", "beta", "train_batch_size", "eval_steps", "gradient_checkpointing",
+    "both_orders", "pref_score_k", "trainers", "beta", "train_batch_size", "eval_steps", "gradient_checkpointing",
     "n_bins", "eval_tasks",
 )  # fmt: skip
 

@@ -176,7 +176,7 @@ def setting_name(
     trainer: str | None,
     judge: str | None = None,
     margin: float | None = None,
-    check: bool = True,
+    both_orders: bool = True,
 ) -> str:
     """The paper's setting name, e.g. ``self_oracle_dpo``, ``mix_direct_filtered_gpt-4o_dpo``,
     ``mix_score_0.1_gpt-4o_dpo`` (folder name under ``models/`` and row key of ``alignment.csv``).
@@ -187,14 +187,15 @@ def setting_name(
         trainer: trainer name; None names the preference set alone (its folder under ``preferences/``).
         judge: judge of ``direct``/``score`` types.
         margin: margin of ``score`` types; share of flipped pairs of ``noisy`` (``self_noisy_0.25_dpo``).
-        check: ``direct`` types: built with the consistency check (``filtered``).
+        both_orders: ``direct`` types: built from pairs judged the same way in both orders (the paper's
+            ``filtered``).
 
     Returns:
         The name.
     """
     suffix = ""
     if pref_type.endswith("direct"):
-        suffix = f"_filtered_{judge}" if check else f"_{judge}"
+        suffix = f"_filtered_{judge}" if both_orders else f"_{judge}"
     elif pref_type.endswith("score"):
         suffix = f"_{margin:g}_{judge}"
     elif pref_type == "noisy":

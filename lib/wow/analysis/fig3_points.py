@@ -42,7 +42,7 @@ def method_acc_wow(P: RunParams, acc_table: pd.DataFrame, alignment: pd.DataFram
     x is computed from the very pairs the set trained on: the ``train`` split of its saved preference set
     (``preferences/<task>/<set>``), the share whose chosen answer has the higher label. Every kind is read the same
     way: oracle sets give 1.0; ``noisy@q`` and ``random`` sets ``1 - q`` to the rounding of ``q * n``; ``direct`` sets
-    the judge's accuracy over the pairs it ordered (with the both-orders check when ``pref_check``); ``score@M``
+    the judge's accuracy over the pairs it ordered (judged in both orders when ``both_orders``); ``score@M``
     sets the accuracy of the pairs kept at margin M as the set keeps them (ties in the score dropped; under
     ``protocol: paper`` kept with the later answer chosen); a ``mix`` set pools its generators' pairs; the cap on
     pairs and the validation split are applied as in training. All of them come from train questions only. Sets
@@ -165,7 +165,7 @@ def _judge_acc_wow(P: RunParams, acc_table: pd.DataFrame, task: str, spec: PrefS
         & acc_table["generator"].isin(spec.generators(P))
     ]
     if spec.pref_type == "direct":
-        check = "both_orders" if P.pref_check else "none"
+        check = "both_orders" if P.both_orders else "none"
         sel = sel[
             (sel["method"] == schema.pairwise_method(spec.mode)) & (sel["check"] == check) & (sel["margin"] == 1.0)
         ]

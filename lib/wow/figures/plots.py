@@ -69,7 +69,7 @@ def acc_wow_bars(table: pd.DataFrame) -> pd.DataFrame:
     (``n_pairs`` 0, ``acc_wow`` NaN): the figure writes "no pairs" there, never a bar at 0.
 
     Returns:
-        Columns ``task, generator, label`` (method, ``+check``, judge), ``margin, acc_wow, ci_low, ci_high,
+        Columns ``task, generator, label`` (method, ``+both orders``, judge), ``margin, acc_wow, ci_low, ci_high,
         n_pairs``.
 
     Raises:
@@ -79,7 +79,7 @@ def acc_wow_bars(table: pd.DataFrame) -> pd.DataFrame:
     check = df["check"].fillna("none") if "check" in df else pd.Series("none", index=df.index)
     df["label"] = (
         df["method"]
-        + np.where(check == "both_orders", " +check", "")
+        + np.where(check == "both_orders", " +both orders", "")
         + np.where(df["judge"].fillna("") != "", " (" + df["judge"].fillna("") + ")", "")
     )
     keys = ["task", "generator", "label", "margin"]

@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from wow import WowError, layout, schema
 from wow.params import rules, secret_values
+from wow.params.set_files import RENAMED_PARAMETERS, read_set
 
 
 class RunParams(BaseModel):
@@ -129,7 +129,10 @@ class RunParams(BaseModel):
     )
     pref_judge: str | None = Field(None, description="judge whose verdicts build direct/score sets (None: first)")
     pref_judge_mode: Literal["text", "logprob"] | None = Field(None, description="judge mode used (None: first)")
-    pref_check: bool = Field(True, description="direct sets: only pairs judged the same way in both orders")
+    both_orders: bool = Field(
+        True,
+        description="direct sets: only pairs the judge ordered the same way in both orders (the paper's filtered)",
+    )
     pref_score_k: int = Field(5, description="score sets: answers per score prompt (must be in score_k)")
     max_pairs: int = Field(4000, gt=0, description="cap on preference pairs per set")
     pairs_per_question: int | None = Field(
@@ -337,6 +340,9 @@ def validate(values: dict, source: str = "parameters") -> RunParams:
         WowError: unknown key, wrong type or value out of range.
     """
     secret_values.refuse(values, source)
+    renamed = [f"{old!r} is now {new!r}" for old, new in RENAMED_PARAMETERS.items() if old in values]
+    if renamed:
+        raise WowError(f"{source}: renamed parameter(s): {'; '.join(renamed)}; rename it in {source}.")
     unknown = sorted(set(values) - set(RunParams.model_fields))
     if unknown:
         import difflib
@@ -358,37 +364,6 @@ def validate(values: dict, source: str = "parameters") -> RunParams:
             for err in e.errors()
         )
         raise WowError(f"{source}: {problems}") from None
-
-
-def resolve_set_path(path: str | Path) -> Path:
-    """A parameter file's path: as given when it exists from here, else relative to the repository root (so
-    ``parameters/demo.yaml`` works from ``notebooks/`` as from the root)."""
-    path = Path(path).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return layout.REPO_ROOT / path if (layout.REPO_ROOT / path).exists() else path
-
-
-def read_set(path: str | Path) -> dict:
-    """The raw mapping of a YAML parameter set (not validated).
-
-    Raises:
-        WowError: the file is missing, a folder, empty, not YAML or not a mapping.
-    """
-    path = resolve_set_path(path)
-    if path.is_dir():
-        raise WowError(f"{path} is a folder; give a parameter file (e.g. parameters/demo.yaml).")
-    if not path.exists():
-        raise WowError(f"parameter file {path} does not exist; the sets shipped are in parameters/.")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise WowError(f"{path} is not valid YAML: {e}") from None
-    if values is None:
-        raise WowError(f"{path} is empty; a parameter set names at least run_name (see parameters/demo.yaml).")
-    if not isinstance(values, dict):
-        raise WowError(f"{path} must be a mapping of parameter names to values.")
-    return values
 
 
 def load(path: str | Path, **overrides) -> RunParams:

@@ -8,7 +8,7 @@ needs them pairwise judgements or judge scores, into a ``datasets.DatasetDict`` 
   question text without the options (the paper's variant);
 * ``chosen`` / ``rejected``: ``[{"role": "assistant", "content": <answer text>}]``;
 * metadata: ``question_id, generator, chosen_id, rejected_id, chosen_label, rejected_label`` (raw labels),
-  ``source_method`` (what ordered this pair: ``oracle``, ``row``, ``direct``, ``direct_checked`` or ``score``),
+  ``source_method`` (what ordered this pair: ``oracle``, ``row``, ``direct``, ``direct_both_orders`` or ``score``),
   ``pref_type`` (the type of the whole set) and ``same_prompt`` (whether both answers came from the same prompt;
   false only for multiple-choice answers sampled with different option orders, where the chosen answer's prompt is
   used).
@@ -16,7 +16,7 @@ needs them pairwise judgements or judge scores, into a ``datasets.DatasetDict`` 
 Types (the paper's ``preference_optimization/finetune.py`` collectors; docs/fidelity.md rows 2, 6, 7, 15):
 
 * ``oracle``: both answers wrong and parsed, raw labels differ; chosen = higher raw label.
-* ``direct``: pairs from a pairwise judge (``judgements/pairwise_<judge>.jsonl``). With ``check=True`` only pairs
+* ``direct``: pairs from a pairwise judge (``judgements/pairwise_<judge>.jsonl``). With ``both_orders=True`` only pairs
   judged the same way in both orders; without it the first (forward) order decides and unparsed verdicts are
   skipped.
 * ``score``: wrong-over-wrong candidate pairs ordered by a judge score; per (task, generator) the ``margin`` share of
@@ -89,7 +89,7 @@ def build_preferences(
     generators: list[str] | None = None,
     judgements: Iterable[dict] | None = None,
     scores: Mapping[str, float | None] | None = None,
-    check: bool = True,
+    both_orders: bool = True,
     margin: float = 0.5,
     flip: float | None = None,
     cap: int | None = 4000,
@@ -111,7 +111,7 @@ def build_preferences(
         judgements: pairwise judge rows (``pair_id, question_id, generator, answer_a, answer_b, forward, reverse``);
             needed by ``direct`` and ``row_direct``.
         scores: judge score per ``answer_id`` (None = unparsed); needed by ``score`` and ``row_score``.
-        check: ``direct`` only: keep only pairs judged the same way in both orders.
+        both_orders: ``direct`` only: keep only pairs judged the same way in both orders.
         margin: ``score`` only: share (0, 1] of pairs with the largest score gap kept per (task, generator)
             (:func:`wow.pairs.margin_pairs`).
         flip: ``noisy`` only: the share of pairs flipped in each split (``random`` flips 0.5).
@@ -157,7 +157,7 @@ def build_preferences(
         pairs = examples_from_pairs(right_over_wrong_pairs(pool), pref_type, prompts, paper)
         pairs = rng.sample(pairs, min(cap, len(pairs))) if cap else rng.sample(pairs, len(pairs))
     else:
-        found = wrong_over_wrong_pairs(wow_kind, pool, judgements, scores, check, margin, protocol)
+        found = wrong_over_wrong_pairs(wow_kind, pool, judgements, scores, both_orders, margin, protocol)
         if pairs_per_question is not None and wow_kind == "oracle":
             found = largest_gap_pairs(found, pairs_per_question)
         wow = examples_from_pairs(found, pref_type, prompts, paper)

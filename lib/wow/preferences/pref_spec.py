@@ -36,7 +36,7 @@ class PrefSpec:
             trainer,
             judge=self.judge if schema.needs_judge(self.pref_type) else None,
             margin=self.margin,
-            check=P.pref_check,
+            both_orders=P.both_orders,
         )
 
     def generators(self, P: RunParams) -> list[str]:

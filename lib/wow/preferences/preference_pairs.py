@@ -9,7 +9,7 @@ Example::
 
     from wow.preferences.preference_pairs import train_answer_pool, wrong_over_wrong_pairs
     pool = train_answer_pool(answers, "self", ["smollm2-135m"])
-    pairs = wrong_over_wrong_pairs("oracle", pool, None, None, check=True, margin=0.5)
+    pairs = wrong_over_wrong_pairs("oracle", pool, None, None, both_orders=True, margin=0.5)
 """
 
 from __future__ import annotations
@@ -78,14 +78,14 @@ def _pair(chosen: dict, rejected: dict, method: str) -> dict:
     return {"chosen": chosen, "rejected": rejected, "method": method}
 
 
-def wrong_over_wrong_pairs(kind, pool, judgements, scores, check, margin, protocol="wow") -> list[dict]:
+def wrong_over_wrong_pairs(kind, pool, judgements, scores, both_orders, margin, protocol="wow") -> list[dict]:
     """The wrong-over-wrong pairs of ``kind`` (``oracle``, ``direct`` or ``score``) among the pool's answers."""
     if kind == "oracle":
         return _oracle_pairs(pool)
     if kind == "direct":
         if judgements is None:
             raise WowError("'direct' preferences need `judgements` (rows of judgements/pairwise_<judge>.jsonl).")
-        return _direct_pairs(pool, judgements, check)
+        return _direct_pairs(pool, judgements, both_orders)
     if scores is None:
         raise WowError("'score' preferences need `scores`: a judge score per answer_id (see scores.jsonl).")
     if is_paper(protocol):
@@ -139,9 +139,9 @@ def _verdict(part: Any) -> int | None:
     return int(v) if v in (1, 2, "1", "2") else None
 
 
-def _direct_pairs(pool: dict[str, dict], judgements: Iterable[dict], check: bool) -> list[dict]:
+def _direct_pairs(pool: dict[str, dict], judgements: Iterable[dict], both_orders: bool) -> list[dict]:
     pairs, why = [], Counter()
-    method = "direct_checked" if check else "direct"
+    method = "direct_both_orders" if both_orders else "direct"
     for row in judgements:
         a, b = pool.get(row.get("answer_a")), pool.get(row.get("answer_b"))
         if a is None or b is None:
@@ -154,7 +154,7 @@ def _direct_pairs(pool: dict[str, dict], judgements: Iterable[dict], check: bool
             why["not a wrong-over-wrong candidate pair"] += 1
             continue
         fwd, rev = _verdict(row.get("forward")), _verdict(row.get("reverse"))
-        if check:
+        if both_orders:
             if fwd is None or rev is None:
                 why["unparsed in an order"] += 1
                 continue
@@ -172,7 +172,7 @@ def _direct_pairs(pool: dict[str, dict], judgements: Iterable[dict], check: bool
         skipped = ", ".join(f"{n} {w}" for w, n in why.items()) or "no judgement rows"
         raise WowError(
             f"no usable judged pairs ({skipped}). Run the pairwise judge on train-split answers of these "
-            "generators" + (", or build without the consistency check (check=False)." if check else ".")
+            "generators" + (", or build from forward verdicts alone (both_orders: false)." if both_orders else ".")
         )
     return pairs
 

@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from wow import WowError, layout
+from wow import WowError, layout, run_folder
 from wow.analysis import eval_metrics
 from wow.report import report_format as fmt
 from wow.report import verdict
@@ -131,24 +131,16 @@ def gather_report(
 
 
 def read_run_params(run_dir: Path) -> dict:
-    """The parameters in ``<run_dir>/run.yaml``.
+    """The parameters in ``<run_dir>/run.yaml`` (:func:`wow.run_folder.read_run_yaml`).
 
     Raises:
         WowError: there is no ``run.yaml``, or it is no valid YAML mapping.
     """
-    import yaml
-
-    path = layout.Layout(run_dir).run_yaml
-    if not path.is_file():
+    params = run_folder.read_run_yaml(run_dir, "wow run")
+    if params is None:
         raise WowError(
             f"{run_dir} is not a run folder (no run.yaml); give a folder written by wow run, e.g. outputs/demo."
         )
-    try:
-        params = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise WowError(f"{path} is not valid YAML ({e.__class__.__name__}); rerun wow run.") from None
-    if not isinstance(params, dict):
-        raise WowError(f"{path} is not a mapping of parameters; rerun wow run.")
     return params
 
 

@@ -25,6 +25,7 @@ import json
 import yaml
 
 from wow import WowError, io
+from wow.params import set_files
 
 #: What the answers depend on: a run folder holding other values of these belongs to another run.
 DATA_KEYS = (
@@ -42,7 +43,8 @@ DATA_KEYS = (
 
 
 def read_run_yaml(run_dir, source: str = "parameters") -> dict | None:
-    """The parameters recorded in ``<run_dir>/run.yaml`` (a mapping), or None when the folder has none.
+    """The parameters recorded in ``<run_dir>/run.yaml`` (a mapping, renamed parameters under their new names:
+    :func:`wow.params.set_files.migrate`), or None when the folder has none.
 
     Raises:
         WowError: the file is not a YAML mapping.
@@ -58,7 +60,7 @@ def read_run_yaml(run_dir, source: str = "parameters") -> dict | None:
         old = None
     if not isinstance(old, dict):
         raise WowError(f"{path} is not a YAML mapping of parameters; delete it or pick another run_name in {source}.")
-    return old
+    return set_files.migrate(old)
 
 
 def _differences(P, old: dict, keys) -> list[str]:

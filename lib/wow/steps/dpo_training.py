@@ -60,7 +60,7 @@ def build_preference_sets(
                     generators=spec.generators(P),
                     judgements=judgements,
                     scores=score_maps.get(column, {}) if column else None,
-                    check=P.pref_check,
+                    both_orders=P.both_orders,
                     margin=spec.margin if spec.margin is not None else 0.5,
                     flip=spec.margin if spec.pref_type == "noisy" else None,
                     cap=P.max_pairs,

@@ -80,6 +80,11 @@ def test_smoke_run_writes_every_stage(smoke_run):
     for (task, generator), _ in bins.groupby(["task", "generator"]):  # every task with graded labels
         assert (d / f"fig_acc_wow_bins_{task}_{generator}.png").exists(), (task, generator)
     assert set(json.loads((d / "metrics.json").read_text())) == {nb.stem for nb in NOTEBOOKS[:4]}
+    # each notebook's closing paper check ran and said why it skipped (the smoke set is no paper set)
+    checks = json.loads((d / "paper_checks.json").read_text())
+    assert sorted(checks) == [nb.name[:2] for nb in NOTEBOOKS]
+    assert {c["status"] for c in checks.values()} == {"skipped"}
+    assert all("smoke.yaml is not a paper set" in c["reason"] for c in checks.values())
     usage = json.loads((d / "usage.json").read_text())
     assert usage["01_data_prep"]["smollm2-135m"]["completion_tokens"] > 0
     report = (d / "report" / "index.html").read_text()

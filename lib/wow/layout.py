@@ -102,6 +102,10 @@ class Layout:
         return self.root / "timings.json"
 
     @property
+    def paper_checks(self) -> Path:
+        return self.root / "paper_checks.json"
+
+    @property
     def signal_audit(self) -> Path:
         return self.root / "signal_audit.json"
 

@@ -209,7 +209,7 @@ class _CountingEngine(Engine):
         return {"calls": self.n, "prompt_tokens": 7 * self.n, "completion_tokens": 3 * self.n}
 
 
-def test_process_usage_counts_live_and_collected_engines(tmp_path):
+def test_process_usage_counts_live_and_collected_engines_per_cache_file(tmp_path):
     model = "usage-test-model"
     requests = [ChatRequest(messages=[{"role": "user", "content": f"q{i}"}], max_tokens=4) for i in range(3)]
     engine = CachedEngine(_CountingEngine(model), tmp_path / "cache.sqlite")
@@ -227,6 +227,15 @@ def test_process_usage_counts_live_and_collected_engines(tmp_path):
     del engine
     gc.collect()
     assert backends.process_usage()[model]["completion_tokens"] == 9  # kept after the engine is gone
+    # a second run in the same process (a kernel, a test session) is counted on its own cache file
+    other = CachedEngine(_CountingEngine(model), tmp_path / "other" / "cache.sqlite")
+    backends._track(other)
+    other.generate(requests[:1])
+    assert backends.process_usage(tmp_path / "cache.sqlite")[model]["completion_tokens"] == 9
+    assert backends.process_usage(tmp_path / "other" / "cache.sqlite")[model]["completion_tokens"] == 3
+    assert backends.process_usage()[model]["completion_tokens"] == 12
+    assert backends.process_usage(tmp_path / "none.sqlite") == {}
+    other.close()
 
 
 def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):

@@ -71,11 +71,11 @@ def get_engine(engine: str, model: str, cache: str | Path | None = None, **optio
     return cached
 
 
-# Usage of the cached engines built in this process: live ones are read on demand; when one is garbage collected
-# its counts move to _RETIRED (the finalizer holds the wrapped engine and cache, not the wrapper, so nothing is
+# Usage of the cached engines built in this process, per cache file (one per run folder): live ones are read on
+# demand; when one is garbage collected its counts move to _RETIRED under (cache file, model) (the finalizer holds the wrapped engine and cache, not the wrapper, so nothing is
 # kept alive longer than it would be anyway).
 _LIVE: weakref.WeakSet = weakref.WeakSet()
-_RETIRED: dict[str, dict] = {}
+_RETIRED: dict[tuple[str, str], dict] = {}
 _USAGE_LOCK = threading.RLock()  # re-entrant: a finalizer may run while the lock is held
 
 
@@ -86,7 +86,12 @@ def _track(engine: CachedEngine) -> None:
 
 def _retire(inner: Engine, cache: CallCache) -> None:
     with _USAGE_LOCK:
-        _add_usage(_RETIRED.setdefault(inner.model, {}), {**inner.usage(), **cache.stats()})
+        key = (_cache_key(cache.path), inner.model)
+        _add_usage(_RETIRED.setdefault(key, {}), {**inner.usage(), **cache.stats()})
+
+
+def _cache_key(path) -> str:
+    return str(Path(path).resolve())
 
 
 def _add_usage(total: dict, usage: dict) -> None:
@@ -97,8 +102,10 @@ def _add_usage(total: dict, usage: dict) -> None:
             total[key] = total.get(key, 0) + value
 
 
-def process_usage() -> dict[str, dict]:
-    """Calls, tokens, cache hits / misses and cost (API models) of every cached engine built in this process.
+def process_usage(cache: str | Path | None = None) -> dict[str, dict]:
+    """Calls, tokens, cache hits / misses and cost (API models) of the cached engines built in this process on the
+    cache file ``cache`` (a run folder's ``cache.sqlite``: one run's usage, though a kernel or a test process has run
+    others), or on any cache file (None).
 
     Returns:
         Per model name, the summed :meth:`~wow.backends.base.Engine.usage` of its engines (adapters included):
@@ -106,8 +113,13 @@ def process_usage() -> dict[str, dict]:
         for API engines (None when the model's prices are unknown). Tokens count model calls actually made;
         results served from the cache cost nothing.
     """
+    wanted = None if cache is None else _cache_key(cache)
+    out: dict[str, dict] = {}
     with _USAGE_LOCK:
-        out = {model: dict(usage) for model, usage in _RETIRED.items()}
+        for (path, model), usage in _RETIRED.items():
+            if wanted in (None, path):
+                _add_usage(out.setdefault(model, {}), usage)
         for engine in list(_LIVE):
-            _add_usage(out.setdefault(engine.engine.model, {}), engine.usage())
+            if wanted in (None, _cache_key(engine.cache.path)):
+                _add_usage(out.setdefault(engine.engine.model, {}), engine.usage())
     return dict(sorted(out.items()))

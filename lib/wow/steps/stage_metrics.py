@@ -18,12 +18,13 @@ log = logging.getLogger(__name__)
 
 def write_metrics(P: RunParams, stage: str, values: dict) -> Path:
     """Merge ``values`` under ``stage`` into the run's ``metrics.json``, and this process's model calls, tokens,
-    cache hits and API cost per model (:func:`wow.backends.process_usage`) under ``stage`` into ``usage.json``."""
+    cache hits and API cost per model on the run's cache (:func:`wow.backends.process_usage`) under ``stage`` into
+    ``usage.json``."""
     from wow.backends import process_usage
 
     usage_path = P.layout.usage
     usage = io.read_json(usage_path) if usage_path.exists() else {}
-    usage[stage] = process_usage()
+    usage[stage] = process_usage(P.layout.cache)
     io.write_json(usage_path, usage)
     path = P.layout.metrics
     current = io.read_json(path) if path.exists() else {}

@@ -149,7 +149,7 @@ def _sampling_lines(P: RunParams, stage: str, what: str, model: str, task: str, 
     prompt, answer = PROMPT_TOKENS.get(task, 250), _answer_tokens(P, task)
     lines = [Line(stage, f"{what}: {task}", model, n_answers, n_answers * prompt, n_answers * answer)]
     if _extracts(task):
-        ext = EXTRACT_TOKENS["api" if _is_api(model) else "local"]
+        ext = EXTRACT_TOKENS["api" if _is_api(model) and P.api_prefill == "none" else "local"]  # free or prefilled
         lines.append(
             Line(
                 stage,
@@ -183,8 +183,8 @@ def _stage02(P: RunParams) -> list[Line]:
     groups = [(task, g) for task in P.tasks for g in P.generators]
     for judge in P.judges:
         for mode in P.judge_modes:
-            if mode == "logprob" and _is_api(judge):
-                continue  # no next-token verdicts from an API (judge_all skips it)
+            if mode == "logprob" and _is_api(judge) and P.api_prefill == "none":
+                continue  # no next-token verdicts from an API that continues no prefill (judge_all skips it)
             if P.pairwise:
                 cap = _pair_cap(P, judge)
                 calls = prompt = 0

@@ -89,6 +89,14 @@ class RunParams(BaseModel):
     )
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint for API models (None: OpenAI)")
     api_concurrency: int = Field(8, gt=0, description="parallel requests to an API endpoint")
+    api_prefill: Literal["none", "chat", "completions"] = Field(
+        "none",
+        description="how base_url continues a prefilled answer turn (logprob judges, prefilled extraction): none "
+        "(OpenAI), chat (vLLM), completions (raw prompts rendered with api_chat_template; llama.cpp)",
+    )
+    api_chat_template: str | None = Field(
+        None, description="api_prefill completions: the model (name, hub id or folder) whose chat template renders"
+    )
 
     # -- 02 elicitation --------------------------------------------------------------------------------------
     judges: list[str] = Field(["smollm2-135m"], description="models used as LLM judges")

@@ -13,6 +13,7 @@ from wow.backends import models
 
 def check_rules(P) -> None:
     """Apply every rule to ``P`` (a :class:`wow.params.RunParams`)."""
+    _api_prefill(P)
     _preferences_have_their_judgements(P)
     _acc_wow_split_of_judged_sets(P)
     _eval_tasks(P)
@@ -22,6 +23,20 @@ def check_rules(P) -> None:
 def is_api(name: str) -> bool:
     """Whether a model name is served by an API (no next-token distributions)."""
     return name.startswith("openai:") or name in models.API_MODELS
+
+
+def _api_prefill(P) -> None:
+    """Refuse a prefill that OpenAI's own API cannot serve, and raw completions without a chat template."""
+    if P.api_prefill != "none" and P.base_url is None:
+        raise ValueError(
+            f"api_prefill {P.api_prefill!r} needs a server that continues a prefilled turn (vLLM, llama.cpp): set "
+            "base_url to it; OpenAI's API cannot (api_prefill: none)"
+        )
+    if P.api_prefill == "completions" and not P.api_chat_template:
+        raise ValueError(
+            "api_prefill completions renders raw prompts with a chat template: set api_chat_template to the model "
+            "the server runs (a name such as smollm2-135m, a hub id or a folder)"
+        )
 
 
 def _preferences_have_their_judgements(P) -> None:
@@ -47,10 +62,11 @@ def _preferences_have_their_judgements(P) -> None:
     judge = P.pref_judge or P.judges[0]
     mode = P.pref_judge_mode or P.judge_modes[0]
     mode_key = "pref_judge_mode" if P.pref_judge_mode else "judge_modes"
-    if mode == "logprob" and is_api(judge):
+    if mode == "logprob" and is_api(judge) and P.api_prefill == "none":
         raise ValueError(
             f"{mode_key} gives the logprob mode for pref_judge {judge!r}, an API model without next-token "
-            "verdicts; use the text mode (pref_judge_mode: text) or a local judge"
+            "verdicts; use the text mode (pref_judge_mode: text), a local judge, or a server that continues a "
+            "prefilled turn (api_prefill: chat for vLLM, completions for llama.cpp)"
         )
     direct = [spec for spec in judged if kinds[spec].endswith("direct")]
     if direct and not P.pairwise:

@@ -77,7 +77,13 @@ class RunContext:
         spec = models.resolve(model)
         if spec.kind == "api":
             engine = get_engine(
-                "openai", model=spec.source, cache=P.cache_path, base_url=P.base_url, concurrency=P.api_concurrency
+                "openai",
+                model=spec.source,
+                cache=P.cache_path,
+                base_url=P.base_url,
+                concurrency=P.api_concurrency,
+                prefill=P.api_prefill,
+                chat_template=P.api_chat_template,
             )
         else:
             engine = get_engine("transformers", model=model, **self.local_engine_options())

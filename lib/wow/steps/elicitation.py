@@ -39,7 +39,11 @@ def judge_all(run: RunContext, answers: list[dict]) -> tuple[list[dict], list[di
         engine = run.engine(judge)
         for mode in P.judge_modes:
             if mode == "logprob" and not engine.supports_prefill:
-                log.warning("judge %s is served by an API: no next-token verdicts, skipping its logprob mode", judge)
+                log.warning(
+                    "judge %s is served by an API that continues no prefilled turn (api_prefill: none): no "
+                    "next-token verdicts, skipping its logprob mode",
+                    judge,
+                )
                 continue
             if P.pairwise:
                 rows = judges.judge_pairwise(

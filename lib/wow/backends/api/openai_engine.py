@@ -9,7 +9,9 @@
 * Logprobs where the server gives them (``logprobs=True, top_logprobs=1``); tokens at the -9999 sentinel are
   skipped, as in the paper's code.
 * ``prefill`` is not a chat-API feature: it is ignored (``supports_prefill`` is False; the sampling code then asks
-  for a free extraction turn).
+  for a free extraction turn), unless the server continues assistant turns (``prefill="chat"`` for vLLM,
+  ``"completions"`` for a raw prompt on ``/v1/completions``, :mod:`wow.backends.api.continuation`); then prefills are
+  continued and :meth:`~wow.backends.base.Engine.choice_logprobs` reads next-token choices (the ``logprob`` judge).
 * Token and cost accounting (:meth:`OpenAIEngine.usage`); prices from ``prices`` or :data:`wow.backends.models.API_MODELS`.
 * ``batch=True`` sends everything through the Batch API instead (:mod:`wow.backends.api.batch_api`).
 
@@ -23,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import os
@@ -33,6 +36,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 
 from wow import WowError
 from wow.backends import models
+from wow.backends.api import continuation
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
 from wow.progress import bar as progress_bar
 
@@ -67,6 +71,9 @@ class OpenAIEngine(Engine):
         poll_interval: seconds between Batch API status polls.
         batch_dir: folder for Batch API input files and the id of each submitted batch (resumed on rerun).
         client: an OpenAI client object to use instead of building one (tests pass a fake here).
+        prefill: how the server continues a prefilled assistant turn: ``none`` (OpenAI: it cannot), ``chat``
+            (vLLM's ``continue_final_message``) or ``completions`` (a raw prompt rendered with ``chat_template``).
+        chat_template: the model whose tokenizer's chat template renders ``completions`` prompts (the served model).
     """
 
     name = "openai"
@@ -90,6 +97,8 @@ class OpenAIEngine(Engine):
         poll_interval: float = 30.0,
         batch_dir: str | None = None,
         client=None,
+        prefill: str = "none",
+        chat_template: str | None = None,
     ):
         super().__init__(model)
         self.api_model = model.split(":", 1)[1] if model.startswith("openai:") else model
@@ -109,6 +118,10 @@ class OpenAIEngine(Engine):
         self.poll_interval = float(poll_interval)
         self.batch_dir = batch_dir
         self.prices = tuple(prices) if prices else models.API_MODELS.get(self.api_model)
+        continuation.check_mode(prefill, chat_template)
+        self.prefill, self.chat_template = prefill, chat_template
+        self.supports_prefill = prefill != "none"
+        self._renderer = continuation.PromptRenderer(chat_template) if prefill == "completions" else None
         self.client = client if client is not None else self._make_client(api_key)
         self._lock = threading.Lock()
         self._jitter = random.Random()
@@ -132,6 +145,7 @@ class OpenAIEngine(Engine):
             "model": self.api_model,
             "base_url": self.base_url or "https://api.openai.com/v1",
             "extra_body": self.extra_body,
+            **({"prefill": self.prefill, "chat_template": self.chat_template} if self.supports_prefill else {}),
         }
 
     # -- requests -------------------------------------------------------------------------------------------
@@ -139,17 +153,29 @@ class OpenAIEngine(Engine):
         """The JSON body of one chat completion request (``extra_body`` merged in)."""
         return {**self._standard_body(request), **(self.extra_body or {})}
 
-    def _standard_body(self, request: ChatRequest) -> dict:
+    def _standard_body(self, request: ChatRequest, top: bool = False) -> dict:
+        """The body of a chat request, or of a raw completion for a prefill under ``prefill="completions"``; ``top``:
+        one greedy token with its top candidates (:meth:`choice_logprobs`)."""
+        prefill = request.prefill if self.supports_prefill else None
+        if top:
+            request = dataclasses.replace(request, max_tokens=1, temperature=0.0, logprobs=False)
         body = {
             "model": self.api_model,
-            "messages": [dict(m) for m in request.messages],
             self.token_limit_param: request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
             "seed": request.sample_seed(),
         }
-        if request.logprobs:
-            body.update(logprobs=True, top_logprobs=1)
+        if self.prefill == "completions" and (prefill or top):
+            body["prompt"] = self._renderer.render(request.messages, prefill)
+            body["max_tokens"] = body.pop(self.token_limit_param)
+            if request.logprobs or top:
+                body["logprobs"] = continuation.TOP_LOGPROBS if top else 1
+        else:
+            body["messages"], asks = continuation.chat_messages(request.messages, prefill)
+            body.update(asks)
+            if request.logprobs or top:
+                body.update(logprobs=True, top_logprobs=continuation.TOP_LOGPROBS if top else 1)
         if request.stop:
             body["stop"] = list(request.stop)
         return body
@@ -192,6 +218,41 @@ class OpenAIEngine(Engine):
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0) or len(lps)
         self._count(prompt_tokens, completion_tokens, price_factor)
         return Completion(text, lps, prompt_tokens, completion_tokens, choice.finish_reason or "stop")
+
+    def _text_completion(self, response, request: ChatRequest) -> Completion:
+        """A raw completion (``/v1/completions``, a continued prefill) as a :class:`Completion`, counted."""
+        text, lps, finish = continuation.read_text_completion(response, LOGPROB_SENTINEL)
+        completion = Completion(text, lps if request.logprobs else [], 0, 0, finish)
+        return self._counted(response, completion, len(completion.token_logprobs))
+
+    def _top_candidates(self, response, request: ChatRequest) -> dict[str, float]:
+        """The first generated token's top candidates ``{token: logprob}``, counted."""
+        top = continuation.read_top_candidates(response)
+        self._counted(response, None, 1)
+        return top
+
+    def _counted(self, response, completion: Completion | None, fallback_tokens: int):
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0) or fallback_tokens
+        self._count(prompt_tokens, completion_tokens, 1.0)
+        if completion is None:
+            return None
+        return dataclasses.replace(completion, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def _choice_logprobs(self, requests: list[ChatRequest], choices: list[str]) -> list[dict[str, float]]:
+        if not self.supports_prefill:
+            raise EngineError(
+                f"the {self.name} engine of {self.api_model!r} reads next-token choices only from a server that "
+                "continues a prefilled turn: set api_prefill (chat for vLLM, completions for llama.cpp)."
+            )
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [pool.submit(self._call, i, r, True) for i, r in enumerate(requests)]
+            tops = [f.result() for f in futures]
+        return [
+            continuation.choice_logprobs(t, choices, self.describe(i, r))
+            for i, (t, r) in enumerate(zip(tops, requests, strict=True))
+        ]
 
     def _count(self, prompt_tokens: int, completion_tokens: int, price_factor: float) -> None:
         with self._lock:
@@ -237,11 +298,20 @@ class OpenAIEngine(Engine):
             raise EngineError(f"{first} ({len(errors)} request(s) failed; {done} of {len(requests)} completed.)")
         return results
 
-    def _call(self, index: int, request: ChatRequest) -> Completion:
-        """One request with bounded retries; see the module docstring."""
+    def _send(self, body: dict):
+        """Send one body: a raw completion (``prompt``) or a chat completion, fields the SDK does not know (and
+        ``extra_body``) as extra JSON."""
+        body = dict(body)
+        extra = {**(self.extra_body or {}), **{k: body.pop(k) for k in continuation.CHAT_FIELDS if k in body}}
+        create = self.client.completions.create if "prompt" in body else self.client.chat.completions.create
+        return create(**body, extra_body=extra or None)
+
+    def _call(self, index: int, request: ChatRequest, top: bool = False):
+        """One request with bounded retries (see the module docstring): its :class:`Completion`, or with ``top`` the
+        next token's candidates ``{token: logprob}``."""
         import openai
 
-        body = self._standard_body(request)
+        body = self._standard_body(request, top=top)
         last: Exception | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -258,7 +328,11 @@ class OpenAIEngine(Engine):
                     self._usage["retries"] += 1
                 time.sleep(wait)
             try:
-                response = self.client.chat.completions.create(**body, extra_body=self.extra_body)
+                response = self._send(body)
+                if top:
+                    return self._top_candidates(response, request)
+                if "prompt" in body:
+                    return self._text_completion(response, request)
                 return self.completion(response, request)
             except openai.APIStatusError as e:
                 if e.status_code not in RETRY_STATUS and e.status_code < 500:

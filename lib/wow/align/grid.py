@@ -87,6 +87,49 @@ def config_name(
     return "_".join(parts)
 
 
+def grid_points(
+    base: AlignConfig,
+    learning_rates: Sequence[float] = PAPER_LEARNING_RATES,
+    epochs: Sequence[float] = PAPER_EPOCHS,
+    lr_schedulers: Sequence[str] | None = None,
+    weight_decays: Sequence[float] | None = None,
+    betas: Sequence[float] | None = None,
+) -> list[tuple[str, AlignConfig]]:
+    """The grid's configurations ``(folder name, config)`` in training order, each checked (:meth:`AlignConfig.check`);
+    the axes as in :func:`grid_search`.
+
+    Raises:
+        WowError: an empty axis or an invalid configuration.
+    """
+    lr_schedulers = [base.lr_scheduler] if lr_schedulers is None else list(lr_schedulers)
+    weight_decays = [base.weight_decay] if weight_decays is None else list(weight_decays)
+    axes = {"learning_rates": learning_rates, "lr_schedulers": lr_schedulers, "weight_decays": weight_decays}
+    axes |= {"epochs": epochs, "betas": [None] if betas is None else betas}
+    empty = [k for k, v in axes.items() if len(v) == 0]
+    if empty:
+        raise WowError(f"grid_search: empty grid axis {', '.join(empty)}; give at least one value each.")
+    grid = []
+    for lr, sched, wd, ep, beta in itertools.product(*axes.values()):
+        name = config_name(
+            lr,
+            ep,
+            beta,
+            lr_scheduler=sched if len(lr_schedulers) > 1 else None,
+            weight_decay=wd if len(weight_decays) > 1 else None,
+        )
+        cfg = dataclasses.replace(
+            base,
+            learning_rate=lr,
+            lr_scheduler=sched,
+            weight_decay=wd,
+            epochs=ep,
+            beta=base.beta if beta is None else beta,
+        )
+        cfg.check()  # a bad name fails here, not after training the points before it (the paper's W19)
+        grid.append((name, cfg))
+    return grid
+
+
 def grid_search(
     preferences_train,
     preferences_val,
@@ -143,32 +186,7 @@ def grid_search(
     base = base_config or AlignConfig()
     root = Path(output_root)
     runs = []
-    lr_schedulers = [base.lr_scheduler] if lr_schedulers is None else list(lr_schedulers)
-    weight_decays = [base.weight_decay] if weight_decays is None else list(weight_decays)
-    axes = {"learning_rates": learning_rates, "lr_schedulers": lr_schedulers, "weight_decays": weight_decays}
-    axes |= {"epochs": epochs, "betas": [None] if betas is None else betas}
-    empty = [k for k, v in axes.items() if len(v) == 0]
-    if empty:
-        raise WowError(f"grid_search: empty grid axis {', '.join(empty)}; give at least one value each.")
-    grid = []
-    for lr, sched, wd, ep, beta in itertools.product(*axes.values()):
-        name = config_name(
-            lr,
-            ep,
-            beta,
-            lr_scheduler=sched if len(lr_schedulers) > 1 else None,
-            weight_decay=wd if len(weight_decays) > 1 else None,
-        )
-        cfg = dataclasses.replace(
-            base,
-            learning_rate=lr,
-            lr_scheduler=sched,
-            weight_decay=wd,
-            epochs=ep,
-            beta=base.beta if beta is None else beta,
-        )
-        cfg.check()  # a bad name fails here, not after training the points before it (the paper's W19)
-        grid.append((name, cfg))
+    grid = grid_points(base, learning_rates, epochs, lr_schedulers, weight_decays, betas)
     no_val = preferences_val is None or len(preferences_val) == 0
     if no_val and any(cfg.lr_scheduler == "reduce_lr_on_plateau" for _, cfg in grid):
         raise WowError(

@@ -172,6 +172,12 @@ class RunParams(BaseModel):
         "none", description="4bit: the paper's QLoRA (NF4; a CUDA GPU and bitsandbytes); none: LoRA, any machine"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in training (less memory)")
+    train_backend: Literal["local", "ray"] = Field(
+        "local",
+        description="local: trainings one after another here; ray: every grid point a Ray task (docs/scale.md)",
+    )
+    ray_address: str | None = Field(None, description="train_backend ray: a running cluster (None: a local instance)")
+    ray_cpus_per_training: int = Field(1, gt=0, description="train_backend ray: CPUs per training where no GPU")
     report_to: list[Literal["tensorboard", "wandb"]] = Field(
         [], description="experiment trackers of the trainings (TRL's report_to; tensorboard writes models/.../runs)"
     )

@@ -145,31 +145,57 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
         bf16=None if P.quantization == "4bit" else P.dtype == "bfloat16",
         report_to=list(P.report_to),
     )
-    trained = []
+    grid_axes = {
+        "learning_rates": P.learning_rates,
+        "epochs": P.epochs,
+        "lr_schedulers": P.lr_schedulers,
+        "weight_decays": P.weight_decays,
+    }
+    trainings = _trainings(P, sets, config)
+    if P.train_backend == "ray":  # every grid point trained as a Ray task first; the grids below then only select
+        from wow.align import ray_backend
+
+        jobs = [
+            ray_backend.TrainingJob(ds["train"], ds["validation"], P.policy_model, trainer, out_dir / name, point)
+            for _key, ds, trainer, out_dir, seeded, _seed in trainings
+            for name, point in grid.grid_points(seeded, **grid_axes)
+        ]
+        ray_backend.train_all(jobs, address=P.ray_address, cpus=P.ray_cpus_per_training)
+    trained, selects = [], {}
     with _eval_engines(run) as engines:  # every configuration's adapter evaluated on one loaded policy model
-        for (name, spec), ds in sets.items():
-            val_qs = by_split[(name, "validation")]
-            kwargs = _eval_kwargs(run, sets, engines)
-            select = evaluate.make_select_fn(run.task(name), val_qs, P.policy_model, **kwargs) if val_qs else None
-            for trainer in P.trainers:
-                setting = spec.setting(P, trainer)
-                for seed in P.train_seeds or [None]:  # several seeds: models/<task>/<setting>/seed<k>/
-                    folder = P.layout.models(name, setting)
-                    result = grid.grid_search(
-                        ds["train"],
-                        ds["validation"],
-                        P.policy_model,
-                        trainer,
-                        folder if seed is None else folder / f"seed{seed}",
-                        config if seed is None else dataclasses.replace(config, seed=seed),
-                        learning_rates=P.learning_rates,
-                        epochs=P.epochs,
-                        lr_schedulers=P.lr_schedulers,
-                        weight_decays=P.weight_decays,
-                        select_fn=select,
-                    )
-                    trained.append(Trained(name, spec, trainer, setting, result, seed))
+        for (name, spec), ds, trainer, out_dir, seeded, seed in trainings:
+            if (name, spec) not in selects:
+                val_qs = by_split[(name, "validation")]
+                kwargs = _eval_kwargs(run, sets, engines)
+                selects[(name, spec)] = (
+                    evaluate.make_select_fn(run.task(name), val_qs, P.policy_model, **kwargs) if val_qs else None
+                )
+            result = grid.grid_search(
+                ds["train"],
+                ds["validation"],
+                P.policy_model,
+                trainer,
+                out_dir,
+                seeded,
+                **grid_axes,
+                select_fn=selects[(name, spec)],
+            )
+            trained.append(Trained(name, spec, trainer, spec.setting(P, trainer), result, seed))
     return trained
+
+
+def _trainings(P: RunParams, sets: dict, config) -> list[tuple]:
+    """``((task, spec), dataset, trainer, folder, config, seed)`` of every training grid of the run, in training order:
+    per preference set, trainer and seed (``models/<task>/<setting>/`` or ``.../seed<k>/``; seed None: one run)."""
+    out = []
+    for (name, spec), ds in sets.items():
+        for trainer in P.trainers:
+            folder = P.layout.models(name, spec.setting(P, trainer))
+            for seed in P.train_seeds or [None]:
+                seeded = config if seed is None else dataclasses.replace(config, seed=seed)
+                out_dir = folder if seed is None else folder / f"seed{seed}"
+                out.append(((name, spec), ds, trainer, out_dir, seeded, seed))
+    return out
 
 
 def grid_table(trained: list[Trained]) -> pd.DataFrame:

@@ -1,0 +1,78 @@
+"""Stage 04's trainings as Ray tasks (train_backend: ray) on a local 2-CPU Ray instance: through ``wow run``, equal
+to the sequential smoke run and concurrent; a training whose worker dies is retried by Ray and still finishes."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "parameters" / "smoke.yaml"
+
+
+def _logs(run_dir: Path) -> dict[str, dict]:
+    return {
+        str(p.parent.relative_to(run_dir / "models")): json.loads(p.read_text()) | {"_end": p.stat().st_mtime}
+        for p in sorted((run_dir / "models").rglob("train_log.json"))
+    }
+
+
+def test_wow_run_trains_stage_04_on_ray_concurrently_and_as_the_sequential_run_did(smoke_run, tmp_path):
+    from wow.cli import run
+
+    copy = tmp_path / "runs" / smoke_run.name
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns(".wow.lock", "models"))
+    run.run(SMOKE, output_root=str(copy.parent), only=["04"], train_backend="ray")
+    ray_logs, local_logs = _logs(copy), _logs(smoke_run)
+    assert sorted(ray_logs) == sorted(local_logs) and len(ray_logs) == 2  # the oracle and random settings
+    for point, log in ray_logs.items():  # same seeds, same pairs: the same training
+        assert log["complete"] and log["steps"] == local_logs[point]["steps"]
+        assert log["train_loss"] == pytest.approx(local_logs[point]["train_loss"], abs=1e-4), point
+        ours = load_file(copy / "models" / point / "adapter_model.safetensors")
+        theirs = load_file(smoke_run / "models" / point / "adapter_model.safetensors")
+        assert all((ours[k] - theirs[k]).abs().max() < 1e-4 for k in theirs), point
+    (a, b) = ray_logs.values()
+    starts = [log["_end"] - log["seconds"] for log in (a, b)]
+    assert starts[1] < a["_end"] and starts[0] < b["_end"], "the two trainings did not overlap in time"
+    ours = pd.read_csv(copy / "alignment.csv")
+    theirs = pd.read_csv(smoke_run / "alignment.csv")
+    assert ours["setting"].tolist() == theirs["setting"].tolist()
+    assert ours["d_p_wrong"].tolist() == pytest.approx(theirs["d_p_wrong"].tolist(), abs=1e-9)
+    assert json.loads((copy / "stage_params.json").read_text())["04_dpo_training"]["values"]["train_backend"] == "ray"
+
+
+class DieOnce(TrainerCallback):
+    """Kills its worker process at the first step, once (a marker file remembers)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(1)
+
+
+def test_a_training_whose_worker_dies_is_retried_and_finishes(smoke_run, tmp_path, monkeypatch):
+    from wow import preferences
+    from wow.align import ray_backend, training
+    from wow.align.align_config import AlignConfig
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "lib"), str(ROOT / "tests")]))
+    sets = sorted((smoke_run / "preferences").glob("*/*"))
+    ds = preferences.load_preferences(sets[0])
+    marker = tmp_path / "died"
+    job = ray_backend.TrainingJob(
+        ds["train"], ds["validation"], "smollm2-135m", "dpo", tmp_path / "point", AlignConfig(max_steps=2),
+        callbacks=(DieOnce(str(marker)),),
+    )  # fmt: skip
+    results = ray_backend.train_all([job], cpus=1)
+    assert marker.exists()  # the first attempt died at its first step
+    assert training.is_complete(tmp_path / "point") and results[tmp_path / "point"].steps == 2
+    assert ray_backend.train_all([job], cpus=1) == {}  # finished points are reused, not retrained

@@ -348,6 +348,8 @@ def test_command_line_trains_a_saved_preference_set(tiny_model, prefs, tmp_path)
         and logged["config"]["train_batch_size"] == 2
         and (out / "adapter_model.safetensors").exists()
     )
+    # training reads the saved set and writes nothing into it (no datasets cache files beside a run's sets)
+    assert sorted(p.name for p in folder.rglob("cache-*")) == []
 
 
 def test_setting_names_follow_the_paper():

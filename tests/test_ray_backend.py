@@ -59,20 +59,22 @@ class DieOnce(TrainerCallback):
             os._exit(1)
 
 
-def test_a_training_whose_worker_dies_is_retried_and_finishes(smoke_run, tmp_path, monkeypatch):
+def test_a_training_whose_worker_dies_is_retried_and_finishes(smoke_run, tiny_model, tmp_path, monkeypatch):
     from wow import preferences
     from wow.align import ray_backend, training
     from wow.align.align_config import AlignConfig
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "lib"), str(ROOT / "tests")]))
-    sets = sorted((smoke_run / "preferences").glob("*/*"))
-    ds = preferences.load_preferences(sets[0])
+    saved = tmp_path / "set"  # a saved set, as the kernel hands it on: the worker reads it from its files
+    shutil.copytree(sorted((smoke_run / "preferences").glob("*/*"))[0], saved)
+    ds = preferences.load_preferences(saved)
     marker = tmp_path / "died"
     job = ray_backend.TrainingJob(
-        ds["train"], ds["validation"], "smollm2-135m", "dpo", tmp_path / "point", AlignConfig(max_steps=2),
+        ds["train"], ds["validation"], str(tiny_model), "dpo", tmp_path / "point", AlignConfig(max_steps=2),
         callbacks=(DieOnce(str(marker)),),
     )  # fmt: skip
     results = ray_backend.train_all([job], cpus=1)
     assert marker.exists()  # the first attempt died at its first step
     assert training.is_complete(tmp_path / "point") and results[tmp_path / "point"].steps == 2
     assert ray_backend.train_all([job], cpus=1) == {}  # finished points are reused, not retrained
+    assert sorted(p.name for p in saved.rglob("cache-*")) == []  # and nothing was written beside the saved set

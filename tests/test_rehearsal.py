@@ -93,9 +93,12 @@ def test_least_questions_fills_every_split_as_the_tasks_split_them():
 def test_least_samples_let_the_smallest_score_margin_keep_a_pair():
     # the paper's cut keeps round(pairs x M): 6 train questions x C(2, 2) = 6 pairs keep round(0.6) = 1 at M = 0.1
     assert rehearsal_sizes.least_samples(6, ["oracle", "direct", "score@0.5", "score@0.1"]) == 2
-    assert rehearsal_sizes.least_samples(2, ["score@0.1"]) == 3  # 2 x 3 = 6 pairs; 2 x 1 = 2 keep round(0.2) = 0
-    assert rehearsal_sizes.least_samples(1, ["row_score@0.1"]) == 4  # C(4, 2) = 6; C(3, 2) = 3 keep round(0.3) = 0
+    assert rehearsal_sizes.least_samples(2, ["row", "score@0.1"]) == 3  # 2 x 3 = 6 pairs; 2 x 1 keep round(0.2) = 0
+    assert rehearsal_sizes.least_samples(1, ["oracle", "row_score@0.1"]) == 4  # C(4, 2) = 6; C(3, 2) = 3 keep 0
     assert rehearsal_sizes.least_samples(1, ["oracle", "noisy@0.1"]) == 2  # noisy flips a share, it cuts nothing
+    # every set judged (fig4_trainers): enough answers for 32 candidate pairs, 6 x C(4, 2) = 36 (6 x C(3, 2) = 18)
+    assert rehearsal_sizes.least_samples(6, ["direct", "score@0.5", "score@0.1"]) == 4
+    assert rehearsal_sizes.least_samples(6, ["row_direct", "row_score@0.5"]) == 4
 
 
 # -- substitutions -----------------------------------------------------------------------------------------------

@@ -110,9 +110,10 @@ def _truncate(ds, tokenizer, config: AlignConfig):
     for i in cut:
         prompts[i] = _keep_prompt_end(tokenizer, prompts[i], config.max_prompt_length)
         final_len[i] = _chat_lengths(tokenizer, [prompts[i]], True)[0]
-    if cut:
-        columns = {"prompt": prompts, "chosen": chosen, "rejected": rejected}
-        ds = datasets.Dataset.from_dict(columns, features=ds.features)
+    # in memory, cut or not: TRL's tokenising map on a set loaded from a run folder would write cache-*.arrow files
+    # into that folder (a Ray worker does, where the kernel's set reached it as the files)
+    columns = {"prompt": prompts, "chosen": chosen, "rejected": rejected}
+    ds = datasets.Dataset.from_dict(columns, features=ds.features)
     counts = {
         "pairs": len(ds),
         "over_max_length": sum(too_long),

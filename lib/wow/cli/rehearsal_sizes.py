@@ -27,6 +27,11 @@ MAX_NEW_TOKENS = 48
 JUDGE_REPLY_TOKENS = 64
 SCORE_LINE_TOKENS = 12  # one "Score for answer i: n" line
 MAX_JUDGE_PAIRS = 8
+#: Candidate pairs per generator where every preference set of a set needs a judge (fig4_trainers, proxy_runs): a
+#: 135M stand-in leaves about a quarter of them usable (half its answers unparsed, more correct or tied, judged pairs
+#: flipped across orders), and with 2 answers per question no set had a pair and stage 04 stopped; 32 keep about
+#: MAX_JUDGE_PAIRS.
+JUDGED_ONLY_PAIRS = 32
 MAX_PAIRS = 16
 MAX_STEPS = 2
 EVAL_SAMPLES = 2
@@ -70,11 +75,17 @@ def least_samples(train_questions: int, pref_types: list[str]) -> int:
     ``pref_types`` can keep a pair: of the ``train_questions x C(n, 2)`` pairs of a generator (at best: every answer
     wrong, labels distinct) the paper's cut keeps ``round(pairs x M)`` (:func:`wow.pairs.paper_score_margin`; the
     toolkit's keeps at least one). ``score@0.1``: 6 train questions need 2 answers (6 pairs keep 1), 2 need 3.
-    Only a best case: where answers are correct, unparsed or tied, a set can still have no pair (its stage says so)."""
-    margins = [m for kind, m in map(schema.parse_pref_type, pref_types) if kind.endswith("score") and m]
+    Only a best case: where answers are correct, unparsed or tied, a set can still have no pair (its stage says so).
+    Where every set needs a judge (no oracle, row, noisy or random set would still train), enough answers for
+    :data:`JUDGED_ONLY_PAIRS` candidate pairs of a generator: 6 train questions need 4 answers (36 pairs)."""
+    kinds = [schema.parse_pref_type(t) for t in pref_types]
+    margins = [m for kind, m in kinds if kind.endswith("score") and m]
     n = SAMPLES_PER_QUESTION
     while margins and round(train_questions * math.comb(n, 2) * min(margins)) < 1 and n < 100:
         n += 1
+    if kinds and all(kind.endswith(("direct", "score")) for kind, _ in kinds):  # no set without a judge
+        while train_questions * math.comb(n, 2) < JUDGED_ONLY_PAIRS and n < 100:
+            n += 1
     return n
 
 

@@ -35,6 +35,7 @@ BENCHES = {
     "judging": ("bench_judging.py", []),
     "growth": ("bench_growth.py", []),
     "dpo": ("bench_dpo.py", []),
+    "ray": ("bench_ray.py", []),  # the demo's stage-04 trainings on 2 Ray workers against 1 (train_backend: ray)
     "cache": ("bench_cache.py", []),
     "e2e": ("bench_e2e.py", []),
 }
@@ -171,6 +172,15 @@ def headline(results: dict) -> list[dict]:
             5,
             "DPO peak RSS: wow.align vs bare TRL",
             f"{fmt(wow['vs_trl_peak_rss'])}x ({fmt(wow['peak_rss_mb'])} vs {fmt(trl['peak_rss_mb'])} MiB)",
+        )
+    r = results.get("ray", {})
+    if r.get("rows"):
+        by_arm = {row["arm"]: row for row in r["rows"]}
+        add(
+            5,
+            f"stage 04 on Ray ({r['rows'][0]['trainings']} demo trainings): 2 workers vs 1",
+            f"{fmt(r['speedup_2_over_1_worker'])}x ({fmt(by_arm['ray 2 workers']['wall s'])} vs "
+            f"{fmt(by_arm['ray 1 worker']['wall s'])} s; {fmt(r['speedup_2_workers_over_local'])}x vs local)",
         )
     r = results.get("growth", {})
     if r.get("rows"):

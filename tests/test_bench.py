@@ -121,6 +121,16 @@ def test_summary_reads_every_benchmark_result(bench_out):
             ],
         },
         "e2e": {"status": "ok", "demo_status": "not measured, run make demo", "rows": []},
+        "ray": {
+            "status": "ok",
+            "speedup_2_over_1_worker": 1.25,
+            "speedup_2_workers_over_local": 1.5,
+            "rows": [
+                {"arm": "local", "trainings": 4, "wall s": 150.0},
+                {"arm": "ray 1 worker", "trainings": 4, "wall s": 125.0},
+                {"arm": "ray 2 workers", "trainings": 4, "wall s": 100.0},
+            ],
+        },
         "precision": {
             "status": "ok",
             "cpu_family": "no native bf16 (AVX2)",
@@ -134,6 +144,8 @@ def test_summary_reads_every_benchmark_result(bench_out):
     assert {r["#"] for r in rows} == {0, 1, 2, 3, 4, 5, 6, 7}
     [precision] = [r for r in rows if r["#"] == 0]
     assert "no native bf16 (AVX2)" in precision["measure"] and precision["met"] is True
+    [ray] = [r for r in rows if "Ray" in r["measure"]]
+    assert ray["value"].startswith("1.25x (100 vs 125 s") and "1.5x vs local" in ray["value"]
     assert all(r["met"] is not False for r in rows)
     summary = {
         "machine": {"cpu_model": "cpu", "cores": 2, "versions": {}},
@@ -158,3 +170,27 @@ def test_e2e_bench_reads_timings(bench_out, tmp_path, monkeypatch):
     res = bench_e2e.bench_e2e("run")
     assert res["demo_status"].startswith("partial") and res["rows"][-1]["seconds"] == 90.0
     assert json.loads((bench_out / "e2e.json").read_text())["rows"]
+
+
+def test_ray_bench_times_each_arm_in_its_own_process_and_divides_the_wall_times(bench_out, monkeypatch):
+    import bench_ray
+
+    walls = {"local": 150.0, "ray 1 worker": 125.0, "ray 2 workers": 100.0}
+    started = []
+
+    def fake_child(args, timeout):
+        arm = args[args.index("--child") + 1]
+        started.append(arm)
+        threads = 1 if arm == "ray 2 workers" else 2
+        return {"arm": arm, "wall_seconds": walls[arm], "training_seconds": [30.0, 40.0], "steps": [4, 4],
+                "threads_per_training": threads}  # fmt: skip
+
+    monkeypatch.setattr(bench_ray, "run_child", fake_child)
+    assert bench_ray.main(["--settings", "2", "--reps", "2"]) == 0
+    assert started == list(walls) + list(reversed(walls))  # alternating order over repetitions
+    written = json.loads((bench_out / "ray.json").read_text())
+    assert written["speedup_2_over_1_worker"] == pytest.approx(1.25)
+    assert written["speedup_2_workers_over_local"] == pytest.approx(1.5)
+    by_arm = {r["arm"]: r for r in written["rows"]}
+    assert by_arm["ray 2 workers"]["threads per training"] == 1 and by_arm["local"]["speed-up vs ray 1 worker"] == 0.83
+    assert "demo stage 04: 2 DPO trainings" in written["workload"]

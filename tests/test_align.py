@@ -11,6 +11,7 @@ from wow.align.align_config import AlignConfig
 from wow.align.command import main
 from wow.align.grid import grid_search
 from wow.align.training import is_complete, train
+from wow.analysis.no_preference_loss import no_preference_loss
 from wow.preferences import build_preferences, save_preferences
 from wow.schema import TRAINERS, setting_name
 
@@ -60,6 +61,12 @@ def test_every_trainer_changes_every_lora_weight(trainer, tiny_model, prefs, tmp
     assert res.best_step == 2  # a run shorter than eval_steps is evaluated at its last step only: its final weights
     losses = [h["loss"] for h in res.log_history if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    # the first step's loss is taken at the start (LoRA's B = 0: the policy is its reference), where each
+    # reference-based loss has its fixed no-preference value (ln 2, 1, 1/(4β²), 1/(2β²)); the others have none
+    chance = no_preference_loss(trainer, FAST.beta)
+    assert (chance is None) == (trainer in ("rpo", "cpo", "simpo", "orpo")), trainer
+    if chance:
+        assert losses[0] == pytest.approx(chance[1], rel=1e-4), (trainer, chance)
     assert is_complete(tmp_path / trainer) and not (tmp_path / trainer / "checkpoints").exists()  # removed when done
     logged = io.read_json(tmp_path / trainer / "train_log.json")
     assert logged["trainer"] == trainer and logged["trl_loss"] == TRAINERS[trainer][1]

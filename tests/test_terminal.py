@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 from wow.cli.run import StageEcho
 from wow.report import verdict
 
@@ -89,6 +90,34 @@ def test_results_say_whether_training_moved_the_model_and_which_gains_exclude_ze
         assert f"({words}: too few for a 95% interval)" in text and "no gain's CI excludes 0" in text
     table.assign(n_questions=5).to_csv(tmp_path / "alignment.csv", index=False)
     assert "gains whose CI excludes 0: Δp_wrong of self_oracle_dpo (up)" in verdict.results_text(tmp_path)
+
+
+def test_each_trainer_is_judged_against_its_own_no_preference_loss(tmp_path):
+    # SPPO starts at 1/(2β²) = 50 at β 0.1, IPO at 1/(4β²) = 25, RSO's hinge at 1: a DPO-only reading against ln 2
+    # would call all three moved; CPO has no fixed start (reference-free) and is not counted
+    logs = {
+        "sppo_flat": {"train_loss": 49.9, "trainer": "sppo", "config": {"beta": 0.1}},  # within 1.4% of 50
+        "ipo_moved": {"train_loss": 20.0, "trainer": "ipo", "config": {"beta": 0.1}},
+        "rso_flat": {"train_loss": 1.005, "trainer": "rso", "config": {"beta": 0.1}},
+        "dpo_moved": {"train_loss": 0.5, "trainer": "dpo", "config": {"beta": 0.1}},
+        "cpo": {"train_loss": 0.6931, "trainer": "cpo", "config": {"beta": 0.1}},
+    }
+    for name, logged in logs.items():
+        folder = tmp_path / "models" / "sp" / name / "cfg"
+        folder.mkdir(parents=True)
+        (folder / "train_log.json").write_text(json.dumps(logged))
+    line = verdict.training_line(verdict.training_losses(tmp_path))
+    assert line.startswith("training: 2 of 4 trainings ended with a mean loss within 0.01 of their trainer's loss")
+    assert "(1, 1/(2β²), 1/(4β²), ln 2; within 0.01 of ln 2)" in line
+    assert line.endswith("; 1 trainings (cpo) have no such value and are not counted")
+    losses = verdict.training_losses(tmp_path)
+    assert losses["sp/sppo_flat/cfg"] == (49.9, "sppo", ("1/(2β²)", pytest.approx(50.0)))
+    assert losses["sp/ipo_moved/cfg"][2] == ("1/(4β²)", pytest.approx(25.0))
+    only_cpo = {"x": (0.7, "cpo", None)}
+    assert verdict.training_line(only_cpo) == (
+        "training: no training's loss has a no-preference value to compare with (cpo: reference-free or with an NLL "
+        "term)"
+    )
 
 
 def test_no_artefacts_no_results(tmp_path):

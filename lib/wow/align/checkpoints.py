@@ -141,16 +141,20 @@ def progress_file(output_dir: Path):
     return ProgressFile()
 
 
-def loss_lines(name: str):
-    """A callback that logs each logged training loss with the step, the steps planned, ln 2 (the loss of a model
-    that cannot tell chosen from rejected: DPO's starting point) and the time left, so ``wow run``'s terminal shows a
-    training's progress and whether it learns (:class:`wow.cli.run.StageEcho`)."""
-    import math
+def loss_lines(name: str, trainer: str = "dpo", beta: float = 0.1):
+    """A callback that logs each logged training loss with the step, the steps planned, the loss of a model that
+    cannot tell chosen from rejected (the trainer's starting point: ln 2 for DPO;
+    :func:`wow.analysis.no_preference_loss.no_preference_loss`; none for reference-free trainers) and the time left,
+    so ``wow run``'s terminal shows a training's progress and whether it learns (:class:`wow.cli.run.StageEcho`)."""
     import time
 
     from transformers import TrainerCallback
 
+    from wow.analysis.no_preference_loss import no_preference_loss
     from wow.progress import duration
+
+    chance = no_preference_loss(trainer, beta)
+    chance_text = f" ({chance[0]} = {chance[1]:.4f}: no preference learnt)" if chance else ""
 
     class LossLines(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -163,12 +167,12 @@ def loss_lines(name: str):
             left = state.max_steps - state.global_step
             eta = (time.monotonic() - self.start) / done * left if done and hasattr(self, "start") else None
             log.info(
-                "%s: step %d/%d, loss %.4f (ln 2 = %.4f: no preference learnt)%s",
+                "%s: step %d/%d, loss %.4f%s%s",
                 name,
                 state.global_step,
                 state.max_steps,
                 logs["loss"],
-                math.log(2),
+                chance_text,
                 f", about {duration(eta)} left" if eta is not None and left > 0 else "",
             )
 

@@ -244,7 +244,7 @@ def train(
             *(callbacks or []),
             checkpoints.log_at_saves(),
             checkpoints.progress_file(output_dir),
-            checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:])),
+            checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:]), trainer, config.beta),
         ],
     )
     log.info(

@@ -3,7 +3,8 @@
 It reads the run's artefacts only (``acc_wow.csv``, ``alignment.csv``, the trainings' ``train_log.json``): Acc_WoW
 at M = 1 of every method with its 95% CI and number of pairs, the alignment gains with their CIs, and a verdict in
 plain words: which signals beat chance (CI above 0.5), whether training moved the model (its mean training loss
-against ln 2, the loss of a model that cannot tell chosen from rejected), the parse rate of every model's test
+against the loss of a model that cannot tell chosen from rejected: ln 2 for DPO, each trainer's own value by
+:mod:`wow.analysis.no_preference_loss`), the parse rate of every model's test
 answers (an aligned model below :data:`wow.analysis.eval_metrics.LOW_PARSE_RATE` flagged), and whether any gain's CI excludes zero.
 
 Example::
@@ -22,11 +23,15 @@ import pandas as pd
 
 from wow import layout
 from wow.analysis import eval_metrics
+from wow.analysis.no_preference_loss import no_preference_loss
 
 #: The DPO loss of a model that gives chosen and rejected the same reward margin: ln 2.
 CHANCE_LOSS = math.log(2)
-#: A mean training loss within this of ln 2 means the preferences did not move the model.
+#: A mean training loss within this of ln 2 means the preferences did not move the model; for another trainer,
+#: within the same share of its own no-preference loss (1.4%).
 MOVED_BY = 0.01
+#: beta of a train_log.json that does not record it (AlignConfig's default)
+DEFAULT_BETA = 0.1
 #: A gain measured on fewer test questions has no interval worth the name: a bootstrap over n questions has few
 #: distinct draws (one for n = 1, three for n = 2), so its percentile CI cannot hold 95%; it is shown but never read
 #: as excluding zero.
@@ -95,14 +100,46 @@ def parse_rates(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def training_losses(run_dir: Path) -> dict[str, float]:
-    """The mean training loss of each training run (``models/<task>/<setting>/<config>/train_log.json``)."""
+def training_losses(run_dir: Path) -> dict[str, tuple[float, str, tuple[str, float] | None]]:
+    """The mean training loss of each training run (``models/<task>/<setting>/<config>/train_log.json``), its trainer
+    and that trainer's no-preference loss (``(formula, value)``, None where it has none): ``{folder: (loss, trainer,
+    no_preference)}``."""
     out = {}
     for path in sorted((Path(run_dir) / "models").rglob(layout.TRAIN_LOG_FILE)):
-        loss = json.loads(path.read_text()).get("train_loss")
-        if loss is not None:
-            out[str(path.parent.relative_to(Path(run_dir) / "models"))] = float(loss)
+        logged = json.loads(path.read_text())
+        if logged.get("train_loss") is not None:
+            trainer = logged.get("trainer", "dpo")
+            beta = float(logged.get("config", {}).get("beta", DEFAULT_BETA))
+            key = str(path.parent.relative_to(Path(run_dir) / "models"))
+            out[key] = (float(logged["train_loss"]), trainer, no_preference_loss(trainer, beta))
     return out
+
+
+def training_line(losses: dict[str, tuple[float, str, tuple[str, float] | None]]) -> str:
+    """The verdict's line on training: how many trainings ended with a mean loss still at their trainer's
+    no-preference loss (within :data:`MOVED_BY` of ln 2, the same share of another value), and which trainers have
+    no such value."""
+    judged = {k: (loss, chance) for k, (loss, _, chance) in losses.items() if chance}
+    flat = [k for k, (loss, (_, c)) in judged.items() if abs(loss - c) < MOVED_BY * c / CHANCE_LOSS]
+    formulas = sorted({chance[0] for _, chance in judged.values()})
+    if formulas == ["ln 2"]:
+        value = f"ln 2 = {CHANCE_LOSS:.3f}"
+    else:
+        value = f"their trainer's loss with no preference learnt ({', '.join(formulas)}; within {MOVED_BY} of ln 2)"
+    line = (
+        f"training: {len(flat)} of {len(judged)} trainings ended with a mean loss within {MOVED_BY} of {value} (the "
+        "preferences did not move them)"
+        if flat
+        else f"training: every training's mean loss moved away from {value}"
+    )
+    if not judged:
+        line = "training: no training's loss has a no-preference value to compare with"
+    others = sorted({trainer for _, trainer, chance in losses.values() if not chance})
+    if others and judged:
+        line += f"; {len(losses) - len(judged)} trainings ({', '.join(others)}) have no such value and are not counted"
+    elif others:
+        line += f" ({', '.join(others)}: reference-free or with an NLL term)"
+    return line
 
 
 def _read(path: Path, given: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -136,13 +173,7 @@ def verdict_lines(
         _, moved = alignment_lines(alignment)
         losses = training_losses(run.root)
         if losses:
-            flat = [k for k, v in losses.items() if abs(v - CHANCE_LOSS) < MOVED_BY]
-            verdict.append(
-                f"training: {len(flat)} of {len(losses)} trainings ended with a mean loss within {MOVED_BY} of "
-                f"ln 2 = {CHANCE_LOSS:.3f} (the preferences did not move them)"
-                if flat
-                else f"training: every training's mean loss moved away from ln 2 = {CHANCE_LOSS:.3f}"
-            )
+            verdict.append(training_line(losses))
         rates = parse_rates(run.root)
         if rates:
             low = [k for k, v in rates.items() if v < eval_metrics.LOW_PARSE_RATE and not k.endswith("/original")]

@@ -52,6 +52,24 @@ def test_arm_metrics_by_hand():
         mechanism.arm_metrics(ROWS, np.zeros(3))
 
 
+def test_ranking_difference_by_hand():
+    # q1 has one pair (answers 0 over 1), q2 one pair (answer 1 over 0)
+    a = {"q1|0": 1.0, "q1|1": 0.0, "q1|2": 0.0, "q2|0": 0.0, "q2|1": 1.0}  # orders both pairs right
+    b = {"q1|0": 0.0, "q1|1": 1.0, "q1|2": 0.0, "q2|0": 0.0, "q2|1": 1.0}  # only q2's
+    assert mechanism.question_hits(ROWS, a) == {"q1": (1, 1), "q2": (1, 1)}
+    assert mechanism.question_hits(ROWS, b) == {"q1": (0, 1), "q2": (1, 1)}
+    d = mechanism.ranking_difference(ROWS, {"a": a, "b": b}, ["a"], ["b"], n_boot=2000, seed=0)
+    assert (d["a"], d["b"], d["difference"]) == (1.0, 0.5, 0.5)
+    assert d["n_questions"] == 2 and d["n_pairs"] == 2
+    # a question draw holds q1 k times out of 2: difference k / 2, so the interval runs from 0 to 1
+    assert d["ci_low"] == 0.0 and d["ci_high"] == 1.0
+    # two seeds of an arm are averaged: seeds a and b against b alone
+    pooled = mechanism.ranking_difference(ROWS, {"a": a, "b": b}, ["a", "b"], ["b"], n_boot=200)
+    assert pooled["a"] == 0.75 and pooled["difference"] == 0.25
+    with pytest.raises(WowError, match="at least one setting"):
+        mechanism.ranking_difference(ROWS, {"a": a}, ["a"], [])
+
+
 @pytest.fixture
 def adapter(tiny_model, tmp_path):
     """A LoRA adapter of the tiny model with seeded random B matrices (it changes the model), saved to a folder."""

@@ -114,6 +114,10 @@ class Layout:
         return self.root / "mechanism.csv"
 
     @property
+    def mechanism_rewards(self) -> Path:
+        return self.root / "mechanism_rewards.csv"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

@@ -62,6 +62,20 @@ def is_parsed(answer: Mapping) -> bool:
     return answer.get("extracted") is not None and label(answer) is not None
 
 
+def states_answer(answer: Mapping) -> bool:
+    """Whether an answer's own text states the value extracted from it (numbers as written: ``7``, not ``7.0``).
+
+    An answer whose value was read by a second turn from a text that never writes it gives a preference pair on
+    that text no label to learn (``pairs_from_stated_answers``, :mod:`wow.analysis.signal_audit`).
+    """
+    value = answer.get("extracted")
+    if value is None:
+        return False
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip().lower() in str(answer.get("text", "")).lower()
+
+
 def is_candidate(answer: Mapping) -> bool:
     """Whether an answer can enter a wrong-over-wrong pair: parsed and wrong."""
     return is_parsed(answer) and not answer.get("is_correct")

@@ -26,8 +26,9 @@ JUDGE_MODES = ("text", "logprob")
 #: Answers per score-judge prompt (the paper's k).
 SCORE_KS = (1, 2, 5, 10)
 #: Preference-set types (``row*``: right over wrong; ``noisy@q`` and ``random``: the oracle pairs with a seeded share
-#: q, or half, of them flipped, so that their Acc_WoW is known by construction).
-PREF_TYPES = ("oracle", "direct", "score", "row", "row_oracle", "row_direct", "row_score", "noisy", "random")
+#: q, or half, of them flipped, so that their Acc_WoW is known by construction; ``gold``: the question's gold answer,
+#: written as one sentence, over its wrong answers, a positive control).
+PREF_TYPES = ("oracle", "direct", "score", "row", "row_oracle", "row_direct", "row_score", "noisy", "random", "gold")
 #: Preference types built from the oracle pairs, whose Acc_WoW is set by construction (1 - the flipped share).
 CONTROLLED_TYPES = ("oracle", "noisy", "random")
 #: Where the answers of a preference set come from: the policy's own (``self``) or every generator's (``mix``).

@@ -114,9 +114,11 @@ def mechanism_table(
     model: str = "smollm2-135m",
     dtype: str = "auto",
     batch_size: int = 8,
+    rewards_out: dict | None = None,
 ) -> pd.DataFrame:
     """The endpoint of every aligned model (``{setting: adapter folder}``) on the base model's answers: the reference
     scores them once, each adapter once, on one loaded base model (:class:`wow.backends.models.SharedBase`).
+    ``rewards_out``, a dict, receives every answer's reward per setting (``{setting: {answer_id: r}}``).
 
     Returns:
         DataFrame with :data:`COLUMNS`, one row per setting.
@@ -135,4 +137,68 @@ def mechanism_table(
         for setting, folder in adapters.items():
             policy = answer_logprobs(*shared.activate(folder), rows, batch_size)
             table.append({"setting": setting, **arm_metrics(rows, policy - reference)})
+            if rewards_out is not None:
+                rewards_out[setting] = {
+                    r["answer_id"]: float(x) for r, x in zip(rows, policy - reference, strict=True)
+                }
     return pd.DataFrame(table, columns=COLUMNS)
+
+
+def question_hits(rows: Sequence[dict], reward: Mapping[str, float]) -> dict[str, tuple[int, int]]:
+    """Per test question, ``(hits, pairs)`` of the ranking accuracy: its wrong-over-wrong pairs
+    (:func:`wow.pairs.candidate_pairs`) and how many of them the rewards ``{answer_id: r}`` order as the labels do."""
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for a, b in candidate_pairs(rows):
+        out[a["question_id"]][0] += (reward[a["answer_id"]] - reward[b["answer_id"]]) * (label(a) - label(b)) > 0
+        out[a["question_id"]][1] += 1
+    return {q: (h, n) for q, (h, n) in out.items()}
+
+
+def ranking_difference(
+    rows: Sequence[dict],
+    rewards: Mapping[str, Mapping[str, float]],
+    arm_a: Sequence[str],
+    arm_b: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Held-out ranking accuracy of arm ``a`` minus arm ``b`` (each the mean over its settings, e.g. its training
+    seeds), with a percentile interval that resamples test questions (every pair of a drawn question, both arms on
+    the same draw: the pairs of one question share answers and are not independent).
+
+    Args:
+        rows: the base model's test answers (those :func:`mechanism_table` scored).
+        rewards: ``{setting: {answer_id: r}}`` as :func:`mechanism_table` fills ``rewards_out``.
+        arm_a, arm_b: the settings of each arm.
+
+    Returns:
+        ``{"a", "b", "difference", "ci_low", "ci_high", "n_questions", "n_pairs"}``.
+    """
+    if not arm_a or not arm_b:
+        raise WowError("ranking_difference needs at least one setting per arm.")
+    hits = {s: question_hits(rows, rewards[s]) for s in [*arm_a, *arm_b]}
+    questions = sorted(next(iter(hits.values())))
+    if not questions:
+        raise WowError("no wrong-over-wrong pair among the test answers: the ranking accuracy is undefined.")
+    h = {s: np.array([hits[s][q][0] for q in questions], dtype=float) for s in hits}
+    n = np.array([hits[arm_a[0]][q][1] for q in questions], dtype=float)
+
+    def accuracy(settings, weights):
+        return np.mean([(weights * h[s]).sum(-1) / (weights * n).sum(-1) for s in settings], axis=0)
+
+    ones = np.ones(len(questions))
+    a, b = float(accuracy(arm_a, ones)), float(accuracy(arm_b, ones))
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(questions), ones / len(questions), size=n_boot).astype(float)
+    diffs = accuracy(arm_a, draws) - accuracy(arm_b, draws)
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return {
+        "a": a,
+        "b": b,
+        "difference": a - b,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "n_questions": len(questions),
+        "n_pairs": int(n.sum()),
+    }

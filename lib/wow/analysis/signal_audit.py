@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from wow import WowError
-from wow.pairs import candidate_pairs, is_parsed, label
+from wow.pairs import candidate_pairs, is_parsed, label, states_answer
 
 #: The rules a task setting must pass before a study trains on it: (key, comparison, bound, why).
 RULES = (
@@ -48,14 +48,6 @@ RULES = (
 )
 #: Features of the pair probe (differences a - b).
 PROBE_FEATURES = ("length", "mean_logprob", "log_size")
-
-
-def _stated(answer: dict) -> bool:
-    """Whether the extracted value appears in the answer's text (numbers as written, e.g. 7 or 7.5)."""
-    value = answer.get("extracted")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip().lower() in str(answer.get("text", "")).lower()
 
 
 def _within_share(wrong: Sequence[dict]) -> float:
@@ -136,8 +128,9 @@ def probe_accuracy(pairs: Sequence[tuple[dict, dict]]) -> float:
     return hits / total if total else float("nan")
 
 
-def audit(answers: Sequence[dict], split: str | None = "train") -> dict:
-    """The audit of graded answer rows (those of ``split``; None: all), per the module's list.
+def audit(answers: Sequence[dict], split: str | None = "train", stated_only: bool = False) -> dict:
+    """The audit of graded answer rows (those of ``split``; None: all), per the module's list; ``stated_only``:
+    of the answers whose text states their extracted value only (those ``pairs_from_stated_answers`` pairs).
 
     Returns:
         ``n_answers, n_questions, parse_rate, answer_in_text, cut_at_budget, within_share, n_pairs, probe_accuracy,
@@ -146,7 +139,7 @@ def audit(answers: Sequence[dict], split: str | None = "train") -> dict:
     Raises:
         WowError: no answer of that split.
     """
-    rows = [a for a in answers if split is None or a.get("split") == split]
+    rows = [a for a in answers if (split is None or a.get("split") == split) and (not stated_only or states_answer(a))]
     if not rows:
         raise WowError(f"no answers of split {split!r} to audit; run stage 01 first.")
     parsed = [a for a in rows if is_parsed(a)]
@@ -156,7 +149,7 @@ def audit(answers: Sequence[dict], split: str | None = "train") -> dict:
         "n_answers": len(rows),
         "n_questions": len({a["question_id"] for a in rows}),
         "parse_rate": len(parsed) / len(rows),
-        "answer_in_text": sum(map(_stated, parsed)) / len(parsed) if parsed else float("nan"),
+        "answer_in_text": sum(map(states_answer, parsed)) / len(parsed) if parsed else float("nan"),
         "cut_at_budget": sum(a.get("finish_reason") == "length" for a in rows) / len(rows),
         "within_share": _within_share(wrong),
         "n_pairs": len(pairs),

@@ -70,7 +70,7 @@ FACTSCORE_CALLS = {"atomic": 8, "verify": 30}
 FACTSCORE_TOKENS = {"atomic": (450, 100), "verify": (900, 2)}
 
 #: Throughput measured on this project's machine (Intel Xeon, 2 CPU cores, quiet), 2026-12-02, in the run of
-#: ``parameters/offline_fig3.yaml``: stage 01 generated 60,019 tokens (900 answers with their extraction turns, every
+#: ``parameters/offline_fig3_plain_dpo.yaml``: stage 01 generated 60,019 tokens (900 answers with their extraction turns, every
 #: prompt read) in 393 s, about 150 tok/s end to end; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about
 #: 2 x 320 tokens each) in about 300 s, its validation pass included: about 170 tok/s.
 MEASURED = {"smollm2-135m": {"generate": 150.0, "train": 170.0, "params_b": 0.135, "where": "2-core CPU"}}
@@ -220,6 +220,8 @@ def preference_pairs(P: RunParams, task: str, kind: str, margin: float | None, s
     per_question = math.comb(P.n_samples, 2)
     if P.pairs_per_question and kind in ("oracle", "noisy", "random"):
         per_question = min(per_question, P.pairs_per_question)
+    if kind == "gold":
+        per_question = min(P.n_samples, P.pairs_per_question or P.n_samples)
     if kind.startswith("row"):
         half = P.n_samples // 2
         per_question = half * (P.n_samples - half) + (per_question if kind != "row" else 0)

@@ -146,6 +146,9 @@ class RunParams(BaseModel):
     pairs_per_question: int | None = Field(
         None, gt=0, description="oracle, noisy@q, random: the k largest-gap pairs of each train question (None: all)"
     )
+    pairs_from_stated_answers: bool = Field(
+        False, description="preference pairs only from answers whose text states the value they are graded on"
+    )
     trainers: list[str] = Field(["dpo"], description="dpo, ipo, rso, sppo, rpo (DPO + NLL), cpo, simpo, orpo")
     rpo_alpha: float = Field(1.0, gt=0, description="rpo: weight of the chosen answers' NLL added to DPO's loss")
     learning_rates: list[float] = Field([5e-5], description="grid: learning rates")

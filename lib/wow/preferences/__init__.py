@@ -42,7 +42,8 @@ as the paper's code does); the cap samples pairs with the seed.
 
 Example::
 
-    from wow import io, preferences
+    from wow.pairs import states_answer
+from wow import io, preferences
     answers = io.read_jsonl("outputs/demo/answers.jsonl")
     ds = preferences.build_preferences(answers, "oracle", source="self", generators=["smollm2-135m"])
     preferences.save_preferences(ds, "outputs/demo/preferences/self_oracle")
@@ -60,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from wow import WowError, io, schema
+from wow.pairs import states_answer
 from wow.preferences.preference_examples import (
     example_features,
     examples_from_pairs,
@@ -69,6 +71,7 @@ from wow.preferences.preference_examples import (
     true_acc_wow,
 )
 from wow.preferences.preference_pairs import (
+    gold_over_wrong_pairs,
     largest_gap_pairs,
     right_over_wrong_pairs,
     train_answer_pool,
@@ -79,6 +82,11 @@ from wow.protocol import is_paper
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
+
+
+def _field(question, name: str):
+    """A field of a ``Question`` object or of a ``questions.jsonl`` row."""
+    return question[name] if isinstance(question, Mapping) else getattr(question, name)
 
 
 def build_preferences(
@@ -99,6 +107,7 @@ def build_preferences(
     questions: Iterable | Mapping | None = None,
     protocol: str = "wow",
     pairs_per_question: int | None = None,
+    stated_only: bool = False,
 ):
     """Build a preference set (train and validation splits) from graded answers.
 
@@ -121,15 +130,17 @@ def build_preferences(
         drop_options: use the question text without options as the prompt (the paper's variant); needs
             ``questions``.
         questions: ``Question`` objects or ``questions.jsonl`` rows (or a mapping id -> either); only needed with
-            ``drop_options``.
+            ``drop_options`` and for ``gold`` (its gold answers).
         protocol: ``paper``: prompts are the paper's query (no options, no step-by-step instruction,
             :func:`wow.protocol.paper_prompt_messages`); ``score`` sets cut ``round(n * M)`` pairs per (task,
             generator) keeping ties with the later answer chosen (:func:`wow.pairs.paper_score_margin`), and
             MedMCQA's tied wrong pairs enter them (:func:`wow.protocol.allows_tied_pairs`).
-        pairs_per_question: ``oracle``, ``noisy@q``, ``random``: keep the k pairs of largest label gap of each
+        pairs_per_question: ``gold``: the k most wrong answers of each question; ``oracle``, ``noisy@q``, ``random``: keep the k pairs of largest label gap of each
             train question (:func:`wow.preferences.preference_pairs.largest_gap_pairs`) before the cap and the flips, so every
             controlled arm trains on the same label-bearing pairs. None: every pair. Other types ignore it (their
             pairs must not read the labels).
+        stated_only: pairs only from answers whose text states the value they are graded on
+            (:func:`wow.pairs.states_answer`; the parameter ``pairs_from_stated_answers``), for every type.
 
     Returns:
         ``datasets.DatasetDict`` with ``train`` and ``validation`` (the latter may be empty for one question).
@@ -144,6 +155,8 @@ def build_preferences(
     if cap is not None and cap < 1:
         raise WowError(f"cap={cap} must be a positive number of pairs or None.")
     pool = train_answer_pool(answers, source, generators)
+    if stated_only:
+        pool = {k: a for k, a in pool.items() if states_answer(a)}
     paper = is_paper(protocol)
     prompts = question_prompts(questions) if drop_options and not paper else None
     if drop_options and prompts is None and not paper:
@@ -153,7 +166,14 @@ def build_preferences(
     share = schema.flip_share(pref_type, flip) if pref_type in ("noisy", "random") else None
     wow_kind = pref_type.removeprefix("row_") if pref_type.startswith("row_") else pref_type
     wow_kind = "oracle" if share is not None else wow_kind
-    if wow_kind == "row":
+    if wow_kind == "gold":
+        if questions is None:
+            raise WowError("'gold' preferences need `questions` (questions.jsonl rows) for the gold answers.")
+        rows = questions.values() if isinstance(questions, Mapping) else questions
+        gold = {_field(q, "id"): _field(q, "gold") for q in rows}
+        pairs = examples_from_pairs(gold_over_wrong_pairs(pool, gold, pairs_per_question), pref_type, prompts, paper)
+        pairs = rng.sample(pairs, min(cap, len(pairs))) if cap else rng.sample(pairs, len(pairs))
+    elif wow_kind == "row":
         pairs = examples_from_pairs(right_over_wrong_pairs(pool), pref_type, prompts, paper)
         pairs = rng.sample(pairs, min(cap, len(pairs))) if cap else rng.sample(pairs, len(pairs))
     else:

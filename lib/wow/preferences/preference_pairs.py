@@ -1,7 +1,8 @@
 """Which answers a preference set pairs, and which answer of a pair is chosen: the pool and the builders per type.
 
 The pool is the train-split answers of the chosen generators (:func:`train_answer_pool`). The builders
-(:func:`wrong_over_wrong_pairs` for ``oracle``, ``direct`` and ``score``, :func:`right_over_wrong_pairs` for ``row``)
+(:func:`wrong_over_wrong_pairs` for ``oracle``, ``direct`` and ``score``, :func:`right_over_wrong_pairs` for ``row``,
+:func:`gold_over_wrong_pairs` for ``gold``)
 give ``{chosen, rejected, method}`` dicts of answer rows, always within one question and one generator; the pairs
 themselves follow the one pair rule of :mod:`wow.pairs`. :mod:`wow.preferences.preference_examples` turns them into examples.
 
@@ -120,6 +121,55 @@ def largest_gap_pairs(pairs: list[dict], k: int) -> list[dict]:
         indices.sort(key=lambda i: (-(label(pairs[i]["chosen"]) - label(pairs[i]["rejected"])), i))
         keep.update(indices[:k])
     return [pair for i, pair in enumerate(pairs) if i in keep]
+
+
+#: The chosen text of a ``gold`` pair: the question's gold answer in one sentence.
+GOLD_TEXT = "The answer is {gold}."
+
+
+def gold_over_wrong_pairs(pool: dict[str, dict], gold: Mapping[str, Any], k: int | None = None) -> list[dict]:
+    """Gold over wrong, a positive control: per train question, its gold answer written as :data:`GOLD_TEXT` is
+    chosen over each wrong parsed answer (with ``k``, over its ``k`` most wrong, ties in sample order). Trained with
+    an NLL term (``rpo``) it is supervised fine-tuning on gold answers; it needs no answer of the model to be right.
+
+    Args:
+        pool: the train answers (:func:`train_answer_pool`).
+        gold: ``{question_id: gold}``, numbers only (``questions.jsonl``'s ``gold``).
+        k: most pairs per question (``pairs_per_question``); None: every wrong answer.
+
+    Raises:
+        WowError: a question's gold is missing or not a number, ``k`` < 1, or no question has a wrong answer.
+    """
+    if k is not None and k < 1:
+        raise WowError(f"pairs_per_question must be >= 1; got {k}.")
+    groups: dict[tuple, list[dict]] = {}
+    for a in pool.values():
+        if a.get("is_correct") or label(a) is None or a.get("extracted") is None:
+            continue
+        groups.setdefault((a["question_id"], a["generator"]), []).append(a)
+    pairs = []
+    for (qid, generator), wrong in groups.items():
+        value = gold.get(qid)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise WowError(
+                f"'gold' preferences need a numeric gold answer; question {qid!r} has {value!r}. Use them on "
+                "tasks whose answer is a number (shortest_path, max_flow, matching, science)."
+            )
+        value = int(value) if float(value).is_integer() else value
+        chosen = {
+            **wrong[0],
+            "answer_id": f"{qid}|{generator}|gold",
+            "text": GOLD_TEXT.format(gold=value),
+            "extracted": value,
+            "raw_label": None,
+            "correctness": 1.0,
+            "is_correct": True,
+        }
+        ordered = sorted(range(len(wrong)), key=lambda i: (float(wrong[i]["correctness"]), i))
+        pairs += [_pair(chosen, wrong[i], "gold") for i in ordered[:k]]
+    if not pairs:
+        raise WowError(f"no wrong parsed answer among {len(pool)} train answers: 'gold' has nothing to reject.")
+    return pairs
 
 
 def right_over_wrong_pairs(pool: dict[str, dict]) -> list[dict]:

@@ -46,6 +46,7 @@ def build_preference_sets(
     from wow.elicit import scorers
 
     score_maps = scorers.judge_score_maps(scores)
+    questions = io.read_jsonl(P.layout.questions) if any(s.pref_type == "gold" for s in pref_specs(P)) else None
     sets = {}
     for spec in pref_specs(P):
         column = schema.judge_score_column(spec.judge, P.pref_score_k, spec.mode) if spec.judge else None
@@ -67,6 +68,8 @@ def build_preference_sets(
                     seed=P.seed,
                     protocol=P.protocol,
                     pairs_per_question=P.pairs_per_question,
+                    stated_only=P.pairs_from_stated_answers,
+                    questions=questions if spec.pref_type == "gold" else None,
                 )
             except WowError as e:
                 log.warning("no %s preference set for %s: %s", spec.setting(P), name, e)
@@ -259,7 +262,9 @@ def evaluate_on_test(run: RunContext, trained: list[Trained], sets: dict, questi
 def audit_signal(P: RunParams, answers: list[dict]) -> dict:
     """The signal audit of the policy's train answers per aligned task (:mod:`wow.analysis.signal_audit`), before training:
     written to ``signal_audit.json`` with the verdict of :data:`wow.analysis.signal_audit.RULES`; a failed rule is logged as a
-    warning (training still runs: the audit informs, the study's rules decide).
+    warning (training still runs: the audit informs, the study's rules decide). With ``pairs_from_stated_answers`` it
+    audits the answers the pairs come from (those whose text states their extracted value), and every answer under
+    ``all_answers``.
 
     Returns:
         ``{task: {**audit, "passes": bool, "reasons": [...]}}``.
@@ -269,8 +274,10 @@ def audit_signal(P: RunParams, answers: list[dict]) -> dict:
     out = {}
     for name in P.aligned_tasks:
         rows = [a for a in answers if a["task"] == name and a["generator"] == P.policy_model]
-        try:
-            result = signal_audit.audit(rows)
+        try:  # the answers the pairs are built from
+            result = signal_audit.audit(rows, stated_only=P.pairs_from_stated_answers)
+            if P.pairs_from_stated_answers:
+                result["all_answers"] = signal_audit.audit(rows)
         except WowError as e:
             log.warning("signal audit of %s: %s", name, e)
             continue
@@ -285,10 +292,11 @@ def audit_signal(P: RunParams, answers: list[dict]) -> dict:
 def mechanism_endpoint(P: RunParams, trained: list[Trained], entries: list[dict]) -> pd.DataFrame:
     """What each chosen adapter learnt, read on the original model's test answers of its own task with forward passes
     only (:mod:`wow.align.mechanism`: held-out implicit-reward ranking accuracy, importance-weighted p_wrong with its
-    effective sample size, KL to the base); writes ``mechanism.csv``, one row per (task, setting)."""
+    effective sample size, KL to the base); writes ``mechanism.csv``, one row per (task, setting), and every base
+    answer's implicit reward per setting to ``mechanism_rewards.csv`` (for intervals that resample questions)."""
     from wow.align import mechanism
 
-    tables = []
+    tables, reward_rows = [], []
     for task in dict.fromkeys(t.task for t in trained):
         base = next((e["before_rows"] for e in entries if e["eval_task"] == task), None)
         adapters = {
@@ -298,10 +306,20 @@ def mechanism_endpoint(P: RunParams, trained: list[Trained], entries: list[dict]
         }
         if not base or not adapters:
             continue
-        table = mechanism.mechanism_table(base, adapters, P.policy_model, dtype=P.dtype, batch_size=P.batch_size)
+        rewards: dict = {}
+        table = mechanism.mechanism_table(
+            base, adapters, P.policy_model, dtype=P.dtype, batch_size=P.batch_size, rewards_out=rewards
+        )
         tables.append(table.assign(task=task)[["task", *mechanism.COLUMNS]])
+        reward_rows += [
+            {"task": task, "setting": setting, "answer_id": answer_id, "reward": r}
+            for setting, by_answer in rewards.items()
+            for answer_id, r in by_answer.items()
+        ]
     out = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["task", *mechanism.COLUMNS])
     io.write_text(P.layout.mechanism, out.to_csv(index=False))
+    columns = ["task", "setting", "answer_id", "reward"]
+    io.write_text(P.layout.mechanism_rewards, pd.DataFrame(reward_rows, columns=columns).to_csv(index=False))
     return out
 
 

@@ -26,6 +26,9 @@ EXPONENT = r"(?:\s*[eE]\s*([-+\u2212]?\d+)|\s*(?:[x\u00d7*]|\\times|\\cdot|\u00b
 
 #: The instruction that precedes every reasoning prompt (our wording of the paper's chain-of-thought prefix).
 COT_INSTRUCTION = "Work through the following question step by step, explain your reasoning briefly, and end with your final answer. Keep it short.\n\n"
+#: The instruction of the graph tasks' ``reasoning="brief"`` (a small model's step-by-step answers run past a short
+#: token budget before they state a number; asked for one sentence, most of them end inside it).
+BRIEF_INSTRUCTION = "Answer the following question in one short sentence.\n\n"
 
 #: Prefix of the multiple-choice extraction turn.
 MC_PREFIX = "The answer is option"

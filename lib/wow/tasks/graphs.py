@@ -27,7 +27,7 @@ import re
 
 from wow import WowError
 from wow.tasks.base import UNPARSED, Grade, Question, Task
-from wow.tasks.extract import COT_INSTRUCTION, NUMBER, integral, last_match, to_number
+from wow.tasks.extract import BRIEF_INSTRUCTION, COT_INSTRUCTION, NUMBER, integral, last_match, to_number
 from wow.tasks.sources import Row, field, read_jsonl_rows, require_file, row_error, seeded_sample
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,15 @@ class GraphTask(Task):
     direct_patterns: list[str] = []
     nlgraph_file: str = ""
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, path: str | None = None, reasoning: str = "step_by_step"):
+        if reasoning not in REASONING:
+            raise WowError(f"reasoning must be one of {sorted(REASONING)}, got {reasoning!r}")
         self.path = path
+        self.reasoning = reasoning
+
+    def prompt(self, body: str) -> str:
+        """The question's prompt: the instruction of ``reasoning`` (:data:`REASONING`), then the question."""
+        return REASONING[self.reasoning] + body.strip() + "\n"
 
     def build(self, n: int, seed: int) -> list[Question]:
         """Generate ``n`` questions (question ``i`` depends only on ``seed`` and ``i``) or load them from ``path``.
@@ -211,6 +218,11 @@ def keep_stated_gold(row: Row, question: Question, gold: int, what: str) -> Ques
 def strip_answer_cue(question: str) -> str:
     """An NLGraph question without its trailing ``A:`` cue."""
     return re.sub(r"\s*A:\s*$", "", question)
+
+
+#: The graph tasks' instructions by the task option ``reasoning``: ``step_by_step`` (the default, our wording of the
+#: paper's chain-of-thought prefix) or ``brief`` (one sentence; for small models under a short token budget).
+REASONING = {"step_by_step": COT_INSTRUCTION, "brief": BRIEF_INSTRUCTION}
 
 
 def prompt(body: str) -> str:

@@ -25,7 +25,6 @@ from wow.tasks.graphs import (
     nlgraph_edges,
     parse_int,
     probability,
-    prompt,
     strip_answer_cue,
 )
 from wow.tasks.sources import Row
@@ -43,6 +42,7 @@ class Matching(GraphTask):
         n_jobs: number of jobs, an int or a range.
         interest_prob: probability that an applicant is interested in a job.
         path: an NLGraph ``matching/main.json`` to load instead of generating.
+        reasoning: the instruction before the question, ``step_by_step`` (default) or ``brief`` (one sentence).
     """
 
     name = "matching"
@@ -61,8 +61,9 @@ class Matching(GraphTask):
         n_jobs: int | tuple[int, int] = (3, 6),
         interest_prob: float = 0.35,
         path: str | None = None,
+        reasoning: str = "step_by_step",
     ):
-        super().__init__(path)
+        super().__init__(path, reasoning)
         self.n_applicants = int_range(n_applicants, "n_applicants", 1)
         self.n_jobs = int_range(n_jobs, "n_jobs", 1)
         self.interest_prob = probability(interest_prob, "interest_prob")
@@ -81,7 +82,7 @@ class Matching(GraphTask):
             f"and each applicant can take only one job.\n{lines}\n"
             "Question: What is the largest number of applicants that can each be given a job they are interested in?"
         )
-        return _question(qid, prompt(body), n_a, n_j, edges, "generated")
+        return _question(qid, self.prompt(body), n_a, n_j, edges, "generated")
 
     def from_nlgraph(self, row: Row, key: str) -> Question:
         """An NLGraph record: applicants, jobs, interests and the gold size are parsed from its text."""
@@ -92,7 +93,7 @@ class Matching(GraphTask):
         what = "the gold size ('N applicants can find') in the answer"
         gold = parse_int(row, row.data["answer"], r"(\d+) applicants can find", what)
         body = strip_answer_cue(text) + " Please also state the maximum number of applicants that can be matched."
-        q = _question(f"{self.name}/nlgraph-{key}", prompt(body), n_a, n_j, edges, "nlgraph", gold=gold)
+        q = _question(f"{self.name}/nlgraph-{key}", self.prompt(body), n_a, n_j, edges, "nlgraph", gold=gold)
         return keep_stated_gold(row, q, gold, "maximum matching size")
 
 

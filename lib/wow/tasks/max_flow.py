@@ -27,7 +27,6 @@ from wow.tasks.graphs import (
     nlgraph_ends,
     parse_int,
     probability,
-    prompt,
     random_pairs,
     strip_answer_cue,
 )
@@ -46,6 +45,7 @@ class MaxFlow(GraphTask):
         edge_prob: probability of a directed edge per ordered pair of nodes.
         max_capacity: capacities are drawn uniformly from 1..max_capacity.
         path: an NLGraph ``flow/main.json`` to load instead of generating.
+        reasoning: the instruction before the question, ``step_by_step`` (default) or ``brief`` (one sentence).
     """
 
     name = "max_flow"
@@ -60,8 +60,9 @@ class MaxFlow(GraphTask):
         edge_prob: float = 0.35,
         max_capacity: int = 10,
         path: str | None = None,
+        reasoning: str = "step_by_step",
     ):
-        super().__init__(path)
+        super().__init__(path, reasoning)
         self.n_nodes = int_range(n_nodes, "n_nodes", 2)
         self.edge_prob = probability(edge_prob, "edge_prob")
         self.max_capacity = int_range(max_capacity, "max_capacity", 1)[1]
@@ -79,7 +80,7 @@ class MaxFlow(GraphTask):
             f"In a directed graph, the nodes are numbered from 0 to {n - 1}, and the edges are:\n{lines}.\n"
             f"Question: What is the maximum flow from node {s} to node {t}?"
         )
-        return _question(qid, prompt(body), n, edges, s, t, "generated")
+        return _question(qid, self.prompt(body), n, edges, s, t, "generated")
 
     def from_nlgraph(self, row: Row, key: str) -> Question:
         """An NLGraph record: edges, source, sink and the gold flow are parsed from its text."""
@@ -89,7 +90,7 @@ class MaxFlow(GraphTask):
         what = "the gold flow ('maximum flow ... is N') in the answer"
         gold = parse_int(row, row.data["answer"], r"maximum flow.*?is (\d+)", what)
         q = _question(
-            f"{self.name}/nlgraph-{key}", prompt(strip_answer_cue(text)), n, edges, s, t, "nlgraph", gold=gold
+            f"{self.name}/nlgraph-{key}", self.prompt(strip_answer_cue(text)), n, edges, s, t, "nlgraph", gold=gold
         )
         return keep_stated_gold(row, q, gold, "maximum flow")
 

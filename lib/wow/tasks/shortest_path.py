@@ -31,7 +31,6 @@ from wow.tasks.graphs import (
     nlgraph_ends,
     parse_int,
     probability,
-    prompt,
     random_pairs,
     strip_answer_cue,
 )
@@ -51,6 +50,7 @@ class ShortestPath(GraphTask):
         edge_prob: probability of an edge between two nodes (the graph is then joined into one component).
         max_weight: edge weights are drawn uniformly from 1..max_weight.
         path: an NLGraph ``shortest_path/main.json`` to load instead of generating.
+        reasoning: the instruction before the question, ``step_by_step`` (default) or ``brief`` (one sentence).
     """
 
     name = "shortest_path"
@@ -67,8 +67,9 @@ class ShortestPath(GraphTask):
         edge_prob: float = 0.4,
         max_weight: int = 9,
         path: str | None = None,
+        reasoning: str = "step_by_step",
     ):
-        super().__init__(path)
+        super().__init__(path, reasoning)
         self.n_nodes = int_range(n_nodes, "n_nodes", 2)
         self.edge_prob = probability(edge_prob, "edge_prob")
         self.max_weight = int_range(max_weight, "max_weight", 1)[1]
@@ -87,7 +88,7 @@ class ShortestPath(GraphTask):
             f"In an undirected graph, the nodes are numbered from 0 to {n - 1}, and the edges are:\n{lines}.\n"
             f"Question: What is the shortest path from node {s} to node {t}? Give the path and its total weight."
         )
-        return _question(qid, prompt(body), n, edges, s, t, "generated")
+        return _question(qid, self.prompt(body), n, edges, s, t, "generated")
 
     def from_nlgraph(self, row: Row, key: str) -> Question:
         """An NLGraph record: edges, end nodes and the gold weight are parsed from its text."""
@@ -98,7 +99,7 @@ class ShortestPath(GraphTask):
         gold = parse_int(row, row.data["answer"], r"total weight of (\d+)", what)
         body = strip_answer_cue(text) + " Please also state the total weight of the shortest path."
         try:
-            q = _question(f"{self.name}/nlgraph-{key}", prompt(body), n, edges, s, t, "nlgraph", gold=gold)
+            q = _question(f"{self.name}/nlgraph-{key}", self.prompt(body), n, edges, s, t, "nlgraph", gold=gold)
         except (nx.NetworkXNoPath, nx.NodeNotFound) as e:
             raise row_error(row, f"the graph has no path from node {s} to node {t} ({e})") from None
         return keep_stated_gold(row, q, gold, "shortest-path weight")

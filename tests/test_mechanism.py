@@ -117,3 +117,22 @@ def test_rewards_are_the_adapters_log_ratios_of_the_answer_tokens(tiny_model, ad
     for key in ("kl_ref_policy", "iw_p_wrong", "ess"):
         assert math.isclose(arm[key], expected[key], rel_tol=1e-4, abs_tol=1e-4), key
     assert arm["ranking_accuracy"] == expected["ranking_accuracy"]
+
+
+def test_contrast_table_sets_every_arm_against_the_lowest_acc_wow():
+    """Arms {a: x 1, two seeds a0, a1}, {b: x 0}, {c: x 0.5}: b is the reference; a pools its seeds."""
+    a0 = {"q1|0": 1.0, "q1|1": 0.0, "q1|2": 0.0, "q2|0": 0.0, "q2|1": 1.0}  # both pairs right
+    a1 = {"q1|0": 0.0, "q1|1": 1.0, "q1|2": 0.0, "q2|0": 0.0, "q2|1": 1.0}  # q2's only
+    b = {"q1|0": 0.0, "q1|1": 1.0, "q1|2": 0.0, "q2|0": 1.0, "q2|1": 0.0}  # none
+    rewards = {"a__seed0": a0, "a__seed1": a1, "b": b, "c": a0}
+    arms = {"a": (1.0, ["a__seed0", "a__seed1"]), "b": (0.0, ["b"]), "c": (0.5, ["c"])}
+    t = mechanism.contrast_table("t", ROWS, rewards, arms, n_boot=200)
+    assert list(t["setting"]) == ["a", "c"] and set(t["reference"]) == {"b"}
+    assert list(t["n_seeds"]) == [2, 1] and list(t["reference_ranking_accuracy"]) == [0.0, 0.0]
+    assert list(t["ranking_accuracy"]) == [0.75, 1.0] and list(t["difference"]) == [0.75, 1.0]
+    assert list(t["n_pairs"]) == [2, 2] and list(t["n_questions"]) == [2, 2]
+    assert mechanism.contrast_table("t", ROWS, rewards, {"a": arms["a"]}).empty  # one arm: nothing to contrast
+    no_pairs = [
+        r for r in ROWS if r["question_id"] == "q1" and r["sample_index"] != 1
+    ]  # one wrong answer per question
+    assert mechanism.contrast_table("t", no_pairs, rewards, arms).empty

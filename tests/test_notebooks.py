@@ -205,3 +205,33 @@ def test_a_missing_data_file_is_refused_before_any_kernel_and_a_failing_notebook
     assert not (tmp_path / "broken").exists()  # the preflight refused it before any kernel started
     with pytest.raises(WowError, match=r"01_data_prep failed in cell \d+: .*no_such_graphs\.json"):
         run.run(bad, only=["01"], check=False)  # past the preflight, the stage fails and names its cell
+
+
+def test_smoke_mechanism_contrast_is_the_rewards_ranking_recomputed_by_hand(smoke_run):
+    """mechanism_contrasts.csv (stage 05, through wow run) against the ranking accuracies counted here from stage
+    04's per-answer rewards and the original model's test answers."""
+    from wow.pairs import candidate_pairs, label
+
+    rewards = pd.read_csv(smoke_run / "mechanism_rewards.csv")
+    contrasts = pd.read_csv(smoke_run / "mechanism_contrasts.csv")
+    points = pd.read_csv(smoke_run / "fig3_points.csv")
+    assert set(rewards["setting"]) == set(pd.read_csv(smoke_run / "mechanism.csv")["setting"])
+    assert not contrasts.empty  # the smoke set's oracle against its random set
+    for task, group in contrasts.groupby("task"):
+        base = io.read_jsonl(smoke_run / "eval" / task / "original.jsonl")
+        pairs = candidate_pairs(base)
+
+        table = rewards[rewards["task"] == task]
+
+        def accuracy(setting, table=table, pairs=pairs):
+            mine = table[table["setting"] == setting]
+            r = dict(zip(mine["answer_id"], mine["reward"], strict=True))
+            hits = sum((r[a["answer_id"]] - r[b["answer_id"]]) * (label(a) - label(b)) > 0 for a, b in pairs)
+            return hits / len(pairs)
+
+        ranked = points[points["task"] == task].sort_values("acc_wow")
+        assert set(group["reference"]) == {ranked["setting"].iloc[0]}  # the lowest Acc_WoW
+        for _, row in group.iterrows():
+            assert row["ranking_accuracy"] == pytest.approx(accuracy(row["setting"]))
+            assert row["difference"] == pytest.approx(accuracy(row["setting"]) - accuracy(row["reference"]))
+            assert row["ci_low"] <= row["difference"] <= row["ci_high"] and row["n_pairs"] == len(pairs)

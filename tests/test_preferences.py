@@ -275,3 +275,46 @@ def test_pairs_per_question_reaches_the_oracle_arms_and_spares_judged_sets(answe
     assert ("q2|A|1", "q2|A|0") in ids(one)
     flipped = build_preferences(answers, "random", generators=["A"], pairs_per_question=1, val_fraction=0.0)
     assert {frozenset(i) for i in ids(flipped)} == {frozenset(i) for i in ids(one)}  # the same pairs, some flipped
+
+
+def test_gold_pairs_put_the_gold_sentence_over_the_most_wrong_answers(answers):
+    """gold: per train question and generator, "The answer is <gold>." over its wrong parsed answers (k most wrong)."""
+    for a, c in zip(answers[:8], [0.3, 0.6, 0.5, 1.0, 0.0, 0.2, 0.9, 0.4], strict=True):
+        a["correctness"] = c
+    questions = [{"id": "q1", "gold": 10}, {"id": "q2", "gold": 7.0}, {"id": "q3", "gold": 4}, {"id": "q4", "gold": 3}]
+    ds = build_preferences(answers, "gold", source="mix", questions=questions, val_fraction=0.0, cap=None)
+    rows = pairs(ds)
+    # A/q1: 3 wrong parsed answers (the correct and the unparsed one never enter); A/q2: 3; B/q1: 2 -> 8 pairs
+    assert len(rows) == 8
+    assert {r["rejected_id"] for r in rows} == {"q1|A|0", "q1|A|1", "q1|A|2", "q2|A|0", "q2|A|1", "q2|A|2"} | {
+        "q1|B|0",
+        "q1|B|1",
+    }
+    chosen = {r["question_id"]: r["chosen"][0]["content"] for r in rows}
+    assert chosen == {"q1": "The answer is 10.", "q2": "The answer is 7."}  # 7.0 written as 7
+    assert {r["chosen_id"] for r in rows} == {"q1|A|gold", "q2|A|gold", "q1|B|gold"}
+    assert all(r["source_method"] == "gold" and r["chosen_label"] is None for r in rows)
+    # pairs_per_question 2: the two most wrong of each group: A/q1 correctness 0.3, 0.6, 0.5 -> samples 0 and 2;
+    # A/q2 0.2, 0.9, 0.4 -> samples 0 and 2; B/q1 (correctness 0.0 twice, by hand above: untouched) -> both
+    k2 = build_preferences(
+        answers, "gold", source="mix", questions=questions, val_fraction=0.0, cap=None, pairs_per_question=2
+    )
+    assert {r["rejected_id"] for r in pairs(k2)} == {"q1|A|0", "q1|A|2", "q2|A|0", "q2|A|2", "q1|B|0", "q1|B|1"}
+    with pytest.raises(WowError, match="need `questions`"):
+        build_preferences(answers, "gold", source="mix")
+    with pytest.raises(WowError, match="numeric gold"):
+        build_preferences(
+            answers, "gold", source="mix", questions=[{"id": "q1", "gold": "B"}, {"id": "q2", "gold": 1}]
+        )
+
+
+def test_pairs_from_stated_answers_keep_only_answers_whose_text_states_their_value(answers):
+    """stated_only: an answer enters a pair only when its text writes the value it was graded on."""
+    for a in answers:
+        a["text"] = f"The weight is {a['extracted']}." if a["answer_id"] != "q2|A|1" else "It is a long path."
+    everything = build_preferences(answers, "oracle", source="mix", val_fraction=0.0, cap=None)
+    stated = build_preferences(answers, "oracle", source="mix", val_fraction=0.0, cap=None, stated_only=True)
+    # A/q1's two (-2 over -3) pairs now have one text (a duplicate dropped): 1; A/q2: 3; B/q1: 1. A/q2's sample 1
+    # (label -1) is unstated: of A/q2's 3 pairs only (-4 over -5) remains
+    assert len(pairs(everything)) == 5 and len(pairs(stated)) == 3
+    assert ("q2|A|2", "q2|A|0") in ids(stated) and not any("q2|A|1" in p for p in ids(stated))

@@ -283,3 +283,19 @@ def test_nlgraph_file_that_is_a_list_is_refused(tmp_path):
 def test_missing_nlgraph_file_says_what_to_do(tmp_path):
     with pytest.raises(WowError, match="not found: the NLGraph file.*path="):
         wow.tasks.get("matching", path=str(tmp_path / "nope.json")).questions(1)
+
+
+@pytest.mark.parametrize("name", ["shortest_path", "max_flow", "matching"])
+def test_reasoning_option_sets_the_instruction_and_nothing_else(name):
+    """reasoning="brief" asks for one sentence; the graph, the question and the gold are those of the default."""
+    import random
+
+    from wow.tasks.extract import BRIEF_INSTRUCTION, COT_INSTRUCTION
+
+    default = wow.tasks.get(name).generate(random.Random(3), "q")
+    brief = wow.tasks.get(name, reasoning="brief").generate(random.Random(3), "q")
+    assert default.prompt.startswith(COT_INSTRUCTION) and brief.prompt.startswith(BRIEF_INSTRUCTION)
+    assert brief.prompt.removeprefix(BRIEF_INSTRUCTION) == default.prompt.removeprefix(COT_INSTRUCTION)
+    assert brief.gold == default.gold
+    with pytest.raises(WowError, match="reasoning must be one of"):
+        wow.tasks.get(name, reasoning="verbose")

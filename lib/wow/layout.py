@@ -118,6 +118,10 @@ class Layout:
         return self.root / "mechanism_rewards.csv"
 
     @property
+    def mechanism_contrasts(self) -> Path:
+        return self.root / "mechanism_contrasts.csv"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

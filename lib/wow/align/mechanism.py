@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,8 @@ import pandas as pd
 
 from wow import WowError
 from wow.pairs import candidate_pairs, label
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "setting",
@@ -202,3 +205,76 @@ def ranking_difference(
         "n_questions": len(questions),
         "n_pairs": int(n.sum()),
     }
+
+
+#: Columns of :func:`contrast_table` (``mechanism_contrasts.csv``).
+CONTRAST_COLUMNS = [
+    "task",
+    "setting",
+    "reference",
+    "acc_wow",
+    "reference_acc_wow",
+    "n_seeds",
+    "ranking_accuracy",
+    "reference_ranking_accuracy",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "n_questions",
+    "n_pairs",
+]
+
+
+def contrast_table(
+    task: str,
+    rows: Sequence[dict],
+    rewards: Mapping[str, Mapping[str, float]],
+    arms: Mapping[str, tuple[float, Sequence[str]]],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every arm's held-out ranking accuracy against the arm of lowest Acc_WoW (a controlled study's reversed set),
+    each with its question-level interval (:func:`ranking_difference`, seeds pooled).
+
+    Args:
+        task: the task, for the table.
+        rows: the base model's test answers of the task.
+        rewards: ``{reward key: {answer_id: r}}`` (``mechanism_rewards.csv``).
+        arms: ``{setting: (Acc_WoW of its pairs, [its reward keys, one per training seed])}``.
+
+    Returns:
+        DataFrame with :data:`CONTRAST_COLUMNS`, one row per arm but the reference; empty with fewer than two arms or
+        no wrong-over-wrong pair among the test answers (logged).
+    """
+    usable = {s: (x, keys) for s, (x, keys) in arms.items() if keys and all(k in rewards for k in keys)}
+    if len(usable) < 2:
+        return pd.DataFrame(columns=CONTRAST_COLUMNS)
+    reference = min(usable, key=lambda s: (usable[s][0], s))
+    x_ref, ref_keys = usable[reference]
+    out = []
+    for setting, (x, keys) in sorted(usable.items(), key=lambda kv: -kv[1][0]):
+        if setting == reference:
+            continue
+        try:
+            d = ranking_difference(rows, rewards, keys, ref_keys, n_boot=n_boot, seed=seed)
+        except WowError as e:
+            log.warning("mechanism contrast of %s, %s: %s", task, setting, e)
+            return pd.DataFrame(columns=CONTRAST_COLUMNS)
+        out.append(
+            {
+                "task": task,
+                "setting": setting,
+                "reference": reference,
+                "acc_wow": x,
+                "reference_acc_wow": x_ref,
+                "n_seeds": len(keys),
+                "ranking_accuracy": d["a"],
+                "reference_ranking_accuracy": d["b"],
+                "difference": d["difference"],
+                "ci_low": d["ci_low"],
+                "ci_high": d["ci_high"],
+                "n_questions": d["n_questions"],
+                "n_pairs": d["n_pairs"],
+            }
+        )
+    return pd.DataFrame(out, columns=CONTRAST_COLUMNS)

@@ -64,6 +64,32 @@ def fig3_slopes(P: RunParams, points: pd.DataFrame) -> pd.DataFrame:
     return slopes
 
 
+def mechanism_contrasts(P: RunParams, points: pd.DataFrame) -> pd.DataFrame:
+    """Each Fig 3 setting's held-out implicit-reward ranking accuracy against the setting of lowest Acc_WoW, with a
+    question-level interval pooled over training seeds (:func:`wow.align.mechanism.contrast_table`), from stage 04's
+    ``mechanism_rewards.csv``; writes ``mechanism_contrasts.csv`` (empty where stage 04 scored no adapter)."""
+    from wow.align import mechanism
+
+    tables = []
+    path = P.layout.mechanism_rewards
+    scored = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+    if not scored.empty and not points.empty:
+        own = points[points["eval_task"].fillna(points["task"]) == points["task"]]
+        for task, group in own.groupby("task"):
+            table = scored[scored["task"] == task]
+            rewards = {k: dict(zip(g["answer_id"], g["reward"], strict=True)) for k, g in table.groupby("setting")}
+            arms: dict[str, tuple[float, list[str]]] = {}
+            for _, row in group.iterrows():
+                seed = _train_seed(row)
+                key = row["setting"] if seed is None else f"{row['setting']}__seed{seed}"
+                arms.setdefault(row["setting"], (float(row["acc_wow"]), []))[1].append(key)
+            base = io.read_jsonl(P.layout.eval_answers(task))
+            tables.append(mechanism.contrast_table(task, base, rewards, arms, n_boot=P.n_boot, seed=P.seed))
+    out = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=mechanism.CONTRAST_COLUMNS)
+    io.write_text(P.layout.mechanism_contrasts, out.to_csv(index=False))
+    return out
+
+
 def reliability_figures(P: RunParams, alignment: pd.DataFrame) -> None:
     """One reliability diagram per alignment row: the base model's test answers against the aligned one's, on the row's
     evaluation task (``reliability_<task>_<setting>``)."""

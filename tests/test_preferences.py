@@ -318,3 +318,14 @@ def test_pairs_from_stated_answers_keep_only_answers_whose_text_states_their_val
     # (label -1) is unstated: of A/q2's 3 pairs only (-4 over -5) remains
     assert len(pairs(everything)) == 5 and len(pairs(stated)) == 3
     assert ("q2|A|2", "q2|A|0") in ids(stated) and not any("q2|A|1" in p for p in ids(stated))
+
+
+def test_a_set_with_an_empty_validation_split_saves_and_loads(answers, tmp_path):
+    """One question: every pair in train, none in validation; the empty split loads as an empty split."""
+    one = [a for a in answers if a["question_id"] == "q2"]
+    ds = build_preferences(one, "oracle", source="self", val_fraction=0.1)
+    assert (ds["train"].num_rows, ds["validation"].num_rows) == (3, 0)
+    loaded = load_preferences(save_preferences(ds, tmp_path / "set"))
+    assert (loaded["train"].num_rows, loaded["validation"].num_rows) == (3, 0)
+    assert loaded["validation"].features == ds["train"].features
+    assert list(loaded["train"]["chosen_id"]) == list(ds["train"]["chosen_id"])

@@ -277,12 +277,22 @@ def load_preferences(folder: str | os.PathLike):
     Raises:
         WowError: the folder is missing or is not a saved preference set.
     """
-    from datasets import load_from_disk
+    import json
+
+    from datasets import Dataset, DatasetDict
 
     folder = Path(folder)
     if not (folder / "meta.json").exists():
         raise WowError(f"{folder} is not a saved preference set (no meta.json); build it with save_preferences().")
-    return load_from_disk(str(folder))
+    splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+    out = {}
+    for split in splits:
+        state = json.loads((folder / split / "state.json").read_text())
+        if state.get("_data_files"):
+            out[split] = Dataset.load_from_disk(str(folder / split))
+        else:  # a split saved without rows (one question, no validation pairs) has no arrow file to load
+            out[split] = Dataset.from_dict({k: [] for k in example_features()}, features=example_features())
+    return DatasetDict(out)
 
 
 def question_ids(preference_sets: Iterable) -> set[str]:

@@ -66,6 +66,12 @@ def judgement_filename(kind: str, judge: str, mode: str = "text", k: int | None 
     raise WowError(f"unknown judgement kind {kind!r}; use 'pairwise' or 'score'.")
 
 
+def seeded_name(name: str, train_seed: int | None) -> str:
+    """The name of one training seed's model, evaluation and mechanism row: ``<name>__seed<k>``, or ``name`` for a
+    setting trained once (``train_seeds`` unset)."""
+    return name if train_seed is None else f"{name}__seed{train_seed}"
+
+
 @dataclass(frozen=True)
 class Layout:
     """The artefact paths of the run folder ``root`` (docs/artefacts.md, stage by stage)."""
@@ -201,8 +207,8 @@ class Layout:
             name = setting
         else:
             name = f"{task}__{setting}"
-        if setting is not None and train_seed is not None:
-            name += f"__seed{train_seed}"
+        if setting is not None:
+            name = seeded_name(name, train_seed)
         return self.root / "eval" / eval_task / f"{name}.jsonl"
 
     @property

@@ -13,6 +13,7 @@ from wow import io
 from wow.analysis import eval_metrics, gain_slope
 from wow.analysis.fig3_points import method_acc_wow
 from wow.figures import alignment_figures, figure_files
+from wow.layout import seeded_name
 from wow.params import RunParams
 from wow.report import markdown_summary
 
@@ -25,7 +26,7 @@ def eval_answers(P: RunParams, row) -> tuple[str, str, list[dict], list[dict]]:
     target = row["eval_task"] if isinstance(row.get("eval_task"), str) else row["task"]
     seed = _train_seed(row)
     name = row["setting"] if target == row["task"] else f"{row['task']}__{row['setting']}"
-    name += "" if seed is None else f"__seed{seed}"
+    name = seeded_name(name, seed)
     before = io.read_jsonl(P.layout.eval_answers(target))
     after = io.read_jsonl(P.layout.eval_answers(target, row["setting"], row["task"], seed))
     return target, name, before, after
@@ -81,7 +82,7 @@ def mechanism_contrasts(P: RunParams, points: pd.DataFrame) -> pd.DataFrame:
             arms: dict[str, tuple[float, list[str]]] = {}
             for _, row in group.iterrows():
                 seed = _train_seed(row)
-                key = row["setting"] if seed is None else f"{row['setting']}__seed{seed}"
+                key = seeded_name(row["setting"], seed)
                 arms.setdefault(row["setting"], (float(row["acc_wow"]), []))[1].append(key)
             base = io.read_jsonl(P.layout.eval_answers(task))
             tables.append(mechanism.contrast_table(task, base, rewards, arms, n_boot=P.n_boot, seed=P.seed))

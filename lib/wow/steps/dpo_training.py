@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from wow import WowError, io, schema
+from wow.layout import seeded_name
 from wow.params import RunParams
 from wow.preferences.pref_spec import PrefSpec, pref_specs
 from wow.steps.context import RunContext
@@ -299,11 +300,7 @@ def mechanism_endpoint(P: RunParams, trained: list[Trained], entries: list[dict]
     tables, reward_rows = [], []
     for task in dict.fromkeys(t.task for t in trained):
         base = next((e["before_rows"] for e in entries if e["eval_task"] == task), None)
-        adapters = {
-            t.setting if t.train_seed is None else f"{t.setting}__seed{t.train_seed}": t.grid.best["output_dir"]
-            for t in trained
-            if t.task == task
-        }
+        adapters = {seeded_name(t.setting, t.train_seed): t.grid.best["output_dir"] for t in trained if t.task == task}
         if not base or not adapters:
             continue
         rewards: dict = {}

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from wow import WowError
+from wow import WowError, progress
 from wow.pairs import candidate_pairs, label
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ COLUMNS = [
 ]
 
 
-def answer_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8) -> np.ndarray:
+def answer_logprobs(
+    model, tokenizer, rows: Sequence[dict], batch_size: int = 8, desc: str = "scoring base answers"
+) -> np.ndarray:
     """The sum of the token log-probabilities of each row's answer (``text``) after its prompt
     (``prompt_messages``), rendered as one chat turn each; one forward pass per batch of rows.
 
@@ -71,16 +73,22 @@ def answer_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros(len(rows))
     device = next(model.parameters()).device
-    for start in range(0, len(sequences), batch_size):
-        batch = sequences[start : start + batch_size]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s, _ in batch], device=device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in batch], device=device)
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-        for j, (s, n_prompt) in enumerate(batch):
-            out[start + j] = float(logp[j, n_prompt - 1 : len(s) - 1].sum())
+    # the vocabulary projection only where an answer token is predicted: a whole batch's logits (batch x length x
+    # vocabulary, in float32) cost gigabytes and most of the time for answers much shorter than their prompts
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    with progress.bar(len(rows), "answer", desc) as bar:
+        for start in range(0, len(sequences), batch_size):
+            batch = sequences[start : start + batch_size]
+            width = max(len(ids) for ids, _ in batch)
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s, _ in batch], device=device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in batch], device=device)
+            with torch.inference_mode():
+                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                for j, (s, n_prompt) in enumerate(batch):
+                    logits = head(hidden[j, n_prompt - 1 : len(s) - 1]).float()
+                    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[j, n_prompt : len(s), None])
+                    out[start + j] = float(logp.sum())
+            bar.update(len(batch))
     return out
 
 
@@ -135,10 +143,10 @@ def mechanism_table(
         groups[r["question_id"]].append(r)
     rows = [r for q in sorted(groups) for r in groups[q]]  # one question's answers in one batch where they fit
     with SharedBase(model, dtype=dtype) as shared:
-        reference = answer_logprobs(*shared.activate(None), rows, batch_size)
+        reference = answer_logprobs(*shared.activate(None), rows, batch_size, "scoring base answers: reference")
         table = []
         for setting, folder in adapters.items():
-            policy = answer_logprobs(*shared.activate(folder), rows, batch_size)
+            policy = answer_logprobs(*shared.activate(folder), rows, batch_size, f"scoring base answers: {setting}")
             table.append({"setting": setting, **arm_metrics(rows, policy - reference)})
             if rewards_out is not None:
                 rewards_out[setting] = {

@@ -214,3 +214,69 @@ def test_slope_interval_covers_the_true_slope(slope_coverage, gain, design):
 
 def test_slope_interval_that_leaves_out_the_seeds_under_covers(slope_coverage):
     assert slope_coverage[("d_p_wrong", "seeds ignored")] < NOMINAL[0], slope_coverage
+
+
+# -- H1's held-out ranking difference: 55 test questions, 4 wrong base answers each (6 pairs), two adapters whose
+# rewards follow the labels with a skill that varies by question ------------------------------------------------
+RANK_QUESTIONS, RANK_ANSWERS, RANK_SKILL, RANK_SPREAD = 55, 4, (0.35, 0.05), 1.0
+RANK_A, RANK_B = np.triu_indices(RANK_ANSWERS, 1)
+
+
+def ranking_rewards(rng: np.random.Generator, n_questions: int) -> list[np.ndarray]:
+    """Each arm's rewards of every answer: skill_q x label + noise, skill_q = the arm's mean + a question effect."""
+    labels = np.arange(RANK_ANSWERS, dtype=float)
+    return [
+        (mean + RANK_SPREAD * rng.standard_normal((n_questions, 1))) * labels
+        + rng.standard_normal((n_questions, RANK_ANSWERS))
+        for mean in RANK_SKILL
+    ]
+
+
+def ranking_hits(rewards: np.ndarray) -> np.ndarray:
+    """Per question and pair, whether the rewards order the pair as the labels do (labels rise with the index)."""
+    return rewards[:, RANK_B] > rewards[:, RANK_A]
+
+
+@pytest.fixture(scope="module")
+def ranking_coverage() -> dict[str, float]:
+    from wow.align import mechanism
+
+    rng = np.random.default_rng(11)
+    truth = float(np.subtract(*[ranking_hits(r).mean() for r in ranking_rewards(rng, 200_000)]))
+    covered = {"question": 0, "pair": 0}
+    for rep in range(REPS):
+        ra, rb = ranking_rewards(rng, RANK_QUESTIONS)
+        rows = [
+            {
+                "answer_id": f"q{q}|{i}",
+                "question_id": f"q{q}",
+                "generator": "g",
+                "sample_index": i,
+                "extracted": i,
+                "raw_label": float(i),
+                "correctness": i / RANK_ANSWERS,
+                "is_correct": False,
+            }
+            for q in range(RANK_QUESTIONS)
+            for i in range(RANK_ANSWERS)
+        ]
+        rewards = {
+            arm: {f"q{q}|{i}": float(r[q, i]) for q in range(RANK_QUESTIONS) for i in range(RANK_ANSWERS)}
+            for arm, r in (("a", ra), ("b", rb))
+        }
+        d = mechanism.ranking_difference(rows, rewards, ["a"], ["b"], n_boot=N_BOOT, seed=rep)
+        covered["question"] += d["ci_low"] <= truth <= d["ci_high"]
+        # the same difference with pairs drawn as if independent
+        diff = (ranking_hits(ra).astype(float) - ranking_hits(rb)).reshape(-1)
+        draws = rng.integers(0, diff.size, (N_BOOT, diff.size))
+        lo, hi = np.quantile(diff[draws].mean(axis=1), [0.025, 0.975])
+        covered["pair"] += lo <= truth <= hi
+    return {k: v / REPS for k, v in covered.items()}
+
+
+def test_ranking_difference_interval_over_questions_covers_the_truth(ranking_coverage):
+    assert NOMINAL[0] <= ranking_coverage["question"] <= NOMINAL[1], ranking_coverage
+
+
+def test_ranking_difference_interval_over_pairs_under_covers_clustered_pairs(ranking_coverage):
+    assert ranking_coverage["pair"] < NOMINAL[0] - 0.05, ranking_coverage

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from wow import WowError, progress
+from wow.analysis.bootstrap import percentile_interval
 from wow.pairs import candidate_pairs, label
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def arm_metrics(rows: Sequence[dict], rewards: np.ndarray) -> dict:
         raise WowError(f"{len(rows)} answers but {len(rewards)} rewards.")
     reward = {id(r): float(x) for r, x in zip(rows, rewards, strict=True)}
     pairs = candidate_pairs(rows)
-    hits = sum((reward[id(a)] - reward[id(b)]) * (label(a) - label(b)) > 0 for a, b in pairs)
+    hits = sum(ranks_as_labels(reward[id(a)], reward[id(b)], a, b) for a, b in pairs)
     wrong = [i for i, r in enumerate(rows) if not r.get("is_correct")]
     c = np.array([np.clip(rows[i].get("correctness") or 0.0, 0.0, 1.0) for i in wrong], dtype=float)
     r = np.asarray(rewards, dtype=float)[wrong]
@@ -155,12 +156,20 @@ def mechanism_table(
     return pd.DataFrame(table, columns=COLUMNS)
 
 
-def question_hits(rows: Sequence[dict], reward: Mapping[str, float]) -> dict[str, tuple[int, int]]:
+def ranks_as_labels(reward_a: float, reward_b: float, a: Mapping, b: Mapping) -> bool:
+    """Whether the rewards of answers ``a`` and ``b`` order them as their labels do (a tie is a miss)."""
+    return (reward_a - reward_b) * (label(a) - label(b)) > 0
+
+
+def question_hits(
+    rows: Sequence[dict], reward: Mapping[str, float], pairs: Sequence[tuple[dict, dict]] | None = None
+) -> dict[str, tuple[int, int]]:
     """Per test question, ``(hits, pairs)`` of the ranking accuracy: its wrong-over-wrong pairs
-    (:func:`wow.pairs.candidate_pairs`) and how many of them the rewards ``{answer_id: r}`` order as the labels do."""
+    (:func:`wow.pairs.candidate_pairs` of ``rows``, or ``pairs`` already drawn from them) and how many of them the
+    rewards ``{answer_id: r}`` order as the labels do."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for a, b in candidate_pairs(rows):
-        out[a["question_id"]][0] += (reward[a["answer_id"]] - reward[b["answer_id"]]) * (label(a) - label(b)) > 0
+    for a, b in candidate_pairs(rows) if pairs is None else pairs:
+        out[a["question_id"]][0] += ranks_as_labels(reward[a["answer_id"]], reward[b["answer_id"]], a, b)
         out[a["question_id"]][1] += 1
     return {q: (h, n) for q, (h, n) in out.items()}
 
@@ -188,7 +197,8 @@ def ranking_difference(
     """
     if not arm_a or not arm_b:
         raise WowError("ranking_difference needs at least one setting per arm.")
-    hits = {s: question_hits(rows, rewards[s]) for s in [*arm_a, *arm_b]}
+    pairs = candidate_pairs(rows)
+    hits = {s: question_hits(rows, rewards[s], pairs) for s in dict.fromkeys([*arm_a, *arm_b])}
     questions = sorted(next(iter(hits.values())))
     if not questions:
         raise WowError("no wrong-over-wrong pair among the test answers: the ranking accuracy is undefined.")
@@ -202,8 +212,7 @@ def ranking_difference(
     a, b = float(accuracy(arm_a, ones)), float(accuracy(arm_b, ones))
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(len(questions), ones / len(questions), size=n_boot).astype(float)
-    diffs = accuracy(arm_a, draws) - accuracy(arm_b, draws)
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    lo, hi = percentile_interval(accuracy(arm_a, draws) - accuracy(arm_b, draws), alpha=1 - level)
     return {
         "a": a,
         "b": b,

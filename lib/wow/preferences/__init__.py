@@ -42,8 +42,7 @@ as the paper's code does); the cap samples pairs with the seed.
 
 Example::
 
-    from wow.pairs import states_answer
-from wow import io, preferences
+    from wow import io, preferences
     answers = io.read_jsonl("outputs/demo/answers.jsonl")
     ds = preferences.build_preferences(answers, "oracle", source="self", generators=["smollm2-135m"])
     preferences.save_preferences(ds, "outputs/demo/preferences/self_oracle")
@@ -66,6 +65,7 @@ from wow.preferences.preference_examples import (
     example_features,
     examples_from_pairs,
     flip_examples,
+    question_fields,
     question_prompts,
     split_by_question,
     true_acc_wow,
@@ -82,11 +82,6 @@ from wow.protocol import is_paper
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
-
-
-def _field(question, name: str):
-    """A field of a ``Question`` object or of a ``questions.jsonl`` row."""
-    return question[name] if isinstance(question, Mapping) else getattr(question, name)
 
 
 def build_preferences(
@@ -169,8 +164,7 @@ def build_preferences(
     if wow_kind == "gold":
         if questions is None:
             raise WowError("'gold' preferences need `questions` (questions.jsonl rows) for the gold answers.")
-        rows = questions.values() if isinstance(questions, Mapping) else questions
-        gold = {_field(q, "id"): _field(q, "gold") for q in rows}
+        gold = question_fields(questions, "gold")
         pairs = examples_from_pairs(gold_over_wrong_pairs(pool, gold, pairs_per_question), pref_type, prompts, paper)
         pairs = rng.sample(pairs, min(cap, len(pairs))) if cap else rng.sample(pairs, len(pairs))
     elif wow_kind == "row":
@@ -277,18 +271,14 @@ def load_preferences(folder: str | os.PathLike):
     Raises:
         WowError: the folder is missing or is not a saved preference set.
     """
-    import json
-
     from datasets import Dataset, DatasetDict
 
     folder = Path(folder)
     if not (folder / "meta.json").exists():
         raise WowError(f"{folder} is not a saved preference set (no meta.json); build it with save_preferences().")
-    splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
     out = {}
-    for split in splits:
-        state = json.loads((folder / split / "state.json").read_text())
-        if state.get("_data_files"):
+    for split in io.read_json(folder / "dataset_dict.json")["splits"]:
+        if io.read_json(folder / split / "state.json").get("_data_files"):
             out[split] = Dataset.load_from_disk(str(folder / split))
         else:  # a split saved without rows (one question, no validation pairs) has no arrow file to load
             out[split] = Dataset.from_dict({k: [] for k in example_features()}, features=example_features())

@@ -47,16 +47,18 @@ def example_features():
     )
 
 
+def question_fields(questions, name: str) -> dict:
+    """``question id -> field`` from ``Question`` objects or ``questions.jsonl`` rows (or a mapping id -> either)."""
+    items = questions.values() if isinstance(questions, Mapping) else questions
+    return {
+        (q["id"] if isinstance(q, Mapping) else q.id): (q[name] if isinstance(q, Mapping) else getattr(q, name))
+        for q in items
+    }
+
+
 def question_prompts(questions) -> dict[str, str] | None:
     """``question id -> prompt`` (the question without its options) from ``Question`` objects or rows."""
-    if questions is None:
-        return None
-    items = questions.values() if isinstance(questions, Mapping) else questions
-    out = {}
-    for q in items:
-        qid, prompt = (q["id"], q["prompt"]) if isinstance(q, Mapping) else (q.id, q.prompt)
-        out[qid] = prompt
-    return out
+    return None if questions is None else question_fields(questions, "prompt")
 
 
 def _messages(messages: list[dict]) -> list[dict]:

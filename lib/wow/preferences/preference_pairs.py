@@ -25,6 +25,7 @@ from wow.pairs import (
     by_task_generator,
     candidate_pairs,
     check_margin,
+    is_candidate,
     is_candidate_pair,
     label,
     margin_pairs,
@@ -144,9 +145,8 @@ def gold_over_wrong_pairs(pool: dict[str, dict], gold: Mapping[str, Any], k: int
         raise WowError(f"pairs_per_question must be >= 1; got {k}.")
     groups: dict[tuple, list[dict]] = {}
     for a in pool.values():
-        if a.get("is_correct") or label(a) is None or a.get("extracted") is None:
-            continue
-        groups.setdefault((a["question_id"], a["generator"]), []).append(a)
+        if is_candidate(a):  # parsed and wrong
+            groups.setdefault((a["question_id"], a["generator"]), []).append(a)
     pairs = []
     for (qid, generator), wrong in groups.items():
         value = gold.get(qid)

@@ -69,6 +69,23 @@ def test_precision_bench_measures_both_precisions_and_names_the_cpu(bench_out, m
     assert written["machine"]["cpu"] and "auto_dtype" in written["machine"]
 
 
+@pytest.mark.parametrize(
+    "flags, auto",
+    [
+        ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bfloat16"),  # Intel with AMX: bf16 in matrix units
+        ({"avx512f", "avx512_bf16", "avx512_fp16"}, "float32"),  # AVX512-BF16 alone: 0.55x of fp32 where measured
+        ({"avx512f", "avx2"}, "float32"),  # emulated bf16
+        ({"avx2", "fma"}, "float32"),
+        ({"fp", "asimd", "bf16"}, "bfloat16"),  # ARM's BF16 extension
+    ],
+)
+def test_auto_precision_is_bf16_only_where_it_is_faster_than_fp32(monkeypatch, flags, auto):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(precision, "cuda_bf16", lambda: None)
+    assert precision.resolve_dtype("auto") == auto and precision.machine()["auto_dtype"] == auto
+    assert precision.resolve_dtype("bfloat16") == "bfloat16"  # an explicit value is kept
+
+
 def test_summary_reads_every_benchmark_result(bench_out):
     import run_all
 

@@ -13,6 +13,7 @@ from llama_server import ServerDied, decode_check, exit_description, serve
 from wow.backends import ChatRequest, EngineError
 from wow.backends.api.openai_engine import OpenAIEngine
 from wow.cli.llama_server import MAX_TOP_LOGPROBS, top_candidates
+from wow.cli.server_pool import serve_pool
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +102,33 @@ def test_logprobs_come_back_from_the_server_with_their_top_candidates():
         )
         (reply,) = engine.generate([request])
     assert len(reply.token_logprobs) == reply.completion_tokens and all(lp <= 0.0 for lp in reply.token_logprobs)
+
+
+def test_a_pool_of_servers_answers_requests_in_parallel_as_one_server_would():
+    """Each request is answered whole by one server of the pool, so its reply is the single server's (same seed, same
+    text and logprobs); two requests in flight are decoded by two servers at once."""
+    requests = [
+        ChatRequest(messages=[{"role": "user", "content": f"Name a fruit, {i}."}], max_tokens=8, seed=i, logprobs=True)
+        for i in range(4)
+    ]
+    with serve() as one:
+        alone = OpenAIEngine("smollm2-135m", base_url=one.url + "/v1", concurrency=1).generate(requests)
+    with serve_pool(workers=2) as pool:
+        assert len({s.port for s in pool.servers} | {pool.port}) == 3
+        engine = OpenAIEngine("smollm2-135m", base_url=pool.url + "/v1", concurrency=4)
+        pooled = engine.generate(requests)
+        assert sum(pool.answered.values()) == 4 and min(pool.answered.values()) >= 1  # both servers answered
+    assert [(c.text, c.token_logprobs) for c in pooled] == [(c.text, c.token_logprobs) for c in alone]
+
+
+def test_a_pool_passes_a_dead_servers_diagnosis_on_at_once():
+    with serve_pool(workers=2) as pool:
+        engine = OpenAIEngine("smollm2-135m", base_url=pool.url + "/v1", timeout=30, backoff=1.0, max_retries=6)
+        for server in pool.servers:
+            os.kill(server.proc.pid, signal.SIGSEGV)
+            server.proc.wait(timeout=10)
+        with pytest.raises(ServerDied, match="SIGSEGV"):
+            pool.check()
+        with pytest.raises(EngineError) as failed:
+            engine.generate([ChatRequest(messages=[{"role": "user", "content": "Hi."}], max_tokens=4)])
+        assert "SIGSEGV" in str(failed.value) and "not retried" in str(failed.value)

@@ -85,9 +85,9 @@ class AlignConfig:
             lets fall (likelihood displacement).
         simpo_gamma: SimPO's target reward margin (TRL's default 0.5).
         device: ``cpu``, ``cuda``; None: cuda when available. On CPU ``use_cpu`` is passed to the trainer.
-        bf16: bfloat16 autocast; None: on for CPUs that multiply bf16 natively (AMX, AVX512-BF16: about 1.7x
-            faster than fp32 there; emulated elsewhere, 4x slower, see :mod:`wow.backends.precision`) and for GPUs that
-            support it. The weights stay fp32 on CPU. A run passes its resolved ``dtype``.
+        bf16: bfloat16 autocast; None: on for CPUs that multiply bf16 fast (AMX, ARM BF16: about 1.7x faster than
+            fp32 on AMX; emulated elsewhere, 4x slower, and slower with AVX512-BF16 alone, see
+            :mod:`wow.backends.precision`) and for GPUs that support it. The weights stay fp32 on CPU. A run passes its resolved ``dtype``.
         cpu_threads: torch threads while training on CPU (restored afterwards); None keeps torch's default (one
             per core). On a machine shared with other busy processes use 1 (or start Python with
             ``OMP_WAIT_POLICY=PASSIVE``): OpenMP threads otherwise spin-wait for a descheduled sibling. Measured on

@@ -1,11 +1,13 @@
 """Which floating-point precision is fast on the machine at hand: ``dtype: auto`` resolved once per run.
 
-bfloat16 halves memory and, where the hardware multiplies it natively (CUDA GPUs with bf16 support; x86 CPUs with
-AMX or AVX512-BF16; ARM CPUs with the BF16 extension), runs faster than float32. Where it does not, PyTorch
-emulates it: measured on an Intel Xeon with AVX-512 but no AVX512-BF16, one thread multiplies at 25.8 GFLOP/s in
-bf16 against 118 GFLOP/s in float32 (4.6x slower). ``auto`` therefore means bf16 where it is native, float32
-elsewhere. The resolved value is what a run records (``run.yaml``, the report) and what the engines' cache keys
-carry, so a cached answer never crosses precisions.
+bfloat16 halves memory and, where the hardware multiplies it fast (CUDA GPUs with bf16 support; x86 CPUs with AMX;
+ARM CPUs with the BF16 extension), runs faster than float32. Where it does not, it is slower: PyTorch emulates it on
+CPUs without bf16 instructions (measured on an Intel Xeon with AVX-512 but no AVX512-BF16: one thread multiplies at
+25.8 GFLOP/s in bf16 against 118 GFLOP/s in float32, 4.6x slower), and AVX512-BF16 alone does not make up for it
+(measured 2026-12-05 on an Intel Xeon with AVX512-BF16 and no AMX, ``bench/bench_precision.py``: bf16 at 0.55x of
+float32 in a one-thread matrix product, 0.98x in the demo's sampling, 0.75x in a batched prompt pass). ``auto``
+therefore means bf16 where it is fast, float32 elsewhere. The resolved value is what a run records (``run.yaml``, the
+report) and what the engines' cache keys carry, so a cached answer never crosses precisions.
 
 This module reads ``/proc/cpuinfo`` (Linux) or ``sysctl`` (macOS) and imports torch only when an NVIDIA device is
 present, so resolving costs milliseconds on a CPU machine.
@@ -30,8 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Precisions a local engine accepts, besides ``auto``.
 DTYPES = ("float32", "bfloat16", "float16")
-#: CPU flags (``/proc/cpuinfo``) that mean bf16 matrix products run natively.
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
+#: CPU flags (``/proc/cpuinfo``) that mean bf16 matrix products run faster than float32: Intel AMX, ARM's BF16
+#: extension. Not ``avx512_bf16`` alone (slower than float32 where measured, see the module docstring).
+BF16_CPU_FLAGS = ("amx_bf16", "bf16")
 
 
 @functools.cache
@@ -65,7 +68,7 @@ def cpu_model() -> str:
 
 
 def cpu_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX, AVX512-BF16 or ARM's BF16 extension)."""
+    """Whether this CPU multiplies bfloat16 faster than float32 (AMX or ARM's BF16 extension; not AVX512-BF16 alone)."""
     return bool(cpu_flags() & set(BF16_CPU_FLAGS))
 
 
@@ -83,7 +86,7 @@ def cuda_bf16() -> bool | None:
 
 def resolve_dtype(dtype: str) -> str:
     """The precision local engines and training use: ``dtype`` itself, or for ``auto`` bf16 where the hardware has
-    it natively (a CUDA GPU with bf16, else a CPU with AMX/AVX512-BF16/ARM BF16) and float32 elsewhere.
+    it fast (a CUDA GPU with bf16, else a CPU with AMX or ARM BF16) and float32 elsewhere (AVX512-BF16 alone included).
 
     Args:
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.

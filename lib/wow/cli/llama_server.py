@@ -65,6 +65,9 @@ def free_port(preferred: int | None = None) -> int:
     """``preferred`` when it is free on 127.0.0.1 right now, else any free port."""
     for port in ([preferred] if preferred else []) + [0]:
         with socket.socket() as s:
+            # as the servers bind (uvicorn, http.server): a port whose last connections linger in TIME_WAIT after a
+            # killed run is free, so a rerun keeps its base_url and resumes from the call cache
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:

@@ -11,7 +11,8 @@ What this machine cannot run as the set says is replaced (:func:`substitute`): `
 becomes ``none``, ``dtype: bfloat16`` without native bf16 ``auto``, and a data file the machine lacks the sample of
 its format under ``data/samples/`` (data/README.md). With ``stand_ins`` (offline, ``--stand-ins``) local models
 become the offline default :data:`wow.backends.models.DEFAULT_MODEL`; API models keep their names and are served by a local
-llama.cpp server (:mod:`wow.cli.llama_server`) that the rehearsal starts and stops, so the ``openai`` engine, its
+llama.cpp server (:mod:`wow.cli.llama_server`; one per core behind one address, :mod:`wow.cli.server_pool`) that
+the rehearsal starts and stops, so the ``openai`` engine, its
 retries and the judges' API path run for real (a placeholder ``OPENAI_API_KEY`` is set in this process's
 environment only, for the run's length); hub datasets become the sample files; the Vera and OpenAI-embedding
 labelers become the offline MiniLM labeler. Nothing is replaced silently: every change is logged, one line each,
@@ -168,7 +169,7 @@ def substitute(values: dict, stand_ins: bool = False, machine: Machine | None = 
         changes.append(Change("quantization", "4bit", "none", "4-bit QLoRA needs a CUDA GPU; LoRA here"))
     if P.dtype == "bfloat16" and not machine.native_bf16:
         out["dtype"] = "auto"
-        changes.append(Change("dtype", "bfloat16", "auto", "no native bf16 here; auto picks float32"))
+        changes.append(Change("dtype", "bfloat16", "auto", "bf16 is not fast here; auto picks float32"))
     changes += _substitute_data(out, stand_ins or machine.offline, stand_ins)
     if stand_ins:
         changes += _substitute_models(out)
@@ -285,7 +286,7 @@ def prepared(param_file: str | Path, stand_ins: bool = False, **overrides) -> It
     """The rehearsal of a parameter set (:func:`plan`), ready to run: yields the values for :func:`wow.cli.run.run`.
 
     For the block it holds the folder's write lock (so a second rehearsal of the set is refused before it starts a
-    server) and, with ``stand_ins`` and an API model, runs the stand-in server (:func:`wow.cli.llama_server.serve`) with
+    server) and, with ``stand_ins`` and an API model, runs the stand-in servers (:func:`wow.cli.server_pool.serve_pool`) with
     ``base_url`` pointing at it. It logs every change, one line each, and writes them to ``rehearsal.json``.
 
     Raises:
@@ -322,12 +323,12 @@ def prepared(param_file: str | Path, stand_ins: bool = False, **overrides) -> It
 def _stand_in_server() -> Iterator[str]:
     """The stand-in server's URL for the block, with a placeholder ``OPENAI_API_KEY`` in this process's
     environment (the notebook kernels inherit it); the previous value is restored after."""
-    from wow.cli import llama_server
+    from wow.cli import server_pool
 
-    threads = max(1, min(4, (os.cpu_count() or 2) // 2))
+    workers = max(1, min(4, os.cpu_count() or 2))
     saved = os.environ.get("OPENAI_API_KEY")
-    with llama_server.serve(threads=threads, n_ctx=4096, stand_in=True, port=SERVER_PORT) as server:
-        log.info("stand-in server %s: %s on %d thread(s)", server.url, models.GGUF_FILE, threads)
+    with server_pool.serve_pool(workers=workers, n_ctx=4096, stand_in=True, port=SERVER_PORT) as server:
+        log.info("stand-in server %s: %s, %d server(s) of one thread each", server.url, models.GGUF_FILE, workers)
         os.environ["OPENAI_API_KEY"] = PLACEHOLDER_KEY
         try:
             yield server.url

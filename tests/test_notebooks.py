@@ -89,6 +89,7 @@ def test_smoke_run_writes_every_stage(smoke_run):
     assert usage["01_data_prep"]["smollm2-135m"]["completion_tokens"] > 0
     report = (d / "report" / "index.html").read_text()
     assert "Run report" in report and "Partial run" not in report
+    assert 'id="paper-checks"' in report and "smoke.yaml is not a paper set" in report  # the checks, in the report
     assert sorted(p.name for p in (d / "report" / "notebooks").glob("*.html")) == [
         f"{nb.stem}.html" for nb in NOTEBOOKS
     ]

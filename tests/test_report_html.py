@@ -238,6 +238,33 @@ def test_process_usage_counts_live_and_collected_engines_per_cache_file(tmp_path
     other.close()
 
 
+def test_the_paper_checks_are_shown_beside_the_paper_in_page_and_summary(tmp_path):
+    from wow.report import markdown_summary, report_content
+
+    d = _run_folder(tmp_path)
+    (d / "paper_checks.json").write_text(
+        json.dumps(
+            {
+                "03": {"claim": "up to 20.9% above random", "source": "abstract", "status": "differs",
+                       "value": 0.61234, "how": "best Acc_WoW gain over 0.5, within 0.1"},
+                "01": {"claim": "625 questions per dataset", "source": "Section 3", "status": "skipped",
+                       "reason": "parameters/demo.yaml is not a paper set (parameters/paper/)"},
+            }
+        )
+    )  # fmt: skip
+    content = report_content.gather_report(d)
+    assert [c["stage"] for c in content["paper_checks"]] == ["01", "03"]
+    markdown, page = markdown_summary.render_markdown(content), html_report.render_html(content)
+    for text in ("up to 20.9% above random", "0.612", "differs", "within 0.1", "demo.yaml is not a paper set"):
+        assert text in markdown and text in page, text
+    assert "## Beside the paper" in markdown and 'id="paper-checks"' in page
+    (d / "paper_checks.json").write_text("{not json")
+    assert "paper_checks.json could not be read" in " ".join(report_content.gather_report(d)["missing"])
+    (d / "paper_checks.json").unlink()
+    content = report_content.gather_report(d)
+    assert content["paper_checks"] == [] and "Beside the paper" not in markdown_summary.render_markdown(content)
+
+
 def test_summary_and_html_page_render_the_same_gathered_content(tmp_path):
     from wow.report import markdown_summary, report_content
 

@@ -19,6 +19,8 @@ from wow.params import RunParams
 from wow.report.report_content import gather_report
 
 #: The columns of the cost table, as both renderings head them.
+#: Columns of the paper checks (:func:`wow.report.report_content.paper_check_rows`).
+PAPER_CHECK_HEADER = ["stage", "the paper says", "where", "this run", "outcome", "how measured, or why skipped"]
 STAGE_HEADER = [
     "stage",
     "wall time (latest attempt)",
@@ -53,6 +55,10 @@ def render_markdown(content: dict) -> str:
     lines += [f"Protocol `{content['protocol']}`: {content['protocol_note']} (see docs/fidelity.md).", ""]
     if content["verdict"]:
         lines += ["## Verdict", "", *(f"- {v}" for v in content["verdict"]), ""]
+    if content["paper_checks"]:
+        keys = ["stage", "claim", "source", "value", "status", "how"]
+        rows = [[c[k] for k in keys] for c in content["paper_checks"]]
+        lines += ["## Beside the paper", ""] + _table(PAPER_CHECK_HEADER, rows, content["paper_checks_note"])
     lines += [f"## Acc_WoW ({acc['split']} questions, M = 1.0; random = 0.5, oracle = 1.0)", ""]
     lines += _table(acc["header"], acc["rows"], acc["note"])
     lines += ["## Alignment on the held-out test questions (positive = better)", ""]

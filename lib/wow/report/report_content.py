@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from wow import WowError, layout, run_folder
+from wow import WowError, io, layout, run_folder
 from wow.analysis import eval_metrics
 from wow.report import report_format as fmt
 from wow.report import verdict
@@ -106,6 +106,7 @@ def gather_report(
             missing.append(f"{name} could not be read: {section['error']}")
     damaged = acc_section.get("error") or alignment_section_.get("error")  # said under "missing" instead
     verdict_ = [] if damaged else verdict.verdict_lines(run_dir, acc, alignment)
+    checks = paper_check_rows(run_dir, missing)
     figures = figure_list(run_dir)
     if not figures:
         missing.append("figures: no PNG files in the run folder")
@@ -120,6 +121,8 @@ def gather_report(
         "alignment": alignment_section_,
         "slopes": slopes,
         "verdict": verdict_,
+        "paper_checks": checks,
+        "paper_checks_note": PAPER_CHECKS_NOTE,
         "stages": stages,
         "usage_rows": usage_rows,
         "total": total,
@@ -128,6 +131,42 @@ def gather_report(
         "files": file_list(run_dir),
         "missing": missing,
     }
+
+
+#: Under the paper checks' table.
+PAPER_CHECKS_NOTE = (
+    "Each notebook's closing check (paper_checks.json, wow.steps.paper_check): one number of its stage beside what "
+    "the paper reports, measured only where the run is a paper set as shipped; a difference is a finding, not an error."
+)
+
+
+def paper_check_rows(run_dir: Path, missing: list[str]) -> list[dict]:
+    """Each stage's closing check beside the paper (``paper_checks.json``, :mod:`wow.steps.paper_check`): the paper's
+    claim and where it says it, this run's number, the outcome (agrees, differs, skipped) and how the number was
+    measured or why the check skipped. No file: no rows; an unreadable file is listed in ``missing``."""
+    path = layout.Layout(run_dir).paper_checks
+    if not path.exists():
+        return []
+    try:
+        records = io.read_json(path)
+    except WowError as e:
+        missing.append(f"{path.name} could not be read: {e}")
+        return []
+    rows = []
+    for stage in sorted(records):
+        r = records[stage]
+        value = r.get("value")
+        rows.append(
+            {
+                "stage": stage,
+                "claim": str(r.get("claim", "")),
+                "source": str(r.get("source", "")),
+                "value": "" if value is None else f"{value:.3f}",
+                "status": str(r.get("status", "")),
+                "how": str(r.get("how") or r.get("reason") or ""),
+            }
+        )
+    return rows
 
 
 def read_run_params(run_dir: Path) -> dict:

@@ -51,6 +51,15 @@ def test_results_name_the_signals_above_chance_and_say_no_pairs_apart_from_zero(
     assert "1.000 [1.000, 1.000] n=5" not in text  # M = 0.5 rows stay in acc_wow.csv
 
 
+def test_a_run_without_measured_methods_does_not_claim_their_cis_reach_chance(tmp_path):
+    table = _acc_table()
+    table[table.method.isin(["oracle", "pairwise_text"])].to_csv(tmp_path / "acc_wow.csv", index=False)
+    text = verdict.results_text(tmp_path)
+    assert "nothing to compare with chance" in text and "every Acc_WoW CI reaches" not in text
+    table[table.method != "logprob"].to_csv(tmp_path / "acc_wow.csv", index=False)  # length measured, CI reaches 0.5
+    assert "no signal is above chance (every Acc_WoW CI reaches 0.5 or below)" in verdict.results_text(tmp_path)
+
+
 def test_results_say_whether_training_moved_the_model_and_which_gains_exclude_zero(tmp_path):
     _acc_table().to_csv(tmp_path / "acc_wow.csv", index=False)
     pd.DataFrame(

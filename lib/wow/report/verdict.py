@@ -163,11 +163,15 @@ def verdict_lines(
     acc, alignment = _read(run.acc_wow, acc), _read(run.alignment, alignment)
     verdict: list[str] = []
     if acc is not None:
-        _, above = acc_wow_lines(acc)
+        lines, above = acc_wow_lines(acc)
+        measured = [line for line in lines if not line.endswith("no pairs")]
         verdict.append(
             f"signals above chance (CI above 0.5): {', '.join(above)}"
             if above
             else "no signal is above chance (every Acc_WoW CI reaches 0.5 or below)"
+            if measured
+            else "no elicitation method has Acc_WoW pairs at M = 1 (only the oracle, or none with pairs): nothing to "
+            "compare with chance"
         )
     if alignment is not None:
         _, moved = alignment_lines(alignment)

@@ -179,6 +179,18 @@ def test_estimate_prices_api_calls_and_prints_every_paper_set(capsys):
         assert "all              (total)" in out and "GPU hours of llama-3-8b: 2,000 tok/s generation" in out
 
 
+def test_a_stand_in_rehearsal_plans_its_api_calls_as_local_cpu_time_at_no_cost(tmp_path, caplog):
+    from wow.cli import estimate, estimate_table, rehearsal
+
+    P = params.validate(rehearsal.plan(PAPER / "fig3_alignment.yaml", stand_ins=True).values)
+    api = [x for x in estimate.estimate(P, stand_ins=True) if x.model in ("gpt-4o", "gpt-3.5-turbo")]
+    assert api and all(x.cost_usd == 0.0 and x.device == "CPU" for x in api)
+    x = api[0]  # hours from the stand-in servers' measured prompt and reply rates
+    assert x.hours == pytest.approx((x.prompt_tokens / 240.0 + x.completion_tokens / 65.0) / 3600)
+    assert "API USD" not in estimate_table.plan_text(estimate.estimate(P, stand_ins=True))
+    assert "API USD" in estimate_table.plan_text(estimate.estimate(P))  # the set's real API models cost money
+
+
 def _summary_totals(out: str) -> dict[str, list[str]]:
     """``wow estimate --summary``'s total lines: stage -> its columns after ``(total)``."""
     rows = [line.split() for line in out.splitlines() if "(total)" in line]

@@ -161,6 +161,16 @@ def test_a_rehearsal_logs_every_change_on_one_line_and_records_it_in_its_own_fol
         ), change
 
 
+def test_a_stand_in_rehearsal_says_its_api_calls_cost_cpu_time_not_money(tmp_path, caplog):
+    """Through ``wow run``: the plan line before the first stage prices the stand-ins as local CPU time (stage 02
+    then stops, since stage 01 has not run)."""
+    caplog.set_level(logging.INFO, logger="wow")
+    argv = ["run", str(FIG3), "--fast-dev-run", "--stand-ins", "--set", f"output_root={tmp_path}", "--only", "02"]
+    assert commands.main(argv) == 1
+    (plan,) = [line for line in caplog.text.splitlines() if "plan (wow estimate" in line]
+    assert plan.endswith("(API models: local stand-ins)") and "of CPU time" in plan and "API USD" not in plan
+
+
 def test_stand_ins_run_only_in_a_rehearsal(capsys):
     assert commands.main(["run", str(FIG3), "--stand-ins"]) == 1
     err = capsys.readouterr().err

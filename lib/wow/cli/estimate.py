@@ -74,6 +74,12 @@ FACTSCORE_TOKENS = {"atomic": (450, 100), "verify": (900, 2)}
 #: prompt read) in 393 s, about 150 tok/s end to end; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about
 #: 2 x 320 tokens each) in about 300 s, its validation pass included: about 170 tok/s.
 MEASURED = {"smollm2-135m": {"generate": 150.0, "train": 170.0, "params_b": 0.135, "where": "2-core CPU"}}
+#: The API models' stand-ins of a rehearsal (``wow run SET --fast-dev-run --stand-ins``): the offline model's GGUF on
+#: one llama.cpp server per core (:mod:`wow.cli.server_pool`), all servers together, measured 2026-12-05 on 2 cores
+#: of an Intel Xeon (AVX512-BF16, no AMX): prompt tokens read and reply tokens (with logprobs) per second. In fig3's
+#: rehearsal each stand-in generator read 43,239 prompt tokens and wrote 3,759 in stage 01 in about 200 s; these
+#: figures give 238 s.
+STAND_IN = {"prompt": 240.0, "generate": 65.0, "where": "llama.cpp stand-in servers, 2-core CPU"}
 #: The GPU figure assumed for local models that were not measured (this project has no GPU): Llama-3-8B generation
 #: on one A100-class GPU, training at half that; other sizes scaled by parameter count. The paper sets' headers quote
 #: their GPU hours at this figure (``tests/test_paper_sets.py`` keeps them equal).
@@ -305,6 +311,7 @@ def estimate(
     batch_api: bool = False,
     only: list[str] | None = None,
     train_tokens_per_second: float | None = None,
+    stand_ins: bool = False,
 ) -> list[Line]:
     """Every stage's model calls, tokens, API cost (USD) and local hours for the parameter set ``P``.
 
@@ -316,6 +323,7 @@ def estimate(
         train_tokens_per_second: training throughput (sequence tokens through forward and backward per second);
             None: half of ``tokens_per_second``.
         only: the stages to count, as ``wow run --only`` names notebooks (e.g. ``["01", "02"]``); None: all.
+        stand_ins: the API models are a rehearsal's local stand-ins: no cost, CPU hours at :data:`STAND_IN`.
 
     Returns:
         One :class:`Line` per stage, model and purpose; ``calls`` 0 marks training (tokens processed, no call).
@@ -326,7 +334,13 @@ def estimate(
     if only:
         lines = [line for line in lines if any(line.stage.startswith(str(o).zfill(2)) for o in only)]
     for line in lines:
-        if _is_api(line.model):
+        if _is_api(line.model) and stand_ins:
+            line.cost_usd = 0.0
+            line.hours = (
+                line.prompt_tokens / STAND_IN["prompt"] + line.completion_tokens / STAND_IN["generate"]
+            ) / 3600
+            line.device = "CPU"
+        elif _is_api(line.model):
             prices = models.API_MODELS.get(line.model.removeprefix("openai:"))
             if prices is not None:
                 cost = models.token_cost(prices, line.prompt_tokens, line.completion_tokens)

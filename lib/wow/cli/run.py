@@ -128,7 +128,9 @@ def run(
         preflight.check_before_run(P, [nb.name[:2] for nb in selected])
         from wow.cli import estimate, estimate_table
 
-        log.info("%s", estimate_table.plan_text(estimate.estimate(P, only=[nb.name[:2] for nb in selected])))
+        stand_ins = P.layout.rehearsal.exists() and bool(io.read_json(P.layout.rehearsal).get("stand_ins"))
+        lines = estimate.estimate(P, only=[nb.name[:2] for nb in selected], stand_ins=stand_ins)
+        log.info("%s", estimate_table.plan_text(lines) + (" (API models: local stand-ins)" if stand_ins else ""))
     if confirm_cost is not None:
         cost = preflight.estimated_api_cost(P, [nb.name[:2] for nb in selected])
         if cost > 0:

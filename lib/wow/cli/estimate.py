@@ -65,7 +65,9 @@ PAIRWISE_REPLY_TOKENS = 150
 SCORE_REPLY_TOKENS_PER_ANSWER = 60
 #: Extraction turn: prefilled (local engines) or free (API engines, the paper's 32 tokens).
 EXTRACT_TOKENS = {"local": 8, "api": 32}
-#: Bio's FActScore per answer: atomic-fact calls (one per sentence) and verification calls (one per fact).
+#: Bio's FActScore per answer of ``ANSWER_TOKENS["bio_generation"]`` tokens: atomic-fact calls (one per sentence) and
+#: verification calls (one per fact); a shorter answer budget has proportionally fewer sentences
+#: (:func:`factscore_calls`).
 FACTSCORE_CALLS = {"atomic": 8, "verify": 30}
 FACTSCORE_TOKENS = {"atomic": (450, 100), "verify": (900, 2)}
 
@@ -150,6 +152,13 @@ def _extracts(task: str) -> bool:
     return not getattr(tasks.task_class(task), "free_text", False)
 
 
+def factscore_calls(part: str, answer_tokens: int) -> int:
+    """FActScore calls of one Bio answer of at most ``answer_tokens`` tokens (``part``: ``atomic`` or ``verify``):
+    :data:`FACTSCORE_CALLS` scaled by the answer's length against the typical biography's, at least one."""
+    share = min(1.0, answer_tokens / ANSWER_TOKENS["bio_generation"])
+    return max(1, math.ceil(FACTSCORE_CALLS[part] * share))
+
+
 def _sampling_lines(P: RunParams, stage: str, what: str, model: str, task: str, n_answers: int) -> list[Line]:
     """Answers of ``model`` on ``task`` plus their extraction turns (and FActScore for Bio)."""
     prompt, answer = PROMPT_TOKENS.get(task, 250), _answer_tokens(P, task)
@@ -169,7 +178,7 @@ def _sampling_lines(P: RunParams, stage: str, what: str, model: str, task: str, 
     engine = P.task_options.get(task, {}).get("engine") if task == "bio_generation" else None
     if isinstance(engine, str):
         for part in ("atomic", "verify"):
-            calls = n_answers * FACTSCORE_CALLS[part]
+            calls = n_answers * factscore_calls(part, answer)
             p, c = FACTSCORE_TOKENS[part]
             lines.append(Line(stage, f"FActScore {part}: {task}", engine, calls, calls * p, calls * c))
     return lines

@@ -31,12 +31,13 @@ def default_model():
 
 @pytest.fixture(scope="session")
 def llama_server_process():
-    """The running llama.cpp server (:class:`wow.cli.llama_server.Server`), started once per test session on a free port
-    of 127.0.0.1 and stopped at its end."""
-    from wow.cli.llama_server import serve
+    """The running llama.cpp servers, one per core behind one address (:class:`wow.cli.server_pool.Pool`: ``url``,
+    ``check()``), started once per test session on a free port of 127.0.0.1 and stopped at its end; the engines'
+    concurrent requests are answered in parallel, each whole by one server."""
+    from wow.cli.server_pool import serve_pool
 
-    with serve() as server:
-        yield server
+    with serve_pool(workers=2) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="session")

@@ -230,6 +230,25 @@ def test_damaged_cache_is_reported(tmp_path):
     assert path.read_bytes() == bytes(data)
 
 
+def test_a_cache_sqlite_cannot_open_is_not_called_corrupted(tmp_path, monkeypatch):
+    path = tmp_path / "c.sqlite"
+    engine = CachedEngine(CountingEngine(), path)
+    engine.generate(requests(3))
+    engine.close()
+    before = path.read_bytes()
+
+    def io_error(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr("wow.backends.cache.sqlite3.connect", io_error)
+    with pytest.raises(
+        WowError, match=r"c\.sqlite could not be opened \(SQLite: disk I/O error\).*another process"
+    ) as e:
+        CallCache(path)
+    assert "corrupted" not in str(e.value)
+    assert path.read_bytes() == before
+
+
 def test_foreign_sqlite_file_is_reported_and_left_alone(tmp_path):
     path = tmp_path / "other.sqlite"
     db = sqlite3.connect(path)

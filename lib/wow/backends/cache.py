@@ -58,7 +58,8 @@ class CallCache:
         misses: lookups that were not.
 
     Raises:
-        WowError: the file is corrupted, is another program's SQLite file, or has another schema version.
+        WowError: the file is corrupted, is another program's SQLite file, has another schema version, or cannot
+            be opened (locked by another process, an I/O error, a read-only folder).
     """
 
     def __init__(self, path: str | Path):
@@ -86,6 +87,13 @@ class CallCache:
             # how many times each stored call was computed (a resumed run must never compute one twice)
             db.execute("CREATE TABLE IF NOT EXISTS computed (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
             db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as e:  # locked, I/O error, read-only: the file may well be sound
+            raise WowError(
+                f"cache file {self.path} could not be opened (SQLite: {e}). Nothing says it is damaged: another "
+                "process may be using it (a second run in the same run folder, or a program reading it) or its "
+                "folder may not be writable. Stop that process (or fix the folder's permissions) and rerun; the "
+                "file was left untouched."
+            ) from None
         except sqlite3.DatabaseError as e:
             raise WowError(self._bad(f"is corrupted (SQLite: {e})")) from None
         return db

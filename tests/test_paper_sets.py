@@ -191,6 +191,34 @@ def test_a_stand_in_rehearsal_plans_its_api_calls_as_local_cpu_time_at_no_cost(t
     assert "API USD" in estimate_table.plan_text(estimate.estimate(P))  # the set's real API models cost money
 
 
+@pytest.mark.parametrize(
+    "dtype, generate, train, where",
+    [("float32", 95.0, 55.0, "without AMX, float32"), ("bfloat16", 150.0, 170.0, "with AMX, bfloat16")],
+)
+def test_cpu_hours_are_priced_at_the_figure_measured_in_the_runs_precision(
+    dtype, generate, train, where, tmp_path, capsys
+):
+    """The offline model's CPU hours use the throughput measured in the precision the run computes in (float32 is
+    what ``auto`` picks without AMX), the plan line names it, and ``wow estimate`` prints it."""
+    import yaml
+    from wow.cli import commands, estimate, estimate_table
+
+    values = {**yaml.safe_load((PAPER.parent / "demo.yaml").read_text()), "dtype": dtype}
+    lines = estimate.estimate(params.validate(values))
+    sampling = next(x for x in lines if x.stage == "01_data_prep" and x.calls)
+    assert sampling.hours == pytest.approx(
+        (sampling.completion_tokens + sampling.prompt_tokens / 10) / generate / 3600
+    )
+    training = next(x for x in lines if x.calls == 0)
+    assert training.hours == pytest.approx(training.prompt_tokens / train / 3600)
+    assert estimate_table.plan_text(lines).endswith(f"of CPU time (measured, 2-core Intel Xeon {where})")
+    path = tmp_path / "set.yaml"
+    path.write_text(yaml.safe_dump(values))
+    assert commands.main(["estimate", str(path)]) == 0
+    printed = f"{generate:,.0f} tok/s generation, {train:,.0f} tok/s training (measured, 2-core Intel Xeon {where};"
+    assert printed in capsys.readouterr().out
+
+
 def _summary_totals(out: str) -> dict[str, list[str]]:
     """``wow estimate --summary``'s total lines: stage -> its columns after ``(total)``."""
     rows = [line.split() for line in out.splitlines() if "(total)" in line]

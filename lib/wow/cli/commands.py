@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 train_tokens_per_second=args.train_tokens_per_second,
             )
             table = estimate_table.format_table(
-                rows, args.tokens_per_second, args.train_tokens_per_second, args.summary
+                rows, args.tokens_per_second, args.train_tokens_per_second, args.summary, P.dtype
             )
             sys.stdout.write(table + "\n")
         elif args.command == "data":

@@ -16,7 +16,7 @@ Everything is computed from the parameters alone (no model call, no data file re
 
 Token counts use :data:`PROMPT_TOKENS` and :data:`ANSWER_TOKENS` (typical sizes per task, approximate) capped by the
 budgets of the set; API cost uses the prices of :data:`wow.backends.models.API_MODELS`. Local time is in two columns: **CPU
-hours** for the offline model at the throughput :data:`MEASURED` on this project's 2-core CPU machine, and **GPU
+hours** for the offline model at the throughput :data:`MEASURED` on 2 CPU cores in the run's precision, and **GPU
 hours** for every other local model at :data:`ASSUMED_GPU` (Llama-3-8B on one A100-class GPU, an assumption named in
 the table, never measured here), or for every local model at the figure the user gives (``--tokens-per-second``).
 The pair counts are upper bounds, so the estimate errs high where answers are often correct.
@@ -71,11 +71,29 @@ EXTRACT_TOKENS = {"local": 8, "api": 32}
 FACTSCORE_CALLS = {"atomic": 8, "verify": 30}
 FACTSCORE_TOKENS = {"atomic": (450, 100), "verify": (900, 2)}
 
-#: Throughput measured on this project's machine (Intel Xeon, 2 CPU cores, quiet), 2026-12-02, in the run of
-#: ``parameters/offline_fig3_plain_dpo.yaml``: stage 01 generated 60,019 tokens (900 answers with their extraction turns, every
-#: prompt read) in 393 s, about 150 tok/s end to end; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about
-#: 2 x 320 tokens each) in about 300 s, its validation pass included: about 170 tok/s.
-MEASURED = {"smollm2-135m": {"generate": 150.0, "train": 170.0, "params_b": 0.135, "where": "2-core CPU"}}
+#: Throughput of the offline model on 2 CPU cores, per precision it computes in (the run's ``dtype``, ``auto``
+#: resolved on the machine at hand: :func:`wow.backends.precision.resolve_dtype`), end to end: generation counts the
+#: reply tokens plus a tenth of the prompt tokens (:func:`estimate`), training the sequence tokens of its steps, each
+#: training's loading, in-run validation and saving included.
+#:
+#: * ``bfloat16``: an Intel Xeon with AMX, quiet, 2026-12-02, in the run of ``parameters/offline_fig3_plain_dpo.yaml``:
+#:   stage 01 generated 60,019 tokens (900 answers with their extraction turns, every prompt read) in 393 s, about
+#:   150 tok/s; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about 2 x 320 tokens each) in about 300 s:
+#:   about 170 tok/s.
+#: * ``float32``: an Intel Xeon with AVX512-BF16 and no AMX (where ``auto`` picks float32), quiet, 2026-12-05, in a
+#:   cold ``make demo``: stages 01 and 02 did 27,580 tokens of that work in 282 s (about 98 tok/s); stage 04 fed its
+#:   four trainings 20,096 tokens (4 steps each, an in-run validation of 8 pairs each) and sampled its test answers in
+#:   414 s, about 57 s of which the sampling at 98 tok/s: about 56 tok/s of training. A CPU with AVX2 only is slower
+#:   still (its demo took 17.3 min against this one's 11.9).
+#:
+#: Short trainings pay more per token (loading and validation are fixed costs), so the float32 training figure, from
+#: 4-step trainings, errs low for long ones.
+MEASURED = {
+    "smollm2-135m": {
+        "bfloat16": {"generate": 150.0, "train": 170.0, "where": "2-core Intel Xeon with AMX, bfloat16"},
+        "float32": {"generate": 95.0, "train": 55.0, "where": "2-core Intel Xeon without AMX, float32"},
+    }
+}
 #: The API models' stand-ins of a rehearsal (``wow run SET --fast-dev-run --stand-ins``): the offline model's GGUF on
 #: one llama.cpp server per core (:mod:`wow.cli.server_pool`), all servers together, measured 2026-12-05 on 2 cores
 #: of an Intel Xeon (AVX512-BF16, no AMX): prompt tokens read and reply tokens (with logprobs) per second. In fig3's
@@ -103,6 +121,7 @@ class Line:
     cost_usd: float | None = None
     hours: float | None = None
     device: str | None = None  # "GPU" or "CPU": where ``hours`` are spent (None for API calls)
+    basis: str | None = None  # the throughput behind ``hours``: "given", "measured, <where>", "assumed, <where>"
 
 
 def _is_api(model: str) -> bool:
@@ -299,17 +318,23 @@ class Throughput:
 
 
 def local_tokens_per_second(
-    model: str, tokens_per_second: float | None, kind: str = "generate", train_tokens_per_second: float | None = None
+    model: str,
+    tokens_per_second: float | None,
+    kind: str = "generate",
+    train_tokens_per_second: float | None = None,
+    dtype: str = "float32",
 ) -> Throughput:
-    """Throughput of a local model: the user's figure (a GPU's), else :data:`MEASURED` (the offline model on this
-    project's CPU), else :data:`ASSUMED_GPU` scaled by parameter count. Training without its own figure is taken at
-    half the generation figure given."""
+    """Throughput of a local model: the user's figure (a GPU's), else :data:`MEASURED` (the offline model on 2 CPU
+    cores) at the precision ``dtype`` (resolved; ``bfloat16`` takes the AMX figure, any other the float32 one), else
+    :data:`ASSUMED_GPU` scaled by parameter count. Training without its own figure is taken at half the generation
+    figure given."""
     if kind == "train" and train_tokens_per_second:
         return Throughput(train_tokens_per_second, "GPU", "given")
     if tokens_per_second:
         return Throughput(tokens_per_second * (1.0 if kind == "generate" else 0.5), "GPU", "given")
     if model in MEASURED:
-        return Throughput(MEASURED[model][kind], "CPU", f"measured, {MEASURED[model]['where']}")
+        figures = MEASURED[model]["bfloat16" if dtype == "bfloat16" else "float32"]
+        return Throughput(figures[kind], "CPU", f"measured, {figures['where']}")
     scale = ASSUMED_GPU["params_b"] / PARAMS_B.get(model, ASSUMED_GPU["params_b"])
     return Throughput(ASSUMED_GPU[kind] * scale, "GPU", f"assumed, {ASSUMED_GPU['where']}, not measured here")
 
@@ -327,7 +352,7 @@ def estimate(
     Args:
         P: the parameters.
         tokens_per_second: generation throughput of the local models on the user's hardware (training is taken
-            at half of it); None uses :data:`MEASURED`.
+            at half of it); None uses :data:`MEASURED` at the run's precision (``P.dtype``).
         batch_api: price API calls at the Batch API's half price.
         train_tokens_per_second: training throughput (sequence tokens through forward and backward per second);
             None: half of ``tokens_per_second``.
@@ -349,6 +374,7 @@ def estimate(
                 line.prompt_tokens / STAND_IN["prompt"] + line.completion_tokens / STAND_IN["generate"]
             ) / 3600
             line.device = "CPU"
+            line.basis = f"measured, {STAND_IN['where']}"
         elif _is_api(line.model):
             prices = models.API_MODELS.get(line.model.removeprefix("openai:"))
             if prices is not None:
@@ -356,11 +382,12 @@ def estimate(
                 line.cost_usd = cost / 2 if batch_api else cost
         else:
             kind = "train" if line.calls == 0 else "generate"
-            rate = local_tokens_per_second(line.model, tokens_per_second, kind, train_tokens_per_second)
+            rate = local_tokens_per_second(line.model, tokens_per_second, kind, train_tokens_per_second, P.dtype)
             # generation: completion tokens at the measured rate; prompts read about 10x faster (one forward pass)
             work = line.prompt_tokens if kind == "train" else line.completion_tokens + line.prompt_tokens / 10
             line.hours = work / rate.tokens_per_second / 3600
             line.device = rate.device
+            line.basis = rate.basis
     return lines
 
 

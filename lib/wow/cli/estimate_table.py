@@ -15,17 +15,20 @@ from wow.cli.estimate import SUMMED, Line, local_tokens_per_second, totals
 
 
 def plan_text(lines: list[Line]) -> str:
-    """The estimate in one line, as ``wow run`` says it before the first stage: model calls, API cost, local time."""
+    """The estimate in one line, as ``wow run`` says it before the first stage: model calls, API cost, local time
+    and the throughput that time assumes (where it was measured, or that it is assumed)."""
     from wow.progress import duration
 
     t = totals(lines).get("all", dict.fromkeys(SUMMED, 0))
     parts = [f"{t['calls']:,} model calls"]
     if t["cost_usd"]:
         parts.append(f"API USD {t['cost_usd']:,.2f} at list prices")
-    for device in ("gpu", "cpu"):
-        if t[f"{device}_hours"]:
-            parts.append(f"about {duration(t[f'{device}_hours'] * 3600)} of {device.upper()} time")
-    return "plan (wow estimate, upper bounds): " + ", ".join(parts)
+    for device in ("GPU", "CPU"):
+        hours = t[f"{device.lower()}_hours"]
+        if hours:
+            bases = sorted({line.basis for line in lines if line.device == device and line.hours and line.basis})
+            parts.append(f"about {duration(hours * 3600)} of {device} time ({'; '.join(bases)})")
+    return "plan (wow estimate): " + ", ".join(parts)
 
 
 def format_table(
@@ -33,6 +36,7 @@ def format_table(
     tokens_per_second: float | None = None,
     train_tokens_per_second: float | None = None,
     summary: bool = False,
+    dtype: str = "float32",
 ) -> str:
     """The estimate as a plain-text table: one line per row (unless ``summary``), then per-stage and grand totals,
     then the throughput each local model's hours assume.
@@ -41,6 +45,7 @@ def format_table(
         lines: :func:`estimate`'s rows.
         tokens_per_second, train_tokens_per_second: the figures :func:`estimate` was given (named in the table).
         summary: the totals only, one line per stage.
+        dtype: the run's precision, resolved (the measured CPU figure depends on it).
     """
     head = (
         f"{'stage':16} {'model':14} {'calls':>10} {'prompt tok':>13} {'output tok':>12} {'USD':>10} "
@@ -71,8 +76,8 @@ def format_table(
                 t["gpu_hours"], t["cpu_hours"], "every grid point of every setting" if stage == "all" else "")
         )  # fmt: skip
     for model in sorted({line.model for line in lines if line.device}):
-        rate = local_tokens_per_second(model, tokens_per_second)
-        train = local_tokens_per_second(model, tokens_per_second, "train", train_tokens_per_second)
+        rate = local_tokens_per_second(model, tokens_per_second, dtype=dtype)
+        train = local_tokens_per_second(model, tokens_per_second, "train", train_tokens_per_second, dtype)
         out.append(
             f"{rate.device} hours of {model}: {rate.tokens_per_second:,.0f} tok/s generation, "
             f"{train.tokens_per_second:,.0f} tok/s training ({rate.basis}; --tokens-per-second and "

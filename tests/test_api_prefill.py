@@ -157,7 +157,15 @@ def test_wow_run_stage_02_judges_in_logprob_mode_through_the_llama_cpp_server(sm
     shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns(".wow.lock"))
     judge = "openai:smollm2-135m"
     server = {"base_url": llama_server + "/v1", "api_prefill": "completions", "api_chat_template": "smollm2-135m"}
-    run.run("parameters/smoke.yaml", output_root=str(copy.parent), only=["02"], judges=[judge], **server)
+    # logprob mode only: the text mode's generated verdicts through the server are not what this test checks
+    run.run(
+        "parameters/smoke.yaml",
+        output_root=str(copy.parent),
+        only=["02"],
+        judges=[judge],
+        judge_modes=["logprob"],
+        **server,
+    )
     rows = [json.loads(line) for line in (copy / "judgements" / "pairwise_openai-smollm2-135m_logprob.jsonl").open()]
     local = {
         r["pair_id"]: r

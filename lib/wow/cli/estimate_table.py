@@ -28,7 +28,7 @@ def plan_text(lines: list[Line]) -> str:
         if hours:
             bases = sorted({line.basis for line in lines if line.device == device and line.hours and line.basis})
             parts.append(f"about {duration(hours * 3600)} of {device} time ({'; '.join(bases)})")
-    return "plan (wow estimate): " + ", ".join(parts)
+    return "plan (wow estimate, pairs counted as upper bounds): " + ", ".join(parts)
 
 
 def format_table(

@@ -231,7 +231,7 @@ def test_each_paper_set_quotes_the_gpu_hours_and_cost_wow_estimate_prints(path, 
     and in all, at the GPU throughput the estimate assumes by default and names (docs that agree with the tool)."""
     import re
 
-    from wow.cli import commands, estimate
+    from wow.cli import commands, throughput
 
     header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
     command = re.search(r"`wow estimate ([^`]+)`", header).group(1).split()
@@ -249,7 +249,7 @@ def test_each_paper_set_quotes_the_gpu_hours_and_cost_wow_estimate_prints(path, 
             printed = 0.0 if row[column] == "-" else float(row[column].replace(",", ""))
             assert round(printed) == int(value.replace(",", "")), (path.name, stage, column, row)
     # without a figure of the user's, the estimate's own assumption: the one the header names
-    assert estimate.ASSUMED_GPU["generate"] == 2500 and "assumed 2,500 tok/s of Llama-3-8B generation" in header
+    assert throughput.ASSUMED_GPU["generate"] == 2500 and "assumed 2,500 tok/s of Llama-3-8B generation" in header
     commands.main(["estimate", str(path), "--summary"])
     default = capsys.readouterr().out
     assert "GPU hours of llama-3-8b: 2,500 tok/s generation, 1,250 tok/s training (assumed" in default

@@ -15,10 +15,11 @@ Everything is computed from the parameters alone (no model call, no data file re
   evaluation task (``eval_tasks``).
 
 Token counts use :data:`PROMPT_TOKENS` and :data:`ANSWER_TOKENS` (typical sizes per task, approximate) capped by the
-budgets of the set; API cost uses the prices of :data:`wow.backends.models.API_MODELS`. Local time is in two columns: **CPU
-hours** for the offline model at the throughput :data:`MEASURED` on 2 CPU cores in the run's precision, and **GPU
-hours** for every other local model at :data:`ASSUMED_GPU` (Llama-3-8B on one A100-class GPU, an assumption named in
-the table, never measured here), or for every local model at the figure the user gives (``--tokens-per-second``).
+budgets of the set; API cost uses the prices of :data:`wow.backends.models.API_MODELS`. Local time is in two
+columns: **CPU hours** for the offline model at the throughput measured on 2 CPU cores in the run's precision
+(:data:`wow.cli.throughput.MEASURED`), and **GPU hours** for every other local model at the figure assumed in
+:data:`wow.cli.throughput.ASSUMED_GPU` (Llama-3-8B on one A100-class GPU, named in the table, never measured here),
+or for every local model at the figure the user gives (``--tokens-per-second``).
 The pair counts are upper bounds, so the estimate errs high where answers are often correct.
 
 Example::
@@ -36,6 +37,7 @@ import math
 from dataclasses import dataclass
 
 from wow.backends import models
+from wow.cli.throughput import STAND_IN, local_tokens_per_second
 from wow.params import RunParams
 from wow.schema import parse_pref_type
 
@@ -70,42 +72,6 @@ EXTRACT_TOKENS = {"local": 8, "api": 32}
 #: (:func:`factscore_calls`).
 FACTSCORE_CALLS = {"atomic": 8, "verify": 30}
 FACTSCORE_TOKENS = {"atomic": (450, 100), "verify": (900, 2)}
-
-#: Throughput of the offline model on 2 CPU cores, per precision it computes in (the run's ``dtype``, ``auto``
-#: resolved on the machine at hand: :func:`wow.backends.precision.resolve_dtype`), end to end: generation counts the
-#: reply tokens plus a tenth of the prompt tokens (:func:`estimate`), training the sequence tokens of its steps, each
-#: training's loading, in-run validation and saving included.
-#:
-#: * ``bfloat16``: an Intel Xeon with AMX, quiet, 2026-12-02, in the run of ``parameters/offline_fig3_plain_dpo.yaml``:
-#:   stage 01 generated 60,019 tokens (900 answers with their extraction turns, every prompt read) in 393 s, about
-#:   150 tok/s; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about 2 x 320 tokens each) in about 300 s:
-#:   about 170 tok/s.
-#: * ``float32``: an Intel Xeon with AVX512-BF16 and no AMX (where ``auto`` picks float32), quiet, 2026-12-05, in a
-#:   cold ``make demo``: stages 01 and 02 did 27,580 tokens of that work in 282 s (about 98 tok/s); stage 04 fed its
-#:   four trainings 20,096 tokens (4 steps each, an in-run validation of 8 pairs each) and sampled its test answers in
-#:   414 s, about 57 s of which the sampling at 98 tok/s: about 56 tok/s of training. A CPU with AVX2 only is slower
-#:   still (its demo took 17.3 min against this one's 11.9).
-#:
-#: Short trainings pay more per token (loading and validation are fixed costs), so the float32 training figure, from
-#: 4-step trainings, errs low for long ones.
-MEASURED = {
-    "smollm2-135m": {
-        "bfloat16": {"generate": 150.0, "train": 170.0, "where": "2-core Intel Xeon with AMX, bfloat16"},
-        "float32": {"generate": 95.0, "train": 55.0, "where": "2-core Intel Xeon without AMX, float32"},
-    }
-}
-#: The API models' stand-ins of a rehearsal (``wow run SET --fast-dev-run --stand-ins``): the offline model's GGUF on
-#: one llama.cpp server per core (:mod:`wow.cli.server_pool`), all servers together, measured 2026-12-05 on 2 cores
-#: of an Intel Xeon (AVX512-BF16, no AMX): prompt tokens read and reply tokens (with logprobs) per second. In fig3's
-#: rehearsal each stand-in generator read 43,239 prompt tokens and wrote 3,759 in stage 01 in about 200 s; these
-#: figures give 238 s.
-STAND_IN = {"prompt": 240.0, "generate": 65.0, "where": "llama.cpp stand-in servers, 2-core CPU"}
-#: The GPU figure assumed for local models that were not measured (this project has no GPU): Llama-3-8B generation
-#: on one A100-class GPU, training at half that; other sizes scaled by parameter count. The paper sets' headers quote
-#: their GPU hours at this figure (``tests/test_paper_sets.py`` keeps them equal).
-ASSUMED_GPU = {"generate": 2500.0, "train": 1250.0, "params_b": 8.0, "where": "Llama-3-8B on one A100-class GPU"}
-#: Parameters (billions) of local models, to scale the measured figure to a model that was not measured.
-PARAMS_B = {"llama-3-8b": 8.0, "llama-3": 8.0, "smollm2-135m": 0.135, "smollm2-360m": 0.36, "smollm2-1.7b": 1.7}
 
 
 @dataclass
@@ -308,37 +274,6 @@ def _stage04(P: RunParams) -> list[Line]:
     return lines
 
 
-@dataclass(frozen=True)
-class Throughput:
-    """Tokens per second of a local model for generation or training, where (``GPU``/``CPU``) and on what basis."""
-
-    tokens_per_second: float
-    device: str
-    basis: str  # "given", "measured, <where>", "assumed, <where>"
-
-
-def local_tokens_per_second(
-    model: str,
-    tokens_per_second: float | None,
-    kind: str = "generate",
-    train_tokens_per_second: float | None = None,
-    dtype: str = "float32",
-) -> Throughput:
-    """Throughput of a local model: the user's figure (a GPU's), else :data:`MEASURED` (the offline model on 2 CPU
-    cores) at the precision ``dtype`` (resolved; ``bfloat16`` takes the AMX figure, any other the float32 one), else
-    :data:`ASSUMED_GPU` scaled by parameter count. Training without its own figure is taken at half the generation
-    figure given."""
-    if kind == "train" and train_tokens_per_second:
-        return Throughput(train_tokens_per_second, "GPU", "given")
-    if tokens_per_second:
-        return Throughput(tokens_per_second * (1.0 if kind == "generate" else 0.5), "GPU", "given")
-    if model in MEASURED:
-        figures = MEASURED[model]["bfloat16" if dtype == "bfloat16" else "float32"]
-        return Throughput(figures[kind], "CPU", f"measured, {figures['where']}")
-    scale = ASSUMED_GPU["params_b"] / PARAMS_B.get(model, ASSUMED_GPU["params_b"])
-    return Throughput(ASSUMED_GPU[kind] * scale, "GPU", f"assumed, {ASSUMED_GPU['where']}, not measured here")
-
-
 def estimate(
     P: RunParams,
     tokens_per_second: float | None = None,
@@ -352,12 +287,13 @@ def estimate(
     Args:
         P: the parameters.
         tokens_per_second: generation throughput of the local models on the user's hardware (training is taken
-            at half of it); None uses :data:`MEASURED` at the run's precision (``P.dtype``).
+            at half of it); None uses :data:`wow.cli.throughput.MEASURED` at the run's precision (``P.dtype``).
         batch_api: price API calls at the Batch API's half price.
         train_tokens_per_second: training throughput (sequence tokens through forward and backward per second);
             None: half of ``tokens_per_second``.
         only: the stages to count, as ``wow run --only`` names notebooks (e.g. ``["01", "02"]``); None: all.
-        stand_ins: the API models are a rehearsal's local stand-ins: no cost, CPU hours at :data:`STAND_IN`.
+        stand_ins: the API models are a rehearsal's local stand-ins: no cost, CPU hours at
+            :data:`wow.cli.throughput.STAND_IN`.
 
     Returns:
         One :class:`Line` per stage, model and purpose; ``calls`` 0 marks training (tokens processed, no call).

@@ -11,7 +11,8 @@ Example::
 
 from __future__ import annotations
 
-from wow.cli.estimate import SUMMED, Line, local_tokens_per_second, totals
+from wow.cli.estimate import SUMMED, Line, totals
+from wow.cli.throughput import local_tokens_per_second
 
 
 def plan_text(lines: list[Line]) -> str:

@@ -1,12 +1,26 @@
-"""DPO: seconds per step and peak memory of ``wow.align.training.train`` against bare TRL ``DPOTrainer``.
+"""DPO: seconds per step and peak memory of ``wow.align.training.train`` against bare TRL ``DPOTrainer`` and
+against the compute ceiling of this machine.
 
-Both train the default model with the same LoRA adapter (r 16, alpha 16, all linear projections), the same
+Three arms train the default model with the same LoRA adapter (r 16, alpha 16, all linear projections), the same
 preference pairs (shortest-path prompts as the pipeline builds them; chosen / rejected final answers of different
-wrongness), the same settings (wow's :class:`~wow.align.align_config.AlignConfig` defaults: bf16 autocast on CPU, cosine schedule,
-warm-up ratio 0.1, beta 0.1, sigmoid loss; a few steps) and the same seed. Each run is its own process (peak RSS is
-``VmHWM``), runs alternate (wow, TRL, TRL, wow...: a load that drifts during the benchmark cancels out) and a
-callback times every optimiser step; the first step is a warm-up and is not counted. Both runs see the same batches
-in the same order, so their step times compare step by step.
+wrongness), the same settings (the demo's stage 04: 2 pairs a step, wow's :class:`~wow.align.align_config.AlignConfig`
+defaults otherwise: the precision ``dtype: auto`` resolves to, cosine schedule, warm-up ratio 0.1, beta 0.1, sigmoid
+loss) and the same seed:
+
+- ``wow``: :func:`wow.align.training.train`, which on a CPU projects only the answer tokens onto the vocabulary
+  (:mod:`wow.align.answer_token_scoring`);
+- ``wow, every position scored``: the same call with TRL's CPU default (every position projected, prompt included);
+- ``trl``: bare TRL ``DPOTrainer`` (TRL's CPU default).
+
+Each run is its own process (peak RSS is ``VmHWM``), runs alternate (A B C, C B A...: a load that drifts during the
+benchmark cancels out) and a callback times every optimiser step; the first step (allocations, ~2x a later step) is
+reported apart and not counted. Every arm sees the same batches in the same order.
+
+The ceiling is the matrix products of a step at this machine's measured GEMM rate (the model's own shapes, in the
+run's precision, all threads): the policy's forward and its backward to the activations (the frozen weights get no
+gradient; LoRA's are negligible) and the reference's forward, ``6 x N x tokens`` FLOPs for ``N`` parameters in the
+decoder's linear layers, plus the answer tokens' projection onto the vocabulary. Attention scores, norms and the
+optimiser are left out, so a real step is slower.
 
 Run: ``.venv/bin/python bench/bench_dpo.py`` (writes ``outputs/bench/dpo.json``).
 """
@@ -65,8 +79,17 @@ def _step_timer():
     return StepTimer()
 
 
+ARMS = {
+    "wow": "wow.align.training.train",
+    "wow-every-position": "wow.align.training.train, every position scored (TRL's CPU default)",
+    "trl": "bare TRL DPOTrainer",
+}
+
+
 def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
-    """One training run in this process (``wow`` or ``trl``); returns step times and memory."""
+    """One training run in this process (an arm of :data:`ARMS`); returns step times, tokens and memory."""
+    import contextlib
+
     import torch
     from wow.align import align_config, training
 
@@ -77,31 +100,39 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
     rss_start = rss_mb()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        if which == "wow":
-            res = training.train(ds, None, MODEL, "dpo", Path(tmp) / "run", config, callbacks=[timer])
-            loss = res.train_loss
+        if which == "trl":
+            loss, history = _bare_trl(ds, config, Path(tmp) / "run", timer)
         else:
-            loss = _bare_trl(ds, config, Path(tmp) / "run", timer)
+            if which == "wow-every-position":
+                training.answer_tokens_only = contextlib.nullcontext
+            res = training.train(ds, None, MODEL, "dpo", Path(tmp) / "run", config, callbacks=[timer])
+            loss, history = res.train_loss, res.log_history
     total = time.perf_counter() - t0
     counted = timer.steps[1:]
+    cumulative = [h["num_tokens"] for h in history if "num_tokens" in h and "loss" in h]
     return {
         "which": which,
         "steps": len(timer.steps),
         "step_seconds": timer.steps,
+        "step_tokens": [b - a for a, b in zip([0, *cumulative[:-1]], cumulative, strict=True)],
         "s_per_step": sum(counted) / len(counted) if counted else None,
+        "first_step_seconds": timer.steps[0] if timer.steps else None,
         "total_seconds": total,
         "train_loss": loss,
+        "bf16": align_config.use_bf16(config, "cpu"),
         "rss_start_mb": rss_start,
         "peak_rss_mb": peak_rss_mb(),
     }
 
 
-def _bare_trl(ds, config, output_dir: Path, timer) -> float:
-    """TRL's DPOTrainer used directly, with the same model folder, data and settings as ``wow.align.training.train``."""
+def _bare_trl(ds, config, output_dir: Path, timer) -> tuple[float, list[dict]]:
+    """TRL's DPOTrainer used directly, with the same model folder, data, precision and settings as
+    ``wow.align.training.train``; returns the training loss and the log history."""
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
+    from wow.align.align_config import use_bf16
     from wow.backends import models
 
     folder = models.resolve(MODEL).source
@@ -113,8 +144,8 @@ def _bare_trl(ds, config, output_dir: Path, timer) -> float:
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=config.train_batch_size,
+        per_device_eval_batch_size=config.train_batch_size,
         gradient_accumulation_steps=config.grad_accumulation,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,
@@ -126,7 +157,7 @@ def _bare_trl(ds, config, output_dir: Path, timer) -> float:
         report_to="none",
         seed=config.seed,
         use_cpu=True,
-        bf16=True,
+        bf16=use_bf16(config, "cpu"),  # what wow's train() autocasts to: dtype auto's choice on this CPU
         activation_checkpointing=False,
         disable_tqdm=True,
         max_length=config.max_length,
@@ -151,52 +182,103 @@ def _bare_trl(ds, config, output_dir: Path, timer) -> float:
     )
     out = trainer.train()
     trainer.save_model(str(output_dir))
-    return out.metrics.get("train_loss")
+    return out.metrics.get("train_loss"), list(trainer.state.log_history)
 
 
-def bench_dpo(steps: int = 6, batch_size: int = 1, n_pairs: int = 16, reps: int = 2) -> dict:
-    """Alternate ``reps`` wow and bare-TRL runs (one process each); compare seconds per step and peak memory.
+def linear_parameters(model: str = MODEL) -> int:
+    """Parameters in the decoder's linear layers (attention and MLP projections of every layer), from the config."""
+    from transformers import AutoConfig
+    from wow.backends import models
+
+    c = AutoConfig.from_pretrained(models.resolve(model).source)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv = c.num_key_value_heads * head_dim
+    per_layer = c.hidden_size * (2 * c.hidden_size + 2 * kv) + 3 * c.hidden_size * c.intermediate_size
+    return c.num_hidden_layers * per_layer
+
+
+def gemm_gflops(bf16: bool, tokens: int = 1024, reps: int = 5, model: str = MODEL) -> float:
+    """GFLOP/s of this machine (all threads) on the model's largest projection (tokens x hidden @ hidden x MLP)."""
+    import torch
+    from transformers import AutoConfig
+    from wow.backends import models
+
+    c = AutoConfig.from_pretrained(models.resolve(model).source)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(tokens, c.hidden_size, dtype=dtype)
+    b = torch.randn(c.hidden_size, c.intermediate_size, dtype=dtype)
+    a @ b  # warm-up
+    seconds = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        seconds.append((time.perf_counter() - t) / 10)
+    return 2 * tokens * c.hidden_size * c.intermediate_size / median(seconds) / 1e9
+
+
+def bench_dpo(steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int = 2) -> dict:
+    """Alternate ``reps`` runs of each arm (one process each); compare seconds per step, peak memory and the
+    compute ceiling.
 
     Args:
         steps: optimiser steps per run (the first is a warm-up, not counted).
-        batch_size: pairs per step.
+        batch_size: pairs per step (the demo's 2).
         n_pairs: preference pairs.
-        reps: runs of each.
+        reps: runs of each arm.
     """
     load_before = loadavg()
-    runs = {"wow": [], "trl": []}
+    runs = {which: [] for which in ARMS}
     for rep in range(reps):
-        for which in ("wow", "trl") if rep % 2 == 0 else ("trl", "wow"):  # A B B A: a drifting load cancels out
+        for which in list(ARMS) if rep % 2 == 0 else list(ARMS)[::-1]:  # A B C C B A: a drifting load cancels out
             args = [str(BENCH_DIR / "bench_dpo.py"), "--child", which, "--steps", str(steps)]
             args += ["--batch-size", str(batch_size), "--pairs", str(n_pairs)]
             runs[which].append(run_child(args))
+    bf16 = runs["wow"][0]["bf16"]
+    n_linear = linear_parameters()
+    gflops = gemm_gflops(bf16)
+    counted_tokens = runs["wow"][0]["step_tokens"][1:]
+    tokens_per_step = sum(counted_tokens) / len(counted_tokens) if counted_tokens else None
+    ceiling = 6 * n_linear * tokens_per_step / (gflops * 1e9) if tokens_per_step else None
     rows = []
-    for which, label in (("wow", "wow.align.training.train"), ("trl", "bare TRL DPOTrainer")):
+    for which, label in ARMS.items():
         rs = runs[which]
         rows.append(
             {
                 "method": label,
                 "runs": len(rs),
                 "s_per_step": median([r["s_per_step"] for r in rs]),
+                "first_step_s": median([r["first_step_seconds"] for r in rs]),
                 "total_seconds": median([r["total_seconds"] for r in rs]),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                 "train_loss": rs[0]["train_loss"],
             }
         )
-    wow, trl = rows
+    trl = rows[-1]
     for r in rows:
         r["vs_trl_s_per_step"] = ratio(r["s_per_step"], trl["s_per_step"])
+        r["vs_ceiling"] = ratio(r["s_per_step"], ceiling)
         r["vs_trl_peak_rss"] = ratio(r["peak_rss_mb"], trl["peak_rss_mb"])
     result = {
         "name": "dpo",
         "model": MODEL,
+        "precision": "bfloat16" if bf16 else "float32",
         "steps": steps,
         "counted_steps": steps - 1,
         "batch_size": batch_size,
         "pairs": n_pairs,
         "rows": rows,
+        "ceiling": {
+            "s_per_step": ceiling,
+            "tokens_per_step": tokens_per_step,
+            "linear_parameters": n_linear,
+            "gemm_gflops": gflops,
+            "rule": "6 x linear parameters x tokens of a step / GEMM rate (policy forward + backward to the "
+            "activations, reference forward); attention scores, norms, the vocabulary projection of the answer "
+            "tokens and the optimiser left out",
+        },
         "runs": runs,
-        "goal": "wow <= 1.05x bare TRL (s/step)",
+        "goal": "wow <= 1.0x bare TRL (s/step)",
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
     }
@@ -204,15 +286,25 @@ def bench_dpo(steps: int = 6, batch_size: int = 1, n_pairs: int = 16, reps: int 
     return result
 
 
-COLUMNS = ["method", "runs", "s_per_step", "vs_trl_s_per_step", "total_seconds", "peak_rss_mb", "vs_trl_peak_rss"]
+COLUMNS = [
+    "method",
+    "runs",
+    "s_per_step",
+    "vs_trl_s_per_step",
+    "vs_ceiling",
+    "first_step_s",
+    "total_seconds",
+    "peak_rss_mb",
+    "vs_trl_peak_rss",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run the benchmark and print its table (``--child`` runs one training, prints JSON)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", choices=["wow", "trl"], help="run one training in this process")
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--child", choices=list(ARMS), help="run one training in this process")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--pairs", type=int, default=16)
     p.add_argument("--reps", type=int, default=2)
     a = p.parse_args(argv)
@@ -222,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res = bench_dpo(a.steps, a.batch_size, a.pairs, a.reps)
     print(markdown_table(res["rows"], COLUMNS))
+    c = res["ceiling"]
+    print(
+        f"{res['precision']}; compute ceiling {c['s_per_step']:.2f} s/step: 6 x {c['linear_parameters'] / 1e6:.0f}M "
+        f"parameters x {c['tokens_per_step']:.0f} tokens at {c['gemm_gflops']:.0f} GFLOP/s (measured GEMM rate)"
+    )
     return 0
 
 

@@ -125,10 +125,17 @@ def test_summary_reads_every_benchmark_result(bench_out):
         },
         "dpo": {
             "status": "ok",
+            "precision": "float32",
+            "batch_size": 2,
             "rows": [
-                {"s_per_step": 2.0, "vs_trl_s_per_step": 1.0, "peak_rss_mb": 900.0, "vs_trl_peak_rss": 1.0},
-                {"s_per_step": 2.0, "vs_trl_s_per_step": 1.0, "peak_rss_mb": 900.0, "vs_trl_peak_rss": 1.0},
+                {"s_per_step": 2.0, "vs_trl_s_per_step": 0.5, "vs_ceiling": 2.0, "peak_rss_mb": 900.0,
+                 "vs_trl_peak_rss": 1.0},
+                {"s_per_step": 4.0, "vs_trl_s_per_step": 1.0, "vs_ceiling": 4.0, "peak_rss_mb": 900.0,
+                 "vs_trl_peak_rss": 1.0},
+                {"s_per_step": 4.0, "vs_trl_s_per_step": 1.0, "vs_ceiling": 4.0, "peak_rss_mb": 900.0,
+                 "vs_trl_peak_rss": 1.0},
             ],
+            "ceiling": {"s_per_step": 1.0, "tokens_per_step": 1000.0, "gemm_gflops": 200.0},
         },
         "growth": {
             "status": "ok",
@@ -163,6 +170,9 @@ def test_summary_reads_every_benchmark_result(bench_out):
     assert "no native bf16 (AVX2)" in precision["measure"] and precision["met"] is True
     [ray] = [r for r in rows if "Ray" in r["measure"]]
     assert ray["value"].startswith("1.25x (100 vs 125 s") and "1.5x vs local" in ray["value"]
+    [dpo, ceiling] = [r for r in rows if r["measure"].startswith("DPO s/step")]
+    assert dpo["value"].startswith("0.5x (2 vs 4 s)") and "float32, 2 pairs a step" in dpo["measure"] and dpo["met"]
+    assert ceiling["value"].startswith("2x (2 vs 1 s: 1000 tokens at 200 GFLOP/s")
     assert all(r["met"] is not False for r in rows)
     summary = {
         "machine": {"cpu_model": "cpu", "cores": 2, "versions": {}},
@@ -211,3 +221,31 @@ def test_ray_bench_times_each_arm_in_its_own_process_and_divides_the_wall_times(
     by_arm = {r["arm"]: r for r in written["rows"]}
     assert by_arm["ray 2 workers"]["threads per training"] == 1 and by_arm["local"]["speed-up vs ray 1 worker"] == 0.83
     assert "demo stage 04: 2 DPO trainings" in written["workload"]
+
+
+def test_dpo_bench_compares_three_arms_and_the_compute_ceiling(bench_out, monkeypatch):
+    import bench_dpo
+
+    per_step = {"wow": 3.0, "wow-every-position": 6.0, "trl": 6.0}
+    started = []
+
+    def fake_child(args, timeout=None):
+        arm = args[args.index("--child") + 1]
+        started.append(arm)
+        return {"which": arm, "step_seconds": [10.0] + [per_step[arm]] * 4, "step_tokens": [900, 1000, 1000, 1000,
+                1000], "s_per_step": per_step[arm], "first_step_seconds": 10.0, "total_seconds": 40.0,
+                "train_loss": 0.69, "bf16": False, "peak_rss_mb": 1000.0}  # fmt: skip
+
+    monkeypatch.setattr(bench_dpo, "run_child", fake_child)
+    monkeypatch.setattr(bench_dpo, "gemm_gflops", lambda bf16: 212.336640)
+    assert bench_dpo.main(["--reps", "2"]) == 0
+    assert started == list(bench_dpo.ARMS) + list(reversed(bench_dpo.ARMS))
+    written = json.loads((bench_out / "dpo.json").read_text())
+    # SmolLM2-135M: 30 layers x (576 x (2 x 576 + 2 x 192) + 3 x 576 x 1536) = 106,168,320 linear parameters
+    assert written["ceiling"]["linear_parameters"] == 106_168_320
+    # 6 x 106,168,320 x 1000 tokens = 637.0 GFLOP at 212.34 GFLOP/s = 3.0 s (the first step's tokens not counted)
+    assert written["ceiling"]["tokens_per_step"] == 1000
+    assert written["ceiling"]["s_per_step"] == pytest.approx(3.0)
+    wow, every, trl = written["rows"]
+    assert wow["vs_trl_s_per_step"] == 0.5 and every["vs_trl_s_per_step"] == 1.0 and trl["vs_ceiling"] == 2.0
+    assert wow["vs_ceiling"] == 1.0 and wow["first_step_s"] == 10.0 and written["precision"] == "float32"

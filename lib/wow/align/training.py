@@ -36,6 +36,7 @@ from pathlib import Path
 from wow import WowError, io, layout, schema
 from wow.align import checkpoints, quantization
 from wow.align.align_config import AlignConfig, lora_config, trainer_class, training_device, trl_config, use_bf16
+from wow.align.answer_token_scoring import answer_tokens_only
 from wow.align.truncation import prepare_examples
 
 log = logging.getLogger(__name__)
@@ -233,20 +234,21 @@ def train(
     args = trl_config(trainer, config, output_dir, device, has_validation=val_ds is not None, n_train=len(train_ds))
     checkpoints.barrier()  # every process has chosen its checkpoint before the main one clears stale ones
     checkpoints.start(output_dir, settings, resume)
-    trl_trainer = trainer_class(trainer)(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        processing_class=tokenizer,
-        peft_config=lora_config(config) if config.use_lora else None,
-        callbacks=[
-            *(callbacks or []),
-            checkpoints.log_at_saves(),
-            checkpoints.progress_file(output_dir),
-            checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:]), trainer, config.beta),
-        ],
-    )
+    with answer_tokens_only():  # TRL's precompute of reference log-probs, when on, runs in the constructor
+        trl_trainer = trainer_class(trainer)(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=val_ds,
+            processing_class=tokenizer,
+            peft_config=lora_config(config) if config.use_lora else None,
+            callbacks=[
+                *(callbacks or []),
+                checkpoints.log_at_saves(),
+                checkpoints.progress_file(output_dir),
+                checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:]), trainer, config.beta),
+            ],
+        )
     log.info(
         "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",
         model_name,
@@ -262,12 +264,13 @@ def train(
     if device == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     try:
-        start = time.perf_counter()
-        out = trl_trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        seconds = time.perf_counter() - start
-        best_step, val_loss = checkpoints.best(trl_trainer.state)
-        if val_ds is not None and val_loss is None:  # not reached: transformers evaluates the last step
-            val_loss = trl_trainer.evaluate().get("eval_loss")
+        with answer_tokens_only():  # the CPU projects answer tokens only, as Triton devices do
+            start = time.perf_counter()
+            out = trl_trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            seconds = time.perf_counter() - start
+            best_step, val_loss = checkpoints.best(trl_trainer.state)
+            if val_ds is not None and val_loss is None:  # not reached: transformers evaluates the last step
+                val_loss = trl_trainer.evaluate().get("eval_loss")
     finally:
         torch.set_num_threads(threads)
     resumed_from = checkpoints.step_of(resume)

@@ -34,7 +34,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import BENCH_DIR, loadavg, markdown_table, median, peak_rss_mb, ratio, rss_mb, run_child, write_result
+from benchlib import (
+    BENCH_DIR,
+    gemm_gflops,
+    loadavg,
+    markdown_table,
+    median,
+    peak_rss_mb,
+    ratio,
+    rss_mb,
+    run_child,
+    write_result,
+)
 
 MODEL = "smollm2-135m"
 
@@ -91,7 +102,7 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
     import contextlib
 
     import torch
-    from wow.align import align_config, training
+    from wow.align import align_config, answer_token_scoring, training
 
     torch.manual_seed(0)
     ds = preference_pairs(n_pairs)
@@ -104,7 +115,7 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
             loss, history = _bare_trl(ds, config, Path(tmp) / "run", timer)
         else:
             if which == "wow-every-position":
-                training.answer_tokens_only = contextlib.nullcontext
+                answer_token_scoring.answer_tokens_only = contextlib.nullcontext
             res = training.train(ds, None, MODEL, "dpo", Path(tmp) / "run", config, callbacks=[timer])
             loss, history = res.train_loss, res.log_history
     total = time.perf_counter() - t0
@@ -185,36 +196,27 @@ def _bare_trl(ds, config, output_dir: Path, timer) -> tuple[float, list[dict]]:
     return out.metrics.get("train_loss"), list(trainer.state.log_history)
 
 
-def linear_parameters(model: str = MODEL) -> int:
-    """Parameters in the decoder's linear layers (attention and MLP projections of every layer), from the config."""
+def _model_config(model: str = MODEL):
     from transformers import AutoConfig
     from wow.backends import models
 
-    c = AutoConfig.from_pretrained(models.resolve(model).source)
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    kv = c.num_key_value_heads * head_dim
-    per_layer = c.hidden_size * (2 * c.hidden_size + 2 * kv) + 3 * c.hidden_size * c.intermediate_size
-    return c.num_hidden_layers * per_layer
+    return AutoConfig.from_pretrained(models.resolve(model).source)
 
 
-def gemm_gflops(bf16: bool, tokens: int = 1024, reps: int = 5, model: str = MODEL) -> float:
+def linear_parameters(config) -> int:
+    """Parameters in the decoder's linear layers (attention and MLP projections of every layer) of a model config."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    per_layer = (
+        config.hidden_size * (2 * config.hidden_size + 2 * kv) + 3 * config.hidden_size * config.intermediate_size
+    )
+    return config.num_hidden_layers * per_layer
+
+
+def model_gemm_gflops(config, bf16: bool, tokens: int = 1024) -> float:
     """GFLOP/s of this machine (all threads) on the model's largest projection (tokens x hidden @ hidden x MLP)."""
-    import torch
-    from transformers import AutoConfig
-    from wow.backends import models
-
-    c = AutoConfig.from_pretrained(models.resolve(model).source)
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    a = torch.randn(tokens, c.hidden_size, dtype=dtype)
-    b = torch.randn(c.hidden_size, c.intermediate_size, dtype=dtype)
-    a @ b  # warm-up
-    seconds = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        seconds.append((time.perf_counter() - t) / 10)
-    return 2 * tokens * c.hidden_size * c.intermediate_size / median(seconds) / 1e9
+    dtype = "bfloat16" if bf16 else "float32"
+    return gemm_gflops(tokens, config.hidden_size, config.intermediate_size, dtype, reps=20)
 
 
 def bench_dpo(steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int = 2) -> dict:
@@ -235,8 +237,9 @@ def bench_dpo(steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int 
             args += ["--batch-size", str(batch_size), "--pairs", str(n_pairs)]
             runs[which].append(run_child(args))
     bf16 = runs["wow"][0]["bf16"]
-    n_linear = linear_parameters()
-    gflops = gemm_gflops(bf16)
+    model_config = _model_config()
+    n_linear = linear_parameters(model_config)
+    gflops = model_gemm_gflops(model_config, bf16)
     counted_tokens = runs["wow"][0]["step_tokens"][1:]
     tokens_per_step = sum(counted_tokens) / len(counted_tokens) if counted_tokens else None
     ceiling = 6 * n_linear * tokens_per_step / (gflops * 1e9) if tokens_per_step else None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchlib import REPO, Timer, loadavg, markdown_table, median, write_result
+from benchlib import REPO, Timer, gemm_gflops, loadavg, markdown_table, median, write_result
 
 MODEL = "smollm2-135m"
 DTYPES = ("float32", "bfloat16")
@@ -28,22 +28,7 @@ DTYPES = ("float32", "bfloat16")
 
 def matmul_gflops(dtype: str, n: int = 1024, reps: int = 3) -> float:
     """One-thread GFLOP/s of an ``n x n`` matrix product in ``dtype``."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        a = torch.randn(n, n, dtype=getattr(torch, dtype))
-        b = torch.randn(n, n, dtype=getattr(torch, dtype))
-        a @ b  # warm-up
-        seconds = []
-        for _ in range(reps):
-            with Timer() as t:
-                a @ b
-            seconds.append(t.seconds)
-    finally:
-        torch.set_num_threads(threads)
-    return 2 * n**3 / median(seconds) / 1e9
+    return gemm_gflops(n, n, n, dtype, threads=1, reps=reps)
 
 
 def sampling_tok_s(dtype: str, n_questions: int, reps: int) -> float:

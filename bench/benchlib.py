@@ -103,6 +103,28 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+def gemm_gflops(m: int, k: int, n: int, dtype: str = "float32", threads: int | None = None, reps: int = 3) -> float:
+    """GFLOP/s of an ``(m x k) @ (k x n)`` matrix product in ``dtype`` on ``threads`` threads (None: torch's current
+    number), the median of ``reps`` timings after a warm-up."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        a = torch.randn(m, k, dtype=getattr(torch, dtype))
+        b = torch.randn(k, n, dtype=getattr(torch, dtype))
+        a @ b  # warm-up
+        seconds = []
+        for _ in range(reps):
+            with Timer() as t:
+                a @ b
+            seconds.append(t.seconds)
+    finally:
+        torch.set_num_threads(before)
+    return 2 * m * k * n / median(seconds) / 1e9
+
+
 def peak_rss_mb() -> float | None:
     """Peak resident memory of this process in MiB (``VmHWM`` of /proc/self/status; psutil elsewhere)."""
     try:

@@ -77,9 +77,12 @@ def test_the_switch_is_undone_after_the_block_and_on_errors():
 
 
 def test_training_runs_inside_the_switch(tiny_model, tmp_path):
-    """Through wow's train(), as wow run's stage 04 calls it: every step and the validation see the switch on."""
+    """Through wow's train(), as wow run's stage 04 calls it: every step and the validation see the switch on, and
+    train_log.json says so (ORPO, which has no fused head, says it did not; the smoke run's ``wow run`` check is in
+    tests/test_parameter_path.py)."""
     from conftest import oracle_answers
     from transformers import TrainerCallback
+    from wow import io
     from wow.align.align_config import AlignConfig
     from wow.align.training import train
     from wow.preferences import build_preferences
@@ -97,14 +100,10 @@ def test_training_runs_inside_the_switch(tiny_model, tmp_path):
     prefs = build_preferences(oracle_answers(), "oracle", val_fraction=0.34, seed=0)
     seen = Seen()
     config = AlignConfig(max_steps=2, train_batch_size=2, progress=False, cpu_threads=1)
-    res = train(
-        prefs["train"].select(range(4)),
-        prefs["validation"].select(range(2)),
-        tiny_model,
-        "dpo",
-        tmp_path,
-        config,
-        callbacks=[seen],
-    )
+    train_set, val_set = prefs["train"].select(range(4)), prefs["validation"].select(range(2))
+    res = train(train_set, val_set, tiny_model, "dpo", tmp_path / "dpo", config, callbacks=[seen])
     assert res.steps == 2 and seen.flags == [True, True, True]  # two steps, one validation
     assert not trl_utils._use_triton(CPU)
+    assert io.read_json(tmp_path / "dpo" / "train_log.json")["answer_tokens_only"] is True
+    train(train_set, None, tiny_model, "orpo", tmp_path / "orpo", config)
+    assert io.read_json(tmp_path / "orpo" / "train_log.json")["answer_tokens_only"] is False

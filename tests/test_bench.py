@@ -237,7 +237,7 @@ def test_dpo_bench_compares_three_arms_and_the_compute_ceiling(bench_out, monkey
                 "train_loss": 0.69, "bf16": False, "peak_rss_mb": 1000.0}  # fmt: skip
 
     monkeypatch.setattr(bench_dpo, "run_child", fake_child)
-    monkeypatch.setattr(bench_dpo, "gemm_gflops", lambda bf16: 212.336640)
+    monkeypatch.setattr(bench_dpo, "model_gemm_gflops", lambda config, bf16: 212.336640)
     assert bench_dpo.main(["--reps", "2"]) == 0
     assert started == list(bench_dpo.ARMS) + list(reversed(bench_dpo.ARMS))
     written = json.loads((bench_out / "dpo.json").read_text())

@@ -137,6 +137,7 @@ def test_the_smoke_run_recorded_one_set_for_every_stage_and_its_training_regime(
         assert config["max_eval_pairs"] == smoke["max_eval_pairs"] == record["n_val"] == 2, path
         assert record["n_train"] > smoke["max_steps"] * smoke["train_batch_size"]
         assert record["precomputed_ref_log_probs"] is False
+        assert record["answer_tokens_only"] is True  # dpo on the CPU: only answer tokens projected
 
 
 # -- reruns skip what did not change ------------------------------------------------------------------------------

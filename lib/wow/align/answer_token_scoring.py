@@ -34,17 +34,14 @@ def answer_tokens_only():
     """Within this block, TRL's fused LM head on a CPU scores only the positions that have a label.
 
     Patches the device test that ``trl.trainer.utils`` reads when it chooses between scoring every position and
-    the labelled ones, and restores it on exit. Where TRL has no such test (another TRL version), nothing changes
-    and a debug line says so.
+    the labelled ones, and restores it on exit. Where TRL has no such test (a TRL other than the pinned one),
+    nothing changes and a warning says so.
     """
-    try:
-        from trl.trainer import utils as trl_utils
-    except ImportError:  # pragma: no cover - TRL is a requirement
-        yield
-        return
+    from trl.trainer import utils as trl_utils
+
     original = getattr(trl_utils, "_use_triton", None)
     if original is None:
-        log.debug("this TRL has no trl.trainer.utils._use_triton: its fused LM head is left as it is")
+        log.warning("this TRL has no trl.trainer.utils._use_triton: on a CPU its fused LM head scores every position")
         yield
         return
 
@@ -56,3 +53,14 @@ def answer_tokens_only():
         yield
     finally:
         trl_utils._use_triton = original
+
+
+def scores_answer_tokens_only(trl_trainer, device: str) -> bool:
+    """True when ``trl_trainer`` scores with TRL's fused LM head (the DPO-style trainers) and that head, as TRL
+    reads it now, projects only the labelled positions on ``device`` (what ``train_log.json`` records)."""
+    import torch
+    from trl import DPOTrainer
+    from trl.trainer import utils as trl_utils
+
+    use_triton = getattr(trl_utils, "_use_triton", None)
+    return isinstance(trl_trainer, DPOTrainer) and use_triton is not None and use_triton(torch.device(device))

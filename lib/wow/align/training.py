@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wow import WowError, io, layout, schema
-from wow.align import checkpoints, quantization
+from wow.align import answer_token_scoring, checkpoints, quantization
 from wow.align.align_config import AlignConfig, lora_config, trainer_class, training_device, trl_config, use_bf16
-from wow.align.answer_token_scoring import answer_tokens_only
 from wow.align.truncation import prepare_examples
 
 log = logging.getLogger(__name__)
@@ -234,7 +233,9 @@ def train(
     args = trl_config(trainer, config, output_dir, device, has_validation=val_ds is not None, n_train=len(train_ds))
     checkpoints.barrier()  # every process has chosen its checkpoint before the main one clears stale ones
     checkpoints.start(output_dir, settings, resume)
-    with answer_tokens_only():  # TRL's precompute of reference log-probs, when on, runs in the constructor
+    # the CPU projects only the answer tokens onto the vocabulary, as Triton devices do; from the constructor on
+    # (TRL's precompute of the reference's log-probabilities, when on, runs there)
+    with answer_token_scoring.answer_tokens_only():
         trl_trainer = trainer_class(trainer)(
             model=model,
             args=args,
@@ -249,30 +250,30 @@ def train(
                 checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:]), trainer, config.beta),
             ],
         )
-    log.info(
-        "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",
-        model_name,
-        trainer,
-        len(train_ds),
-        0 if val_ds is None else len(val_ds),
-        device,
-        args.bf16,
-        config.quantization,
-        f", resuming from {resume}" if resume else "",
-    )
-    threads = torch.get_num_threads()
-    if device == "cpu" and config.cpu_threads:
-        torch.set_num_threads(config.cpu_threads)
-    try:
-        with answer_tokens_only():  # the CPU projects answer tokens only, as Triton devices do
+        log.info(
+            "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",
+            model_name,
+            trainer,
+            len(train_ds),
+            0 if val_ds is None else len(val_ds),
+            device,
+            args.bf16,
+            config.quantization,
+            f", resuming from {resume}" if resume else "",
+        )
+        threads = torch.get_num_threads()
+        if device == "cpu" and config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
+        try:
             start = time.perf_counter()
             out = trl_trainer.train(resume_from_checkpoint=str(resume) if resume else None)
             seconds = time.perf_counter() - start
             best_step, val_loss = checkpoints.best(trl_trainer.state)
             if val_ds is not None and val_loss is None:  # not reached: transformers evaluates the last step
                 val_loss = trl_trainer.evaluate().get("eval_loss")
-    finally:
-        torch.set_num_threads(threads)
+        finally:
+            torch.set_num_threads(threads)
+        answer_tokens_only = answer_token_scoring.scores_answer_tokens_only(trl_trainer, device)
     resumed_from = checkpoints.step_of(resume)
     train_loss = _mean_train_loss(out, trl_trainer.state, resumed_from)
     if train_loss is None or not math.isfinite(train_loss):
@@ -303,7 +304,8 @@ def train(
     trl_trainer.save_model(str(output_dir))
     checkpoints.barrier()  # the adapter is written before the run is marked complete and its checkpoints go
     if trl_trainer.is_world_process_zero():
-        _write_log(result, device, args.bf16, args.world_size, bool(getattr(args, "precompute_ref_log_probs", False)))
+        precomputed = bool(getattr(args, "precompute_ref_log_probs", False))
+        _write_log(result, device, args.bf16, args.world_size, precomputed, answer_tokens_only)
         checkpoints.remove_checkpoints(output_dir, config.keep_checkpoints)
     del trl_trainer, model
     _free_memory()
@@ -350,7 +352,14 @@ def _mean_train_loss(out, state, resumed_from: int | None) -> float | None:
     return (before + loss * (total - resumed_from)) / total if total else loss
 
 
-def _write_log(result: TrainResult, device: str, bf16: bool, world_size: int = 1, precomputed: bool = False) -> None:
+def _write_log(
+    result: TrainResult,
+    device: str,
+    bf16: bool,
+    world_size: int = 1,
+    precomputed: bool = False,
+    answer_tokens_only: bool = False,
+) -> None:
     import peft
     import torch
     import transformers
@@ -367,6 +376,8 @@ def _write_log(result: TrainResult, device: str, bf16: bool, world_size: int = 1
         "bf16": bf16,
         "world_size": world_size,  # processes of a data-parallel run (accelerate launch)
         "precomputed_ref_log_probs": precomputed,  # the reference's log-probabilities before the first step
+        # DPO-style trainers: TRL's fused LM head projected only the answer tokens (wow.align.answer_token_scoring)
+        "answer_tokens_only": answer_tokens_only,
         "versions": {
             "trl": trl.__version__,
             "transformers": transformers.__version__,

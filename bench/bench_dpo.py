@@ -1,7 +1,7 @@
 """DPO: seconds per step and peak memory of ``wow.align.training.train`` against bare TRL ``DPOTrainer`` and
 against the compute ceiling of this machine.
 
-Three arms train the default model with the same LoRA adapter (r 16, alpha 16, all linear projections), the same
+Four arms train the default model with the same LoRA adapter (r 16, alpha 16, all linear projections), the same
 preference pairs (shortest-path prompts as the pipeline builds them; chosen / rejected final answers of different
 wrongness), the same settings (the demo's stage 04: 2 pairs a step, wow's :class:`~wow.align.align_config.AlignConfig`
 defaults otherwise: the precision ``dtype: auto`` resolves to, cosine schedule, warm-up ratio 0.1, beta 0.1, sigmoid
@@ -10,6 +10,9 @@ loss) and the same seed:
 - ``wow``: :func:`wow.align.training.train`, which on a CPU projects only the answer tokens onto the vocabulary
   (:mod:`wow.align.answer_token_scoring`);
 - ``wow, every position scored``: the same call with TRL's CPU default (every position projected, prompt included);
+- ``wow, a second arm on the same pairs flipped``: an oracle arm's training first (not timed), then the same pairs
+  with chosen and rejected swapped, as the ``random`` arm of a stage reads them: the reference's log-probabilities
+  come from the store the first one filled (:mod:`wow.align.reference_logps`), so its steps run no reference pass;
 - ``trl``: bare TRL ``DPOTrainer`` (TRL's CPU default).
 
 Each run is its own process (peak RSS is ``VmHWM``), runs alternate (A B C, C B A...: a load that drifts during the
@@ -93,6 +96,7 @@ def _step_timer():
 ARMS = {
     "wow": "wow.align.training.train",
     "wow-every-position": "wow.align.training.train, every position scored (TRL's CPU default)",
+    "wow-shared-reference": "wow.align.training.train, a second arm on the same pairs flipped (reference reused)",
     "trl": "bare TRL DPOTrainer",
 }
 
@@ -116,6 +120,10 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
         else:
             if which == "wow-every-position":
                 answer_token_scoring.answer_tokens_only = contextlib.nullcontext
+            if which == "wow-shared-reference":  # an oracle arm first (untimed), then its pairs flipped, as random's
+                training.train(ds, None, MODEL, "dpo", Path(tmp) / "first", config)
+                ds = ds.rename_columns({"chosen": "rejected", "rejected": "chosen"})
+                t0 = time.perf_counter()
             res = training.train(ds, None, MODEL, "dpo", Path(tmp) / "run", config, callbacks=[timer])
             loss, history = res.train_loss, res.log_history
     total = time.perf_counter() - t0

@@ -20,7 +20,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from benchlib import BENCH_DIR, REPO, fmt, loadavg, machine, markdown_table, out_dir
+from benchlib import BENCH_DIR, REPO, fmt, loadavg, machine, markdown_table, out_dir, ratio
 
 #: benchmark name -> (script, extra arguments); in run order (cheap first, the pipeline runs last).
 BENCHES = {
@@ -176,6 +176,14 @@ def headline(results: dict) -> list[dict]:
                 "DPO s/step: wow.align vs the compute ceiling (matrix products of a step at the measured GEMM rate)",
                 f"{fmt(wow['vs_ceiling'])}x ({fmt(wow['s_per_step'])} vs {fmt(ceiling['s_per_step'])} s: "
                 f"{fmt(ceiling['tokens_per_step'])} tokens at {fmt(ceiling['gemm_gflops'])} GFLOP/s)",
+            )
+        shared = next((row for row in r["rows"] if "reference reused" in row.get("method", "")), None)
+        if shared and shared.get("s_per_step") and wow.get("s_per_step"):
+            add(
+                5,
+                "DPO s/step: a second arm on the same pairs (the reference's log-probabilities reused) vs the first",
+                f"{fmt(ratio(shared['s_per_step'], wow['s_per_step']))}x ({fmt(shared['s_per_step'])} vs "
+                f"{fmt(wow['s_per_step'])} s)",
             )
         add(
             5,

@@ -190,9 +190,13 @@ def test_4bit_is_refused_before_loading_where_it_cannot_run(tiny_model, pairs, t
         AlignConfig(quantization="8bit").check()
 
 
-def test_the_reference_is_precomputed_only_where_the_training_reads_every_pair(tiny_model, pairs, tmp_path):
-    """Precomputing the reference's log-probabilities pays where every pair is read; a run that max_steps stops
-    early (the demo reads 8 of 135 pairs) computes them per step instead, and train_log.json says which."""
+def test_trl_precomputes_the_reference_only_for_full_weight_training_that_reads_every_pair(
+    tiny_model, pairs, tmp_path
+):
+    """TRL's precompute of the reference's log-probabilities pays where every pair is read and keeps no copy of the
+    reference in memory, which matters only in full-weight training; a run that max_steps stops early (the demo reads
+    8 of 135 pairs) would precompute pairs it never reads. LoRA trainings share a per-sequence store instead
+    (tests/test_reference_logps.py). train_log.json says which."""
     import json
 
     from wow.align.align_config import reads_every_pair, trl_config
@@ -202,17 +206,26 @@ def test_the_reference_is_precomputed_only_where_the_training_reads_every_pair(t
     assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, train_batch_size=2, grad_accumulation=2), 16)
     assert reads_every_pair(dataclasses.replace(FAST, max_steps=4, train_batch_size=2), 16, world_size=2)
     assert reads_every_pair(dataclasses.replace(FAST, max_steps=1), None)
-    few = dataclasses.replace(FAST, max_steps=2)  # batch 1: 2 of the 4 training pairs
+    few = dataclasses.replace(FAST, max_steps=2, use_lora=False)  # batch 1: 2 of the 4 training pairs
     assert trl_config("dpo", few, tmp_path, "cpu", n_train=4).precompute_ref_log_probs is False
     assert trl_config("dpo", few, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is True
-    off = dataclasses.replace(FAST, max_steps=-1, precompute_ref_log_probs=False)
+    lora = dataclasses.replace(few, use_lora=True)
+    assert trl_config("dpo", lora, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is False  # the store
+    off = dataclasses.replace(few, max_steps=-1, precompute_ref_log_probs=False)
     assert trl_config("dpo", off, tmp_path, "cpu", n_train=2).precompute_ref_log_probs is False  # asked off
 
     train_set, val_set = pairs
-    for name, cfg, expected in (("early", few, False), ("whole", dataclasses.replace(FAST, max_steps=4), True)):
+    runs = (
+        ("early", few, False, True),  # full weights, 2 of 4 pairs: TRL's reference copy, shared through the store
+        ("whole", dataclasses.replace(few, max_steps=4), True, False),  # every pair read: TRL precomputes
+        ("lora", dataclasses.replace(lora, max_steps=4), False, True),
+        ("off", dataclasses.replace(lora, max_steps=4, precompute_ref_log_probs=False), False, False),
+    )
+    for name, cfg, precomputed, shared in runs:
         res = train(train_set, val_set, tiny_model, "dpo", tmp_path / name, cfg)
         record = json.loads((tmp_path / name / "train_log.json").read_text())
-        assert record["precomputed_ref_log_probs"] is expected and math.isfinite(res.train_loss)
+        assert record["precomputed_ref_log_probs"] is precomputed and math.isfinite(res.train_loss), name
+        assert record["reference_logps"]["shared"] is shared, name
 
 
 def test_max_eval_pairs_validates_on_a_seeded_subset(tiny_model, pairs, tmp_path):

@@ -132,6 +132,9 @@ def test_summary_reads_every_benchmark_result(bench_out):
                  "vs_trl_peak_rss": 1.0},
                 {"s_per_step": 4.0, "vs_trl_s_per_step": 1.0, "vs_ceiling": 4.0, "peak_rss_mb": 900.0,
                  "vs_trl_peak_rss": 1.0},
+                {"method": "wow.align.training.train, a second arm on the same pairs flipped (reference reused)",
+                 "s_per_step": 1.6, "vs_trl_s_per_step": 0.4, "vs_ceiling": 1.6, "peak_rss_mb": 900.0,
+                 "vs_trl_peak_rss": 1.0},
                 {"s_per_step": 4.0, "vs_trl_s_per_step": 1.0, "vs_ceiling": 4.0, "peak_rss_mb": 900.0,
                  "vs_trl_peak_rss": 1.0},
             ],
@@ -170,7 +173,8 @@ def test_summary_reads_every_benchmark_result(bench_out):
     assert "no native bf16 (AVX2)" in precision["measure"] and precision["met"] is True
     [ray] = [r for r in rows if "Ray" in r["measure"]]
     assert ray["value"].startswith("1.25x (100 vs 125 s") and "1.5x vs local" in ray["value"]
-    [dpo, ceiling] = [r for r in rows if r["measure"].startswith("DPO s/step")]
+    [dpo, ceiling, shared] = [r for r in rows if r["measure"].startswith("DPO s/step")]
+    assert "second arm on the same pairs" in shared["measure"] and shared["value"].startswith("0.8x (1.6 vs 2 s)")
     assert dpo["value"].startswith("0.5x (2 vs 4 s)") and "float32, 2 pairs a step" in dpo["measure"] and dpo["met"]
     assert ceiling["value"].startswith("2x (2 vs 1 s: 1000 tokens at 200 GFLOP/s")
     assert all(r["met"] is not False for r in rows)
@@ -223,10 +227,10 @@ def test_ray_bench_times_each_arm_in_its_own_process_and_divides_the_wall_times(
     assert "demo stage 04: 2 DPO trainings" in written["workload"]
 
 
-def test_dpo_bench_compares_three_arms_and_the_compute_ceiling(bench_out, monkeypatch):
+def test_dpo_bench_compares_four_arms_and_the_compute_ceiling(bench_out, monkeypatch):
     import bench_dpo
 
-    per_step = {"wow": 3.0, "wow-every-position": 6.0, "trl": 6.0}
+    per_step = {"wow": 3.0, "wow-every-position": 6.0, "wow-shared-reference": 2.4, "trl": 6.0}
     started = []
 
     def fake_child(args, timeout=None):
@@ -246,6 +250,7 @@ def test_dpo_bench_compares_three_arms_and_the_compute_ceiling(bench_out, monkey
     # 6 x 106,168,320 x 1000 tokens = 637.0 GFLOP at 212.34 GFLOP/s = 3.0 s (the first step's tokens not counted)
     assert written["ceiling"]["tokens_per_step"] == 1000
     assert written["ceiling"]["s_per_step"] == pytest.approx(3.0)
-    wow, every, trl = written["rows"]
+    wow, every, shared, trl = written["rows"]
     assert wow["vs_trl_s_per_step"] == 0.5 and every["vs_trl_s_per_step"] == 1.0 and trl["vs_ceiling"] == 2.0
+    assert shared["vs_trl_s_per_step"] == pytest.approx(0.4) and "reference reused" in shared["method"]
     assert wow["vs_ceiling"] == 1.0 and wow["first_step_s"] == 10.0 and written["precision"] == "float32"

@@ -138,6 +138,15 @@ def test_the_smoke_run_recorded_one_set_for_every_stage_and_its_training_regime(
         assert record["n_train"] > smoke["max_steps"] * smoke["train_batch_size"]
         assert record["precomputed_ref_log_probs"] is False
         assert record["answer_tokens_only"] is True  # dpo on the CPU: only answer tokens projected
+    # the reference's log-probabilities: the oracle arm computes them, the random arm (the same pairs, half of them
+    # flipped) reads every one from the run's cache (wow.align.reference_logps)
+    reference = {p.parts[-3]: json.loads(p.read_text())["reference_logps"] for p in logs}
+    assert reference["self_oracle_dpo"]["shared"] and reference["self_oracle_dpo"]["computed"] > 0
+    assert reference["self_random_dpo"] == {
+        "shared": True,
+        "computed": 0,
+        "reused": 8,
+    }  # 2 + 2 pairs, 2 sequences each
 
 
 # -- reruns skip what did not change ------------------------------------------------------------------------------

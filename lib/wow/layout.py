@@ -96,6 +96,12 @@ class Layout:
         return self.root / "cache.sqlite"
 
     @property
+    def reference_cache(self) -> Path:
+        """The reference model's log-probability of every training and validation sequence (stage 04; a wow cache
+        file apart from the model calls of ``cache.sqlite``: :mod:`wow.align.reference_logps`)."""
+        return self.root / "reference_logps.sqlite"
+
+    @property
     def lock(self) -> Path:
         return self.root / LOCK_FILE
 

@@ -106,14 +106,19 @@ class AlignConfig:
             removed then (for Llama-3-8B's adapter, about 0.5 GB a checkpoint with its optimiser state).
         report_to: experiment trackers (TRL's ``report_to``: ``tensorboard``, ``wandb``); none by default. TensorBoard
             logs land in the run's ``checkpoints/runs/``.
-        precompute_ref_log_probs: DPO-family trainers compute the reference model's log-probabilities of every
-            training and validation pair once, before the first step (TRL's ``precompute_ref_log_probs``), instead
-            of one extra forward pass per step and per validation; TRL caches them by the data set's fingerprint and
-            the model's hash, so the points of a grid on the same pairs compute them once. The reference is the
-            model as loaded (the LoRA adapters off), exactly as without precomputing. Only where the training reads
-            every training pair (:func:`reads_every_pair`): a run that ``max_steps`` stops earlier would precompute
-            pairs it never sees (the demo: 135 pairs for 8 read), so it computes the reference per step. CPO, SimPO
-            and ORPO have no reference model.
+        precompute_ref_log_probs: DPO-family trainers compute the reference model's log-probability of each
+            training and validation sequence once and reuse it, instead of one extra forward pass per step and per
+            validation. With LoRA (the reference is the model with its adapters off) each sequence's value is
+            computed on its first read and kept in a store shared by every training of the process, or of the run
+            with ``reference_cache`` (:mod:`wow.align.reference_logps`): the arms of a stage that train on the same
+            pairs with labels flipped (oracle, noisy, random), the points of a grid and its seeds compute it once.
+            Full-weight training (``use_lora: false``) uses TRL's ``precompute_ref_log_probs`` instead, where the
+            training reads every training pair (:func:`reads_every_pair`), so that no copy of the reference is kept
+            in memory. False: TRL computes the reference per batch, nothing shared. CPO, SimPO and ORPO have no
+            reference model.
+        reference_cache: a wow cache file (a run's ``cache.sqlite``) in which the reference's log-probabilities are
+            stored, so that other processes (Ray workers) and reruns reuse them; None keeps them in this process's
+            memory only.
     """
 
     learning_rate: float = 5e-5
@@ -148,6 +153,7 @@ class AlignConfig:
     precompute_ref_log_probs: bool = True
     report_to: list[str] = dataclasses.field(default_factory=list)
     max_eval_pairs: int | None = None
+    reference_cache: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> AlignConfig:
@@ -231,7 +237,8 @@ def trl_config(
     """TRL's config of one run into ``output_dir`` (checkpoints in its ``checkpoints/``); with ``has_validation``
     the validation loss every ``eval_steps`` steps selects the checkpoint that is loaded at the end (the paper's
     ``load_best_model_at_end`` on ``eval_loss``, lower is better). ``n_train`` decides whether the reference's
-    log-probabilities are precomputed (:func:`reads_every_pair`)."""
+    log-probabilities are precomputed by TRL (full-weight training only, :func:`reads_every_pair`; LoRA trainings
+    share them instead: :mod:`wow.align.reference_logps`)."""
     family, method = schema.TRAINERS[trainer]
     common = dict(
         output_dir=str(checkpoints.folder(output_dir)),
@@ -268,7 +275,9 @@ def trl_config(
         from trl import DPOConfig
 
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        precompute = config.precompute_ref_log_probs and reads_every_pair(config, n_train, world_size)
+        precompute = (
+            config.precompute_ref_log_probs and not config.use_lora and reads_every_pair(config, n_train, world_size)
+        )
         weights = {"loss_weights": [1.0, config.rpo_alpha]} if trainer == "rpo" else {}
         return DPOConfig(**common, **method, **weights, precompute_ref_log_probs=precompute)
     if family == "cpo":

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wow import WowError, io, layout, schema
-from wow.align import answer_token_scoring, checkpoints, quantization
+from wow.align import answer_token_scoring, checkpoints, quantization, reference_logps
 from wow.align.align_config import AlignConfig, lora_config, trainer_class, training_device, trl_config, use_bf16
 from wow.align.truncation import prepare_examples
 
@@ -149,6 +149,7 @@ _NEUTRAL_FIELDS = (
     "gradient_checkpointing",
     "keep_checkpoints",
     "precompute_ref_log_probs",
+    "reference_cache",
     "report_to",
 )
 
@@ -250,6 +251,7 @@ def train(
                 checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:]), trainer, config.beta),
             ],
         )
+        store = _share_reference(trl_trainer, args, model_name, model, config, device)
         log.info(
             "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",
             model_name,
@@ -305,11 +307,27 @@ def train(
     checkpoints.barrier()  # the adapter is written before the run is marked complete and its checkpoints go
     if trl_trainer.is_world_process_zero():
         precomputed = bool(getattr(args, "precompute_ref_log_probs", False))
-        _write_log(result, device, args.bf16, args.world_size, precomputed, answer_tokens_only)
+        shared = None if store is None else {"shared": True, **store.stats()}
+        _write_log(result, device, args.bf16, args.world_size, precomputed, answer_tokens_only, shared)
         checkpoints.remove_checkpoints(output_dir, config.keep_checkpoints)
+    if store is not None:
+        store.close()
     del trl_trainer, model
     _free_memory()
     return result
+
+
+def _share_reference(trl_trainer, args, model_name: str, model, config: AlignConfig, device: str):
+    """The reference store the trainer reads (:mod:`wow.align.reference_logps`), or None where TRL computes the
+    reference itself (``precompute_ref_log_probs`` off, TRL's own precompute, a trainer without a reference)."""
+    if not config.precompute_ref_log_probs or getattr(args, "precompute_ref_log_probs", False):
+        return None
+    if not reference_logps.can_share(trl_trainer):
+        return None
+    store = reference_logps.ReferenceLogps(config.reference_cache)
+    ident = reference_logps.identity(model_name, model, config.quantization, device)
+    reference_logps.share(trl_trainer, store, ident)
+    return store
 
 
 def _settings(trainer: str, model_name: str, config: AlignConfig) -> dict:
@@ -359,6 +377,7 @@ def _write_log(
     world_size: int = 1,
     precomputed: bool = False,
     answer_tokens_only: bool = False,
+    reference: dict | None = None,
 ) -> None:
     import peft
     import torch
@@ -378,6 +397,8 @@ def _write_log(
         "precomputed_ref_log_probs": precomputed,  # the reference's log-probabilities before the first step
         # DPO-style trainers: TRL's fused LM head projected only the answer tokens (wow.align.answer_token_scoring)
         "answer_tokens_only": answer_tokens_only,
+        # the reference's log-probability per sequence: computed here, or reused from earlier trainings' store
+        "reference_logps": reference or {"shared": False, "computed": None, "reused": None},
         "versions": {
             "trl": trl.__version__,
             "transformers": transformers.__version__,

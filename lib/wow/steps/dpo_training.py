@@ -148,6 +148,7 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
         gradient_checkpointing=P.gradient_checkpointing,
         bf16=None if P.quantization == "4bit" else P.dtype == "bfloat16",
         report_to=list(P.report_to),
+        reference_cache=str(P.layout.reference_cache),  # the reference's log-probabilities, shared by the arms
     )
     grid_axes = {
         "learning_rates": P.learning_rates,

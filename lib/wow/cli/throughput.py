@@ -4,7 +4,7 @@ rehearsal stand-ins measured, and the GPU figure assumed for every other local m
 Example::
 
     from wow.cli.throughput import local_tokens_per_second
-    local_tokens_per_second("smollm2-135m", None, "train", dtype="float32")  # Throughput(55.0, "CPU", "measured, ...")
+    local_tokens_per_second("smollm2-135m", None, "train", dtype="float32")  # Throughput(100.0, "CPU", "measured, ...")
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ from dataclasses import dataclass
 #:   stage 01 generated 60,019 tokens (900 answers with their extraction turns, every prompt read) in 393 s, about
 #:   150 tok/s; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about 2 x 320 tokens each) in about 300 s:
 #:   about 170 tok/s.
-#: * ``float32``: an Intel Xeon with AVX512-BF16 and no AMX (where ``auto`` picks float32), quiet, 2026-12-05, in a
-#:   cold ``make demo``: stages 01 and 02 did 27,580 tokens of that work in 282 s (about 98 tok/s); stage 04 fed its
-#:   four trainings 20,096 tokens (4 steps each, an in-run validation of 8 pairs each) and sampled its test answers in
-#:   414 s, about 57 s of which the sampling at 98 tok/s: about 56 tok/s of training. A CPU with AVX2 only is slower
-#:   still (its demo took 17.3 min against this one's 11.9).
+#: * ``float32``: an Intel Xeon with AVX512-BF16 and no AMX (where ``auto`` picks float32), quiet, in a cold ``make
+#:   demo``: stages 01 and 02 did 27,580 tokens of that work in 282 s (about 98 tok/s, 2026-12-05); stage 04 fed its
+#:   four trainings 20,764 tokens (4 steps each, an in-run validation of 8 pairs each) and sampled its test answers in
+#:   254 s, 50 s of which the sampling: about 100 tok/s of training (2026-12-06, the reference's log-probabilities
+#:   shared by the arms and only the answer tokens scored; 56 tok/s before, 2026-12-05). A CPU with AVX2 only is slower
+#:   still (its demo took 17.3 min against this one's 11.9, both before those changes).
 #:
 #: Short trainings pay more per token (loading and validation are fixed costs), so the float32 training figure, from
 #: 4-step trainings, errs low for long ones.
 MEASURED = {
     "smollm2-135m": {
         "bfloat16": {"generate": 150.0, "train": 170.0, "where": "2-core Intel Xeon with AMX, bfloat16"},
-        "float32": {"generate": 95.0, "train": 55.0, "where": "2-core Intel Xeon without AMX, float32"},
+        "float32": {"generate": 95.0, "train": 100.0, "where": "2-core Intel Xeon without AMX, float32"},
     }
 }
 #: The API models' stand-ins of a rehearsal (``wow run SET --fast-dev-run --stand-ins``): the offline model's GGUF on

@@ -178,7 +178,7 @@ def headline(results: dict) -> list[dict]:
                 f"{fmt(ceiling['tokens_per_step'])} tokens at {fmt(ceiling['gemm_gflops'])} GFLOP/s)",
             )
         shared = next((row for row in r["rows"] if "reference reused" in row.get("method", "")), None)
-        if shared and shared.get("s_per_step") and wow.get("s_per_step"):
+        if shared and shared.get("s_per_step") and wow["s_per_step"]:
             add(
                 5,
                 "DPO s/step: a second arm on the same pairs (the reference's log-probabilities reused) vs the first",

@@ -179,3 +179,12 @@ def notebook_code(path: Path) -> str:
     code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     # IPython magics and shell escapes are not Python
     return "\n".join("\n".join(ln for ln in c.splitlines() if not ln.lstrip().startswith(("%", "!"))) for c in code)
+
+
+def preference_pair(q: int, chosen: str, rejected: str) -> dict:
+    """One preference pair in TRL's conversational format: a shortest-path question ``q`` and two answers."""
+    return {
+        "prompt": [{"role": "user", "content": f"What is the shortest path weight in graph {q}?"}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }

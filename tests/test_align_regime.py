@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import preference_pair
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 from wow import WowError, io
@@ -28,22 +29,14 @@ FAST = AlignConfig(
 )
 
 
-def _pair(q: int, chosen: str, rejected: str) -> dict:
-    return {
-        "prompt": [{"role": "user", "content": f"What is the shortest path weight in graph {q}?"}],
-        "chosen": [{"role": "assistant", "content": chosen}],
-        "rejected": [{"role": "assistant", "content": rejected}],
-    }
-
-
 @pytest.fixture(scope="module")
 def pairs():
     """4 training pairs, and validation pairs that prefer the opposite answers: training raises their loss."""
     from datasets import Dataset
 
     rows = [(q, f"The total weight is {q + 3}.", f"It is {q + 90} or so, I think.") for q in range(4)]
-    train_set = Dataset.from_list([_pair(q, c, r) for q, c, r in rows])
-    val_set = Dataset.from_list([_pair(q, r, c) for q, c, r in rows[:2]])
+    train_set = Dataset.from_list([preference_pair(q, c, r) for q, c, r in rows])
+    val_set = Dataset.from_list([preference_pair(q, r, c) for q, c, r in rows[:2]])
     return train_set, val_set
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+from conftest import preference_pair
 from wow.align import reference_logps
 from wow.align.align_config import AlignConfig
 from wow.align.training import train
@@ -26,14 +27,6 @@ FAST = AlignConfig(
 )
 
 
-def _pair(q: int, chosen: str, rejected: str) -> dict:
-    return {
-        "prompt": [{"role": "user", "content": f"What is the shortest path weight in graph {q}?"}],
-        "chosen": [{"role": "assistant", "content": chosen}],
-        "rejected": [{"role": "assistant", "content": rejected}],
-    }
-
-
 @pytest.fixture(scope="module")
 def pairs():
     """4 training pairs, the same pairs flipped (a random arm's), and 2 validation pairs (the first two flipped)."""
@@ -41,9 +34,9 @@ def pairs():
 
     rows = [(q, f"The total weight is {q + 3}.", f"It is {q + 90} or so, I think.") for q in range(4)]
     return (
-        Dataset.from_list([_pair(q, c, r) for q, c, r in rows]),
-        Dataset.from_list([_pair(q, r, c) for q, c, r in rows]),
-        Dataset.from_list([_pair(q, r, c) for q, c, r in rows[:2]]),
+        Dataset.from_list([preference_pair(q, c, r) for q, c, r in rows]),
+        Dataset.from_list([preference_pair(q, r, c) for q, c, r in rows]),
+        Dataset.from_list([preference_pair(q, r, c) for q, c, r in rows[:2]]),
     )
 
 

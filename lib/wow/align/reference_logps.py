@@ -179,3 +179,25 @@ def share(trl_trainer, store: ReferenceLogps, ref_identity: dict) -> bool:
     trl_trainer._prepare_inputs = prepare_with_reference
     trl_trainer.precompute_ref_logps = True  # TRL's loss now reads the batch's reference values
     return True
+
+
+def for_training(trl_trainer, args, model_name: str, model, config, device: str) -> ReferenceLogps | None:
+    """The store a training's trainer reads (:func:`share`, at ``config.reference_cache`` or in memory), or None where
+    TRL computes the reference itself: ``precompute_ref_log_probs`` off, TRL's own precompute on (``args``), or a
+    trainer that cannot share (:func:`can_share`)."""
+    if not config.precompute_ref_log_probs or getattr(args, "precompute_ref_log_probs", False):
+        return None
+    if not can_share(trl_trainer):
+        return None
+    store = ReferenceLogps(config.reference_cache)
+    share(trl_trainer, store, identity(model_name, model, config.quantization, device))
+    return store
+
+
+def train_log_entry(store: ReferenceLogps | None) -> dict:
+    """``train_log.json``'s ``reference_logps`` of a training that read ``store`` (None: TRL computed the reference
+    itself): ``shared``, and the sequences ``computed`` and ``reused``. Closes the store (its training is over)."""
+    if store is None:
+        return {"shared": False, "computed": None, "reused": None}
+    store.close()
+    return {"shared": True, **store.stats()}

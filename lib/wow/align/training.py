@@ -220,9 +220,7 @@ def train(
 
     settings = _settings(trainer, model_name, config)
     resume = None if overwrite else checkpoints.resume_from(output_dir, settings)
-    (output_dir / layout.TRAIN_LOG_FILE).unlink(
-        missing_ok=True
-    )  # a run killed from here on leaves an incomplete folder
+    (output_dir / layout.TRAIN_LOG_FILE).unlink(missing_ok=True)  # killed from here on: an incomplete folder
     model, tokenizer = _load(model_name, config, device)
     train_ds, train_cut = prepare_examples(preferences_train, tokenizer, config, "train")
     val_ds, val_cut = prepare_examples(preferences_val, tokenizer, config, "validation")
@@ -251,7 +249,7 @@ def train(
                 checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:]), trainer, config.beta),
             ],
         )
-        store = _share_reference(trl_trainer, args, model_name, model, config, device)
+        store = reference_logps.for_training(trl_trainer, args, model_name, model, config, device)
         log.info(
             "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",
             model_name,
@@ -307,27 +305,12 @@ def train(
     checkpoints.barrier()  # the adapter is written before the run is marked complete and its checkpoints go
     if trl_trainer.is_world_process_zero():
         precomputed = bool(getattr(args, "precompute_ref_log_probs", False))
-        shared = None if store is None else {"shared": True, **store.stats()}
-        _write_log(result, device, args.bf16, args.world_size, precomputed, answer_tokens_only, shared)
+        reference = reference_logps.train_log_entry(store)  # what the trainer computed and reused; the store closed
+        _write_log(result, device, args.bf16, args.world_size, precomputed, answer_tokens_only, reference)
         checkpoints.remove_checkpoints(output_dir, config.keep_checkpoints)
-    if store is not None:
-        store.close()
     del trl_trainer, model
     _free_memory()
     return result
-
-
-def _share_reference(trl_trainer, args, model_name: str, model, config: AlignConfig, device: str):
-    """The reference store the trainer reads (:mod:`wow.align.reference_logps`), or None where TRL computes the
-    reference itself (``precompute_ref_log_probs`` off, TRL's own precompute, a trainer without a reference)."""
-    if not config.precompute_ref_log_probs or getattr(args, "precompute_ref_log_probs", False):
-        return None
-    if not reference_logps.can_share(trl_trainer):
-        return None
-    store = reference_logps.ReferenceLogps(config.reference_cache)
-    ident = reference_logps.identity(model_name, model, config.quantization, device)
-    reference_logps.share(trl_trainer, store, ident)
-    return store
 
 
 def _settings(trainer: str, model_name: str, config: AlignConfig) -> dict:
@@ -397,8 +380,7 @@ def _write_log(
         "precomputed_ref_log_probs": precomputed,  # the reference's log-probabilities before the first step
         # DPO-style trainers: TRL's fused LM head projected only the answer tokens (wow.align.answer_token_scoring)
         "answer_tokens_only": answer_tokens_only,
-        # the reference's log-probability per sequence: computed here, or reused from earlier trainings' store
-        "reference_logps": reference or {"shared": False, "computed": None, "reused": None},
+        "reference_logps": reference or reference_logps.train_log_entry(None),  # computed here, or reused
         "versions": {
             "trl": trl.__version__,
             "transformers": transformers.__version__,

@@ -61,6 +61,15 @@ def _llama_server_alive(request):
     server.check()
 
 
+@pytest.fixture(autouse=True)
+def _no_reference_from_an_earlier_test():
+    """Each test starts without the reference log-probabilities that earlier tests' trainings kept in this process's
+    memory (wow.align.reference_logps): a test's trainings share them only among themselves."""
+    from wow.align import reference_logps
+
+    reference_logps.clear_memory()
+
+
 class _LinesHandler(logging.Handler):
     """The ``wow`` log lines ``wow run`` prints in the terminal (INFO and above), kept in a list."""
 

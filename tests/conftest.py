@@ -197,3 +197,23 @@ def preference_pair(q: int, chosen: str, rejected: str) -> dict:
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
     }
+
+
+def _fast_training():
+    from wow.align.align_config import AlignConfig
+
+    # fp32: a resumed run can be compared with an uninterrupted one to rounding
+    return AlignConfig(
+        train_batch_size=1,
+        learning_rate=1e-2,
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        logging_steps=1,
+        progress=False,
+        cpu_threads=1,
+        bf16=False,
+    )
+
+
+#: Settings of the tiny-model training tests: 1 pair a step, a high learning rate, float32, one thread.
+FAST_TRAINING = _fast_training()

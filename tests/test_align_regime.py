@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import preference_pair
+from conftest import FAST_TRAINING, preference_pair
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 from wow import WowError, io
@@ -17,16 +17,7 @@ from wow.align.training import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FAST = AlignConfig(
-    train_batch_size=1,
-    learning_rate=1e-2,
-    warmup_ratio=0.0,
-    weight_decay=0.0,
-    logging_steps=1,
-    progress=False,
-    cpu_threads=1,
-    bf16=False,  # fp32: a resumed run can be compared with an uninterrupted one to rounding
-)
+FAST = FAST_TRAINING
 
 
 @pytest.fixture(scope="module")

@@ -6,25 +6,14 @@ import dataclasses
 import json
 
 import pytest
-from conftest import preference_pair
+from conftest import FAST_TRAINING, preference_pair
 from wow.align import reference_logps
-from wow.align.align_config import AlignConfig
 from wow.align.training import train
 from wow.backends.cache import CallCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FAST = AlignConfig(
-    train_batch_size=1,
-    max_steps=4,
-    learning_rate=1e-2,
-    warmup_ratio=0.0,
-    weight_decay=0.0,
-    logging_steps=1,
-    progress=False,
-    cpu_threads=1,
-    bf16=False,
-)
+FAST = dataclasses.replace(FAST_TRAINING, max_steps=4)
 
 
 @pytest.fixture(scope="module")

@@ -133,7 +133,6 @@ def can_share(trl_trainer) -> bool:
         hasattr(trl_trainer, "compute_ref_log_probs")
         and getattr(trl_trainer, "ld_alpha", None) is None
         and not getattr(trl_trainer, "precompute_ref_logps", False)
-        and not getattr(trl_trainer, "sync_ref_model", False)
         and not getattr(trl_trainer.args, "sync_ref_model", False)
         and trl_trainer.args.world_size == 1
         and not trl_trainer.is_deepspeed_enabled
@@ -181,13 +180,11 @@ def share(trl_trainer, store: ReferenceLogps, ref_identity: dict) -> bool:
     return True
 
 
-def for_training(trl_trainer, args, model_name: str, model, config, device: str) -> ReferenceLogps | None:
+def for_training(trl_trainer, model_name: str, model, config, device: str) -> ReferenceLogps | None:
     """The store a training's trainer reads (:func:`share`, at ``config.reference_cache`` or in memory), or None where
-    TRL computes the reference itself: ``precompute_ref_log_probs`` off, TRL's own precompute on (``args``), or a
-    trainer that cannot share (:func:`can_share`)."""
-    if not config.precompute_ref_log_probs or getattr(args, "precompute_ref_log_probs", False):
-        return None
-    if not can_share(trl_trainer):
+    TRL computes the reference itself: ``precompute_ref_log_probs`` off, or a trainer that cannot share
+    (:func:`can_share`: TRL's own precompute on, no reference, several processes...)."""
+    if not config.precompute_ref_log_probs or not can_share(trl_trainer):
         return None
     store = ReferenceLogps(config.reference_cache)
     share(trl_trainer, store, identity(model_name, model, config.quantization, device))

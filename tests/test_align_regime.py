@@ -60,7 +60,7 @@ def test_the_adapter_saved_is_the_checkpoint_of_the_lowest_validation_loss(tiny_
 def test_without_validation_pairs_the_final_weights_are_saved(tiny_model, pairs, tmp_path, caplog):
     train_set, _ = pairs
     cfg = dataclasses.replace(FAST, max_steps=2, eval_steps=1)
-    with caplog.at_level("INFO", logger="wow.align.training"):
+    with caplog.at_level("INFO", logger="wow.align.in_run_validation"):
         res = train(train_set, None, tiny_model, "dpo", tmp_path / "run", cfg)
     assert (res.best_step, res.val_loss, res.steps) == (None, None, 2)
     assert not [h for h in res.log_history if "eval_loss" in h]

@@ -51,3 +51,26 @@ def test_api_models_resolve_without_loading():
     assert models.resolve("openai:my-served-model").source == "my-served-model"
     with pytest.raises(WowError, match="API"):
         models.load_model("gpt-4o")
+
+
+def test_make_install_prepares_the_offline_default_once():
+    """``make install`` converts the GGUF file (``wow models --prepare``), so a first run does not; once converted,
+    the command only names the folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    plan = subprocess.run(
+        ["make", "-n", "--no-print-directory", "install"], cwd=root, env=env, capture_output=True, text=True
+    ).stdout
+    assert "wow models --prepare" in plan
+    folder = models.default_model_path()
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    out = subprocess.run(
+        [sys.executable, "-m", "wow.cli", "models", "--prepare"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == f"{models.DEFAULT_MODEL}: {folder}" and (folder / "model.safetensors").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps  # not converted again

@@ -131,12 +131,12 @@ def test_paper_alignment_sets_train_4bit_qlora_and_the_run_passes_the_regime_to_
     seen = []
     monkeypatch.setattr(evaluate, "make_select_fn", lambda *a, **k: None)
     monkeypatch.setattr(grid, "grid_search", lambda *a, **k: seen.append(a[5]) or SimpleNamespace(best={}))
-    P = params.validate(
-        {"output_root": str(tmp_path), "quantization": "4bit", "gradient_checkpointing": True, "eval_steps": 7}
-    )
+    regime = {"quantization": "4bit", "gradient_checkpointing": True, "eval_steps": 7, "in_run_validation": "always"}
+    P = params.validate({"output_root": str(tmp_path), **regime})
+    assert default.in_run_validation == "auto"  # a run validates where the loss chooses (wow.align.in_run_validation)
     spec = pref_spec.PrefSpec("oracle", None, None, None, "self")
     dpo_training.train_grids(RunContext(P), {("shortest_path", spec): {"train": [], "validation": []}}, [])
-    assert [(c.quantization, c.gradient_checkpointing, c.eval_steps) for c in seen] == [("4bit", True, 7)]
+    assert [{k: getattr(c, k) for k in regime} for c in seen] == [regime]
 
 
 # -- wow estimate -------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_a_stage_with_other_values_than_its_run_stops_naming_the_keys(tmp_path):
     first = params.load(SMOKE, output_root=str(tmp_path))
     run_folder.record(first)
     ns = {"param_file": str(SMOKE), "output_root": str(tmp_path), "eval_steps": 7, "quantization": "none"}
-    with pytest.raises(WowError, match=r"differ from the run's .* in eval_steps \(eval_steps: run 5, here 7\)"):
+    with pytest.raises(WowError, match=r"differ from the run's .* in eval_steps \(eval_steps: run 1, here 7\)"):
         stage_setup.setup(ns, "04_dpo_training")
     assert "04_dpo_training" not in run_folder.stage_records(first.run_dir)
 
@@ -135,6 +135,9 @@ def test_the_smoke_run_recorded_one_set_for_every_stage_and_its_training_regime(
         # max_eval_pairs: 2 of the set's 5 validation pairs; 2 steps of 1 pair read 2 of 8 training pairs, so the
         # reference is computed per step, not precomputed for pairs never read
         assert config["max_eval_pairs"] == smoke["max_eval_pairs"] == record["n_val"] == 2, path
+        # in_run_validation auto (the default) validates here: eval_steps 1 of 2 steps leaves a checkpoint to choose
+        assert config["in_run_validation"] == "auto" and "in_run_validation" not in smoke, path
+        assert [h["step"] for h in record["log_history"] if "eval_loss" in h] == [1, 2], path
         assert record["n_train"] > smoke["max_steps"] * smoke["train_batch_size"]
         assert record["precomputed_ref_log_probs"] is False
         assert record["answer_tokens_only"] is True  # dpo on the CPU: only answer tokens projected
@@ -145,8 +148,8 @@ def test_the_smoke_run_recorded_one_set_for_every_stage_and_its_training_regime(
     assert reference["self_random_dpo"] == {
         "shared": True,
         "computed": 0,
-        "reused": 8,
-    }  # 2 + 2 pairs, 2 sequences each
+        "reused": 12,
+    }  # 2 sequences of each of the 2 training pairs, and of the 2 validation pairs at steps 1 and 2
 
 
 # -- reruns skip what did not change ------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ from wow import WowError, schema
 from wow.align import checkpoints
 from wow.align.quantization import QUANTIZATIONS
 
+#: ``in_run_validation``: ``auto`` validates where the loss chooses something, ``always`` wherever there are pairs.
+VALIDATION_MODES = ("auto", "always")
+
 
 @dataclass
 class AlignConfig:
@@ -100,6 +103,10 @@ class AlignConfig:
         max_eval_pairs: the in-run validation reads at most this many validation pairs, a subset drawn with
             ``seed`` (HF's ``max_eval_samples``); None reads them all. A short training (``max_steps``) would
             otherwise spend more on its validation than on its steps (the demo: 39 pairs read after 8 trained).
+        in_run_validation: ``always`` (the library's default): a training given validation pairs computes their loss;
+            ``auto`` (a run's default): only where the loss chooses something, the best of several checkpoints, a
+            ``reduce_lr_on_plateau`` schedule or a grid chosen by validation loss
+            (:mod:`wow.align.in_run_validation`).
         gradient_checkpointing: recompute activations in the backward pass (less memory, one more forward pass of time;
             the paper: on). TRL's ``activation_checkpointing``.
         keep_checkpoints: keep ``checkpoints/`` (the trainer checkpoints) once the run is complete; by default it is
@@ -153,6 +160,7 @@ class AlignConfig:
     precompute_ref_log_probs: bool = True
     report_to: list[str] = dataclasses.field(default_factory=list)
     max_eval_pairs: int | None = None
+    in_run_validation: str = "always"
     reference_cache: str | None = None
 
     @classmethod
@@ -169,8 +177,8 @@ class AlignConfig:
 
         Raises:
             WowError: an unknown scheduler (with the closest valid name), ``max_prompt_length`` not below
-                ``max_length``, a negative weight decay, a non-positive ``eval_steps``, an unknown ``quantization``
-                or a quantised full fine-tuning.
+                ``max_length``, a negative weight decay, a non-positive ``eval_steps``, an unknown ``in_run_validation``
+                or ``quantization``, or a quantised full fine-tuning.
         """
         if self.lr_scheduler not in schema.SCHEDULERS:
             close = difflib.get_close_matches(self.lr_scheduler, schema.SCHEDULERS, n=1)
@@ -187,6 +195,10 @@ class AlignConfig:
             raise WowError(f"eval_steps must be >= 1; got {self.eval_steps}.")
         if self.max_eval_pairs is not None and self.max_eval_pairs < 1:
             raise WowError(f"max_eval_pairs must be >= 1 or None (all); got {self.max_eval_pairs}.")
+        if self.in_run_validation not in VALIDATION_MODES:
+            raise WowError(
+                f"unknown in_run_validation {self.in_run_validation!r}; valid: {', '.join(VALIDATION_MODES)}."
+            )
         if self.quantization not in QUANTIZATIONS:
             raise WowError(f"unknown quantization {self.quantization!r}; valid: {', '.join(QUANTIZATIONS)}.")
         if self.quantization != "none" and not self.use_lora:

@@ -94,9 +94,11 @@ def grid_points(
     lr_schedulers: Sequence[str] | None = None,
     weight_decays: Sequence[float] | None = None,
     betas: Sequence[float] | None = None,
+    selected_by_loss: bool = False,
 ) -> list[tuple[str, AlignConfig]]:
     """The grid's configurations ``(folder name, config)`` in training order, each checked (:meth:`AlignConfig.check`);
-    the axes as in :func:`grid_search`.
+    the axes as in :func:`grid_search`. ``selected_by_loss``: the grid chooses its point by validation loss (no
+    ``select_fn``), so the points of a grid of several validate whatever ``in_run_validation`` says.
 
     Raises:
         WowError: an empty axis or an invalid configuration.
@@ -127,6 +129,8 @@ def grid_points(
         )
         cfg.check()  # a bad name fails here, not after training the points before it (the paper's W19)
         grid.append((name, cfg))
+    if selected_by_loss and len(grid) > 1:  # the loss chooses the point (wow.align.in_run_validation)
+        grid = [(name, dataclasses.replace(cfg, in_run_validation="always")) for name, cfg in grid]
     return grid
 
 
@@ -186,7 +190,9 @@ def grid_search(
     base = base_config or AlignConfig()
     root = Path(output_root)
     runs = []
-    grid = grid_points(base, learning_rates, epochs, lr_schedulers, weight_decays, betas)
+    grid = grid_points(
+        base, learning_rates, epochs, lr_schedulers, weight_decays, betas, selected_by_loss=select_fn is None
+    )
     no_val = preferences_val is None or len(preferences_val) == 0
     if no_val and any(cfg.lr_scheduler == "reduce_lr_on_plateau" for _, cfg in grid):
         raise WowError(

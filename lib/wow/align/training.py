@@ -5,7 +5,8 @@ interrupted run resumes from its last checkpoint (:mod:`wow.align.checkpoints`).
 
 With validation pairs the run is evaluated every ``eval_steps`` steps and at its last step, and the adapter saved
 is the checkpoint of the lowest validation loss (the paper's ``load_best_model_at_end``); ``train_log.json`` records
-its step (``best_step``) and loss (``val_loss``). Without validation pairs the final weights are saved.
+its step (``best_step``) and loss (``val_loss``). Without validation pairs, or where one evaluation would choose
+nothing (``in_run_validation: auto``, :mod:`wow.align.in_run_validation`), the final weights are saved.
 
 Lengths are the paper's (TRL 0.9's rule, which TRL 1.16 no longer has): a pair whose prompt + longer answer exceeds
 ``max_length`` (1536) tokens has its prompt cut to its last ``max_prompt_length`` (512) tokens (the chat frame kept,
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wow import WowError, io, layout, schema
-from wow.align import answer_token_scoring, checkpoints, quantization, reference_logps
+from wow.align import answer_token_scoring, checkpoints, in_run_validation, quantization, reference_logps
 from wow.align.align_config import AlignConfig, lora_config, trainer_class, training_device, trl_config, use_bf16
 from wow.align.truncation import prepare_examples
 
@@ -151,6 +152,7 @@ _NEUTRAL_FIELDS = (
     "precompute_ref_log_probs",
     "reference_cache",
     "report_to",
+    "in_run_validation",  # it skips only an evaluation that chooses nothing: the weights saved are the same
 )
 
 
@@ -224,11 +226,8 @@ def train(
     model, tokenizer = _load(model_name, config, device)
     train_ds, train_cut = prepare_examples(preferences_train, tokenizer, config, "train")
     val_ds, val_cut = prepare_examples(preferences_val, tokenizer, config, "validation")
-    if val_ds is not None and config.max_eval_pairs is not None and len(val_ds) > config.max_eval_pairs:
-        log.info("%s: validating on %d of %d pairs (max_eval_pairs)", output_dir, config.max_eval_pairs, len(val_ds))
-        val_ds = val_ds.shuffle(seed=config.seed).select(range(config.max_eval_pairs))
-    if val_ds is None:
-        log.info("%s: no validation pairs, so no evaluation while training: the final weights are saved", output_dir)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    val_ds = in_run_validation.validation_pairs(val_ds, config, len(train_ds), str(output_dir), world_size)
     args = trl_config(trainer, config, output_dir, device, has_validation=val_ds is not None, n_train=len(train_ds))
     checkpoints.barrier()  # every process has chosen its checkpoint before the main one clears stale ones
     checkpoints.start(output_dir, settings, resume)

@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p_report.add_argument("run_dir", help="a run folder, e.g. outputs/demo")
     sub.add_parser("params", help="list every parameter with its default and meaning")
     sub.add_parser("tasks", help="list the tasks, what each grades and where its data comes from")
-    sub.add_parser("models", help="list the model names: the offline default, aliases and API models")
+    p_models = sub.add_parser("models", help="list the model names: the offline default, aliases and API models")
+    p_models.add_argument(
+        "--prepare",
+        action="store_true",
+        help="convert the offline default's GGUF file once, if not yet (make install)",
+    )
     p_cmp = sub.add_parser("compare", help="what changes between two runs (parse rate, pairs, Acc_WoW at M=1)")
     p_cmp.add_argument("run_a", help="a run folder, e.g. outputs/demo")
     p_cmp.add_argument("run_b", help="another run folder, e.g. outputs/paper_protocol_demo")
@@ -158,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(compare.format_comparison(rows, *names) + "\n")
         elif args.command == "tasks":
             sys.stdout.write(_tasks_table() + "\n")
+        elif args.command == "models" and args.prepare:
+            from wow.backends import models
+
+            sys.stdout.write(f"{models.DEFAULT_MODEL}: {models.default_model_path()}\n")
         elif args.command == "models":
             sys.stdout.write(_models_table() + "\n")
         elif args.command == "params":

@@ -171,6 +171,11 @@ class RunParams(BaseModel):
     max_eval_pairs: int | None = Field(
         None, gt=0, description="in-run validation: at most this many validation pairs, seeded (None: all)"
     )
+    in_run_validation: Literal["auto", "always"] = Field(
+        "auto",
+        description="auto: the validation loss only where it chooses (several evaluations, a plateau schedule, a grid "
+        "chosen by loss); always: every training reports it",
+    )
     quantization: Literal["none", "4bit"] = Field(
         "none", description="4bit: the paper's QLoRA (NF4; a CUDA GPU and bitsandbytes); none: LoRA, any machine"
     )

@@ -144,6 +144,7 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
         seed=P.seed,
         eval_steps=P.eval_steps,
         max_eval_pairs=P.max_eval_pairs,
+        in_run_validation=P.in_run_validation,
         quantization=P.quantization,
         gradient_checkpointing=P.gradient_checkpointing,
         bf16=None if P.quantization == "4bit" else P.dtype == "bfloat16",
@@ -162,8 +163,10 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
 
         jobs = [
             ray_backend.TrainingJob(ds["train"], ds["validation"], P.policy_model, trainer, out_dir / name, point)
-            for _key, ds, trainer, out_dir, seeded, _seed in trainings
-            for name, point in grid.grid_points(seeded, **grid_axes)
+            for key, ds, trainer, out_dir, seeded, _seed in trainings
+            for name, point in grid.grid_points(
+                seeded, **grid_axes, selected_by_loss=not by_split[(key[0], "validation")]
+            )
         ]
         ray_backend.train_all(jobs, address=P.ray_address, cpus=P.ray_cpus_per_training)
     trained, selects = [], {}

@@ -114,6 +114,7 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
     timer = _step_timer()
     rss_start = rss_mb()
     t0 = time.perf_counter()
+    reference = None
     with tempfile.TemporaryDirectory() as tmp:
         if which == "trl":
             loss, history = _bare_trl(ds, config, Path(tmp) / "run", timer)
@@ -126,6 +127,8 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
                 t0 = time.perf_counter()
             res = training.train(ds, None, MODEL, "dpo", Path(tmp) / "run", config, callbacks=[timer])
             loss, history = res.train_loss, res.log_history
+            # shared only in float32 (wow.align.reference_logps): in bfloat16 this arm computes its reference too
+            reference = json.loads((Path(tmp) / "run" / "train_log.json").read_text())["reference_logps"]
     total = time.perf_counter() - t0
     counted = timer.steps[1:]
     cumulative = [h["num_tokens"] for h in history if "num_tokens" in h and "loss" in h]
@@ -138,6 +141,7 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
         "first_step_seconds": timer.steps[0] if timer.steps else None,
         "total_seconds": total,
         "train_loss": loss,
+        "reference_logps": reference,
         "bf16": align_config.use_bf16(config, "cpu"),
         "rss_start_mb": rss_start,
         "peak_rss_mb": peak_rss_mb(),
@@ -265,6 +269,7 @@ def bench_dpo(steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int 
                 "total_seconds": median([r["total_seconds"] for r in rs]),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                 "train_loss": rs[0]["train_loss"],
+                "reference_shared": (rs[0].get("reference_logps") or {}).get("shared"),
             }
         )
     trl = rows[-1]

@@ -179,9 +179,12 @@ def headline(results: dict) -> list[dict]:
             )
         shared = next((row for row in r["rows"] if "reference reused" in row.get("method", "")), None)
         if shared and shared.get("s_per_step") and wow["s_per_step"]:
+            reused = shared.get("reference_shared") is not False  # bfloat16: computed per batch (not shared)
             add(
                 5,
-                "DPO s/step: a second arm on the same pairs (the reference's log-probabilities reused) vs the first",
+                "DPO s/step: a second arm on the same pairs (the reference's log-probabilities "
+                + ("reused" if reused else "not shared in bfloat16: computed per batch")
+                + ") vs the first",
                 f"{fmt(ratio(shared['s_per_step'], wow['s_per_step']))}x ({fmt(shared['s_per_step'])} vs "
                 f"{fmt(wow['s_per_step'])} s)",
             )

@@ -217,7 +217,9 @@ def test_smoke_mechanism_contrast_is_the_rewards_ranking_recomputed_by_hand(smok
     contrasts = pd.read_csv(smoke_run / "mechanism_contrasts.csv")
     points = pd.read_csv(smoke_run / "fig3_points.csv")
     assert set(rewards["setting"]) == set(pd.read_csv(smoke_run / "mechanism.csv")["setting"])
-    assert not contrasts.empty  # the smoke set's oracle against its random set
+    base_pairs = {t: candidate_pairs(io.read_jsonl(smoke_run / "eval" / t / "original.jsonl")) for t in points["task"]}
+    # the smoke set's oracle against its random set, where the original model's test answers hold a pair to rank
+    assert contrasts.empty == (not any(base_pairs.values())), base_pairs
     for task, group in contrasts.groupby("task"):
         base = io.read_jsonl(smoke_run / "eval" / task / "original.jsonl")
         pairs = candidate_pairs(base)

@@ -102,3 +102,15 @@ def test_the_store_is_keyed_by_the_reference_and_the_tokens(tiny_model):
     store.put_many(ident, {padded: -1.5})
     assert store.get_many(ident, [padded, longer]) == [-1.5, None]
     assert store.get_many(half, [padded]) == [None]  # never across precisions
+
+
+def test_a_training_in_bfloat16_computes_the_reference_per_batch(tiny_model, pairs, tmp_path):
+    """In bfloat16 a sequence's value depends on its batch and thread count (0.77 nats of margin on the default model
+    between 1 and 2 threads), so nothing is shared: TRL's per-batch reference, whose noise cancels the policy's."""
+    train_set, _, val_set = pairs
+    reference_logps.clear_memory()
+    res = train(train_set, val_set, tiny_model, "dpo", tmp_path / "bf16", dataclasses.replace(FAST, bf16=True))
+    record = _record(tmp_path / "bf16")
+    assert record["bf16"] is True and record["reference_logps"] == {"shared": False, "computed": None, "reused": None}
+    assert _losses(record)[0] == pytest.approx(0.6931471805599453, abs=1e-6)  # policy = reference at the first step
+    assert res.steps == 4

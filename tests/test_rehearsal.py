@@ -80,7 +80,8 @@ def test_sizes_shrink_to_the_rehearsals_and_are_never_raised():
     small = rehearsal.plan(ROOT / "parameters" / "smoke.yaml", machine=CPU).values
     assert (small["n_samples"], small["max_steps"], small["n_questions"]) == (2, 2, 4)
     assert small["max_judge_pairs"] == 4  # the smoke set's 4, below the rehearsal's 8: kept, never raised
-    assert small["judge_max_tokens"] == 32 and small["eval_samples"] == 2  # below the rehearsal's: kept
+    assert small["judge_max_tokens"] == 32  # below the rehearsal's: kept
+    assert small["eval_samples"] == 2  # the smoke set's 4, shrunk to the rehearsal's 2
 
 
 def test_least_questions_fills_every_split_as_the_tasks_split_them():

@@ -18,7 +18,13 @@ kill or the next grid point reads them; without one they are kept in this proces
 
 Values are used exactly as computed: a sequence first read in another batch (other padding) may differ from a
 fresh computation in its last bits (as TRL's precompute does with its own batch size); the first training of a
-stage computes every batch it reads, so its numbers are TRL's.
+stage computes every batch it reads, so its numbers are TRL's. That holds in float32 only. In bfloat16 (or float16)
+a sequence's value moves with the batch around it and the thread count, by far more than rounding: on an Intel Xeon
+with AMX the default model's smoke pair took a DPO loss of 0.655 at its first step (policy and reference the same
+model) when its reference values came from a process with 2 threads and the policy ran with 1 (Ray's workers), not ln
+2 = 0.693, a reward margin of 0.077 out of nothing. TRL's per-batch computation cancels that noise between the policy
+and the reference of one batch, so a training in reduced precision computes its reference per batch (``can_share``
+is False there) and records ``shared: false``.
 
 Example::
 
@@ -128,9 +134,11 @@ def sequence_keys(inputs: dict) -> list[str]:
 def can_share(trl_trainer) -> bool:
     """True for a DPO-family TRL trainer whose reference is fixed and per sequence: it has TRL's
     ``compute_ref_log_probs``, no length-desensitised weighting (``ld_alpha``, whose value depends on the pair), no
-    precompute of its own, one process, and no DeepSpeed or FSDP sharding."""
+    precompute of its own, one process, no DeepSpeed or FSDP sharding, and float32 (in bfloat16 or float16 a value
+    depends on its batch and thread count: see the module docstring)."""
     return (
         hasattr(trl_trainer, "compute_ref_log_probs")
+        and not (getattr(trl_trainer.args, "bf16", False) or getattr(trl_trainer.args, "fp16", False))
         and getattr(trl_trainer, "ld_alpha", None) is None
         and not getattr(trl_trainer, "precompute_ref_logps", False)
         and not getattr(trl_trainer.args, "sync_ref_model", False)
@@ -185,6 +193,8 @@ def for_training(trl_trainer, model_name: str, model, config, device: str) -> Re
     TRL computes the reference itself: ``precompute_ref_log_probs`` off, or a trainer that cannot share
     (:func:`can_share`: TRL's own precompute on, no reference, several processes...)."""
     if not config.precompute_ref_log_probs or not can_share(trl_trainer):
+        if config.precompute_ref_log_probs and (trl_trainer.args.bf16 or trl_trainer.args.fp16):
+            log.info("the reference's log-probabilities computed per batch: in reduced precision they are not shared")
         return None
     store = ReferenceLogps(config.reference_cache)
     share(trl_trainer, store, identity(model_name, model, config.quantization, device))

@@ -81,8 +81,11 @@ stockfish: $(STOCKFISH)
 demo: install
 	$(VENV)/bin/wow run parameters/demo.yaml
 
+# the suite on TEST_WORKERS pytest-xdist workers (TEST_WORKERS=0: one process); tests/conftest.py puts the tests that
+# read the smoke run, the llama.cpp servers or one module fixture in one worker, so each is built once
+TEST_WORKERS ?= 2
 test: install-dev
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=20
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup
 
 # every paper set rehearsed offline (wow run SET --fast-dev-run --stand-ins: all settings, small sizes, stand-in
 # models and data; README "Rehearse a parameter set"), with the stages its "# Reproduce:" line runs; stops at the

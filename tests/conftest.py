@@ -7,7 +7,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning torch threads stall a shared 2-core machine
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import json  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -19,6 +22,87 @@ SECRET_MARKERS = {
     "OPENAI_API_KEY": "sk-wowtest-MARKER-7f3a9c1e5b2d4a68",
     "HF_TOKEN": "hf_wowtestMARKER7f3a9c1e5b2d4a68",
 }
+
+
+#: Where the controller asks the workers to write each test's group (``make test``: ``-n 2 --dist loadgroup``).
+_GROUPS_FILE = pytest.StashKey[Path]()
+
+
+def _fixture_groups(items) -> dict[str, str]:
+    """Test id -> group, for the tests that must share a worker: those that read one module fixture (the killed-and-
+    resumed run of tests/test_reliability.py, a file's trained adapters), so that one worker builds it once. Session
+    fixtures are built once per worker that needs them: the smoke run (about 90 s) by both workers at once costs less
+    than one worker running every test that reads it after one another. Tests in no group go to whichever worker is
+    free."""
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    nodes_of = {}
+    for item in items:
+        nodes = []
+        for name in sorted(set(item.fixturenames)):
+            defs = item._fixtureinfo.name2fixturedefs.get(name)
+            if defs and defs[-1].scope in ("module", "class", "package"):
+                nodes.append(f"{item.path.name}::{name}")
+        for node in nodes[1:]:
+            parent[root(node)] = root(nodes[0])
+        nodes_of[item.nodeid] = nodes
+    return {nodeid: root(nodes[0]) for nodeid, nodes in nodes_of.items() if nodes}
+
+
+def pytest_configure(config):
+    """The controller of a ``--dist loadgroup`` run picks the file its workers write the groups to."""
+    if not hasattr(config, "workerinput") and config.getoption("dist", "no") == "loadgroup":
+        config.stash[_GROUPS_FILE] = Path(tempfile.mkdtemp(prefix="wow-test-groups-")) / "groups.json"
+
+
+def pytest_unconfigure(config):
+    if _GROUPS_FILE in config.stash:
+        shutil.rmtree(config.stash[_GROUPS_FILE].parent, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist, controller: tell each worker where to write the groups."""
+    if _GROUPS_FILE in node.config.stash:
+        node.workerinput["wow_test_groups"] = str(node.config.stash[_GROUPS_FILE])
+
+
+def pytest_collection_modifyitems(config, items):
+    """pytest-xdist, worker: the groups of the collected tests, written for the controller (every worker collects
+    the same tests)."""
+    path = getattr(config, "workerinput", {}).get("wow_test_groups")
+    if path:
+        tmp = Path(f"{path}.{os.getpid()}")
+        tmp.write_text(json.dumps(_fixture_groups(items)))
+        os.replace(tmp, path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist, controller: ``--dist loadgroup`` sends each group of :func:`_fixture_groups` whole to one worker
+    and every other test on its own, in the order collected. xdist's own ``xdist_group`` marks do
+    not reach its scheduler with pytest 9.2, whose test ids no longer take xdist's suffix."""
+    if _GROUPS_FILE not in config.stash:
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    path = config.stash[_GROUPS_FILE]
+    config.option.loadscopereorder = False  # the order collected: heavy tests spread among light ones
+
+    class FixtureGroupScheduling(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # first asked once every worker has collected, so the file is written
+                self.groups = json.loads(path.read_text())
+            return self.groups.get(nodeid, nodeid)
+
+    return FixtureGroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -36,16 +36,19 @@ ARMS = {"local": None, "ray 1 worker": "all", "ray 2 workers": 1}
 
 
 def _config(dtype: str, threads: int | None):
-    """The demo set's stage-04 settings (as ``wow.steps.dpo_training.train_grids`` builds them)."""
-    import yaml
+    """The demo set's stage-04 settings (as ``wow.steps.dpo_training.train_grids`` builds them), read through the
+    parameter model, so a setting the set leaves to its default (``max_eval_pairs``, ``in_run_validation``) has it."""
+    from wow import params
     from wow.align.align_config import AlignConfig
 
-    demo = yaml.safe_load((BENCH_DIR.parent / "parameters" / "demo.yaml").read_text(encoding="utf-8"))
+    demo = params.load(BENCH_DIR.parent / "parameters" / "demo.yaml")
     return AlignConfig(
-        train_batch_size=demo["train_batch_size"],
-        max_steps=demo["max_steps"],
-        max_eval_pairs=demo["max_eval_pairs"],
-        learning_rate=demo["learning_rates"][0],
+        train_batch_size=demo.train_batch_size,
+        max_steps=demo.max_steps,
+        max_eval_pairs=demo.max_eval_pairs,
+        in_run_validation=demo.in_run_validation,
+        learning_rate=demo.learning_rates[0],
+        epochs=demo.epochs[0],
         bf16=dtype == "bfloat16",
         cpu_threads=threads,
         progress=False,

@@ -227,6 +227,21 @@ def test_ray_bench_times_each_arm_in_its_own_process_and_divides_the_wall_times(
     assert "demo stage 04: 2 DPO trainings" in written["workload"]
 
 
+def test_ray_bench_trains_with_the_demo_set_s_stage_04_settings():
+    """The arms train as the demo's stage 04 does: every setting read through the parameter model, defaults included
+    (the demo set leaves ``max_eval_pairs`` and ``in_run_validation`` to them)."""
+    import bench_ray
+    from wow import params
+
+    demo = params.load(BENCH.parent / "parameters" / "demo.yaml")
+    config = bench_ray._config("float32", 1)
+    assert (config.train_batch_size, config.max_steps, config.learning_rate, config.epochs) == (
+        demo.train_batch_size, demo.max_steps, demo.learning_rates[0], demo.epochs[0]
+    )  # fmt: skip
+    assert (config.max_eval_pairs, config.in_run_validation) == (demo.max_eval_pairs, demo.in_run_validation)
+    assert (config.bf16, config.cpu_threads) == (False, 1)
+
+
 def test_dpo_bench_compares_four_arms_and_the_compute_ceiling(bench_out, monkeypatch):
     import bench_dpo
 

@@ -105,6 +105,20 @@ def pytest_xdist_make_scheduler(config, log):
     return FixtureGroupScheduling(config, log)
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The machine the suite ran on, just above its final count (a CI log's tail keeps it): timings and bfloat16
+    results depend on the CPU family and on what ``dtype: auto`` chose there."""
+    if hasattr(config, "workerinput"):
+        return
+    from wow.backends import precision
+
+    m = precision.machine()
+    terminalreporter.write_line(
+        f"machine: {m['cpu']}, {os.cpu_count()} cores ({precision.cpu_family()}; flags {' '.join(m['cpu_flags'])}); "
+        f"dtype auto -> {m['auto_dtype']}"
+    )
+
+
 @pytest.fixture(scope="session")
 def default_model():
     """The offline default model and tokenizer, loaded once per test session (fp32)."""

@@ -63,3 +63,20 @@ def test_each_module_fixture_is_read_in_one_group_and_other_tests_go_to_a_free_w
         i for i in fixtures if i.endswith("::test_writes_are_atomic_a_failed_write_leaves_the_old_file_and_no_debris")
     ]
     assert atomic and not any(i in groups for i in atomic)
+
+
+def test_the_suite_ends_by_naming_the_machine_and_the_precision_auto_chose():
+    from wow.backends import precision
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "tests/test_tasks_registry.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    *_, last, count = proc.stdout.strip().splitlines()  # just above the count of passed tests
+    assert "passed" in count
+    assert last.startswith("machine: ") and f"({precision.cpu_family()};" in last, last
+    assert last.endswith(f"dtype auto -> {precision.resolve_dtype('auto')}"), last

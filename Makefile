@@ -81,8 +81,8 @@ stockfish: $(STOCKFISH)
 demo: install
 	$(VENV)/bin/wow run parameters/demo.yaml
 
-# the suite on TEST_WORKERS pytest-xdist workers (TEST_WORKERS=0: one process); tests/conftest.py puts the tests that
-# read the smoke run, the llama.cpp servers or one module fixture in one worker, so each is built once
+# the suite on TEST_WORKERS pytest-xdist workers (TEST_WORKERS=0: one process); tests/conftest.py sends the tests that
+# read one module fixture (the killed-and-resumed run) to one worker, so it is built once
 TEST_WORKERS ?= 2
 test: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup

@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=2)
     args = p.parse_args(argv)
     result = bench_precision(args.questions, args.reps)
-    m = result["machine"]
-    print(f"CPU {m['cpu']} ({result['cpu_family']}; flags {' '.join(m['cpu_flags'])}); auto -> {m['auto_dtype']}")
+    from wow.backends import precision
+
+    print("CPU", precision.machine_line())
     print(markdown_table(result["rows"]))
     write_result("precision", result)
     return 0

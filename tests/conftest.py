@@ -112,11 +112,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     from wow.backends import precision
 
-    m = precision.machine()
-    terminalreporter.write_line(
-        f"machine: {m['cpu']}, {os.cpu_count()} cores ({precision.cpu_family()}; flags {' '.join(m['cpu_flags'])}); "
-        f"dtype auto -> {m['auto_dtype']}"
-    )
+    terminalreporter.write_line(f"machine: {precision.machine_line()}")
 
 
 @pytest.fixture(scope="session")

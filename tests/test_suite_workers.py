@@ -7,9 +7,9 @@ the killed-and-resumed run, the smoke run and the llama.cpp servers.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 FILES = [
     "tests/test_reliability.py",
     "tests/test_api_prefill.py",

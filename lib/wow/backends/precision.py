@@ -114,6 +114,14 @@ def machine() -> dict:
     }
 
 
+def machine_line() -> str:
+    """The machine in one line, for logs and benchmark headers: CPU model, cores, family, bf16-relevant flags and
+    what ``dtype: auto`` resolves to."""
+    m = machine()
+    flags = " ".join(m["cpu_flags"])
+    return f"{m['cpu']}, {os.cpu_count()} cores ({cpu_family()}; flags {flags}); dtype auto -> {m['auto_dtype']}"
+
+
 def cpu_family() -> str:
     """A short name of the CPU family for timings: ``AMX``, ``AVX512-BF16``, ``no native bf16 (AVX-512)`` ..."""
     flags = cpu_flags()

@@ -7,6 +7,8 @@ answer go through
 
 * ``wow default``: :func:`wow.elicit.sampling.sample_answers` (first turn only, ``extraction="direct"``) on the
   transformers engine in its default mode (shared prompt prefixes read once, finished rows leave the batch);
+* ``wow forward step``: the same with every decoding step through the model's ``forward`` (``fused_decode=False``;
+  the default's steps go through :mod:`wow.backends.local.decode_step`);
 * ``wow fixed_shapes``: the same in the batch-invariant mode (``fixed_shapes=True``);
 * ``raw batched``: ``model.generate`` in batches of the same size (left-padded, ``do_sample``, temperature 1, no
   top-k) with ``output_scores`` and ``compute_transition_scores`` for the per-token logprobs, texts decoded;
@@ -196,6 +198,7 @@ def bench_sampling(
     for size in sizes:
         engines = {
             "wow default": TransformersEngine(MODEL, dtype=dtype, batch_size=size),
+            "wow forward step": TransformersEngine(MODEL, dtype=dtype, batch_size=size, fused_decode=False),
             "wow fixed_shapes": TransformersEngine(MODEL, dtype=dtype, batch_size=size, fixed_shapes=True),
         }
         for eng in engines.values():  # warm-up: load the models, run one short batch each (first calls are slow)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from wow import WowError
 from wow.backends import ChatRequest, get_engine
+from wow.backends.local import token_choice
 from wow.backends.local.transformers_engine import TransformersEngine
 
 PROMPTS = [
@@ -191,7 +192,7 @@ def test_shared_prefixes_are_read_once_and_change_no_result(default_model):
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
         for choice in ("1", "2"):
-            token = engine._choice_token(text + "Answer", ids, choice)
+            token = token_choice.choice_token(engine._encode, text + "Answer", ids, choice)
             assert lp[choice] == pytest.approx(logp[token].item(), abs=1e-4)
     completions = engine.generate([ask(question, k, max_tokens=6) for k in range(4)])  # 4 samples of one prompt
     text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)

@@ -43,7 +43,7 @@ def test_sampling_bench_takes_the_parameter_set_workload(bench_out):
     assert written["max_tokens"] == [2] and written["ceiling_tokens_per_s"] > 0
     assert written["dtype"] == work["dtype"] == precision.resolve_dtype("auto")  # the set's precision on this machine
     methods = {r["method"] for r in res["rows"]}
-    assert methods == {"wow default", "wow fixed_shapes", "raw batched"}
+    assert methods == {"wow default", "wow forward step", "wow fixed_shapes", "raw batched"}
     for row in res["rows"]:
         assert row["answers"] == work["n_samples"] and row["prompt_tokens"] > 0 and row["vs_ceiling"] > 0
         assert 0 < row["prompt_tokens_computed"] <= row["prompt_tokens"]

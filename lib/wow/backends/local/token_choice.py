@@ -7,7 +7,7 @@ stream never depends on its batch; see :func:`choose`.
 
 from __future__ import annotations
 
-from wow.backends.base import ChatRequest
+from wow.backends.base import ChatRequest, EngineError
 
 
 def choose(logits, requests: list[ChatRequest], generators: list, filler: list[bool], real: list[int]):
@@ -85,3 +85,16 @@ def finish_text(tokenizer, req: ChatRequest, toks: list[int]) -> tuple[str, int]
         return text, len(toks)
     cuts = [text.find(s) for s in req.stop if s in text]
     return (text[: min(cuts)], len(toks)) if cuts else (text, len(toks))
+
+
+def choice_token(encode, text: str, prompt: list[int], choice: str) -> int:
+    """The token ``choice`` adds when appended to the prompt ``text`` (token ids ``prompt``, ``encode`` the
+    tokenizer's): the first new token of ``text + choice`` where that encoding extends ``prompt``, else the first
+    token of ``choice`` alone."""
+    full = encode(text + choice)
+    if len(full) > len(prompt) and full[: len(prompt)] == prompt:
+        return full[len(prompt)]
+    ids = encode(choice)
+    if not ids:
+        raise EngineError(f"choice {choice!r} encodes to no token.")
+    return ids[0]

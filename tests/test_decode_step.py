@@ -1,0 +1,141 @@
+"""The fused decoding step (wow.backends.local.decode_step): the model's own logits, step after step, and the engine
+decoding through it by default."""
+
+import pytest
+import torch
+from wow.backends import ChatRequest
+from wow.backends.local import decode_step, kv_buffers
+from wow.backends.local.transformers_engine import SAMPLER_VERSION, TransformersEngine
+
+
+def gqa_llama(dtype=torch.float32, **overrides):
+    """A random 3-layer Llama with grouped-query attention (6 query heads on 2 key/value heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    settings = dict(
+        vocab_size=97,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    settings.update(overrides)
+    model = LlamaForCausalLM(LlamaConfig(**settings)).eval().to(dtype)
+    with torch.no_grad():  # norms away from 1, so a norm applied wrongly shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def prompt_cache(model, ids, mask, extra):
+    """The KV cache and next-token logits of a left-padded prompt pass, with room for ``extra`` steps."""
+    from transformers import DynamicCache
+
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+    kv_buffers.preallocate(cache, extra)
+    return cache, logits.logits[:, -1].float(), positions[:, -1:]
+
+
+def decode(model, step, ids, mask, steps=6, drop_after=3):
+    """Greedy decoding from a prompt pass; the step is ``step`` or the model's forward. Row 1 leaves the batch after
+    ``drop_after`` steps (as finished rows do). Returns every step's logits (rows that stay)."""
+    cache, logits, positions = prompt_cache(model, ids, mask, steps)
+    full = torch.cat([mask, mask.new_ones((len(ids), steps))], dim=1)
+    width, out = mask.shape[1], []
+    for s in range(steps):
+        if s == drop_after:
+            keep = torch.tensor([r for r in range(len(ids)) if r != 1])
+            cache.batch_select_indices(keep)
+            full, positions, logits = full[keep], positions[keep], logits[keep]
+        chosen = logits.argmax(-1)[:, None]
+        positions, width = positions + 1, width + 1
+        if step is None:
+            logits = (
+                model(input_ids=chosen, attention_mask=full[:, :width], position_ids=positions, cache=cache)
+                .logits[:, -1]
+                .float()
+            )
+        else:
+            logits = step(chosen, full[:, :width], positions, cache)
+        out.append(logits if s >= drop_after else logits[[0, 2, 3]])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 0.05)])
+def test_the_step_gives_the_models_logits_at_every_step(dtype, tolerance):
+    model = gqa_llama(dtype)
+    assert decode_step.supports(model)
+    torch.manual_seed(1)
+    ids = torch.randint(3, 97, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0  # left padding
+    mask[2, 4:7] = 0  # a hole between shared-prefix segments, as the shared-prefix pass leaves
+    with torch.inference_mode():
+        ours = decode(model, decode_step.FusedDecodeStep(model, rows=4), ids, mask)
+        theirs = decode(model, None, ids, mask)
+    scale = theirs.abs().max().item()
+    assert scale > 0.1  # the logits are not trivially small
+    assert (ours - theirs).abs().max().item() <= tolerance * max(scale, 1.0)
+    assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+def test_supports_plain_llama_layers_only(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    assert decode_step.supports(gqa_llama())
+    assert not decode_step.supports(gqa_llama(attention_bias=True))
+    assert not decode_step.supports(gqa_llama(mlp_bias=True))
+    assert not decode_step.supports(gqa_llama(hidden_act="gelu"))
+    lora = get_peft_model(gqa_llama(), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert not decode_step.supports(lora.base_model.model)  # a LoRA layer is not a plain weight
+    qwen = Qwen2ForCausalLM(
+        Qwen2Config(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=1, num_attention_heads=6)
+    )
+    assert not decode_step.supports(qwen)
+
+
+def test_the_step_is_rebuilt_when_the_model_or_its_merged_adapter_changes():
+    steps = decode_step.StepCache()
+    model, other = gqa_llama(), gqa_llama()
+    first = steps.get(model, None, 4)
+    assert first is not None and steps.get(model, None, 8) is first
+    assert steps.get(model, "adapter-a", 4) is not first  # an adapter merged in place: new weights to pack
+    assert steps.get(other, "adapter-a", 4) is not first
+    assert steps.get(gqa_llama(attention_bias=True), None, 4) is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_engine_decodes_through_the_step_with_the_same_answers(dtype):
+    """The offline default model: the default engine uses the fused step (and says so in its identity); its greedy
+    answers equal those of decoding through ``forward``, and its sampled logprobs agree."""
+    fused = TransformersEngine(dtype=dtype, batch_size=4)
+    plain = TransformersEngine(dtype=dtype, batch_size=4, fused_decode=False)
+    assert fused.identity()["sampler"] == SAMPLER_VERSION == 4 and "fused_decode" not in fused.identity()
+    assert plain.identity()["fused_decode"] is False  # their results never share a cache entry
+    assert "fused_decode" not in TransformersEngine(dtype=dtype, fixed_shapes=True).identity()
+    prompts = [
+        "What is 2+3?",
+        "Name a color.",
+        "Count to five.",
+        "In a graph with edges 0-1 weight 3, what is 0 to 1?",
+    ]
+    greedy = [ChatRequest([{"role": "user", "content": p}], max_tokens=12, temperature=0.0) for p in prompts]
+    sampled = [ChatRequest([{"role": "user", "content": p}], max_tokens=12, seed=3, logprobs=True) for p in prompts]
+    a, b = fused.generate(greedy + sampled), plain.generate(greedy + sampled)
+    assert fused._steps.get(fused._model, None, 4) is not None and plain._steps is None
+    if dtype == "float32":  # bfloat16 may round a near tie the other way on another CPU
+        assert [c.text for c in a[:4]] == [c.text for c in b[:4]]
+    same = [(x, y) for x, y in zip(a[4:], b[4:], strict=True) if x.text == y.text]
+    assert same  # sampled answers that took the same tokens
+    tolerance = 1e-4 if dtype == "float32" else 0.05
+    for x, y in same:
+        assert x.token_logprobs and x.token_logprobs == pytest.approx(y.token_logprobs, abs=tolerance)

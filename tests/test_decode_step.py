@@ -34,13 +34,15 @@ def gqa_llama(dtype=torch.float32, **overrides):
 
 
 def prompt_cache(model, ids, mask, extra):
-    """The KV cache and next-token logits of a left-padded prompt pass, with room for ``extra`` steps."""
+    """The KV cache and next-token logits of a left-padded prompt pass, with room for ``extra`` steps (None: a plain
+    cache)."""
     from transformers import DynamicCache
 
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     cache = DynamicCache(config=model.config)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-    kv_buffers.preallocate(cache, extra)
+    if extra is not None:
+        kv_buffers.preallocate(cache, extra)
     return cache, logits.logits[:, -1].float(), positions[:, -1:]
 
 
@@ -139,3 +141,34 @@ def test_the_engine_decodes_through_the_step_with_the_same_answers(dtype):
     tolerance = 1e-4 if dtype == "float32" else 0.05
     for x, y in same:
         assert x.token_logprobs and x.token_logprobs == pytest.approx(y.token_logprobs, abs=tolerance)
+
+
+def test_compacting_the_cache_drops_its_holes_and_changes_no_logit():
+    """kv_buffers.compact: the positions no row attends to leave the cache; decoding after it gives the same logits
+    (float32) through the fused step and through forward."""
+    model = gqa_llama()
+    torch.manual_seed(2)
+    ids = torch.randint(3, 97, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[:, 3:6] = 0  # a hole every row has: dropped
+    mask[0, :2] = 0  # row 0 attends to 5 positions, rows 1 and 2 to 7
+    with torch.inference_mode():
+        cache, logits, positions = prompt_cache(model, ids, mask, None)
+        keys = [layer.keys.clone() for layer in cache.layers]
+        compacted = kv_buffers.compact(cache, mask)
+        assert compacted.tolist() == [[0, 0, 1, 1, 1, 1, 1], [1] * 7, [1] * 7]
+        kept = [[2, 6, 7, 8, 9], [0, 1, 2, 6, 7, 8, 9], [0, 1, 2, 6, 7, 8, 9]]
+        for layer, before in zip(cache.layers, keys, strict=True):
+            assert layer.keys.shape[2] == 7
+            for r, idx in enumerate(kept):
+                assert torch.equal(layer.keys[r, :, 7 - len(idx) :], before[r, :, idx])
+        assert kv_buffers.compact(cache, compacted) is compacted  # no holes left: nothing to do
+        kv_buffers.preallocate(cache, 3)
+        tokens = logits.argmax(-1)[:, None]
+        full = torch.cat([compacted, compacted.new_ones((3, 3))], dim=1)
+        step = decode_step.FusedDecodeStep(model, rows=3)
+        ours = step(tokens, full[:, :8], positions + 1, cache)
+        reference, _, _ = prompt_cache(model, ids, mask, 3)
+        full = torch.cat([mask, mask.new_ones((3, 3))], dim=1)
+        theirs = model(input_ids=tokens, attention_mask=full[:, :11], position_ids=positions + 1, cache=reference)
+    assert (ours - theirs.logits[:, -1].float()).abs().max().item() < 1e-5

@@ -49,7 +49,7 @@ ROW_TILE = 8
 #: Part of :meth:`TransformersEngine.identity` (so of every cache key): bumped when the same request may decode to
 #: other tokens or logprobs than before. 2: decoding attention in float32 over preallocated buffers (CPU). 3: the
 #: default mode reads shared prompt prefixes once (:mod:`wow.backends.local.prefix_pass`); the mode is in the identity.
-#: 4: the default mode's decoding steps go through :mod:`wow.backends.local.decode_step` (``fused_decode``).
+#: 4: the default mode decodes over a compacted cache (``kv_buffers.compact``), through ``decode_step`` (``fused_decode``).
 SAMPLER_VERSION = 4
 
 
@@ -295,6 +295,7 @@ class TransformersEngine(Engine):
                 step = self._steps.get(self._model, self._adapter_hash, n) if self._steps and not grouped else None
                 if not grouped:
                     budget = max(requests[r].max_tokens for r in active)
+                    mask = mask if self.fixed_shapes else kv_buffers.compact(cache, mask)
                     kv_buffers.preallocate(cache, budget)
                     full_mask = torch.cat([mask, mask.new_ones((len(rows), budget))], dim=1)
                     width = mask.shape[1]

@@ -295,7 +295,7 @@ class TransformersEngine(Engine):
                 step = self._steps.get(self._model, self._adapter_hash, n) if self._steps and not grouped else None
                 if not grouped:
                     budget = max(requests[r].max_tokens for r in active)
-                    mask = mask if self.fixed_shapes else kv_buffers.compact(cache, mask)
+                    mask = kv_buffers.compact(cache, mask) if self._plain_cache and not self.fixed_shapes else mask
                     kv_buffers.preallocate(cache, budget)
                     full_mask = torch.cat([mask, mask.new_ones((len(rows), budget))], dim=1)
                     width = mask.shape[1]

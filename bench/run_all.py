@@ -274,7 +274,14 @@ def update_readme(summary: dict) -> bool:
         f"{README_START}\nMeasured {summary['finished'][:10]} on {m['cpu_model']} "
         f"({m.get('cpu_family', 'CPU family unknown')}; dtype auto -> {m.get('auto_dtype')}), {m['cores']} CPU cores, shared "
         f"(1-minute load average {load_range(summary)} during the benchmarks); `make bench` took "
-        f"{fmt(summary['total_seconds'] / 60)} min.\n\n"
+        f"{fmt(summary['total_seconds'] / 60)} min"
+        + (
+            f" (rerun now: {', '.join(n for n in summary['benches'] if n not in summary['reused'])}; the others are "
+            f"the last run's, {', '.join(summary['reused'])})"
+            if summary.get("reused")
+            else ""
+        )
+        + ".\n\n"
         + markdown_table(summary["headline"], ["#", "measure", "value", "goal", "met"])
         + README_END
     )

@@ -191,6 +191,27 @@ def test_summary_reads_every_benchmark_result(bench_out):
     assert "| # | measure | value | goal | met |" in text and "## sampling" in text
 
 
+def test_the_readme_table_says_which_benchmarks_were_rerun_and_which_reused(tmp_path, monkeypatch):
+    import run_all
+
+    (tmp_path / "README.md").write_text(f"intro\n{run_all.README_START}\nold table\n{run_all.README_END}\nrest\n")
+    monkeypatch.setattr(run_all, "REPO", tmp_path)
+    summary = {
+        "machine": {"cpu_model": "cpu", "cores": 2, "cpu_family": "AMX", "auto_dtype": "bfloat16"},
+        "finished": "2026-12-07T00:00:00+00:00",
+        "loadavg_before": [1.0, 1.0, 1.0],
+        "loadavg_after": [2.0, 2.0, 2.0],
+        "total_seconds": 600.0,
+        "headline": [{"#": 1, "measure": "m", "value": "v", "goal": "", "met": None}],
+        "benches": {"sampling": {}, "precision": {}, "dpo": {"reused": True}},
+        "reused": ["dpo"],
+    }
+    assert run_all.update_readme(summary)
+    text = (tmp_path / "README.md").read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "`make bench` took 10 min (rerun now: sampling, precision; the others are the last run's, dpo)." in text
+
+
 def test_e2e_bench_reads_timings(bench_out, tmp_path, monkeypatch):
     import bench_e2e
 

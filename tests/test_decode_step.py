@@ -89,6 +89,21 @@ def test_the_step_gives_the_models_logits_at_every_step(dtype, tolerance):
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
 
 
+def test_without_onednn_packing_the_step_uses_plain_weights_and_the_same_logits(monkeypatch):
+    model = gqa_llama()
+    torch.manual_seed(1)
+    ids = torch.randint(3, 97, (4, 12))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        packed = decode(model, decode_step.FusedDecodeStep(model, rows=4), ids, mask)
+        monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+        step = decode_step.FusedDecodeStep(model, rows=4)
+        assert step._product is torch.nn.functional.linear and step.head.dtype == torch.float32
+        plain = decode(model, step, ids, mask)
+        theirs = decode(model, None, ids, mask)
+    assert (plain - theirs).abs().max().item() < 1e-5 and (packed - plain).abs().max().item() < 1e-5
+
+
 def test_supports_plain_llama_layers_only(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM

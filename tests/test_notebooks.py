@@ -87,6 +87,9 @@ def test_smoke_run_writes_every_stage(smoke_run):
     assert all("smoke.yaml is not a paper set" in c["reason"] for c in checks.values())
     usage = json.loads((d / "usage.json").read_text())
     assert usage["01_data_prep"]["smollm2-135m"]["completion_tokens"] > 0
+    # stage 04's evaluation decoded through the fused step, none through forward (the engine's default on a CPU)
+    assert usage["04_dpo_training"]["smollm2-135m"]["decode_steps_fused"] > 0
+    assert usage["04_dpo_training"]["smollm2-135m"]["decode_steps_forward"] == 0
     report = (d / "report" / "index.html").read_text()
     assert "Run report" in report and "Partial run" not in report
     assert 'id="paper-checks"' in report and "smoke.yaml is not a paper set" in report  # the checks, in the report

@@ -7,18 +7,18 @@ preallocated KV cache (:func:`wow.backends.local.kv_buffers.preallocate`), with
 
 * the query, key and value projections of a layer in one matrix product, and its gate and up projections in another
   (the weights concatenated once: 4 products a layer instead of 7);
-* on CPU, the weights prepacked into oneDNN's blocked layout once per decoded batch
-  (``torch.ops.mkldnn._reorder_linear_weight``), so a product does not reorder its weight at every call (the
-  layout PyTorch's own compiler uses for CPU inference);
+* on CPU, the weights prepacked into oneDNN's blocked layout once per model and merged adapter (:class:`StepCache`;
+  ``torch.ops.mkldnn._reorder_linear_weight``), so a product does not reorder its weight at every call (the layout
+  PyTorch's own compiler uses for CPU inference; plain ``F.linear`` where this build cannot pack the dtype);
 * the model's own pieces where they carry its numerics: its embedding, its rotary embedding module (any RoPE
   type), its RMSNorm arithmetic (float32 statistics, the weight applied in the model's dtype) and the same
   ``scaled_dot_product_attention`` call with the query heads of a key/value head stacked as query rows, as
   ``transformers``' SDPA attention does for one query token under a padding mask.
 
 The step's logits equal the model's ``forward`` up to floating-point rounding (tested in
-``tests/test_decode_step.py``: float32 within 1e-4, and the same greedy tokens); concatenating weights splits no
-dot product, so on this machine they are often bitwise equal. :func:`supports` says which models qualify (plain
-Llama layers: no biases, SiLU MLP, no sliding window); others decode through ``forward``.
+``tests/test_decode_step.py``: the offline model's within 1e-3 in float32, and the same greedy tokens);
+concatenating weights splits no dot product, so in bfloat16 on an AMX CPU they were bitwise equal. :func:`supports`
+says which models qualify (plain Llama layers on CPU: no biases, SiLU MLP); others decode through ``forward``.
 
 Example::
 

@@ -1,14 +1,17 @@
 """DPO: seconds per step and peak memory of ``wow.align.training.train`` against bare TRL ``DPOTrainer`` and
 against the compute ceiling of this machine.
 
-Four arms train the default model with the same LoRA adapter (r 16, alpha 16, all linear projections), the same
+Five arms train the default model with the same LoRA adapter (r 16, alpha 16, all linear projections), the same
 preference pairs (shortest-path prompts as the pipeline builds them; chosen / rejected final answers of different
 wrongness), the same settings (the demo's stage 04: 2 pairs a step, wow's :class:`~wow.align.align_config.AlignConfig`
 defaults otherwise: the precision ``dtype: auto`` resolves to, cosine schedule, warm-up ratio 0.1, beta 0.1, sigmoid
 loss) and the same seed:
 
 - ``wow``: :func:`wow.align.training.train`, which on a CPU projects only the answer tokens onto the vocabulary
-  (:mod:`wow.align.answer_token_scoring`);
+  (:mod:`wow.align.answer_token_scoring`) and reads each pair's prompt once per pass, both answers behind it
+  (:mod:`wow.align.shared_prompts`);
+- ``wow, prompts repeated``: the same call with ``shared_prompts=False`` (TRL's layout: each answer's row repeats
+  its pair's prompt);
 - ``wow, every position scored``: the same call with TRL's CPU default (every position projected, prompt included);
 - ``wow, a second arm on the same pairs flipped``: an oracle arm's training first (not timed), then the same pairs
   with chosen and rejected swapped, as the ``random`` arm of a stage reads them: the reference's log-probabilities
@@ -23,7 +26,9 @@ The ceiling is the matrix products of a step at this machine's measured GEMM rat
 run's precision, all threads): the policy's forward and its backward to the activations (the frozen weights get no
 gradient; LoRA's are negligible) and the reference's forward, ``6 x N x tokens`` FLOPs for ``N`` parameters in the
 decoder's linear layers, plus the answer tokens' projection onto the vocabulary. Attention scores, norms and the
-optimiser are left out, so a real step is slower.
+optimiser are left out, so a real step is slower. ``tokens`` are the step's tokens in TRL's layout (TRL's
+``num_tokens``, every arm's), so the ceiling is the same for every arm; the arms that read each prompt once compute fewer,
+so their ratio to the ceiling says how far they are from computing TRL's step at the GEMM rate.
 
 Run: ``.venv/bin/python bench/bench_dpo.py`` (writes ``outputs/bench/dpo.json``).
 """
@@ -95,6 +100,7 @@ def _step_timer():
 
 ARMS = {
     "wow": "wow.align.training.train",
+    "wow-repeated-prompts": "wow.align.training.train, prompts repeated per answer (TRL's layout)",
     "wow-every-position": "wow.align.training.train, every position scored (TRL's CPU default)",
     "wow-shared-reference": "wow.align.training.train, a second arm on the same pairs flipped (reference reused)",
     "trl": "bare TRL DPOTrainer",
@@ -104,6 +110,7 @@ ARMS = {
 def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
     """One training run in this process (an arm of :data:`ARMS`); returns step times, tokens and memory."""
     import contextlib
+    import dataclasses
 
     import torch
     from wow.align import align_config, answer_token_scoring, training
@@ -121,6 +128,8 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
         else:
             if which == "wow-every-position":
                 answer_token_scoring.answer_tokens_only = contextlib.nullcontext
+            if which == "wow-repeated-prompts":
+                config = dataclasses.replace(config, shared_prompts=False)
             if which == "wow-shared-reference":  # an oracle arm first (untimed), then its pairs flipped, as random's
                 training.train(ds, None, MODEL, "dpo", Path(tmp) / "first", config)
                 ds = ds.rename_columns({"chosen": "rejected", "rejected": "chosen"})

@@ -263,10 +263,16 @@ def test_ray_bench_trains_with_the_demo_set_s_stage_04_settings():
     assert (config.bf16, config.cpu_threads) == (False, 1)
 
 
-def test_dpo_bench_compares_four_arms_and_the_compute_ceiling(bench_out, monkeypatch):
+def test_dpo_bench_compares_five_arms_and_the_compute_ceiling(bench_out, monkeypatch):
     import bench_dpo
 
-    per_step = {"wow": 3.0, "wow-every-position": 6.0, "wow-shared-reference": 2.4, "trl": 6.0}
+    per_step = {
+        "wow": 3.0,
+        "wow-repeated-prompts": 4.5,
+        "wow-every-position": 6.0,
+        "wow-shared-reference": 2.4,
+        "trl": 6.0,
+    }
     started = []
 
     def fake_child(args, timeout=None):
@@ -286,7 +292,8 @@ def test_dpo_bench_compares_four_arms_and_the_compute_ceiling(bench_out, monkeyp
     # 6 x 106,168,320 x 1000 tokens = 637.0 GFLOP at 212.34 GFLOP/s = 3.0 s (the first step's tokens not counted)
     assert written["ceiling"]["tokens_per_step"] == 1000
     assert written["ceiling"]["s_per_step"] == pytest.approx(3.0)
-    wow, every, shared, trl = written["rows"]
+    wow, repeated, every, shared, trl = written["rows"]
     assert wow["vs_trl_s_per_step"] == 0.5 and every["vs_trl_s_per_step"] == 1.0 and trl["vs_ceiling"] == 2.0
+    assert repeated["vs_trl_s_per_step"] == 0.75 and "prompts repeated" in repeated["method"]
     assert shared["vs_trl_s_per_step"] == pytest.approx(0.4) and "reference reused" in shared["method"]
     assert wow["vs_ceiling"] == 1.0 and wow["first_step_s"] == 10.0 and written["precision"] == "float32"

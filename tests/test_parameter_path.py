@@ -132,6 +132,8 @@ def test_the_smoke_run_recorded_one_set_for_every_stage_and_its_training_regime(
         ), path
         record = json.loads(path.read_text())
         assert record["bf16"] == (run_yaml["dtype"] == "bfloat16")
+        # the default reaches TRL: each pair's prompt read once per pass (wow.align.shared_prompts)
+        assert config["shared_prompts"] is record["shared_prompts"] is run_yaml["shared_prompts"] is True, path
         # max_eval_pairs: 2 of the set's 5 validation pairs; 2 steps of 1 pair read 2 of 8 training pairs, so the
         # reference is computed per step, not precomputed for pairs never read
         assert config["max_eval_pairs"] == smoke["max_eval_pairs"] == record["n_val"] == 2, path

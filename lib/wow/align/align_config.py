@@ -126,6 +126,9 @@ class AlignConfig:
         reference_cache: a wow cache file (a run's ``cache.sqlite``) in which the reference's log-probabilities are
             stored, so that other processes (Ray workers) and reruns reuse them; None keeps them in this process's
             memory only.
+        shared_prompts: DPO-family trainers read each pair's prompt once per pass, both answers packed behind it
+            (:mod:`wow.align.shared_prompts`): TRL's log-probabilities up to floating-point rounding, about half the
+            tokens where the prompt is most of a pair. False: TRL's layout (each answer's row repeats the prompt).
     """
 
     learning_rate: float = 5e-5
@@ -162,6 +165,7 @@ class AlignConfig:
     max_eval_pairs: int | None = None
     in_run_validation: str = "always"
     reference_cache: str | None = None
+    shared_prompts: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> AlignConfig:

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-steps", type=int, help="validation loss and a checkpoint every this many steps")
     p.add_argument("--quantization", choices=["none", "4bit"], help="4bit: QLoRA (a CUDA GPU and bitsandbytes)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
+    p.add_argument(
+        "--repeat-prompts", action="store_true", help="TRL's layout: each answer's row repeats its pair's prompt"
+    )
     p.add_argument("--no-lora", action="store_true", help="train the full model")
     p.add_argument(
         "--grid",
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         fields["use_lora"] = False
     if a.gradient_checkpointing:
         fields["gradient_checkpointing"] = True
+    if a.repeat_prompts:
+        fields["shared_prompts"] = False
     config = AlignConfig.from_dict(fields)
 
     from wow.preferences import load_preferences

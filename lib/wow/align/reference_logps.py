@@ -106,9 +106,10 @@ def clear_memory() -> None:
         _MEMORY.clear()
 
 
-def identity(model_name: str, model, quantization: str, device: str) -> dict:
+def identity(model_name: str, model, quantization: str, device: str, packed: bool = False) -> dict:
     """What the reference's values depend on besides the tokens: the model, its loaded precision, quantization,
-    device type and attention kernel (the weights are the model as loaded: the adapters are off)."""
+    device type, attention kernel (the weights are the model as loaded: the adapters are off) and, where the pairs'
+    prompts are read once (:mod:`wow.align.shared_prompts`: other rounding), that layout."""
     return {
         "engine": "trl-reference",
         "model": model_name,
@@ -116,6 +117,7 @@ def identity(model_name: str, model, quantization: str, device: str) -> dict:
         "quantization": quantization,
         "device": str(device).split(":")[0],
         "attention": getattr(model.config, "_attn_implementation", None),
+        **({"layout": "shared_prompts"} if packed else {}),
     }
 
 
@@ -188,7 +190,9 @@ def share(trl_trainer, store: ReferenceLogps, ref_identity: dict) -> bool:
     return True
 
 
-def for_training(trl_trainer, model_name: str, model, config, device: str) -> ReferenceLogps | None:
+def for_training(
+    trl_trainer, model_name: str, model, config, device: str, packed: bool = False
+) -> ReferenceLogps | None:
     """The store a training's trainer reads (:func:`share`, at ``config.reference_cache`` or in memory), or None where
     TRL computes the reference itself: ``precompute_ref_log_probs`` off, or a trainer that cannot share
     (:func:`can_share`: TRL's own precompute on, no reference, several processes...)."""
@@ -197,7 +201,7 @@ def for_training(trl_trainer, model_name: str, model, config, device: str) -> Re
             log.info("the reference's log-probabilities computed per batch: in reduced precision they are not shared")
         return None
     store = ReferenceLogps(config.reference_cache)
-    share(trl_trainer, store, identity(model_name, model, config.quantization, device))
+    share(trl_trainer, store, identity(model_name, model, config.quantization, device, packed))
     return store
 
 

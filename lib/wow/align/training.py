@@ -37,6 +37,7 @@ from pathlib import Path
 from wow import WowError, io, layout, schema
 from wow.align import answer_token_scoring, checkpoints, in_run_validation, quantization, reference_logps
 from wow.align.align_config import AlignConfig, lora_config, trainer_class, training_device, trl_config, use_bf16
+from wow.align.shared_prompts import share_prompts
 from wow.align.truncation import prepare_examples
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ _NEUTRAL_FIELDS = (
     "reference_cache",
     "report_to",
     "in_run_validation",  # it skips only an evaluation that chooses nothing: the weights saved are the same
+    "shared_prompts",  # the same log-probabilities up to rounding
 )
 
 
@@ -248,17 +250,14 @@ def train(
                 checkpoints.loss_lines("/".join(Path(output_dir).parts[-2:]), trainer, config.beta),
             ],
         )
-        store = reference_logps.for_training(trl_trainer, model_name, model, config, device)
+        packed = config.shared_prompts and share_prompts(trl_trainer)  # before the reference's store
+        store = reference_logps.for_training(trl_trainer, model_name, model, config, device, packed)
+        n_val, resuming = 0 if val_ds is None else len(val_ds), f", resuming from {resume}" if resume else ""
         log.info(
-            "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s%s",
-            model_name,
-            trainer,
-            len(train_ds),
-            0 if val_ds is None else len(val_ds),
-            device,
-            args.bf16,
-            config.quantization,
-            f", resuming from {resume}" if resume else "",
+            "training %s with %s on %d pairs (%d validation) on %s, bf16=%s, quantization=%s, prompts read %s%s",
+            *(model_name, trainer, len(train_ds), n_val, device, args.bf16, config.quantization),
+            "once per pair" if packed else "per answer",
+            resuming,
         )
         threads = torch.get_num_threads()
         if device == "cpu" and config.cpu_threads:
@@ -305,7 +304,7 @@ def train(
     if trl_trainer.is_world_process_zero():
         precomputed = bool(getattr(args, "precompute_ref_log_probs", False))
         reference = reference_logps.train_log_entry(store)  # what the trainer computed and reused; the store closed
-        _write_log(result, device, args.bf16, args.world_size, precomputed, answer_tokens_only, reference)
+        _write_log(result, device, args.bf16, args.world_size, precomputed, answer_tokens_only, reference, packed)
         checkpoints.remove_checkpoints(output_dir, config.keep_checkpoints)
     del trl_trainer, model
     _free_memory()
@@ -360,6 +359,7 @@ def _write_log(
     precomputed: bool = False,
     answer_tokens_only: bool = False,
     reference: dict | None = None,
+    packed: bool = False,
 ) -> None:
     import peft
     import torch
@@ -380,6 +380,7 @@ def _write_log(
         # DPO-style trainers: TRL's fused LM head projected only the answer tokens (wow.align.answer_token_scoring)
         "answer_tokens_only": answer_tokens_only,
         "reference_logps": reference or reference_logps.train_log_entry(None),  # computed here, or reused
+        "shared_prompts": bool(packed),  # each pair's prompt read once per pass (wow.align.shared_prompts)
         "versions": {
             "trl": trl.__version__,
             "transformers": transformers.__version__,

@@ -180,6 +180,11 @@ class RunParams(BaseModel):
         "none", description="4bit: the paper's QLoRA (NF4; a CUDA GPU and bitsandbytes); none: LoRA, any machine"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in training (less memory)")
+    shared_prompts: bool = Field(
+        True,
+        description="training reads each pair's prompt once per pass, both answers behind it (TRL's values up to "
+        "rounding, about half the tokens); false: TRL's layout, the prompt repeated for each answer",
+    )
     train_backend: Literal["local", "ray"] = Field(
         "local",
         description="local: trainings one after another here; ray: every grid point a Ray task (docs/scale.md)",

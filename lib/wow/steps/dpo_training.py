@@ -147,6 +147,7 @@ def train_grids(run: RunContext, sets: dict, questions: list) -> list[Trained]:
         in_run_validation=P.in_run_validation,
         quantization=P.quantization,
         gradient_checkpointing=P.gradient_checkpointing,
+        shared_prompts=P.shared_prompts,
         bf16=None if P.quantization == "4bit" else P.dtype == "bfloat16",
         report_to=list(P.report_to),
         reference_cache=str(P.layout.reference_cache),  # the reference's log-probabilities, shared by the arms

@@ -107,7 +107,11 @@ ARMS = {
 }
 
 
-def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
+#: ``--dtype``: the training's bf16 autocast (``auto``: what ``dtype: auto`` resolves to on this machine).
+BF16 = {"auto": None, "float32": False, "bfloat16": True}
+
+
+def child(which: str, steps: int, batch_size: int, n_pairs: int, dtype: str = "auto") -> dict:
     """One training run in this process (an arm of :data:`ARMS`); returns step times, tokens and memory."""
     import contextlib
     import dataclasses
@@ -117,7 +121,9 @@ def child(which: str, steps: int, batch_size: int, n_pairs: int) -> dict:
 
     torch.manual_seed(0)
     ds = preference_pairs(n_pairs)
-    config = align_config.AlignConfig(train_batch_size=batch_size, max_steps=steps, progress=False, logging_steps=1)
+    config = align_config.AlignConfig(
+        train_batch_size=batch_size, max_steps=steps, progress=False, logging_steps=1, bf16=BF16[dtype]
+    )
     timer = _step_timer()
     rss_start = rss_mb()
     t0 = time.perf_counter()
@@ -242,7 +248,9 @@ def model_gemm_gflops(config, bf16: bool, tokens: int = 1024) -> float:
     return max(gemm_gflops(tokens, config.hidden_size, config.intermediate_size, dtype, reps=20) for _ in range(3))
 
 
-def bench_dpo(steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int = 2) -> dict:
+def bench_dpo(
+    steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int = 2, dtype: str = "auto", name: str = "dpo"
+) -> dict:
     """Alternate ``reps`` runs of each arm (one process each); compare seconds per step, peak memory and the
     compute ceiling.
 
@@ -251,13 +259,16 @@ def bench_dpo(steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int 
         batch_size: pairs per step (the demo's 2).
         n_pairs: preference pairs.
         reps: runs of each arm.
+        name: the result's name (``outputs/bench/<name>.json``).
+        dtype: the trainings' precision (``auto``: what ``dtype: auto`` resolves to here; ``float32`` measures the
+            precision of CPUs without native bf16 on this one).
     """
     load_before = loadavg()
     runs = {which: [] for which in ARMS}
     for rep in range(reps):
         for which in list(ARMS) if rep % 2 == 0 else list(ARMS)[::-1]:  # A B C C B A: a drifting load cancels out
             args = [str(BENCH_DIR / "bench_dpo.py"), "--child", which, "--steps", str(steps)]
-            args += ["--batch-size", str(batch_size), "--pairs", str(n_pairs)]
+            args += ["--batch-size", str(batch_size), "--pairs", str(n_pairs), "--dtype", dtype]
             runs[which].append(run_child(args))
     bf16 = runs["wow"][0]["bf16"]
     model_config = _model_config()
@@ -287,7 +298,7 @@ def bench_dpo(steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int 
         r["vs_ceiling"] = ratio(r["s_per_step"], ceiling)
         r["vs_trl_peak_rss"] = ratio(r["peak_rss_mb"], trl["peak_rss_mb"])
     result = {
-        "name": "dpo",
+        "name": name,
         "model": MODEL,
         "precision": "bfloat16" if bf16 else "float32",
         "steps": steps,
@@ -309,7 +320,7 @@ def bench_dpo(steps: int = 5, batch_size: int = 2, n_pairs: int = 16, reps: int 
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
     }
-    write_result("dpo", result)
+    write_result(name, result)
     return result
 
 
@@ -334,12 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--pairs", type=int, default=16)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--dtype", choices=list(BF16), default="auto", help="the trainings' precision")
+    p.add_argument("--name", default="dpo", help="the result's name (outputs/bench/<name>.json)")
     a = p.parse_args(argv)
     if a.child:
-        res = child(a.child, a.steps, a.batch_size, a.pairs)
+        res = child(a.child, a.steps, a.batch_size, a.pairs, a.dtype)
         sys.stdout.write(json.dumps(res) + "\n")
         return 0
-    res = bench_dpo(a.steps, a.batch_size, a.pairs, a.reps)
+    res = bench_dpo(a.steps, a.batch_size, a.pairs, a.reps, a.dtype, a.name)
     print(markdown_table(res["rows"], COLUMNS))
     c = res["ceiling"]
     print(

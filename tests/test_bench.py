@@ -1,6 +1,7 @@
 """The benchmark scripts still run and write what the summary reads (tiny sizes; no timing is asserted)."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,10 +81,36 @@ def test_precision_bench_measures_both_precisions_and_names_the_cpu(bench_out, m
     ],
 )
 def test_auto_precision_is_bf16_only_where_it_is_faster_than_fp32(monkeypatch, flags, auto):
+    monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
     monkeypatch.setattr(precision, "cuda_bf16", lambda: None)
     assert precision.resolve_dtype("auto") == auto and precision.machine()["auto_dtype"] == auto
     assert precision.resolve_dtype("bfloat16") == "bfloat16"  # an explicit value is kept
+
+
+def test_wow_cpu_bf16_makes_auto_resolve_as_on_the_other_cpu_family(monkeypatch):
+    """``WOW_CPU_BF16=0`` on an AMX CPU: float32 for the run's set and for training, said in the machine line;
+    ``1`` on an AVX2 CPU: bfloat16; anything else is refused, also by the ``wow`` command."""
+    from wow import WowError, params
+    from wow.align.align_config import AlignConfig, use_bf16
+
+    monkeypatch.setattr(precision, "cuda_bf16", lambda: None)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile"}))
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "0")
+    assert precision.resolve_dtype("auto") == "float32" == params.validate({}).dtype
+    assert use_bf16(AlignConfig(), "cpu") is False
+    assert precision.machine_line().endswith("dtype auto -> float32 (WOW_CPU_BF16=0)")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "1")
+    assert precision.resolve_dtype("auto") == "bfloat16" and use_bf16(AlignConfig(), "cpu") is True
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "yes")
+    with pytest.raises(WowError, match="WOW_CPU_BF16='yes': use 0"):
+        precision.resolve_dtype("auto")
+    wow = Path(sys.executable).parent / "wow"
+    proc = subprocess.run(
+        [str(wow), "estimate", str(BENCH.parent / "parameters" / "smoke.yaml")], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "WOW_CPU_BF16='yes'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_summary_reads_every_benchmark_result(bench_out):

@@ -142,7 +142,7 @@ def test_per_token_values_and_gradients_are_trls_up_to_rounding(tiny_model, kern
 
     plain, plain_grads = run()
     trainer = trl.DPOTrainer.__new__(trl.DPOTrainer)
-    trainer.model, trainer.pad_token_id = model, 0
+    trainer.model = model
     assert shared_prompts.share_prompts(trainer)
     assert not shared_prompts.share_prompts(trainer)  # wrapped once
     packed, packed_grads = run()

@@ -163,7 +163,7 @@ def share_prompts(trl_trainer) -> bool:
     if kernel not in KERNELS:
         log.info("pairs read with TRL's layout: attention kernel %s reads no 4-D mask as given", kernel)
         return False
-    pad_id = getattr(trl_trainer, "pad_token_id", None) or 0
+    pad_id = getattr(base.config, "pad_token_id", None) or 0  # masked everywhere: any token would do
 
     @functools.wraps(fused)
     def forward(*args, fused_lm_head=False, labels=None, shift_labels=None, **kwargs):

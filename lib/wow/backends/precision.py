@@ -10,7 +10,9 @@ therefore means bf16 where it is fast, float32 elsewhere. The resolved value is 
 report) and what the engines' cache keys carry, so a cached answer never crosses precisions.
 
 This module reads ``/proc/cpuinfo`` (Linux) or ``sysctl`` (macOS) and imports torch only when an NVIDIA device is
-present, so resolving costs milliseconds on a CPU machine.
+present, so resolving costs milliseconds on a CPU machine. The environment variable ``WOW_CPU_BF16`` overrides the
+CPU's flags: ``0`` resolves ``auto`` as on a CPU without native bf16 (float32: how a developer on an AMX machine runs
+the suite or the demo in the precision most laptops get), ``1`` as on one with it.
 
 Example::
 
@@ -35,6 +37,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 #: CPU flags (``/proc/cpuinfo``) that mean bf16 matrix products run faster than float32: Intel AMX, ARM's BF16
 #: extension. Not ``avx512_bf16`` alone (slower than float32 where measured, see the module docstring).
 BF16_CPU_FLAGS = ("amx_bf16", "bf16")
+#: Environment variable: ``0`` / ``1`` treat this CPU as one without / with native bf16, whatever its flags.
+CPU_BF16_ENV = "WOW_CPU_BF16"
 
 
 @functools.cache
@@ -68,7 +72,19 @@ def cpu_model() -> str:
 
 
 def cpu_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 faster than float32 (AMX or ARM's BF16 extension; not AVX512-BF16 alone)."""
+    """Whether this CPU multiplies bfloat16 faster than float32 (AMX or ARM's BF16 extension; not AVX512-BF16 alone),
+    unless :data:`CPU_BF16_ENV` says otherwise (``0`` or ``1``).
+
+    Raises:
+        WowError: :data:`CPU_BF16_ENV` set to anything else.
+    """
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        from wow import WowError
+
+        raise WowError(f"{CPU_BF16_ENV}={forced!r}: use 0 (float32 for dtype auto) or 1 (bfloat16), or unset it.")
     return bool(cpu_flags() & set(BF16_CPU_FLAGS))
 
 
@@ -119,7 +135,9 @@ def machine_line() -> str:
     what ``dtype: auto`` resolves to."""
     m = machine()
     flags = " ".join(m["cpu_flags"])
-    return f"{m['cpu']}, {os.cpu_count()} cores ({cpu_family()}; flags {flags}); dtype auto -> {m['auto_dtype']}"
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    note = f" ({CPU_BF16_ENV}={forced})" if forced else ""
+    return f"{m['cpu']}, {os.cpu_count()} cores ({cpu_family()}; flags {flags}); dtype auto -> {m['auto_dtype']}{note}"
 
 
 def cpu_family() -> str:

@@ -65,8 +65,20 @@ def test_wow_run_trains_stage_04_on_ray_concurrently_and_as_the_sequential_run_d
     ours = pd.read_csv(copy / "alignment.csv")
     theirs = pd.read_csv(smoke_run / "alignment.csv")
     assert ours["setting"].tolist() == theirs["setting"].tolist()
-    if float32:  # the same answers sampled; in bfloat16 adapters 1e-4 apart sample others
-        assert ours["d_p_wrong"].tolist() == pytest.approx(theirs["d_p_wrong"].tolist(), abs=1e-9)
+    if float32:  # the same answers sampled, to rounding; in bfloat16 adapters 1e-4 apart sample others
+        for setting in ours["setting"]:
+            mine, other = (
+                [json.loads(line) for line in (folder / "eval" / "shortest_path" / f"{setting}.jsonl").open()]
+                for folder in (copy, smoke_run)
+            )
+            same = [(a, b) for a, b in zip(mine, other, strict=True) if a["text"] == b["text"]]
+            # adapters 1e-7 apart (1 thread against 2) give logits 1e-6 apart: a draw whose uniform falls that close
+            # to a CDF boundary takes another token (seen once in float32 on an AMX Xeon: 1 of 4 answers), so one
+            # answer may differ; every other is the same text with the same log-probability to rounding
+            assert len(same) >= len(mine) - 1 and len(mine) >= 4, setting
+            assert all(abs(a["mean_logprob"] - b["mean_logprob"]) < 1e-5 for a, b in same), setting
+            if len(same) == len(mine):
+                assert [a["correctness"] for a, _ in same] == [b["correctness"] for _, b in same], setting
     assert json.loads((copy / "stage_params.json").read_text())["04_dpo_training"]["values"]["train_backend"] == "ray"
 
 

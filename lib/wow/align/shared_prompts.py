@@ -19,6 +19,8 @@ so has the inputs, positions and visible keys it has in TRL's layout, and its lo
 logit and top-1 flag TRL logs) is TRL's up to floating-point rounding: the attention sums the same terms over another
 layout. The per-token values are scattered back into TRL's ``[2B, T - 1]`` layout, so TRL's loss, its metrics, the
 shared reference values (:mod:`wow.align.reference_logps`) and the gradients go through TRL's code as before.
+Measured (``bench/bench_dpo.py``, the demo's 2 pairs a step, 2 CPU cores): 1.9x faster steps in float32, 1.55x in
+bfloat16 on AMX (where autocast's per-pass casts of the frozen weights do not shrink with the tokens).
 
 A call that is not a pair batch (odd rows, a pair whose rows do not share their prompt, answer tokens not at the end
 of a row, left padding, given position ids or embeddings, an attention kernel other than SDPA or eager) runs

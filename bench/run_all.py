@@ -177,6 +177,14 @@ def headline(results: dict) -> list[dict]:
                 f"{fmt(wow['vs_ceiling'])}x ({fmt(wow['s_per_step'])} vs {fmt(ceiling['s_per_step'])} s: "
                 f"{fmt(ceiling['tokens_per_step'])} tokens at {fmt(ceiling['gemm_gflops'])} GFLOP/s)",
             )
+        repeated = next((row for row in r["rows"] if "prompts repeated" in row.get("method", "")), None)
+        if repeated and repeated.get("s_per_step") and wow["s_per_step"]:
+            add(
+                5,
+                "DPO s/step: each pair's prompt read once (wow.align.shared_prompts) vs repeated per answer (TRL's layout)",
+                f"{fmt(ratio(wow['s_per_step'], repeated['s_per_step']))}x ({fmt(wow['s_per_step'])} vs "
+                f"{fmt(repeated['s_per_step'])} s)",
+            )
         shared = next((row for row in r["rows"] if "reference reused" in row.get("method", "")), None)
         if shared and shared.get("s_per_step") and wow["s_per_step"]:
             reused = shared.get("reference_shared") is not False  # bfloat16: computed per batch (not shared)

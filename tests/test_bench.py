@@ -157,6 +157,8 @@ def test_summary_reads_every_benchmark_result(bench_out):
             "rows": [
                 {"s_per_step": 2.0, "vs_trl_s_per_step": 0.5, "vs_ceiling": 2.0, "peak_rss_mb": 900.0,
                  "vs_trl_peak_rss": 1.0},
+                {"method": "wow.align.training.train, prompts repeated per answer (TRL's layout)", "s_per_step": 3.2,
+                 "vs_trl_s_per_step": 0.8, "vs_ceiling": 3.2, "peak_rss_mb": 900.0, "vs_trl_peak_rss": 1.0},
                 {"s_per_step": 4.0, "vs_trl_s_per_step": 1.0, "vs_ceiling": 4.0, "peak_rss_mb": 900.0,
                  "vs_trl_peak_rss": 1.0},
                 {"method": "wow.align.training.train, a second arm on the same pairs flipped (reference reused)",
@@ -200,7 +202,8 @@ def test_summary_reads_every_benchmark_result(bench_out):
     assert "no native bf16 (AVX2)" in precision["measure"] and precision["met"] is True
     [ray] = [r for r in rows if "Ray" in r["measure"]]
     assert ray["value"].startswith("1.25x (100 vs 125 s") and "1.5x vs local" in ray["value"]
-    [dpo, ceiling, shared] = [r for r in rows if r["measure"].startswith("DPO s/step")]
+    [dpo, ceiling, once, shared] = [r for r in rows if r["measure"].startswith("DPO s/step")]
+    assert "prompt read once" in once["measure"] and once["value"].startswith("0.625x (2 vs 3.2 s)")
     assert "second arm on the same pairs" in shared["measure"] and shared["value"].startswith("0.8x (1.6 vs 2 s)")
     assert dpo["value"].startswith("0.5x (2 vs 4 s)") and "float32, 2 pairs a step" in dpo["measure"] and dpo["met"]
     assert ceiling["value"].startswith("2x (2 vs 1 s: 1000 tokens at 200 GFLOP/s")

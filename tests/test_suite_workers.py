@@ -5,7 +5,6 @@ the killed-and-resumed run, the smoke run and the llama.cpp servers.
 """
 
 import json
-import os
 import subprocess
 import sys
 
@@ -80,6 +79,6 @@ def test_the_suite_ends_by_naming_the_machine_and_the_precision_auto_chose():
     *_, last, count = proc.stdout.strip().splitlines()  # just above the count of passed tests
     assert "passed" in count
     assert last.startswith("machine: ") and f"({precision.cpu_family()};" in last, last
-    forced = os.environ.get(precision.CPU_BF16_ENV)  # WOW_CPU_BF16=0 make test: said after the precision
+    forced = precision.cpu_bf16_override()  # WOW_CPU_BF16=0 make test: said after the precision
     suffix = f" ({precision.CPU_BF16_ENV}={forced})" if forced else ""
     assert last.endswith(f"dtype auto -> {precision.resolve_dtype('auto')}{suffix}"), last

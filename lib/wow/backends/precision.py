@@ -71,21 +71,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 faster than float32 (AMX or ARM's BF16 extension; not AVX512-BF16 alone),
-    unless :data:`CPU_BF16_ENV` says otherwise (``0`` or ``1``).
+def cpu_bf16_override() -> str | None:
+    """``"0"`` or ``"1"`` where :data:`CPU_BF16_ENV` overrides the CPU's flags, None where it is unset.
 
     Raises:
         WowError: :data:`CPU_BF16_ENV` set to anything else.
     """
     forced = os.environ.get(CPU_BF16_ENV, "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    if forced:
+    if forced and forced not in ("0", "1"):
         from wow import WowError
 
         raise WowError(f"{CPU_BF16_ENV}={forced!r}: use 0 (float32 for dtype auto) or 1 (bfloat16), or unset it.")
-    return bool(cpu_flags() & set(BF16_CPU_FLAGS))
+    return forced or None
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 faster than float32 (AMX or ARM's BF16 extension; not AVX512-BF16 alone),
+    unless :func:`cpu_bf16_override` says otherwise."""
+    forced = cpu_bf16_override()
+    return forced == "1" if forced else bool(cpu_flags() & set(BF16_CPU_FLAGS))
 
 
 @functools.cache
@@ -135,7 +139,7 @@ def machine_line() -> str:
     what ``dtype: auto`` resolves to."""
     m = machine()
     flags = " ".join(m["cpu_flags"])
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    forced = cpu_bf16_override()
     note = f" ({CPU_BF16_ENV}={forced})" if forced else ""
     return f"{m['cpu']}, {os.cpu_count()} cores ({cpu_family()}; flags {flags}); dtype auto -> {m['auto_dtype']}{note}"
 

@@ -223,7 +223,12 @@ def tiny_model(tmp_path_factory):
         pad_token_id=tok.pad_token_id,
     )
     folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
+    import torch
+
+    with torch.random.fork_rng():  # the same random weights in every session (tests' set-ups read their outputs)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return str(folder)
 

@@ -136,3 +136,40 @@ def test_contrast_table_sets_every_arm_against_the_lowest_acc_wow():
         r for r in ROWS if r["question_id"] == "q1" and r["sample_index"] != 1
     ]  # one wrong answer per question
     assert mechanism.contrast_table("t", no_pairs, rewards, arms).empty
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_a_prompt_shared_by_its_answers_is_read_once_and_scores_as_each_whole_sequence(tiny_model, batch_size):
+    """answer_logprobs reads each distinct prompt (but its last token) once and the answers after it, in chunks of
+    ``batch_size`` (a question's three answers of different lengths: 1 + 2 chunks at 2): every score equals a pass
+    over the whole sequence alone, and the decoder reads the shared prompts' tokens once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    rows = [*ROWS, row("q1", 3, 0.3, -7, text="A much longer answer: adding the edges one by one gives 17.")]
+    expected, prompts, answers = [], {}, 0
+    for r in rows:
+        prompt = tok.apply_chat_template(r["prompt_messages"], add_generation_prompt=True, return_dict=False)
+        full = tok.apply_chat_template([*r["prompt_messages"], {"role": "assistant", "content": r["text"]}],
+                                       return_dict=False)  # fmt: skip
+        with torch.no_grad():
+            logp = model(input_ids=torch.tensor([full])).logits[0, :-1].double().log_softmax(-1)
+        expected.append(logp.gather(-1, torch.tensor(full[1:])[:, None])[:, 0][len(prompt) - 1 :].sum().item())
+        prompts[tuple(prompt)] = len(prompt)
+        answers += len(full) - len(prompt) + 1  # the prompt's last token, then the answer
+    read = []
+
+    def tokens_read(_module, _args, kwargs):  # the real tokens of a forward's input (its mask's last columns)
+        ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
+        read.append(int(mask[:, -ids.shape[1] :].sum()) if mask is not None else ids.numel())
+
+    hook = model.get_decoder().register_forward_pre_hook(tokens_read, with_kwargs=True)
+    try:
+        got = mechanism.answer_logprobs(model, tok, rows, batch_size=batch_size)
+    finally:
+        hook.remove()
+    assert np.allclose(got, expected, rtol=1e-5, atol=1e-4), (got, expected)
+    assert len({tuple(r["prompt_messages"][0].values()) for r in rows}) == len(prompts) == 2
+    # each prompt's tokens but the last once, then every row's continuation; padding is not counted
+    assert sum(read) == sum(n - 1 for n in prompts.values()) + answers

@@ -55,13 +55,20 @@ def answer_logprobs(
     model, tokenizer, rows: Sequence[dict], batch_size: int = 8, desc: str = "scoring base answers"
 ) -> np.ndarray:
     """The sum of the token log-probabilities of each row's answer (``text``) after its prompt
-    (``prompt_messages``), rendered as one chat turn each; one forward pass per batch of rows.
+    (``prompt_messages``), rendered as one chat turn each.
+
+    The rows of one prompt (a question's samples) share it: its tokens but the last are read once, and its rows'
+    continuations (the prompt's last token, then the answer) are read in batches of ``batch_size`` on top of its keys
+    and values, so each answer token is scored with the prompt it follows, as a pass over the whole sequence would
+    (the same log-probabilities up to rounding). Models whose cache is not plain keys and values (sliding windows)
+    read each whole sequence instead.
 
     Raises:
         WowError: a row whose rendered prompt is not a prefix of prompt + answer (a chat template that rewrites
             earlier turns).
     """
-    import torch
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     sequences = []
     for r in rows:
@@ -72,25 +79,71 @@ def answer_logprobs(
             raise WowError(f"answer {r.get('answer_id')}: the rendered prompt is not a prefix of prompt + answer.")
         sequences.append((list(full), len(prompt)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    shared = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+    by_prompt: dict[tuple, list[int]] = defaultdict(list)
+    for i, (ids, n_prompt) in enumerate(sequences):
+        by_prompt[tuple(ids[: n_prompt - 1]) if shared else ()].append(i)  # unshared: batches of whole sequences
     out = np.zeros(len(rows))
+    with progress.bar(len(rows), "answer", desc) as bar:
+        for members in by_prompt.values():
+            context = sequences[members[0]][1] - 1 if shared else 0  # the prompt's tokens but the last
+            past = _context_kv(model, sequences[members[0]][0][:context]) if context else None
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                scores = _continuation_logprobs(model, [sequences[i] for i in chunk], context, past, pad)
+                out[chunk] = scores
+                bar.update(len(chunk))
+    return out
+
+
+def _context_kv(model, ids: list[int]) -> list:
+    """The keys and values of every layer after reading ``ids`` (one row)."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
     device = next(model.parameters()).device
+    with torch.inference_mode():
+        model.get_decoder()(input_ids=torch.tensor([ids], device=device), cache=cache, use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _continuation_logprobs(model, batch: list, context: int, past: list | None, pad: int) -> list[float]:
+    """Per sequence ``(ids, n_prompt)`` of ``batch``: the summed log-probability of its answer tokens, reading
+    ``ids[context:]`` (right-padded) after ``past``, the keys and values of the shared ``ids[:context]``."""
+    import torch
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    width = max(len(ids) - context for ids, _ in batch)
+    ids = torch.tensor([s[context:] + [pad] * (width - len(s) + context) for s, _ in batch], device=device)
+    mask = torch.tensor([[1] * (len(s) - context) + [0] * (width - len(s) + context) for s, _ in batch])
+    cache = None
+    if past is not None:
+        cache = DynamicCache(config=model.config)
+        for layer, (keys, values) in zip(cache.layers, past, strict=True):
+            layer.update(keys.expand(len(batch), -1, -1, -1), values.expand(len(batch), -1, -1, -1))
+        mask = torch.cat([mask.new_ones((len(batch), context)), mask], dim=1)
+    positions = torch.arange(context, context + width, device=device)[None].expand(len(batch), -1)
     # the vocabulary projection only where an answer token is predicted: a whole batch's logits (batch x length x
     # vocabulary, in float32) cost gigabytes and most of the time for answers much shorter than their prompts
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    with progress.bar(len(rows), "answer", desc) as bar:
-        for start in range(0, len(sequences), batch_size):
-            batch = sequences[start : start + batch_size]
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s, _ in batch], device=device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in batch], device=device)
-            with torch.inference_mode():
-                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-                for j, (s, n_prompt) in enumerate(batch):
-                    logits = head(hidden[j, n_prompt - 1 : len(s) - 1]).float()
-                    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[j, n_prompt : len(s), None])
-                    out[start + j] = float(logp.sum())
-            bar.update(len(batch))
-    return out
+    scores = []
+    with torch.inference_mode():
+        hidden = decoder(
+            input_ids=ids,
+            attention_mask=mask.to(device),
+            position_ids=positions,
+            cache=cache,
+            use_cache=cache is not None,
+        ).last_hidden_state
+        for j, (s, n_prompt) in enumerate(batch):
+            first, last = n_prompt - 1 - context, len(s) - 1 - context  # the positions that predict answer tokens
+            logits = head(hidden[j, first:last]).float()
+            scores.append(
+                float(torch.log_softmax(logits, dim=-1).gather(-1, ids[j, first + 1 : last + 1, None]).sum())
+            )
+    return scores
 
 
 def arm_metrics(rows: Sequence[dict], rewards: np.ndarray) -> dict:

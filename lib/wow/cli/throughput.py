@@ -4,7 +4,7 @@ rehearsal stand-ins measured, and the GPU figure assumed for every other local m
 Example::
 
     from wow.cli.throughput import local_tokens_per_second
-    local_tokens_per_second("smollm2-135m", None, "train", dtype="float32")  # Throughput(100.0, "CPU", "measured, ...")
+    local_tokens_per_second("smollm2-135m", None, "train", dtype="float32")  # Throughput(270.0, "CPU", "measured, ...")
 """
 
 from __future__ import annotations
@@ -16,23 +16,26 @@ from dataclasses import dataclass
 #: reply tokens plus a tenth of the prompt tokens (:func:`wow.cli.estimate.estimate`), training the sequence tokens of
 #: its steps, each training's loading, in-run validation and saving included.
 #:
-#: * ``bfloat16``: an Intel Xeon with AMX, quiet, 2026-12-02, in the run of ``parameters/offline_fig3_plain_dpo.yaml``:
-#:   stage 01 generated 60,019 tokens (900 answers with their extraction turns, every prompt read) in 393 s, about
-#:   150 tok/s; each DPO training fed 51,470 tokens (40 steps of 2 pairs, about 2 x 320 tokens each) in about 300 s:
-#:   about 170 tok/s.
-#: * ``float32``: an Intel Xeon with AVX512-BF16 and no AMX (where ``auto`` picks float32), quiet, in a cold ``make
-#:   demo``: stages 01 and 02 did 27,580 tokens of that work in 282 s (about 98 tok/s, 2026-12-05); stage 04 fed its
-#:   four trainings 20,764 tokens (4 steps each, an in-run validation of 8 pairs each) and sampled its test answers in
-#:   254 s, 50 s of which the sampling: about 100 tok/s of training (2026-12-06, the reference's log-probabilities
-#:   shared by the arms and only the answer tokens scored; 56 tok/s before, 2026-12-05). A CPU with AVX2 only is slower
-#:   still (its demo took 17.3 min against this one's 11.9, both before those changes).
+#: Measured on an Intel Xeon with AMX (2026-12-07, quiet), in each precision (``float32`` forced there computes with
+#: the AVX-512 FMA instructions the AVX512-BF16 Xeon, where ``auto`` picks float32, uses too):
 #:
-#: Short trainings pay more per token (loading and validation are fixed costs), so the float32 training figure, from
-#: 4-step trainings, errs low for long ones.
+#: * generation: stages 01 and 02 of a cold demo (120 answers with their extraction turns, 220 judge prompts read;
+#:   every prompt counted at a tenth): 26,503 tokens of that work in 94 s in ``bfloat16`` (``make demo``, about 280
+#:   tok/s) and 26,536 in 174 s in ``float32`` (``--set dtype=float32``, about 150 tok/s);
+#: * training: one DPO training of 40 steps of 2 pairs on the demo's oracle pairs (``python -m wow.align
+#:   --max-steps 40 --train-batch-size 2``, the process from start to end, a validation loss on 39 pairs at the last
+#:   step included: 39 and 31 s): 48,306 sequence tokens (TRL's count: each answer with its prompt) in 194 s in
+#:   ``bfloat16`` (about 250 tok/s) and in 177 s in ``float32`` (about 270 tok/s: the reference's log-probabilities are
+#:   computed once per sequence there, per batch in bfloat16; :mod:`wow.align.reference_logps`).
+#:
+#: Earlier figures (2026-12-02 to 12-06, before the fused decoding step, answer-token scoring and shared prompts) were
+#: 150 / 170 tok/s in bfloat16 and 95 / 100 tok/s in float32 on the AVX512-BF16 Xeon. A CPU with AVX2 only is slower
+#: (its demo took 17.3 min on 2026-12-03 against that Xeon's 11.9, both before those changes). Short trainings pay more
+#: per token (loading is a fixed cost): from 40-step trainings, these figures give 4-step trainings too few hours.
 MEASURED = {
     "smollm2-135m": {
-        "bfloat16": {"generate": 150.0, "train": 170.0, "where": "2-core Intel Xeon with AMX, bfloat16"},
-        "float32": {"generate": 95.0, "train": 100.0, "where": "2-core Intel Xeon without AMX, float32"},
+        "bfloat16": {"generate": 280.0, "train": 250.0, "where": "2-core Intel Xeon with AMX, bfloat16"},
+        "float32": {"generate": 150.0, "train": 270.0, "where": "2-core Intel Xeon with AMX, float32 forced"},
     }
 }
 #: The API models' stand-ins of a rehearsal (``wow run SET --fast-dev-run --stand-ins``): the offline model's GGUF on

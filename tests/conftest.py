@@ -31,9 +31,8 @@ _GROUPS_FILE = pytest.StashKey[Path]()
 def _fixture_groups(items) -> dict[str, str]:
     """Test id -> group, for the tests that must share a worker: those that read one module fixture (the killed-and-
     resumed run of tests/test_reliability.py, a file's trained adapters), so that one worker builds it once. Session
-    fixtures are built once per worker that needs them: the smoke run (about 90 s) by both workers at once costs less
-    than one worker running every test that reads it after one another. Tests in no group go to whichever worker is
-    free."""
+    fixtures are built once per worker that needs them, except the smoke run, which the workers share (``smoke_run``):
+    its tests stay spread over both. Tests in no group go to whichever worker is free."""
     parent: dict[str, str] = {}
 
     def root(node: str) -> str:
@@ -177,13 +176,34 @@ class _LinesHandler(logging.Handler):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The folder of one whole pipeline run on parameters/smoke.yaml (a few minutes), shared by the session's tests."""
+    """The folder of one whole pipeline run on parameters/smoke.yaml (a few minutes), shared by the session's tests.
+
+    Under pytest-xdist the workers share one run: the first worker to need it builds it in their common temporary
+    folder while a file lock holds the others (the run uses both cores; two builds at once took twice the machine).
+    Tests read it; a test that reruns or changes a run works on a copy."""
+    from filelock import FileLock  # a dependency of torch
+
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    base = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()
+    runs, done = base / "smoke-runs", base / "smoke-runs.json"
+    with FileLock(str(base / "smoke-runs.lock")):
+        if done.is_file():
+            return Path(json.loads(done.read_text())["run_dir"])
+        shutil.rmtree(runs, ignore_errors=True)  # a build that failed in another worker is not resumed
+        runs.mkdir()
+        run_dir = _smoke_pipeline(runs)
+        done.write_text(json.dumps({"run_dir": str(run_dir)}))
+        return run_dir
+
+
+def _smoke_pipeline(runs: Path) -> Path:
+    """``wow run parameters/smoke.yaml`` into ``runs`` with the secrets' markers set, its terminal lines kept in
+    ``runs/terminal.log``."""
     from wow.cli import run
 
     saved = {k: os.environ.get(k) for k in [*SECRET_MARKERS, "WOW_PROGRESS_EVERY_S"]}
     os.environ.update(SECRET_MARKERS)  # a run must leave no trace of the keys it could see (tests/test_reliability.py)
     os.environ["WOW_PROGRESS_EVERY_S"] = "0"  # every progress line in the terminal (the kernels read it at start)
-    runs = tmp_path_factory.mktemp("runs")
     terminal, wow_log = _LinesHandler(), logging.getLogger("wow")
     level = wow_log.level
     wow_log.addHandler(terminal)

@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,10 +178,12 @@ def test_smoke_fig3_points_recomputed_by_hand_from_the_run_folder(smoke_run):
 def test_rerun_of_a_stage_is_served_from_the_cache(smoke_run, tmp_path):
     """Seeded sampling gives the same bytes with or without a cache: what tells is that the rerun called no model
     (its stage's record in usage.json counts the rerun's kernel only)."""
-    before = (smoke_run / "answers.jsonl").read_bytes()
-    run.run(ROOT / "parameters" / "smoke.yaml", only=["01"], output_root=str(smoke_run.parent), force=True)
-    assert (smoke_run / "answers.jsonl").read_bytes() == before
-    usage = json.loads((smoke_run / "usage.json").read_text())["01_data_prep"]
+    copy = tmp_path / "runs" / smoke_run.name  # the session's run is read by other tests (other workers) meanwhile
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns(".wow.lock"))
+    before = (copy / "answers.jsonl").read_bytes()
+    run.run(ROOT / "parameters" / "smoke.yaml", only=["01"], output_root=str(copy.parent), force=True)
+    assert (copy / "answers.jsonl").read_bytes() == before
+    usage = json.loads((copy / "usage.json").read_text())["01_data_prep"]
     assert usage, "the rerun recorded no model use"
     for model, counts in usage.items():
         assert counts["calls"] == 0 and counts["cache_misses"] == 0, (model, counts)

@@ -144,10 +144,12 @@ class FusedDecodeStep:
         half = self.head_dim // 2
         return x * cos + self._torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
-    def __call__(self, tokens, mask, positions, cache):
+    def __call__(self, tokens, mask, positions, cache, shared=None):
         """Logits (float32, ``[rows, vocab]``) of the next token after ``tokens`` (``[rows, 1]``) at ``positions``
         (``[rows, 1]``), attending to the cache's keys and values under ``mask`` (``[rows, width]``, 1 = attend,
-        ``width`` = the cache's length after this step); writes this step's keys and values into ``cache``."""
+        ``width`` = the cache's length after this step) and, with ``shared``
+        (:class:`wow.backends.local.cascade_attention.SharedPrefix`), to the rows' shared prefixes first; writes this
+        step's keys and values into ``cache``."""
         torch = self._torch
         functional = torch.nn.functional
         product, norm = self._product, self._norm
@@ -158,15 +160,20 @@ class FusedDecodeStep:
         cos, sin = self.rotary(x, positions)  # [rows, 1, dim], the model's dtype
         cos, sin = cos[:, None], sin[:, None]
         keep = mask.bool()[:, None, None, :]
+        if shared is not None:  # the flash kernel that returns log-sum-exps takes an additive mask
+            keep = torch.zeros(keep.shape, dtype=x.dtype).masked_fill(~keep, float("-inf"))
         split = [heads * dim, kv_heads * dim, kv_heads * dim]
-        for layer, (norm_in, qkv_w, o_w, norm_post, gate_up_w, down_w) in zip(cache.layers, self.layers, strict=True):
+        for i, (layer, weights) in enumerate(zip(cache.layers, self.layers, strict=True)):
+            norm_in, qkv_w, o_w, norm_post, gate_up_w, down_w = weights
             q, k, v = product(norm(x, norm_in), qkv_w).split(split, dim=-1)
             q = self._rotate(q.view(rows, 1, heads, dim).transpose(1, 2), cos, sin)
             k = self._rotate(k.view(rows, 1, kv_heads, dim).transpose(1, 2), cos, sin)
             keys, values = layer.update(k, v.view(rows, 1, kv_heads, dim).transpose(1, 2))
-            out = functional.scaled_dot_product_attention(
-                q.reshape(rows, kv_heads, groups, dim), keys, values, attn_mask=keep, scale=self.scaling
-            )
+            q = q.reshape(rows, kv_heads, groups, dim)
+            if shared is None:
+                out = functional.scaled_dot_product_attention(q, keys, values, attn_mask=keep, scale=self.scaling)
+            else:
+                out = shared.attend(i, q, keys, values, keep, self.scaling)
             x = x + product(out.reshape(rows, 1, heads * dim), o_w)
             gate, up = product(norm(x, norm_post), gate_up_w).split(self.intermediate, dim=-1)
             x = x + product(functional.silu(gate) * up, down_w)

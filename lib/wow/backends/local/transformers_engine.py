@@ -10,19 +10,14 @@ cache. Design decisions:
   by row count, SDPA's per-row rounding), so behind the call cache the engine decodes the batches :meth:`plan`
   cuts from the *whole* request list, each stored once complete: an interrupted and an uninterrupted run decode
   the same batches and write the same bytes (:mod:`wow.backends.cache`), whatever the kernels do.
-* **Default mode: fast.** Prompts sorted by length share a batch; its prompt pass reads every shared prefix once
-  (:mod:`wow.backends.local.prefix_pass`: the N samples of a prompt, the question repeated by every judge prompt of it,
-  the first answer of pairwise prompts) and finished rows leave the batch. ``usage()`` reports the prompt tokens
-  requested and those computed.
+* **Default mode: fast.** Sorted prompts share a batch, whose prompt pass reads every shared prefix once
+  (:mod:`wow.backends.local.prefix_pass`); finished rows leave the batch. ``usage()`` counts the prompt tokens computed.
 * **``fixed_shapes=True``: batch-invariant** (:mod:`wow.backends.local.fixed_shapes`): a given (messages, seed,
   sample_index) yields bitwise the same text and logprobs in any batch composition (tested), at about half the speed.
-* **Logprobs** are the model's own distribution: ``log_softmax`` of the raw logits (temperature 1, no top-p) at
-  each chosen token, as in the paper's code, read from the decoding step itself (no second forward pass). The end
-  of sequence token is not part of the text and not part of the mean.
-* ``temperature == 0`` is greedy. The prompt pass keeps only the last position's logits. Sampling, argmax and
-  log-softmax run only on the rows that need them (the CDF is searched by bisection), never on filler rows.
+* **Logprobs** are the model's own distribution (``log_softmax`` of the raw logits at each chosen token, as in the
+  paper's code), read from the decoding step itself; the end of sequence token is in neither the text nor the mean.
 * **Decoding steps** of Llama-family models on CPU go through :mod:`wow.backends.local.decode_step` (fused, prepacked
-  projections: the model's logits up to rounding, at 1.3x (float32) to 1.8x (bfloat16) the speed of ``forward``).
+  projections), each group of rows reading its shared prompt once (:mod:`wow.backends.local.cascade_attention`).
 
 Example::
 
@@ -39,7 +34,15 @@ from pathlib import Path
 from wow import WowError
 from wow.backends import models, precision
 from wow.backends.base import ChatRequest, Completion, Engine, EngineError, ResultCallback
-from wow.backends.local import decode_step, fixed_shapes, kv_buffers, prefix_pass, rowwise_attention, token_choice
+from wow.backends.local import (
+    cascade_attention,
+    decode_step,
+    fixed_shapes,
+    kv_buffers,
+    prefix_pass,
+    rowwise_attention,
+    token_choice,
+)
 from wow.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -47,10 +50,10 @@ log = logging.getLogger(__name__)
 #: With fixed shapes, decoding batches are a multiple of this many rows (CPU GEMM kernels tile rows by 4 or 8).
 ROW_TILE = 8
 #: Part of :meth:`TransformersEngine.identity` (so of every cache key): bumped when the same request may decode to
-#: other tokens or logprobs than before. 2: decoding attention in float32 over preallocated buffers (CPU). 3: the
-#: default mode reads shared prompt prefixes once (:mod:`wow.backends.local.prefix_pass`); the mode is in the identity.
-#: 4: the default mode decodes over a compacted cache (``kv_buffers.compact``), through ``decode_step`` (``fused_decode``).
-SAMPLER_VERSION = 4
+#: other tokens or logprobs than before. 2: attention in float32 over preallocated buffers (CPU). 3: shared prompt
+#: prefixes read once (``prefix_pass``). 4: a compacted cache, the fused step (``decode_step``). 5: each group's shared
+#: prompt read once per step (``cascade_attention``).
+SAMPLER_VERSION = 5
 
 
 class TransformersEngine(Engine):
@@ -65,11 +68,10 @@ class TransformersEngine(Engine):
         adapter: a peft LoRA adapter folder applied on top of the model (its content hash is part of the cache key).
         pad_multiple: prompts are left-padded to a multiple of this many tokens (batch invariance, see above).
         fixed_shapes: the batch-invariant mode (see above); False (default): the fast mode (a sample may differ in
-            its last bits between batch compositions; a cached run still resumes to the same bytes).
-        base: a :class:`wow.backends.models.SharedBase` of ``model`` (same dtype and device) to run on instead of loading the
-            model: the engines of several adapters then share one loaded model, each merging its adapter in when
-            it runs (the results are bitwise those of an engine with a model of its own, and so is the identity).
-            The base's owner frees the model; :meth:`close` only lets go of it.
+            its last bits between batch compositions; a cached run resumes to the same bytes).
+        base: a :class:`wow.backends.models.SharedBase` of ``model`` (same dtype and device) to run on instead of loading
+            the model: the engines of several adapters share one loaded model, each merging its adapter in when it
+            runs (bitwise the results and identity of an engine with a model of its own); its owner frees it.
         fused_decode: decoding steps through :mod:`wow.backends.local.decode_step` where it supports the model (the
             default mode on CPU); False: through the model's ``forward`` (a benchmark's baseline).
     """
@@ -131,11 +133,8 @@ class TransformersEngine(Engine):
         return ident
 
     def _load(self):
-        if self.base is not None:
-            self._load_shared()
-            return
-        if self._model is not None:
-            return
+        if self.base is not None or self._model is not None:
+            return self._load_shared() if self.base is not None else None
         model, tokenizer = models.load_model(self.model, dtype=self.dtype, device=self.device)
         self._device = next(model.parameters()).device
         if self.fixed_shapes and self._device.type == "cpu":
@@ -176,10 +175,8 @@ class TransformersEngine(Engine):
         # shared prefixes are read once only over plain key/value layers (not sliding windows, not hybrid caches)
         self._plain_cache = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
         ids = model.generation_config.eos_token_id if model.generation_config is not None else None
-        ids = ids if isinstance(ids, list) else [ids]
-        self._eos = {i for i in [*ids, tokenizer.eos_token_id] if i is not None}
-        self._pad = tokenizer.pad_token_id
-        self._torch = torch
+        self._eos = {i for i in [*(ids if isinstance(ids, list) else [ids]), tokenizer.eos_token_id] if i is not None}
+        self._pad, self._torch = tokenizer.pad_token_id, torch
         log.info("loaded %s (%s) on %s", self.model, self.dtype, self._device)
 
     # -- prompts --------------------------------------------------------------------------------------------
@@ -297,6 +294,7 @@ class TransformersEngine(Engine):
                 if not grouped:
                     budget = max(requests[r].max_tokens for r in active)
                     mask = kv_buffers.compact(cache, mask) if self._plain_cache and not self.fixed_shapes else mask
+                    shared, mask = cascade_attention.split(cache, mask, [prompts[r] for r in rows], step)
                     kv_buffers.preallocate(cache, budget)
                     full_mask = torch.cat([mask, mask.new_ones((len(rows), budget))], dim=1)
                     width = mask.shape[1]
@@ -316,6 +314,8 @@ class TransformersEngine(Engine):
                     if not self.fixed_shapes and len(keep) < len(rows):  # finished rows leave the batch
                         sel = torch.tensor(keep, device=self._device)
                         cache.batch_select_indices(sel)
+                        if shared is not None:
+                            shared.select(keep)
                         full_mask, positions, chosen = full_mask[sel], positions[sel], chosen[sel]
                         rows, reqs = [rows[j] for j in keep], [reqs[j] for j in keep]
                         generators, filler = [generators[j] for j in keep], [filler[j] for j in keep]
@@ -325,7 +325,8 @@ class TransformersEngine(Engine):
                     else:
                         width += 1
                         self.decode_steps["fused" if step else "forward"] += 1
-                        logits = (step or self._forward)(chosen[:, None], full_mask[:, :width], positions, cache)
+                        args = (chosen[:, None], full_mask[:, :width], positions, cache)
+                        logits = step(*args, shared=shared) if step else self._forward(*args)
         out = []
         for r, req in enumerate(requests):
             text, kept = token_choice.finish_text(self._tokenizer, req, tokens[r])

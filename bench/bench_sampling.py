@@ -9,6 +9,8 @@ answer go through
   transformers engine in its default mode (shared prompt prefixes read once, finished rows leave the batch);
 * ``wow forward step``: the same with every decoding step through the model's ``forward`` (``fused_decode=False``;
   the default's steps go through :mod:`wow.backends.local.decode_step`);
+* ``wow no cascade``: the default with cascade attention off (each row's step reads its own copy of the shared
+  prompt's keys and values; :mod:`wow.backends.local.cascade_attention`);
 * ``wow fixed_shapes``: the same in the batch-invariant mode (``fixed_shapes=True``);
 * ``raw batched``: ``model.generate`` in batches of the same size (left-padded, ``do_sample``, temperature 1, no
   top-k) with ``output_scores`` and ``compute_transition_scores`` for the per-token logprobs, texts decoded;
@@ -124,22 +126,27 @@ class RawEngine:
         return rows * length / median(seconds[1:])
 
 
-def _wow_run(engine, task, questions, n_samples: int, max_tokens: int, seed: int) -> dict:
+def _wow_run(engine, task, questions, n_samples: int, max_tokens: int, seed: int, cascade: bool = True) -> dict:
+    from wow.backends.local import cascade_attention
     from wow.elicit.sampling import sample_answers
 
     before, computed_before = engine.prompt_tokens, engine.prompt_tokens_computed
-    rows = sample_answers(
-        task,
-        questions,
-        engine,
-        "bench",
-        n_samples=n_samples,
-        temperature=1.0,
-        max_tokens=max_tokens,
-        seed=seed,
-        extraction="direct",
-        progress=False,
-    )
+    enabled, cascade_attention.ENABLED = cascade_attention.ENABLED, cascade
+    try:
+        rows = sample_answers(
+            task,
+            questions,
+            engine,
+            "bench",
+            n_samples=n_samples,
+            temperature=1.0,
+            max_tokens=max_tokens,
+            seed=seed,
+            extraction="direct",
+            progress=False,
+        )
+    finally:
+        cascade_attention.ENABLED = enabled
     return {
         "answers": len(rows),
         "tokens": sum(r["n_tokens"] for r in rows),
@@ -199,6 +206,7 @@ def bench_sampling(
         engines = {
             "wow default": TransformersEngine(MODEL, dtype=dtype, batch_size=size),
             "wow forward step": TransformersEngine(MODEL, dtype=dtype, batch_size=size, fused_decode=False),
+            "wow no cascade": TransformersEngine(MODEL, dtype=dtype, batch_size=size),
             "wow fixed_shapes": TransformersEngine(MODEL, dtype=dtype, batch_size=size, fixed_shapes=True),
         }
         for eng in engines.values():  # warm-up: load the models, run one short batch each (first calls are slow)
@@ -218,7 +226,8 @@ def bench_sampling(
                         if method == "raw batched":
                             res = raw.run(messages, size, budget, seed)
                         else:
-                            res = _wow_run(engines[method], task, questions, per_q, budget, seed)
+                            cascade = method != "wow no cascade"
+                            res = _wow_run(engines[method], task, questions, per_q, budget, seed, cascade)
                     times[method].append(t.seconds)
                     tokens[method].append(res["tokens"])
                     prompt_tokens[method] = res["prompt_tokens"]

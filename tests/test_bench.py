@@ -34,6 +34,7 @@ def test_confidence_bench_counts_forwards_and_writes_its_json(bench_out):
 @pytest.mark.slow
 def test_sampling_bench_takes_the_parameter_set_workload(bench_out):
     from bench_sampling import bench_sampling, workload_from_params
+    from wow.backends.local import cascade_attention
 
     work = workload_from_params()
     assert work["max_tokens"] == 64 and work["batch_size"] == 20  # the demo's
@@ -44,7 +45,8 @@ def test_sampling_bench_takes_the_parameter_set_workload(bench_out):
     assert written["max_tokens"] == [2] and written["ceiling_tokens_per_s"] > 0
     assert written["dtype"] == work["dtype"] == precision.resolve_dtype("auto")  # the set's precision on this machine
     methods = {r["method"] for r in res["rows"]}
-    assert methods == {"wow default", "wow forward step", "wow fixed_shapes", "raw batched"}
+    assert methods == {"wow default", "wow forward step", "wow no cascade", "wow fixed_shapes", "raw batched"}
+    assert cascade_attention.ENABLED  # the no-cascade arm switched it off for its runs only
     for row in res["rows"]:
         assert row["answers"] == work["n_samples"] and row["prompt_tokens"] > 0 and row["vs_ceiling"] > 0
         assert 0 < row["prompt_tokens_computed"] <= row["prompt_tokens"]
@@ -122,6 +124,8 @@ def test_summary_reads_every_benchmark_result(bench_out):
             "rows": [
                 {"workload": "w", "method": "raw batched", "tokens_per_s": 10.0, "vs_raw_batched": 1.0},
                 {"workload": "w", "method": "wow fixed_shapes", "tokens_per_s": 12.0, "vs_raw_batched": 1.2},
+                {"workload": "w", "method": "wow default", "tokens_per_s": 520.0, "vs_raw_batched": 52.0,
+                 "max_tokens": 64},
             ],
         },
         "confidence": {
@@ -207,6 +211,8 @@ def test_summary_reads_every_benchmark_result(bench_out):
     assert "second arm on the same pairs" in shared["measure"] and shared["value"].startswith("0.8x (1.6 vs 2 s)")
     assert dpo["value"].startswith("0.5x (2 vs 4 s)") and "float32, 2 pairs a step" in dpo["measure"] and dpo["met"]
     assert ceiling["value"].startswith("2x (2 vs 1 s: 1000 tokens at 200 GFLOP/s")
+    [sampler] = [r for r in rows if r["goal"] == ">= 500 tok/s"]  # the sampler's goal, on the demo's budget
+    assert sampler["measure"] == "sampling, w: wow default tokens/s" and sampler["value"] == "520" and sampler["met"]
     assert all(r["met"] is not False for r in rows)
     summary = {
         "machine": {"cpu_model": "cpu", "cores": 2, "versions": {}},

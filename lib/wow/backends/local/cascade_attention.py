@@ -77,7 +77,10 @@ class SharedPrefix:
             slot.append(count[g])
             count[g] += 1
         self.width = max(count.values())
-        self.slots = torch.tensor([g * self.width + s for g, s in zip(group, slot, strict=True)])
+        device = self.bias.device
+        self.group_index = torch.tensor(group, device=device)
+        self.slot_index = torch.tensor(slot, device=device)
+        self._bias = None  # the prefix bias for the queries' layout, built by the first layer of the next step
 
     def select(self, rows) -> None:
         """Keep the rows ``rows`` (indices into the current batch, in their new order)."""
@@ -90,23 +93,27 @@ class SharedPrefix:
 
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         rows, heads, per, dim = q.shape
-        n_groups = self.bias.shape[0]
-        slots = self.slots.to(q.device)
-        grouped = q.new_zeros((n_groups * self.width, heads, per, dim))
-        grouped[slots] = q
-        grouped = grouped.view(n_groups, self.width, heads, per, dim).transpose(1, 2)
-        grouped = grouped.reshape(n_groups, heads, self.width * per, dim)
+        n_groups, width = self.bias.shape[0], self.width
+        at = (self.group_index, slice(None), self.slot_index)  # a row's queries in its group's query block
+        grouped = q.new_zeros((n_groups, heads, width, per, dim))
+        grouped[at] = q
+        if self._bias is None or self._bias.dtype != q.dtype:
+            self._bias = self.bias.to(q.dtype)[:, None, None, :].expand(n_groups, 1, width * per, self.bias.shape[1])
         prefix_keys, prefix_values = self.layers[index]
-        bias = self.bias.to(q.dtype)[:, None, None, :].expand(n_groups, 1, self.width * per, self.bias.shape[1])
-        out1, lse1 = flash(grouped, prefix_keys, prefix_values, attn_mask=bias, scale=scale)
-        out1 = out1.view(n_groups, heads, self.width, per, dim).transpose(1, 2).reshape(-1, heads, per, dim)[slots]
-        lse1 = lse1.view(n_groups, heads, self.width, per).transpose(1, 2).reshape(-1, heads, per)[slots]
+        out1, lse1 = flash(
+            grouped.view(n_groups, heads, width * per, dim),
+            prefix_keys,
+            prefix_values,
+            attn_mask=self._bias,
+            scale=scale,
+        )
+        out1 = out1.view(n_groups, heads, width, per, dim)[at]
+        lse1 = lse1.view(n_groups, heads, width, per)[at]
         out2, lse2 = flash(
             q.contiguous(), keys, values, attn_mask=suffix_bias.expand(rows, 1, per, keys.shape[2]), scale=scale
         )
-        top = torch.maximum(lse1, lse2)
-        w1, w2 = (lse1 - top).exp()[..., None], (lse2 - top).exp()[..., None]
-        return ((out1.float() * w1 + out2.float() * w2) / (w1 + w2)).to(q.dtype)
+        weight = torch.sigmoid(lse1 - lse2)[..., None]  # the prefix's share of the row's softmax mass
+        return torch.lerp(out2.float(), out1.float(), weight).to(q.dtype)
 
 
 #: Cascade attention on (a switch for benchmarks and tests; the results are the same up to rounding).

@@ -13,9 +13,9 @@ from wow.backends.base import ChatRequest, EngineError
 def choose(logits, requests: list[ChatRequest], generators: list, filler: list[bool], real: list[int]):
     """One token per row and the logprobs of the ``real`` rows' tokens (a list, in ``real``'s order).
 
-    Greedy at temperature 0 (and for filler rows), else inverse-CDF sampling: a sampling row draws exactly one
-    uniform per step from its own generator and walks the CDF in vocabulary order (``top_p == 1``) or in
-    descending probability over the nucleus (``top_p < 1``). Every row-wise computation (softmax, cumulative
+    Greedy at temperature 0 (and for filler rows), else inverse-CDF sampling in float64: a sampling row draws
+    exactly one uniform per step from its own generator and walks the CDF in vocabulary order (``top_p == 1``) or
+    in descending probability over the nucleus (``top_p < 1``). Every row-wise computation (softmax, cumulative
     sum, search, argmax, log-softmax) runs on the subset of rows that needs it; a row's result never depends on
     the other rows of that subset, so its token never depends on its neighbours.
     """
@@ -29,40 +29,63 @@ def choose(logits, requests: list[ChatRequest], generators: list, filler: list[b
         sel = torch.tensor(greedy, device=device) if len(greedy) < len(requests) else None
         chosen[sel if sel is not None else slice(None)] = (logits if sel is None else logits[sel]).argmax(dim=-1)
     if sampled:
-        sel = torch.tensor(sampled, device=device)
-        rows = logits[sel].double()
+        sel = torch.tensor(sampled, device=device) if len(sampled) < len(requests) else None
+        rows = (logits if sel is None else logits[sel]).double()
         u = [float(torch.rand((), generator=generators[j], dtype=torch.float64)) for j in sampled]
         u = torch.tensor(u, dtype=torch.float64, device=device)[:, None]
         temps = [requests[j].temperature for j in sampled]
         if any(t != 1.0 for t in temps):
             rows = rows / torch.tensor(temps, dtype=torch.float64, device=device)[:, None]
-        probs = torch.softmax(rows, -1)
-        pick = _inverse_cdf(probs, u)
         top_p = [requests[j].top_p for j in sampled]
         nuc = [i for i, p in enumerate(top_p) if p < 1.0]
+        nsel = torch.tensor(nuc, device=device) if nuc else None
+        nucleus = torch.softmax(rows[nsel], -1) if nuc else None
+        if rows is logits:  # float64 logits: do not scale them in place
+            rows = rows.clone()
+        weights = rows.sub_(rows.amax(-1, keepdim=True)).exp_()  # softmax's numerators: the walk scales u by the sum
+        pick = _inverse_cdf(weights, u)
         if nuc:
-            nsel = torch.tensor(nuc, device=device)
-            ranked, order = torch.sort(probs[nsel], dim=-1, descending=True, stable=True)
+            ranked, order = torch.sort(nucleus, dim=-1, descending=True, stable=True)
             p = torch.tensor([top_p[i] for i in nuc], dtype=torch.float64, device=device)[:, None]
             ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= p, 0.0)  # the smallest prefix reaching p
             pick[nsel] = order.gather(1, _inverse_cdf(ranked, u[nsel])[:, None])[:, 0]
-        chosen[sel] = pick
-    rsel = torch.tensor(real, device=device)
-    picked = chosen[rsel]
-    lp = torch.log_softmax(logits[rsel], dim=-1).gather(1, picked[:, None])[:, 0]
+        chosen[sel if sel is not None else slice(None)] = pick
+    if len(real) == len(requests):  # real is in row order: every row
+        picked, source = chosen, logits
+    else:
+        rsel = torch.tensor(real, device=device)
+        picked, source = chosen[rsel], logits[rsel]
+    lp = torch.log_softmax(source, dim=-1).gather(1, picked[:, None])[:, 0]
     return chosen, lp.tolist()
 
 
-def _inverse_cdf(probs, u):
-    """Per row, the first index whose cumulative probability exceeds ``u`` times the row's total.
+#: Vocabulary entries per block of the two-level CDF walk in :func:`_inverse_cdf`.
+CDF_BLOCK = 256
 
-    A binary search of the (non-decreasing) CDF: the number of entries ``<= u * total``.
+
+def _inverse_cdf(weights, u):
+    """Per row, the first index whose cumulative weight exceeds ``u`` times the row's total (``weights`` float64,
+    non-negative, ``[rows, vocab]``; ``u`` ``[rows, 1]`` in [0, 1)).
+
+    Two levels, so a step reads the vocabulary's weights once: the cumulative sums of blocks of :data:`CDF_BLOCK`
+    entries locate the block where the row's total times ``u`` falls, and the cumulative sum inside that one block
+    the entry. The same token as a search of the whole vocabulary's cumulative sum except where ``u`` lies within
+    float64 rounding (about 1e-16 of the total) of a token's boundary.
     """
     import torch
 
-    cdf = probs.cumsum(-1)
-    target = (u * cdf[:, -1:]).contiguous()
-    return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)
+    rows, vocab = weights.shape
+    n_blocks = -(-vocab // CDF_BLOCK)
+    if n_blocks * CDF_BLOCK != vocab:
+        weights = torch.nn.functional.pad(weights, (0, n_blocks * CDF_BLOCK - vocab))
+    blocks = weights.view(rows, n_blocks, CDF_BLOCK)
+    ends = blocks.sum(-1).cumsum(-1)  # [rows, n_blocks]: the cumulative weight at each block's end
+    target = (u * ends[:, -1:]).contiguous()
+    block = torch.searchsorted(ends, target, right=True).clamp_max(n_blocks - 1)  # [rows, 1]
+    start = torch.where(block > 0, ends.gather(1, (block - 1).clamp_min(0)), torch.zeros_like(target))
+    inside = blocks.gather(1, block[:, :, None].expand(rows, 1, CDF_BLOCK))[:, 0].cumsum(-1) + start
+    entry = torch.searchsorted(inside, target, right=True).clamp_max(CDF_BLOCK - 1)
+    return (block * CDF_BLOCK + entry)[:, 0].clamp_max(vocab - 1)
 
 
 def record_token(tokenizer, eos: set[int], req: ChatRequest, toks: list[int], lps: list[float], token: int, lp: float):

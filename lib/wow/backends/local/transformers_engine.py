@@ -52,8 +52,9 @@ ROW_TILE = 8
 #: Part of :meth:`TransformersEngine.identity` (so of every cache key): bumped when the same request may decode to
 #: other tokens or logprobs than before. 2: attention in float32 over preallocated buffers (CPU). 3: shared prompt
 #: prefixes read once (``prefix_pass``). 4: a compacted cache, the fused step (``decode_step``). 5: each group's shared
-#: prompt read once per step (``cascade_attention``).
-SAMPLER_VERSION = 5
+#: prompt read once per step (``cascade_attention``). 6: the cascade's merge as one interpolation, the two-level
+#: inverse-CDF walk (``token_choice``).
+SAMPLER_VERSION = 6
 
 
 class TransformersEngine(Engine):

@@ -115,7 +115,8 @@ def test_a_notebook_run_interactively_refuses_the_folder_of_a_different_run(tmp_
     first.run_dir.mkdir(parents=True)
     run.record_run(first, "first")
     cell = {**first.model_dump(), "n_samples": first.n_samples + 1}  # the parameters cell, edited
-    with pytest.raises(WowError, match=r"differ from the run's .* in n_samples \(n_samples: run 4, here 5\)"):
+    n = first.n_samples
+    with pytest.raises(WowError, match=rf"differ from the run's .* in n_samples \(n_samples: run {n}, here {n + 1}\)"):
         stage_setup.setup(cell, "01_data_prep")
     stage_setup.setup(first.model_dump())  # the same values are that run's: accepted
 

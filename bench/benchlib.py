@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads spin under contention otherwise
+import wow  # noqa: F401  (before torch: the OpenMP wait policy wow's users get, lib/wow/__init__.py)
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -80,6 +81,7 @@ def machine() -> dict:
     except ImportError:
         pass
     info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+    info["gomp_spincount"] = os.environ.get("GOMP_SPINCOUNT")
     try:
         from wow.backends import precision
 

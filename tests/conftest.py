@@ -4,7 +4,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning torch threads stall a shared 2-core machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning torch threads stall a shared 2-core machine: the
+os.environ.setdefault("GOMP_SPINCOUNT", "0")  # suite's two workers share the cores (wow's default spins briefly)
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import json  # noqa: E402

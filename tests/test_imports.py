@@ -337,3 +337,29 @@ def test_every_wow_name_the_docs_and_docstrings_give_exists():
                     stale.add(f"{path.relative_to(root)}: {name}")
                 break
     assert not stale, "names that do not exist:\n" + "\n".join(sorted(stale))
+
+
+# -- what importing wow sets ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({}, ("PASSIVE", "10000")),  # wow's default: spin briefly, then sleep
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, ("ACTIVE", None)),  # a policy set by the user wins, spin count included
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, ("PASSIVE", None)),
+        ({"GOMP_SPINCOUNT": "0"}, ("PASSIVE", "0")),  # the suite's setting: no spin (its workers share the cores)
+    ],
+)
+def test_import_wow_sets_the_openmp_wait_policy_before_torch_loads(given, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | given
+    code = (
+        "import os, sys, wow; "
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    policy, spin, torch_loaded = out.split()
+    assert (policy, None if spin == "None" else spin) == expected
+    assert torch_loaded == "False"  # libgomp reads them when torch loads: importing wow must not load it

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 #: the AVX-512 FMA instructions the AVX512-BF16 Xeon, where ``auto`` picks float32, uses too):
 #:
 #: * generation: stages 01 and 02 of a cold demo (120 answers with their extraction turns, 220 judge prompts read;
-#:   every prompt counted at a tenth): 26,503 tokens of that work in 94 s in ``bfloat16`` (``make demo``, about 280
-#:   tok/s) and 26,536 in 174 s in ``float32`` (``--set dtype=float32``, about 150 tok/s);
+#:   every prompt counted at a tenth): 26,346 tokens of that work in 67 s in ``bfloat16`` (``wow run
+#:   parameters/demo.yaml``, about 390 tok/s) and 26,513 in 129 s in ``float32`` (``--set dtype=float32``, about 205
+#:   tok/s), with the two-level inverse-CDF draw and threads that spin briefly before they sleep
+#:   (``GOMP_SPINCOUNT``, :mod:`wow`); 94 s and 174 s (280 and 150 tok/s) earlier that day;
 #: * training: one DPO training of 40 steps of 2 pairs on the demo's oracle pairs (``python -m wow.align
 #:   --max-steps 40 --train-batch-size 2``, the process from start to end, a validation loss on 39 pairs at the last
 #:   step included: 39 and 31 s): 48,306 sequence tokens (TRL's count: each answer with its prompt) in 194 s in
@@ -34,8 +36,8 @@ from dataclasses import dataclass
 #: per token (loading is a fixed cost): from 40-step trainings, these figures give 4-step trainings too few hours.
 MEASURED = {
     "smollm2-135m": {
-        "bfloat16": {"generate": 280.0, "train": 250.0, "where": "2-core Intel Xeon with AMX, bfloat16"},
-        "float32": {"generate": 150.0, "train": 270.0, "where": "2-core Intel Xeon with AMX, float32 forced"},
+        "bfloat16": {"generate": 390.0, "train": 250.0, "where": "2-core Intel Xeon with AMX, bfloat16"},
+        "float32": {"generate": 205.0, "train": 270.0, "where": "2-core Intel Xeon with AMX, float32 forced"},
     }
 }
 #: The API models' stand-ins of a rehearsal (``wow run SET --fast-dev-run --stand-ins``): the offline model's GGUF on

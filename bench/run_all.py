@@ -309,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=list(BENCHES), help="run only these benchmarks")
     p.add_argument("--skip", nargs="+", choices=list(BENCHES), default=[], help="leave these benchmarks out")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed to each benchmark")
-    p.add_argument("--readme", action="store_true", help="update the benchmark table in README.md")
+    p.add_argument(
+        "--readme",
+        action="store_true",
+        help="update the benchmark table in README.md (needs every benchmark's result)",
+    )
     p.add_argument("--reuse", action="store_true", help="take the benchmarks not run now from the last results.json")
     a = p.parse_args(argv)
     names = [n for n in (a.only or BENCHES) if n not in a.skip]
@@ -343,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     (folder / "results.md").write_text(text, encoding="utf-8")
     print("\n" + markdown_table(summary["headline"], ["#", "measure", "value", "goal", "met"]))
     print(f"wrote {folder / 'results.json'} and {folder / 'results.md'} ({summary['total_seconds'] / 60:.1f} min)")
+    missing = [n for n in BENCHES if n not in summary["benches"]]
+    if a.readme and missing:  # the README's table is every benchmark's: a partial one would drop rows silently
+        print(
+            f"README.md not updated: no result for {', '.join(missing)} (run them too, or add --reuse after a run "
+            "whose outputs/bench/results.json has them)"
+        )
+        return 2
     if a.readme and not update_readme(summary):
         print("README.md has no benchmark markers; table not inserted")
     failed = [n for n, r in summary["benches"].items() if r["status"] != "ok"]

@@ -248,6 +248,30 @@ def test_the_readme_table_says_which_benchmarks_were_rerun_and_which_reused(tmp_
     assert "`make bench` took 10 min (rerun now: sampling, precision; the others are the last run's, dpo)." in text
 
 
+def test_the_readme_is_not_rewritten_from_a_partial_set_of_results(bench_out, tmp_path, monkeypatch):
+    import run_all
+
+    readme = tmp_path / "repo" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text(f"intro\n{run_all.README_START}\nold table\n{run_all.README_END}\n")
+    monkeypatch.setattr(run_all, "REPO", readme.parent)
+    ran = []
+
+    def fake_run(name, with_demo, timeout):
+        ran.append(name)
+        return {"name": name, "status": "ok", "bench_seconds": 1.0, "rows": []}
+
+    monkeypatch.setattr(run_all, "run_bench", fake_run)
+    # no earlier results.json: --reuse has nothing to take the other benchmarks from
+    assert run_all.main(["--only", "precision", "--reuse", "--readme"]) == 2
+    assert ran == ["precision"] and "old table" in readme.read_text()
+    # a full run, then one benchmark rerun with the others reused: the table is rewritten
+    assert run_all.main(["--readme"]) == 0 and "old table" not in readme.read_text()
+    readme.write_text(f"intro\n{run_all.README_START}\nold table\n{run_all.README_END}\n")
+    assert run_all.main(["--only", "precision", "--reuse", "--readme"]) == 0
+    assert "rerun now: precision; the others are the last run's" in readme.read_text()
+
+
 def test_e2e_bench_reads_timings(bench_out, tmp_path, monkeypatch):
     import bench_e2e
 

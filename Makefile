@@ -14,10 +14,8 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
-# torch threads wait for each other briefly spinning (10,000 spins), then asleep: a shared 2-core machine stays fast
-# and a decoding step does not pay a wake-up per parallel region (lib/wow/__init__.py; the suite: no spin, below)
-export OMP_WAIT_POLICY ?= PASSIVE
-export GOMP_SPINCOUNT ?= 10000
+# torch's thread waiting (OMP_WAIT_POLICY, GOMP_SPINCOUNT) is set in one place, by `import wow` (lib/wow/__init__.py;
+# the suite's in tests/conftest.py)
 # llama-cpp-python (the real OpenAI-compatible server of the tests) compiles llama.cpp from source. pip's default
 # build targets the machine at hand (GGML_NATIVE=ON, -march=native); on the Intel Xeon machines of this project that
 # turns on llama.cpp's AMX kernels, whose first AMX instruction (tilezero) traps as an invalid opcode there: the CPU
@@ -84,11 +82,10 @@ demo: install
 	$(VENV)/bin/wow run parameters/demo.yaml
 
 # the suite on TEST_WORKERS pytest-xdist workers (TEST_WORKERS=0: one process); tests/conftest.py sends the tests that
-# read one module fixture (the killed-and-resumed run) to one worker, so it is built once. The workers share the
-# cores, so their threads wait without spinning (GOMP_SPINCOUNT=0: spinning halves a busy neighbour's decoding)
+# read one module fixture (the killed-and-resumed run) to one worker, so it is built once
 TEST_WORKERS ?= 2
 test: install-dev
-	HF_HUB_OFFLINE=1 GOMP_SPINCOUNT=0 $(PY) -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup
 
 # every paper set rehearsed offline (wow run SET --fast-dev-run --stand-ins: all settings, small sizes, stand-in
 # models and data; README "Rehearse a parameter set"), with the stages its "# Reproduce:" line runs; stops at the

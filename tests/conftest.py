@@ -4,8 +4,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning torch threads stall a shared 2-core machine: the
-os.environ.setdefault("GOMP_SPINCOUNT", "0")  # suite's two workers share the cores (wow's default spins briefly)
+# the suite's two workers share the cores: their threads sleep at once (a spin, wow's default, halves a busy
+# neighbour's decoding; lib/wow/__init__.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import json  # noqa: E402

@@ -26,11 +26,11 @@ def choose(logits, requests: list[ChatRequest], generators: list, filler: list[b
     greedy = sorted(set(range(len(requests))) - set(sampled))
     chosen = torch.empty(len(requests), dtype=torch.long, device=device)
     if greedy:
-        sel = torch.tensor(greedy, device=device) if len(greedy) < len(requests) else None
-        chosen[sel if sel is not None else slice(None)] = (logits if sel is None else logits[sel]).argmax(dim=-1)
+        sel = torch.tensor(greedy, device=device) if len(greedy) < len(requests) else slice(None)  # all: a view
+        chosen[sel] = logits[sel].argmax(dim=-1)
     if sampled:
-        sel = torch.tensor(sampled, device=device) if len(sampled) < len(requests) else None
-        rows = (logits if sel is None else logits[sel]).double()
+        sel = torch.tensor(sampled, device=device) if len(sampled) < len(requests) else slice(None)
+        rows = logits[sel].to(torch.float64, copy=True)  # a copy, scaled in place below
         u = [float(torch.rand((), generator=generators[j], dtype=torch.float64)) for j in sampled]
         u = torch.tensor(u, dtype=torch.float64, device=device)[:, None]
         temps = [requests[j].temperature for j in sampled]
@@ -40,8 +40,6 @@ def choose(logits, requests: list[ChatRequest], generators: list, filler: list[b
         nuc = [i for i, p in enumerate(top_p) if p < 1.0]
         nsel = torch.tensor(nuc, device=device) if nuc else None
         nucleus = torch.softmax(rows[nsel], -1) if nuc else None
-        if rows is logits:  # float64 logits: do not scale them in place
-            rows = rows.clone()
         weights = rows.sub_(rows.amax(-1, keepdim=True)).exp_()  # softmax's numerators: the walk scales u by the sum
         pick = _inverse_cdf(weights, u)
         if nuc:
@@ -49,7 +47,7 @@ def choose(logits, requests: list[ChatRequest], generators: list, filler: list[b
             p = torch.tensor([top_p[i] for i in nuc], dtype=torch.float64, device=device)[:, None]
             ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= p, 0.0)  # the smallest prefix reaching p
             pick[nsel] = order.gather(1, _inverse_cdf(ranked, u[nsel])[:, None])[:, 0]
-        chosen[sel if sel is not None else slice(None)] = pick
+        chosen[sel] = pick
     if len(real) == len(requests):  # real is in row order: every row
         picked, source = chosen, logits
     else:

@@ -134,6 +134,36 @@ def machine() -> dict:
     }
 
 
+#: Environment variables that set how the kernels' threads compute and wait (torch's OpenMP runtime reads them at
+#: start; ``import wow`` sets the wait policy where the environment does not: ``lib/wow/__init__.py``).
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", CPU_BF16_ENV)
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def run_machine() -> dict:
+    """What a stage's timings depend on, as ``wow run`` records it with each attempt (``stages.json``): the
+    :func:`machine` dict, the cores this process may use and the thread settings of :data:`THREAD_ENV` it hands
+    the notebooks' kernels (None: unset)."""
+    return {**machine(), "family": cpu_family(), "cores": cores(), "env": {k: os.environ.get(k) for k in THREAD_ENV}}
+
+
+def describe_machine(record: dict) -> str:
+    """A :func:`run_machine` record in one line, e.g. ``Intel(R) Xeon(R) Processor, 2 cores (AMX), dtype auto ->
+    bfloat16; OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=10000``."""
+    env = " ".join(f"{k}={v}" for k, v in (record.get("env") or {}).items() if v is not None)
+    return (
+        f"{record.get('cpu', '?')}, {record.get('cores', '?')} cores ({record.get('family', '?')}), dtype auto -> "
+        f"{record.get('auto_dtype', '?')}; {env or 'no thread settings in the environment'}"
+    )
+
+
 def machine_line() -> str:
     """The machine in one line, for logs and benchmark headers: CPU model, cores, family, bf16-relevant flags and
     what ``dtype: auto`` resolves to."""

@@ -67,6 +67,8 @@ def render_markdown(content: dict) -> str:
     lines += ["## Does the gain grow with the preferences' Acc_WoW? (Fig 3's slope)", ""]
     lines += _table(slopes["header"], slopes["rows"], slopes["note"])
     lines += ["## Model calls, tokens and API cost per stage (whole run)", "", content["usage_note"], ""]
+    if content.get("machine_note"):
+        lines += [content["machine_note"], ""]
     total = content["total"]
     keys = ["name", "time", "compute", "calls", "tokens", "cost", "hits", "params"]
     stage_rows = [[s[k] for k in keys] for s in content["stages"]]

@@ -14,6 +14,7 @@ The structure (every value text, formatted by :mod:`wow.report.report_format`)::
     stages, usage_rows, total   status, wall time, calls, tokens, compute time and cost per stage and model
                   (:mod:`wow.report.report_stages`): the whole run's, from its call cache
     usage_note    one line on where those numbers come from
+    machine_note  one line on the machine and thread settings the wall times were measured with
     figures       [{name, stem, file, pdf}]: the PNG files of the run folder (paths relative to it, URL-quoted)
     files         [{name, file}]: the run's tables and records
     missing       what a partial run lacks
@@ -37,7 +38,7 @@ from wow import WowError, io, layout, run_folder
 from wow.analysis import eval_metrics
 from wow.report import report_format as fmt
 from wow.report import verdict
-from wow.report.report_stages import stage_rows
+from wow.report.report_stages import machine_note, stage_rows
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def gather_report(
         "usage_rows": usage_rows,
         "total": total,
         "usage_note": usage_note,
+        "machine_note": machine_note(run_dir),
         "figures": figures,
         "files": file_list(run_dir),
         "missing": missing,

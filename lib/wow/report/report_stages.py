@@ -165,6 +165,25 @@ def stage_rows(run_dir: Path, missing: list[str]) -> tuple[list[dict], list[dict
     return stages, usage_rows, total, note
 
 
+def machine_note(run_dir: Path) -> str:
+    """Where the stages' latest attempts ran, one sentence: the machine and thread settings each recorded
+    (:func:`wow.backends.precision.describe_machine`), with the stages of each where they differ; empty where no
+    attempt recorded one (a run folder from before the record)."""
+    from wow.backends import precision
+
+    where: dict[str, list[str]] = {}
+    for stage, attempt in sorted(latest_attempts(run_dir).items()):
+        record = attempt.get("machine")
+        if isinstance(record, dict):
+            where.setdefault(precision.describe_machine(record), []).append(stage[:2])
+    if not where:
+        return ""
+    if len(where) == 1:
+        return f"Wall times measured on {next(iter(where))}."
+    parts = [f"{', '.join(stages)} on {line}" for line, stages in where.items()]
+    return f"Wall times measured on more than one machine: {'; '.join(parts)}."
+
+
 def _whole_run(run_dir: Path, attempts: dict, usage: dict, missing: list[str]) -> tuple[dict, str, bool]:
     """``(per stage, note, from_cache)``: the whole run's compute per stage from the cache, or, without a readable
     cache, each stage's last invocation from ``usage.json``."""

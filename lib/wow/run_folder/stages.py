@@ -45,11 +45,23 @@ def latest_attempts(run_dir: str | Path) -> dict[str, dict]:
 
 
 def start_attempt(run_dir: Path, stage: str) -> int:
-    """Record a new attempt at ``stage`` as running; returns its index in the stage's list, for end_attempt."""
+    """Record a new attempt at ``stage`` as running, with the machine and thread settings it runs with
+    (:func:`wow.backends.precision.run_machine`: its wall time means little without them); returns its index in the
+    stage's list, for end_attempt."""
+    from wow.backends import precision
+
     data = load_attempts(run_dir)
     attempts = data.setdefault(stage, [])
     attempts.append(
-        {"status": "running", "start": _now(), "end": None, "seconds": None, "pid": os.getpid(), "error": None}
+        {
+            "status": "running",
+            "start": _now(),
+            "end": None,
+            "seconds": None,
+            "pid": os.getpid(),
+            "error": None,
+            "machine": precision.run_machine(),
+        }
     )
     io.write_json(Layout(run_dir).stages, data)
     return len(attempts) - 1

@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 
 from wow import WowError, io, layout, params, run_folder
+from wow.backends import precision
 from wow.cli import preflight
 from wow.run_folder import fingerprint, lock, stage_setup
 from wow.run_folder.stages import end_attempt, start_attempt
@@ -216,7 +217,7 @@ def _run_stages(P, selected, nb_params, out_dir, kernel, manager, force) -> Path
         ran.append(nb)
         out = out_dir / nb.name
         log.info("[%d/%d] %s ...", i, len(selected), nb.stem)
-        attempt = start_attempt(P.run_dir, nb.stem)
+        attempt = start_attempt(P.run_dir, nb.stem, precision.run_machine())
         t0 = time.perf_counter()
         failure = None
         try:

@@ -44,12 +44,9 @@ def latest_attempts(run_dir: str | Path) -> dict[str, dict]:
     }
 
 
-def start_attempt(run_dir: Path, stage: str) -> int:
-    """Record a new attempt at ``stage`` as running, with the machine and thread settings it runs with
-    (:func:`wow.backends.precision.run_machine`: its wall time means little without them); returns its index in the
-    stage's list, for end_attempt."""
-    from wow.backends import precision
-
+def start_attempt(run_dir: Path, stage: str, machine: dict | None = None) -> int:
+    """Record a new attempt at ``stage`` as running, with ``machine``: what its wall time depends on (``wow run``
+    passes :func:`wow.backends.precision.run_machine`); returns its index in the stage's list, for end_attempt."""
     data = load_attempts(run_dir)
     attempts = data.setdefault(stage, [])
     attempts.append(
@@ -60,7 +57,7 @@ def start_attempt(run_dir: Path, stage: str) -> int:
             "seconds": None,
             "pid": os.getpid(),
             "error": None,
-            "machine": precision.run_machine(),
+            "machine": machine,
         }
     )
     io.write_json(Layout(run_dir).stages, data)

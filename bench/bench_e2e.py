@@ -1,7 +1,9 @@
 """End to end: ``make demo`` wall time per notebook, read from ``outputs/demo/timings.json`` (nothing is run).
 
 ``wow run`` writes each notebook's wall time into ``timings.json`` as it finishes; a run in progress shows only the
-stages done so far (marked partial). Without the file the result says "not measured, run make demo".
+stages done so far (marked partial). Without the file the result says "not measured, run make demo". The result
+also says where the times were measured (the machine and thread settings ``stages.json`` records) and which stages
+``wow run`` would compute again with the code and parameters at hand (their fingerprint changed: times of other code).
 
 Run: ``.venv/bin/python bench/bench_e2e.py`` (writes ``outputs/bench/e2e.json``).
 """
@@ -13,6 +15,7 @@ import json
 from datetime import datetime, timezone
 
 from benchlib import REPO, loadavg, markdown_table, write_result
+from wow.report.report_stages import machine_note
 
 STAGES = ("01_data_prep", "02_elicitation", "03_acc_wow", "04_dpo_training", "05_correlation_plots")
 
@@ -31,14 +34,36 @@ def bench_e2e(run_dir: str = "outputs/demo") -> dict:
         total = sum(v for v in timings.values() if isinstance(v, (int, float)))
         rows.append({"notebook": "total", "seconds": round(total, 2), "minutes": _min(total)})
         written = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).isoformat(timespec="seconds")
+        status = "partial (missing " + ", ".join(missing) + ")" if missing else "complete"
+        stale = stale_stages(folder)
+        if stale:
+            status += f"; stale: {', '.join(s[:2] for s in stale)} would run again on this code (make demo)"
         result.update(
-            demo_status="partial (missing " + ", ".join(missing) + ")" if missing else "complete",
+            demo_status=status,
             rows=rows,
             timings_written=written,
+            stale_stages=stale,
+            machine=machine_note(folder),
         )
     result["loadavg_after"] = loadavg()
     write_result("e2e", result)
     return result
+
+
+def stale_stages(folder) -> list[str] | None:
+    """The stages of the run in ``folder`` that ``wow run`` would compute again with the library, notebooks and
+    parameters at hand: from the first whose fingerprint changed (:func:`wow.run_folder.fingerprint.unchanged`) on,
+    or None where its ``run.yaml`` cannot be read."""
+    from wow import WowError, layout, params
+    from wow.run_folder import fingerprint
+
+    try:
+        P = params.load(folder / "run.yaml", output_root=str(folder.resolve().parent), run_name=folder.resolve().name)
+    except WowError:
+        return None
+    stages = [nb.stem for nb in layout.notebooks()]
+    first = next((i for i, nb in enumerate(layout.notebooks()) if not fingerprint.unchanged(P, nb)), len(stages))
+    return stages[first:]  # wow run reruns from the first changed stage on: each rerun changes the next's inputs
 
 
 def _min(seconds):
@@ -52,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     res = bench_e2e(a.run_dir)
     print(f"{a.run_dir}: {res['demo_status']}")
+    if res.get("machine"):
+        print(res["machine"])
     if res["rows"]:
         print(markdown_table(res["rows"]))
     return 0

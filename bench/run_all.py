@@ -235,6 +235,8 @@ def headline(results: dict) -> list[dict]:
             add(7, f"make demo wall time ({r['demo_status']})", f"{fmt(total['minutes'])} min")
             for row in r["rows"][:-1]:
                 add(7, f"make demo: {row['notebook']}", "—" if row["seconds"] is None else f"{fmt(row['seconds'])} s")
+            if r.get("machine"):
+                add(7, "make demo: where", r["machine"])
         else:
             add(7, "make demo wall time", r.get("demo_status", "not measured, run make demo"))
     for name, res in results.items():

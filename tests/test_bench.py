@@ -284,6 +284,40 @@ def test_e2e_bench_reads_timings(bench_out, tmp_path, monkeypatch):
     assert json.loads((bench_out / "e2e.json").read_text())["rows"]
 
 
+def test_e2e_bench_says_where_the_demo_ran_and_which_stages_this_code_would_compute_again(
+    smoke_run, bench_out, tmp_path, monkeypatch
+):
+    """Row 7 of the README reads a demo folder's timings: they are another code's when a stage's fingerprint changed
+    (a demo run before the last change), and mean little without the machine they were measured on."""
+    import shutil
+
+    import bench_e2e
+    import run_all
+
+    repo = tmp_path / "repo"
+    copy = repo / "outputs" / smoke_run.name  # a moved run folder keeps its fingerprints (its name is a parameter)
+    shutil.copytree(smoke_run, copy)
+    monkeypatch.setattr(bench_e2e, "REPO", repo)
+    demo = f"outputs/{smoke_run.name}"
+    res = bench_e2e.bench_e2e(demo)
+    assert res["demo_status"] == "complete" and res["stale_stages"] == []
+    assert res["machine"].startswith("Wall times measured on ") and "GOMP_SPINCOUNT=0" in res["machine"]
+    rows = run_all.headline({"e2e": {"status": "ok", **res}})
+    assert {"#": 7, "measure": "make demo: where", "value": res["machine"], "goal": "", "met": None} in rows
+    records = json.loads((copy / "stage_params.json").read_text())
+    records["03_acc_wow"]["fingerprint"] = "0" * 24  # as if stage 03 had run on other code: 04 and 05 follow it
+    (copy / "stage_params.json").write_text(json.dumps(records))
+    res = bench_e2e.bench_e2e(demo)
+    assert res["stale_stages"] == ["03_acc_wow", "04_dpo_training", "05_correlation_plots"]
+    assert res["demo_status"] == "complete; stale: 03, 04, 05 would run again on this code (make demo)"
+    assert (
+        run_all.headline({"e2e": {"status": "ok", **res}})[0]["measure"]
+        == f"make demo wall time ({res['demo_status']})"
+    )
+    (copy / "run.yaml").unlink()
+    assert bench_e2e.bench_e2e(demo)["stale_stages"] is None  # no parameters: not known, not claimed
+
+
 def test_ray_bench_times_each_arm_in_its_own_process_and_divides_the_wall_times(bench_out, monkeypatch):
     import bench_ray
 

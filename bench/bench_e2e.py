@@ -15,9 +15,11 @@ import json
 from datetime import datetime, timezone
 
 from benchlib import REPO, loadavg, markdown_table, write_result
+from wow import layout
 from wow.report.report_stages import machine_note
 
-STAGES = ("01_data_prep", "02_elicitation", "03_acc_wow", "04_dpo_training", "05_correlation_plots")
+NOTEBOOKS = tuple(layout.notebooks())
+STAGES = tuple(nb.stem for nb in NOTEBOOKS)
 
 
 def bench_e2e(run_dir: str = "outputs/demo") -> dict:
@@ -54,16 +56,17 @@ def stale_stages(folder) -> list[str] | None:
     """The stages of the run in ``folder`` that ``wow run`` would compute again with the library, notebooks and
     parameters at hand: from the first whose fingerprint changed (:func:`wow.run_folder.fingerprint.unchanged`) on,
     or None where its ``run.yaml`` cannot be read."""
-    from wow import WowError, layout, params
+    from wow import WowError, params
+    from wow.cli.run import resume_target
     from wow.run_folder import fingerprint
 
     try:
-        P = params.load(folder / "run.yaml", output_root=str(folder.resolve().parent), run_name=folder.resolve().name)
+        path, where = resume_target(folder, {})  # the folder's run.yaml, placed where it lies (wow run <folder>)
+        P = params.load(path, **where)
     except WowError:
         return None
-    stages = [nb.stem for nb in layout.notebooks()]
-    first = next((i for i, nb in enumerate(layout.notebooks()) if not fingerprint.unchanged(P, nb)), len(stages))
-    return stages[first:]  # wow run reruns from the first changed stage on: each rerun changes the next's inputs
+    first = next((i for i, nb in enumerate(NOTEBOOKS) if not fingerprint.unchanged(P, nb)), len(NOTEBOOKS))
+    return list(STAGES[first:])  # wow run reruns from the first changed stage on: each rerun changes the next's inputs
 
 
 def _min(seconds):
